@@ -1,0 +1,69 @@
+"""`condaproxy serve [--config PATH] [--host H] [--port P] [--workers N]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from .app import create_app
+from .logs import configure_logging
+from .redact import Redactor
+from .settings import CONFIG_ENV, ConfigError, Settings, load_settings
+
+
+def _settings_from_env() -> Settings:
+    return load_settings(os.environ.get(CONFIG_ENV))
+
+
+def app_factory() -> object:
+    """For uvicorn workers (`--workers N` re-imports the app in each process)."""
+    settings = _settings_from_env()
+    configure_logging(Redactor(settings.secrets()))
+    return create_app(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="condaproxy", description="Caching proxy for conda channels"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or ./proxy.toml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"condaproxy: config error: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    workers = args.workers or settings.server.workers
+    configure_logging(Redactor(settings.secrets()))
+    if workers > 1:
+        # Each worker builds its own app from the same file; they share the cache directory.
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config or settings.source)
+        uvicorn.run(
+            "condaproxy.cli:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_level="warning",
+        )
+    else:
+        uvicorn.run(
+            create_app(settings), host=host, port=port, access_log=False, log_level="warning"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Pure HTTP caching rules (RFC 9110/9111): freshness, validators, conditional requests. No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+
+def is_fresh(fetched_at: float, ttl: float, now: float) -> bool:
+    """RFC 9111 §4.2: fresh while age < freshness lifetime. ttl 0 means revalidate every time."""
+    return ttl > 0 and 0 <= now - fetched_at < ttl
+
+
+def remaining_max_age(fetched_at: float, ttl: float, now: float) -> int:
+    """What is left of the ttl, for `Cache-Control: max-age` towards clients."""
+    return max(0, int(ttl - max(0.0, now - fetched_at)))
+
+
+def strong_etag(opaque: str) -> str:
+    return f'"{opaque}"'
+
+
+def _etag_list(header: str) -> list[str]:
+    return [t.strip() for t in header.split(",") if t.strip()]
+
+
+def if_none_match_hits(header: str | None, etag: str | None) -> bool:
+    """RFC 9110 §13.1.2: weak comparison; `*` matches any current representation."""
+    if not header or not etag:
+        return False
+    tags = _etag_list(header)
+    if "*" in tags:
+        return True
+    bare = etag.removeprefix("W/")
+    return any(t.removeprefix("W/") == bare for t in tags)
+
+
+def not_modified(
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    etag: str | None,
+    modified: float | None,
+) -> bool:
+    """Whether a GET/HEAD gets 304. RFC 9110 §13.2.2: If-None-Match, when present, wins over
+    If-Modified-Since."""
+    if if_none_match:
+        return if_none_match_hits(if_none_match, etag)
+    if if_modified_since and modified is not None:
+        since = parse_http_date(if_modified_since)
+        return since is not None and int(modified) <= since
+    return False
+
+
+def if_range_allows(header: str | None, etag: str | None, modified: float | None) -> bool:
+    """RFC 9110 §13.1.5: a Range applies only if If-Range matches strongly (ETag) or exactly
+    (date); otherwise the whole representation is sent."""
+    if not header:
+        return True
+    header = header.strip()
+    if header.startswith(('"', "W/")):
+        return etag is not None and not header.startswith("W/") and header == etag
+    since = parse_http_date(header)
+    return since is not None and modified is not None and since == int(modified)
+
+
+def parse_http_date(value: str) -> int | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def http_date(timestamp: float) -> str:
+    return format_datetime(datetime.fromtimestamp(int(timestamp), UTC), usegmt=True)

@@ -1,0 +1,64 @@
+"""The small exception tree of condaproxy, translated to HTTP in one place (app.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProxyError(Exception):
+    """Base: a status, a message that says what failed, and extra JSON fields."""
+
+    status = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "status": self.status, **self.extra}
+
+
+class BadRequest(ProxyError):
+    status = 400
+
+
+class NotFound(ProxyError):
+    """Anything not served answers 404: conda clients treat 403/5xx as fatal (PROTOCOL.md)."""
+
+    status = 404
+
+
+class RangeNotSatisfiable(ProxyError):
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"requested range is outside the file's {size} bytes", size=size)
+        self.size = size
+
+
+class UpstreamError(ProxyError):
+    """The upstream failed (connection refused, 5xx, bad body); the message names it."""
+
+    status = 502
+
+    def __init__(self, upstream: str, reason: str) -> None:
+        super().__init__(f"upstream {upstream} failed: {reason}", upstream=upstream)
+        self.upstream = upstream
+        self.reason = reason
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+class UpstreamNotFound(NotFound):
+    """The upstream answered 404 for this resource."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(f"not found upstream at {upstream}", upstream=upstream)
+        self.upstream = upstream
+
+
+class IntegrityError(UpstreamError):
+    """The upstream's bytes do not match the checksum or size the channel publishes."""

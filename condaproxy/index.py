@@ -1,0 +1,103 @@
+"""The metadata index: which blob holds which URL, repodata validators, upstream origins.
+
+diskcache (SQLite) makes it durable and safe across uvicorn workers; a small cachetools LRU in
+front keeps hot package lookups off SQLite. An entry is written only after its blob is durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from cachetools import LRUCache
+
+from .rewrite import Origins
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """An immutable file (package or shard) in the blob store."""
+
+    sha256: str
+    size: int
+    stored_at: float
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Variant:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MetaEntry:
+    """One revalidated resource (a subdir's repodata, a shard index, channeldata.json ...)."""
+
+    source_url: str  # the upstream URL that answered (e.g. repodata.json.zst or .json)
+    etag: str | None  # upstream validators, sent back on revalidation
+    last_modified: str | None
+    fetched_at: float  # last time upstream confirmed it (200 or 304)
+    changed_at: float  # when this content first arrived: our Last-Modified
+    digest: str  # identifies the content: our ETags derive from it
+    variants: dict[str, Variant] = field(default_factory=dict)
+    origins: Origins = field(default_factory=Origins)
+
+
+class Index:
+    def __init__(self, directory: Path, hot_entries: int = 4096) -> None:
+        self._db = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+        self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # immutable files
+    def get_file(self, key: str) -> FileEntry | None:
+        entry = self._hot.get(key)
+        if entry is None:
+            entry = self._db.get(("file", key))
+            if entry is not None:
+                self._hot[key] = entry
+        return entry
+
+    def put_file(self, key: str, entry: FileEntry) -> None:
+        self._db.set(("file", key), entry)
+        self._hot[key] = entry
+
+    def forget_file(self, key: str) -> None:
+        self._hot.pop(key, None)
+        self._db.delete(("file", key))
+
+    # revalidated metadata
+    def get_meta(self, key: str) -> MetaEntry | None:
+        entry: Any = self._db.get(("meta", key))
+        return entry
+
+    def put_meta(self, key: str, entry: MetaEntry) -> None:
+        self._db.set(("meta", key), entry)
+
+    # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
+    def remember_missing(self, key: str, ttl: float) -> None:
+        if ttl > 0:
+            self._db.set(("missing", key), True, expire=ttl)
+
+    def is_missing(self, key: str) -> bool:
+        return bool(self._db.get(("missing", key), False))
+
+    def forget_missing(self, key: str) -> None:
+        self._db.delete(("missing", key))
+
+    # where a subdir's packages and shards really live (CEP-15/16 base URLs)
+    def get_origins(self, subdir_key: str) -> Origins:
+        packages = self._db.get(("origin", "packages", subdir_key))
+        shards = self._db.get(("origin", "shards", subdir_key))
+        return Origins(packages=packages, shards=shards)
+
+    def put_origins(self, subdir_key: str, origins: Origins) -> None:
+        if origins.packages is not None:
+            self._db.set(("origin", "packages", subdir_key), origins.packages)
+        if origins.shards is not None:
+            self._db.set(("origin", "shards", subdir_key), origins.shards)

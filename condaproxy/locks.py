@@ -1,0 +1,64 @@
+"""Per-key locks that work within one process (asyncio) and across uvicorn workers (flock)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+POLL_SECONDS = 0.01
+
+
+class KeyedLocks:
+    def __init__(self, lock_dir: Path) -> None:
+        self.lock_dir = lock_dir
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        self._local: dict[str, asyncio.Lock] = {}
+
+    def _path(self, key: str) -> Path:
+        return self.lock_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+
+    def try_acquire(self, key: str) -> int | None:
+        """Take the cross-process lock if free: returns the fd to release, or None."""
+        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def is_held(self, key: str) -> bool:
+        fd = self.try_acquire(key)
+        if fd is None:
+            return True
+        release(fd)
+        return False
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Exclusive section for `key`: waiters in this process queue on an asyncio lock,
+        waiters in other workers poll the flock."""
+        lock = self._local.setdefault(key, asyncio.Lock())
+        async with lock:
+            fd = self.try_acquire(key)
+            while fd is None:
+                await asyncio.sleep(POLL_SECONDS)
+                fd = self.try_acquire(key)
+            try:
+                yield
+            finally:
+                release(fd)
+                if not lock._waiters:  # type: ignore[attr-defined]
+                    self._local.pop(key, None)
+
+
+def release(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

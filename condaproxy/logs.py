@@ -1,0 +1,87 @@
+"""structlog set-up and the access log: one event per request, secrets masked everywhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from .redact import Redactor
+
+
+def configure_logging(redact: Redactor, level: str = "info", json: bool | None = None) -> None:
+    """JSON lines when stderr is not a terminal (containers, CI), readable text otherwise."""
+    as_json = not sys.stderr.isatty() if json is None else json
+
+    def mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redact(value)
+        return event
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            mask,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+access_log = structlog.get_logger("condaproxy.access")
+
+
+class AccessLog:
+    """ASGI middleware: status, bytes, duration and the cache outcome of every request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+        state = scope.setdefault("state", {})
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        error: str | None = None
+        try:
+            await self.app(scope, receive, counting_send)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                channel=state.get("channel"),
+                status=status,
+                bytes=sent,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                cache=state.get("outcome"),
+                **({"error": error} if error else {}),
+            )

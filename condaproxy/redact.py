@@ -1,0 +1,22 @@
+"""Masking of credentials in anything that may reach a log line or an error body."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_TOKEN_PATH = re.compile(r"/t/[^/\s]+/")
+_USERINFO = re.compile(r"(//[^/@\s:]+):[^/@\s]+@")
+_MASK = "***"
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _MASK)
+        text = _TOKEN_PATH.sub(f"/t/{_MASK}/", text)
+        return _USERINFO.sub(rf"\1:{_MASK}@", text)

@@ -1,0 +1,79 @@
+"""Pure rewriting of channel metadata so every URL a client fetches points at the proxy.
+
+CEP-15 lets repodata carry `info.base_url` (absolute, root-relative or relative) and CEP-16
+shard indexes carry `info.base_url` and `info.shards_base_url`. Clients follow them, so left
+alone they would bypass the proxy. Each rewrite returns where files really come from, so the
+proxy can fetch them there. No I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import msgpack
+import msgspec
+
+from .records import find_keyed_objects
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Absolute upstream bases for package files and shards of one subdir (None = default)."""
+
+    packages: str | None = None
+    shards: str | None = None
+
+
+class _InfoOnly(msgspec.Struct):
+    info: dict[str, Any] = {}
+
+
+def _as_dir(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def rewrite_repodata(data: bytes, repodata_url: str) -> tuple[bytes, Origins]:
+    """Drop `info.base_url` so packages resolve next to the repodata (i.e. via the proxy).
+
+    Returns the bytes unchanged (no copy) when there is no base_url: the common case passes
+    upstream bytes through unparsed. Unknown keys (v3, repodata_revisions) are kept intact.
+    """
+    if b'"base_url"' not in data:
+        return data, Origins()
+    info = msgspec.json.decode(data, type=_InfoOnly).info
+    base_url = info.get("base_url")
+    if not isinstance(base_url, str) or not base_url:
+        return data, Origins()
+    origin = _as_dir(urljoin(repodata_url, base_url))
+    new_info = {k: v for k, v in info.items() if k != "base_url"}
+    for start, end in find_keyed_objects(data, "info"):
+        if msgspec.json.decode(data[start:end]) == info:
+            return data[:start] + msgspec.json.encode(new_info) + data[end:], Origins(
+                packages=origin
+            )
+    raise ValueError("repodata info object not found")
+
+
+SHARD_BASE = "./shards/"
+PACKAGE_BASE = "./"
+
+
+def rewrite_shard_index(index: dict[str, Any], index_url: str) -> tuple[dict[str, Any], Origins]:
+    """Point `base_url` and `shards_base_url` (both required by CEP-16) at the proxy's own
+    layout next to the index, remembering the upstream locations they named."""
+    info = dict(index.get("info") or {})
+    packages = _as_dir(urljoin(index_url, info.get("base_url") or "./"))
+    shards = _as_dir(urljoin(index_url, info.get("shards_base_url") or SHARD_BASE))
+    info["base_url"] = PACKAGE_BASE
+    info["shards_base_url"] = SHARD_BASE
+    return {**index, "info": info}, Origins(packages=packages, shards=shards)
+
+
+def decode_msgpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def encode_msgpack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)

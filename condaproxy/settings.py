@@ -1,0 +1,261 @@
+"""One frozen settings object, read once from proxy.toml plus CONDAPROXY_* overrides.
+
+Every validation error names the file and the key, so a bad config stops start-up with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "CONDAPROXY_"
+CONFIG_ENV = "CONDAPROXY_CONFIG"
+DEFAULT_CONFIG = "proxy.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class Secret:
+    """A credential: its value is never part of repr/str, so it cannot leak into logs."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    path: Path = Path("./cache")
+    repodata_ttl: int = 60
+    negative_ttl: int = 30
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    name: str
+    upstream: str
+    upstream_token: Secret | None = None
+    upstream_username: str | None = None
+    upstream_password: Secret | None = None
+    upstream_bearer: Secret | None = None
+
+    def secrets(self) -> list[str]:
+        held = (self.upstream_token, self.upstream_password, self.upstream_bearer)
+        found = [s.value for s in held if s is not None]
+        password = urlsplit(self.upstream).password
+        return [s for s in [*found, password] if s]
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    def secrets(self) -> list[str]:
+        """Every credential value, so log and error output can mask them."""
+        return [s for ch in self.channels.values() for s in ch.secrets()]
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "cache": CacheSettings,
+    "upstream": UpstreamSettings,
+}
+_CHANNEL_KEYS = {
+    "upstream",
+    "upstream_token",
+    "upstream_username",
+    "upstream_password",
+    "upstream_bearer",
+}
+_SECRET_KEYS = {"upstream_token", "upstream_password", "upstream_bearer"}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (or $CONDAPROXY_CONFIG, or ./proxy.toml) and apply env overrides."""
+    env = os.environ if environ is None else environ
+    config_path = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    where = str(config_path)
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
+    _apply_env_overrides(raw, env)
+    return build_settings(raw, where, env)
+
+
+def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
+    unknown = set(raw) - set(_SECTIONS) - {"channels"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section or key '{sorted(unknown)[0]}'")
+    sections = {
+        name: _build_section(cls, raw.get(name, {}), name, where) for name, cls in _SECTIONS.items()
+    }
+    channels_raw = raw.get("channels", {})
+    if not isinstance(channels_raw, Mapping):
+        raise ConfigError(f"{where}: 'channels' must be a table of [channels.<name>] sections")
+    channels = {name: _build_channel(name, body, where, env) for name, body in channels_raw.items()}
+    return Settings(channels=channels, source=where, **sections)
+
+
+def _build_section(cls: type, body: Any, name: str, where: str) -> Any:
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in body.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"{where}: unknown key '{name}.{key}'")
+        values[key] = _coerce(value, getattr(defaults, key), f"{name}.{key}", where)
+    section = cls(**values)
+    _check_section(section, name, where)
+    return section
+
+
+def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if isinstance(default, Path):
+            return Path(str(value))
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where}: '{key}' must be {type(default).__name__}, got {value!r}"
+        ) from None
+
+
+def _check_section(section: Any, name: str, where: str) -> None:
+    if isinstance(section, ServerSettings):
+        if not 0 < section.port < 65536:
+            raise ConfigError(f"{where}: 'server.port' must be 1-65535, got {section.port}")
+        if section.workers < 1:
+            raise ConfigError(f"{where}: 'server.workers' must be at least 1")
+    if isinstance(section, CacheSettings):
+        if section.repodata_ttl < 0:
+            raise ConfigError(f"{where}: 'cache.repodata_ttl' must be >= 0")
+        if section.negative_ttl < 0:
+            raise ConfigError(f"{where}: 'cache.negative_ttl' must be >= 0")
+    if isinstance(section, UpstreamSettings):
+        for key in ("connect_timeout", "read_timeout"):
+            if getattr(section, key) <= 0:
+                raise ConfigError(f"{where}: 'upstream.{key}' must be > 0")
+
+
+def _build_channel(name: str, body: Any, where: str, env: Mapping[str, str]) -> ChannelSettings:
+    key_base = f"channels.{name}"
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where}: [{key_base}] must be a table")
+    if (
+        not name
+        or name.startswith(("/", "api/", "t/"))
+        or name in {"api", "t", "healthz"}
+        or any(part in {"", ".", ".."} for part in name.split("/"))
+    ):
+        raise ConfigError(f"{where}: '{key_base}' is not a usable channel name")
+    unknown = set(body) - _CHANNEL_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{key_base}.{sorted(unknown)[0]}'")
+    if "upstream" not in body:
+        raise ConfigError(f"{where}: '{key_base}.upstream' is required")
+    upstream = str(body["upstream"]).rstrip("/")
+    parts = urlsplit(upstream)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{where}: '{key_base}.upstream' is not an http(s) URL")
+    values: dict[str, Any] = {"name": name, "upstream": upstream}
+    for key in _CHANNEL_KEYS - {"upstream"}:
+        if key in body:
+            value = _resolve_env_reference(str(body[key]), f"{key_base}.{key}", where, env)
+            values[key] = Secret(value) if key in _SECRET_KEYS else value
+    return ChannelSettings(**values)
+
+
+def _resolve_env_reference(value: str, key: str, where: str, env: Mapping[str, str]) -> str:
+    """`env:NAME` takes the value from the environment, so secrets stay out of the file."""
+    if not value.startswith("env:"):
+        return value
+    var = value[4:]
+    if var not in env:
+        raise ConfigError(
+            f"{where}: '{key}' refers to environment variable {var}, which is not set"
+        )
+    return env[var]
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """CONDAPROXY_<SECTION>_<KEY> and CONDAPROXY_CHANNELS__<NAME>__<KEY> override single keys."""
+    channels = raw.setdefault("channels", {})
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        rest = var[len(ENV_PREFIX) :]
+        if rest.startswith("CHANNELS__"):
+            parts = rest[len("CHANNELS__") :].split("__")
+            if len(parts) != 2:
+                continue
+            env_name, key = parts
+            name = _match_channel_name(env_name, channels)
+            channels.setdefault(name, {})[key.lower()] = value
+            continue
+        section, _, key = rest.partition("_")
+        if section.lower() in _SECTIONS and key:
+            raw.setdefault(section.lower(), {})[key.lower()] = value
+
+
+def _match_channel_name(env_name: str, channels: Mapping[str, Any]) -> str:
+    def norm(name: str) -> str:
+        return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+    for name in channels:
+        if norm(name) == env_name.upper():
+            return name
+    return env_name.lower().replace("_", "-")

@@ -1,0 +1,129 @@
+"""Content-addressed blob storage on the local filesystem.
+
+Crash-safe writes: bytes go to `tmp/<random>.partial` (whose writer holds an flock on it),
+are verified, fsynced and atomically renamed to `<root>/<aa>/<bb>/<sha256>`; the directory is
+fsynced too. A start-up sweep deletes temp files nobody holds, so a kill -9 leaves nothing
+half-written behind, even with several workers sharing the directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class TempBlob:
+    """An open temp file whose flock marks it as in use."""
+
+    path: Path
+    fd: int
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.close()
+
+
+class BlobStore:
+    """put-by-hash (via TempBlob + commit), open, exists, delete, iterate."""
+
+    def __init__(self, root: Path, tmp_dir: Path) -> None:
+        self.root = root
+        self.tmp_dir = tmp_dir
+        root.mkdir(parents=True, exist_ok=True)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def open(self, sha256: str) -> int:
+        """An O_RDONLY descriptor; raises FileNotFoundError if the blob is gone."""
+        return os.open(self.path_for(sha256), os.O_RDONLY)
+
+    def delete(self, sha256: str) -> int:
+        path = self.path_for(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def iterate(self) -> Iterator[tuple[str, int]]:
+        for path in self.root.glob("??/??/*"):
+            if path.is_file():
+                yield path.name, path.stat().st_size
+
+    def new_temp(self) -> TempBlob:
+        path = self.tmp_dir / f"{secrets.token_hex(12)}.partial"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return TempBlob(path, fd)
+
+    def commit(self, temp: TempBlob, sha256: str, close: bool = True) -> Path:
+        """fsync the bytes, rename into place, fsync the directory; the blob is then durable.
+        With close=False the descriptor stays open for readers tailing it."""
+        os.fsync(temp.fd)
+        final = self.path_for(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp.path, final)
+        _fsync_dir(final.parent)
+        if close:
+            temp.close()
+        return final
+
+    def put_bytes(self, data: bytes, sha256: str) -> Path:
+        temp = self.new_temp()
+        try:
+            temp.write(data)
+            return self.commit(temp, sha256)
+        except BaseException:
+            temp.discard()
+            raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep_temp_files(tmp_dir: Path) -> int:
+    """Delete temp files whose writer is gone (no flock held). Returns how many."""
+    removed = 0
+    if not tmp_dir.is_dir():
+        return 0
+    for path in tmp_dir.iterdir():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer (maybe another worker) holds it
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

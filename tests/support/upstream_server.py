@@ -1,0 +1,105 @@
+"""A real conda channel server for tests: serves a directory over HTTP on 127.0.0.1 with strong
+ETags, Last-Modified, 304s and Range, counts requests per path, and injects faults on demand.
+
+Run as `python -m tests.support.upstream_server DIR PORT`. Control endpoints:
+  GET  /_stats            -> {"GET /path": n, ...}
+  POST /_mode?mode=M      -> ok | down (503 for all) | truncate (half the body, then close)
+                             | corrupt (flip bytes in packages) | slow (sleep 0.2 s per chunk)
+  POST /_reset            -> clear the counters
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import os
+import sys
+from email.utils import formatdate
+from pathlib import Path
+
+import uvicorn
+
+COUNTS: collections.Counter[str] = collections.Counter()
+MODE = {"mode": "ok"}
+
+
+def make_app(root: Path):  # type: ignore[no-untyped-def]
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path, method = scope["path"], scope["method"]
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if path == "/_stats":
+            import json
+
+            return await _send(send, 200, json.dumps(dict(COUNTS)).encode(), "application/json")
+        if path == "/_mode":
+            query = scope["query_string"].decode()
+            MODE["mode"] = query.split("=", 1)[1]
+            return await _send(send, 200, b"{}", "application/json")
+        if path == "/_reset":
+            COUNTS.clear()
+            return await _send(send, 200, b"{}", "application/json")
+        COUNTS[f"{method} {path}"] += 1
+        if MODE["mode"] == "down":
+            return await _send(send, 503, b"upstream is down", "text/plain")
+        target = (root / path.lstrip("/")).resolve()
+        if root not in target.parents or not target.is_file():
+            return await _send(send, 404, b"not found", "text/plain")
+        data = target.read_bytes()
+        stat = target.stat()
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        modified = formatdate(stat.st_mtime, usegmt=True)
+        common = [(b"etag", etag.encode()), (b"last-modified", modified.encode()), (b"accept-ranges", b"bytes")]
+        if headers.get("if-none-match") == etag:
+            await send({"type": "http.response.start", "status": 304, "headers": common})
+            return await send({"type": "http.response.body", "body": b""})
+        if MODE["mode"] == "corrupt" and path.endswith((".conda", ".tar.bz2")):
+            data = bytes(b ^ 0xFF for b in data[:64]) + data[64:]
+        status = 200
+        rng = headers.get("range")
+        if rng and rng.startswith("bytes=") and "," not in rng:
+            first, _, last = rng[6:].partition("-")
+            start = int(first) if first else len(data) - int(last)
+            end = int(last) + 1 if first and last else len(data)
+            common.append((b"content-range", f"bytes {start}-{end - 1}/{len(data)}".encode()))
+            data, status = data[start:end], 206
+        hdrs = [*common, (b"content-length", str(len(data)).encode()), (b"content-type", b"application/octet-stream")]
+        await send({"type": "http.response.start", "status": status, "headers": hdrs})
+        if method == "HEAD":
+            return await send({"type": "http.response.body", "body": b""})
+        if MODE["mode"] == "truncate":
+            await send({"type": "http.response.body", "body": data[: len(data) // 2], "more_body": True})
+            raise ConnectionAbortedError("truncated on purpose")
+        step = 1 << 20
+        for i in range(0, max(len(data), 1), step):
+            if MODE["mode"] == "slow":
+                await asyncio.sleep(0.2)
+            more = i + step < len(data)
+            await send({"type": "http.response.body", "body": data[i : i + step], "more_body": more})
+
+    return app
+
+
+async def _send(send, status, body, ctype):  # type: ignore[no-untyped-def]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+if __name__ == "__main__":
+    directory, port = Path(sys.argv[1]).resolve(), int(sys.argv[2])
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    uvicorn.run(make_app(directory), host="127.0.0.1", port=port, log_level="warning")
