@@ -57,7 +57,11 @@ def make_app(root: Path):  # type: ignore[no-untyped-def]
         stat = target.stat()
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         modified = formatdate(stat.st_mtime, usegmt=True)
-        common = [(b"etag", etag.encode()), (b"last-modified", modified.encode()), (b"accept-ranges", b"bytes")]
+        common = [
+            (b"etag", etag.encode()),
+            (b"last-modified", modified.encode()),
+            (b"accept-ranges", b"bytes"),
+        ]
         if headers.get("if-none-match") == etag:
             await send({"type": "http.response.start", "status": 304, "headers": common})
             return await send({"type": "http.response.body", "body": b""})
@@ -71,19 +75,27 @@ def make_app(root: Path):  # type: ignore[no-untyped-def]
             end = int(last) + 1 if first and last else len(data)
             common.append((b"content-range", f"bytes {start}-{end - 1}/{len(data)}".encode()))
             data, status = data[start:end], 206
-        hdrs = [*common, (b"content-length", str(len(data)).encode()), (b"content-type", b"application/octet-stream")]
+        hdrs = [
+            *common,
+            (b"content-length", str(len(data)).encode()),
+            (b"content-type", b"application/octet-stream"),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         if method == "HEAD":
             return await send({"type": "http.response.body", "body": b""})
         if MODE["mode"] == "truncate":
-            await send({"type": "http.response.body", "body": data[: len(data) // 2], "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": data[: len(data) // 2], "more_body": True}
+            )
             raise ConnectionAbortedError("truncated on purpose")
         step = 1 << 20
         for i in range(0, max(len(data), 1), step):
             if MODE["mode"] == "slow":
                 await asyncio.sleep(0.2)
             more = i + step < len(data)
-            await send({"type": "http.response.body", "body": data[i : i + step], "more_body": more})
+            await send(
+                {"type": "http.response.body", "body": data[i : i + step], "more_body": more}
+            )
 
     return app
 
@@ -93,7 +105,10 @@ async def _send(send, status, body, ctype):  # type: ignore[no-untyped-def]
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", ctype.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.channel import build_channel
+from tests.support.processes import Proxy, Upstream, write_config
+
+
+@pytest.fixture(scope="session")
+def channel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real channel (linux-64 + noarch, .conda and .tar.bz2, shards and .zst)."""
+    base = tmp_path_factory.mktemp("channel")
+    return build_channel(base / "channel", base / "work")
+
+
+@pytest.fixture
+def upstream(channel_dir: Path) -> Iterator[Upstream]:
+    server = Upstream(channel_dir).start()
+    yield server
+    server.stop()
+
+
+ProxyFactory = Callable[..., Proxy]
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
+    started: list[Proxy] = []
+
+    def start(
+        channels: dict[str, dict[str, str]],
+        ttl: int = 60,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        cache: Path | None = None,
+        extra: str = "",
+    ) -> Proxy:
+        config = write_config(
+            tmp_path / f"proxy{len(started)}.toml",
+            cache or tmp_path / "cache",
+            channels,
+            ttl,
+            extra,
+        )
+        proxy = Proxy(config, workers=workers, env=env or {}).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

@@ -1,0 +1,85 @@
+"""Build a real conda channel on disk: packages made with conda-package-handling, indexed with
+py-rattler's indexer (in a subprocess, see rattler_client.py for why)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from conda_package_handling import api
+
+
+@dataclass(frozen=True)
+class Pkg:
+    name: str
+    version: str
+    build: str
+    subdir: str
+    depends: tuple[str, ...] = ()
+    ext: str = ".conda"
+    payload_size: int = 64
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}-{self.build}{self.ext}"
+
+
+# A small dependency graph across linux-64 and noarch, in both package formats.
+DEFAULT_PACKAGES = (
+    Pkg("libzlib", "1.3", "h0", "linux-64"),
+    Pkg("libcore", "2.1", "h1", "linux-64", ("libzlib >=1.2",), ext=".tar.bz2"),
+    Pkg("pyutil", "0.4", "pyh0", "noarch", ()),
+    Pkg("datatool", "1.0", "h2", "linux-64", ("libcore >=2", "pyutil")),
+    Pkg("datatool", "0.9", "h0", "linux-64", ("libcore >=2",)),
+)
+
+
+def build_package(pkg: Pkg, workdir: Path, channel: Path) -> Path:
+    src = workdir / f"src-{pkg.name}-{pkg.version}-{pkg.build}"
+    (src / "info").mkdir(parents=True, exist_ok=True)
+    (src / "share" / pkg.name).mkdir(parents=True, exist_ok=True)
+    payload = f"share/{pkg.name}/{pkg.version}.txt"
+    (src / payload).write_bytes(os.urandom(pkg.payload_size))
+    index = {
+        "name": pkg.name,
+        "version": pkg.version,
+        "build": pkg.build,
+        "build_number": 0,
+        "depends": list(pkg.depends),
+        "subdir": pkg.subdir,
+        "license": "BSD-3-Clause",
+        "timestamp": 1_700_000_000_000,
+    }
+    if pkg.subdir == "noarch":
+        index["noarch"] = "generic"
+    (src / "info" / "index.json").write_text(json.dumps(index))
+    (src / "info" / "files").write_text(payload + "\n")
+    out = channel / pkg.subdir
+    out.mkdir(parents=True, exist_ok=True)
+    api.create(str(src), None, pkg.filename, out_folder=str(out))
+    return out / pkg.filename
+
+
+def index_channel(channel: Path, shards: bool = True, zst: bool = True) -> None:
+    for subdir in ("noarch", "linux-64"):
+        (channel / subdir).mkdir(parents=True, exist_ok=True)
+    code = (
+        "import asyncio, os, sys\n"
+        "from rattler.index import index_fs\n"
+        f"asyncio.run(index_fs({str(channel)!r}, write_zst={zst}, write_shards={shards}, force=True))\n"
+        "sys.stdout.flush(); os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def build_channel(
+    channel: Path, workdir: Path, packages: tuple[Pkg, ...] = DEFAULT_PACKAGES, shards: bool = True
+) -> Path:
+    for pkg in packages:
+        build_package(pkg, workdir, channel)
+    index_channel(channel, shards=shards)
+    return channel

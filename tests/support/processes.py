@@ -1,0 +1,140 @@
+"""Start the upstream server and the proxy as real processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before serving {url}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class Upstream:
+    directory: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Upstream:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.upstream_server",
+                str(self.directory),
+                str(self.port),
+            ],
+            cwd=ROOT,
+        )
+        wait_http(self.url + "/_stats", self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def stats(self) -> dict[str, int]:
+        return dict(httpx.get(self.url + "/_stats").json())
+
+    def count(self, method: str, path: str) -> int:
+        return self.stats().get(f"{method} {path}", 0)
+
+    def mode(self, mode: str) -> None:
+        httpx.post(f"{self.url}/_mode?mode={mode}")
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_reset")
+
+
+@dataclass
+class Proxy:
+    config: Path
+    port: int = field(default_factory=free_port)
+    workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Proxy:
+        self.log_path = self.config.with_suffix(f".{self.port}.log")
+        cmd = [
+            sys.executable,
+            "-m",
+            "condaproxy",
+            "serve",
+            "--config",
+            str(self.config),
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        wait_http(self.url + "/healthz", self.proc)
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(15)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def write_config(
+    path: Path, cache: Path, channels: dict[str, dict[str, str]], ttl: int = 60, extra: str = ""
+) -> Path:
+    lines = [
+        f'[cache]\npath = "{cache}"\nrepodata_ttl = {ttl}\nnegative_ttl = 30\n',
+        "[upstream]\nconnect_timeout = 2\nread_timeout = 5\n",
+        extra,
+    ]
+    for name, body in channels.items():
+        lines.append(f"[channels.{name!r}]".replace("'", '"'))
+        lines.extend(f'{k} = "{v}"' for k, v in body.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path
