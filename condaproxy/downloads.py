@@ -123,7 +123,7 @@ class Downloads:
             if entry is not None:  # finished by another worker while we looked
                 release(lock_fd)
                 raise AlreadyCached(entry)
-            if self.index.is_missing(key):
+            if self.index.is_missing(key, self.clock()):
                 release(lock_fd)
                 raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
             download = Download(
@@ -195,7 +195,9 @@ class Downloads:
         except BaseException as exc:
             d.error = exc
             if isinstance(exc, NotFound):
-                self.index.remember_missing(d.key, self.negative_ttl)
+                self.index.remember_missing(
+                    d.key, self.clock() + self.negative_ttl, self.negative_ttl
+                )
             if not d.head.done():
                 d.head.set_exception(
                     exc if isinstance(exc, Exception) else UpstreamError(url, "cancelled")

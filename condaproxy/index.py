@@ -80,12 +80,14 @@ class Index:
         self._db.set(("meta", key), entry)
 
     # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
-    def remember_missing(self, key: str, ttl: float) -> None:
+    def remember_missing(self, key: str, until: float, ttl: float) -> None:
+        """Remember a 404 until `until` (our clock); diskcache's expiry only collects garbage."""
         if ttl > 0:
-            self._db.set(("missing", key), True, expire=ttl)
+            self._db.set(("missing", key), until, expire=ttl + 60)
 
-    def is_missing(self, key: str) -> bool:
-        return bool(self._db.get(("missing", key), False))
+    def is_missing(self, key: str, now: float) -> bool:
+        until = self._db.get(("missing", key))
+        return until is not None and now < until
 
     def forget_missing(self, key: str) -> None:
         self._db.delete(("missing", key))

@@ -94,7 +94,7 @@ class MetadataCache:
         entry = self.index.get_meta(key)
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
-        if entry is None and self.index.is_missing(key):
+        if entry is None and self.index.is_missing(key, self.clock()):
             raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
         async with self.locks.hold("meta:" + key):
             latest = self.index.get_meta(key)
@@ -107,7 +107,9 @@ class MetadataCache:
             try:
                 return await self._refresh(key, channel, latest, urls, build)
             except UpstreamNotFound:
-                self.index.remember_missing(key, self.negative_ttl)
+                self.index.remember_missing(
+                    key, self.clock() + self.negative_ttl, self.negative_ttl
+                )
                 raise
             except UpstreamError as exc:
                 if latest is None:
