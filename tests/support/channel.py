@@ -70,7 +70,8 @@ def index_channel(channel: Path, shards: bool = True, zst: bool = True) -> None:
     code = (
         "import asyncio, os, sys\n"
         "from rattler.index import index_fs\n"
-        f"asyncio.run(index_fs({str(channel)!r}, write_zst={zst}, write_shards={shards}, force=True))\n"
+        f"asyncio.run(index_fs({str(channel)!r}, write_zst={zst}, write_shards={shards},"
+        " force=True))\n"
         "sys.stdout.flush(); os._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
