@@ -1,0 +1,109 @@
+"""The proxy as a separate process in front of a real local upstream server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.integration
+
+PKG_PATH = "/linux-64/datatool-1.0-h2.conda"
+
+
+async def fetch_many(url: str, n: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        return await asyncio.gather(*(client.get(url) for _ in range(n)))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_cold_requests_make_one_upstream_request(
+    upstream, start_proxy, channel_dir: Path, workers: int
+) -> None:
+    proxy = start_proxy({"local": {"upstream": upstream.url}}, workers=workers)
+    upstream.mode("slow")  # every 1 MiB chunk waits 0.2 s, so the requests overlap
+    responses = asyncio.run(fetch_many(f"{proxy.url}/local{PKG_PATH}", 64))
+    expected = (channel_dir / PKG_PATH.lstrip("/")).read_bytes()
+    assert [r.status_code for r in responses] == [200] * 64
+    assert all(r.content == expected for r in responses)
+    assert upstream.count("GET", PKG_PATH) == 1
+    outcomes = sorted(r.headers["x-cache"] for r in responses)
+    assert outcomes.count("MISS") == 1
+
+
+def test_kill_9_during_a_download_leaves_nothing_half_written(
+    upstream, start_proxy, channel_dir: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    proxy = start_proxy({"local": {"upstream": upstream.url}}, cache=cache)
+    upstream.mode("slow")
+    with httpx.stream("GET", f"{proxy.url}/local{PKG_PATH}", timeout=10) as response:
+        assert response.status_code == 200
+        assert list((cache / "tmp").iterdir()), "the download is in a temp file"
+        proxy.stop(kill=True)
+    assert not any(p.is_file() for p in (cache / "blobs").rglob("*")), "nothing reached the store"
+
+    upstream.mode("ok")
+    again = start_proxy({"local": {"upstream": upstream.url}}, cache=cache)
+    assert not list((cache / "tmp").iterdir()), "start-up swept the orphaned temp file"
+    body = httpx.get(f"{again.url}/local{PKG_PATH}").content
+    assert body == (channel_dir / PKG_PATH.lstrip("/")).read_bytes()
+    assert upstream.count("GET", PKG_PATH) == 2
+
+
+def test_truncated_upstream_body_is_aborted_and_not_cached(upstream, start_proxy, channel_dir):
+    proxy = start_proxy({"local": {"upstream": upstream.url}})
+    upstream.mode("truncate")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{proxy.url}/local{PKG_PATH}", timeout=10)
+    upstream.mode("ok")
+    response = httpx.get(f"{proxy.url}/local{PKG_PATH}", timeout=10)
+    assert response.status_code == 200 and response.headers["x-cache"] == "MISS"
+    assert response.content == (channel_dir / PKG_PATH.lstrip("/")).read_bytes()
+
+
+def test_upstream_credentials_never_reach_logs_or_clients(upstream, start_proxy):
+    secret = "sekr1t-token-value-42"
+    proxy = start_proxy(
+        {"private": {"upstream": upstream.url, "upstream_token": "env:ORG_TOKEN"}},
+        env={"ORG_TOKEN": secret},
+    )
+    response = httpx.get(f"{proxy.url}/private/noarch/repodata.json")
+    assert response.status_code == 404  # our upstream has nothing under /t/<token>/
+    assert upstream.count("GET", f"/t/{secret}/noarch/repodata.json") == 1
+    assert secret not in response.text
+    assert secret not in proxy.log()
+    assert "/t/***/" in proxy.log() or "private" in proxy.log()
+
+
+def test_label_paths_and_channel_root_files_map_to_the_upstream(upstream, start_proxy):
+    proxy = start_proxy({"local": {"upstream": upstream.url}})
+    httpx.get(f"{proxy.url}/local/label/dev/noarch/repodata.json")
+    assert upstream.count("GET", "/label/dev/noarch/repodata.json.zst") == 1
+    assert upstream.count("GET", "/label/dev/noarch/repodata.json") == 1
+    response = httpx.get(f"{proxy.url}/local/channeldata.json")
+    assert response.status_code == 404 and "error" in response.json()
+    assert upstream.count("GET", "/channeldata.json") == 1
+
+
+def test_bad_config_stops_start_up_with_one_line(tmp_path: Path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[channels.x]\nupstream = "not a url"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "condaproxy", "serve", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(config) in lines[0] and "channels.x.upstream" in lines[0]
