@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .downloads import Downloads
-from .errors import ProxyError
+from .errors import MethodNotAllowed, ProxyError
 from .index import Index
 from .locks import KeyedLocks
 from .logs import AccessLog
@@ -89,19 +89,16 @@ def create_app(
             await upstream.aclose()
             index.close()
 
-    async def channel_file(request: Request) -> Any:
-        proxy: Proxy = request.app.state.proxy
-        rp = parse_path(request.url.path, proxy.channels)
-        request.state.channel = rp.channel
-        return await proxy.serve(rp, request.headers, request.method, request.state)
-
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ProxyError)
+    def error_response(exc: ProxyError) -> JSONResponse:
         body = {k: redact(v) if isinstance(v, str) else v for k, v in exc.body().items()}
         return JSONResponse(body, status_code=exc.status)
+
+    async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProxyError)
+        return error_response(exc)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -112,9 +109,47 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/{path:path}", channel_file, methods=["GET", "HEAD"]),
         ],
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
-    return AccessLog(app)
+    return AccessLog(ChannelDispatch(app, error_response))
+
+
+class _State:
+    """Attribute access over the request's state dict (what the access log reads)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        object.__setattr__(self, "_data", data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+
+
+class ChannelDispatch:
+    """Channel files are the hot path of every cache hit, so they skip Starlette's router and
+    middleware stack: plain ASGI in, the core called, errors translated here. Everything else
+    (health, later the API) is the Starlette app."""
+
+    RESERVED = ("/healthz", "/readyz", "/metrics", "/api/")
+
+    def __init__(self, app: Starlette, error_response: Callable[[ProxyError], Any]) -> None:
+        self.app = app
+        self.error_response = error_response
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.RESERVED):
+            await self.app(scope, receive, send)
+            return
+        state = _State(scope.setdefault("state", {}))
+        try:
+            if scope["method"] not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
+            proxy: Proxy = self.app.state.proxy
+            rp = parse_path(scope["path"], proxy.channels)
+            state.channel = rp.channel
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            response = await proxy.serve(rp, headers, scope["method"], state)
+        except ProxyError as exc:
+            response = self.error_response(exc)
+        await response(scope, receive, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -73,5 +74,10 @@ def parse_http_date(value: str) -> int | None:
     return int(parsed.timestamp())
 
 
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    return format_datetime(datetime.fromtimestamp(seconds, UTC), usegmt=True)
+
+
 def http_date(timestamp: float) -> str:
-    return format_datetime(datetime.fromtimestamp(int(timestamp), UTC), usegmt=True)
+    return _http_date(int(timestamp))

@@ -23,6 +23,10 @@ class BadRequest(ProxyError):
     status = 400
 
 
+class MethodNotAllowed(ProxyError):
+    status = 405
+
+
 class NotFound(ProxyError):
     """Anything not served answers 404: conda clients treat 403/5xx as fatal (PROTOCOL.md)."""
 

@@ -17,6 +17,10 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, _MASK)
-        text = _TOKEN_PATH.sub(f"/t/{_MASK}/", text)
-        return _USERINFO.sub(rf"\1:{_MASK}@", text)
+            if secret in text:
+                text = text.replace(secret, _MASK)
+        if "/t/" in text:
+            text = _TOKEN_PATH.sub(f"/t/{_MASK}/", text)
+        if "@" in text:
+            text = _USERINFO.sub(rf"\1:{_MASK}@", text)
+        return text

@@ -157,11 +157,12 @@ class Proxy:
         method: str,
         state: Any,
     ) -> Any:
-        entry = self.downloads.cached(rp.key)
+        entry = self.index.get_file(rp.key)
         if entry is not None:
             response = self._file_hit(entry, headers, method, state)
             if response is not None:
                 return response
+            self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
         expected = await self._expected(rp, headers)
         url = self._url(channel, rp)
         try:
