@@ -260,9 +260,8 @@ def bench_rss(nginx: Nginx) -> list[str]:
             rate, _ = curl(f"{proxy.url}/fast/linux-64/big-1g-1.0-0.conda")
             done.set()
             sampler.join()
-            rows.append(
-                f"| 1 GiB {label} | peak proxy RSS **{peak / MiB:.0f} MiB** | {rate / MiB:.0f} MiB/s |"
-            )
+            rss = f"peak proxy RSS **{peak / MiB:.0f} MiB**"
+            rows.append(f"| 1 GiB {label} | {rss} | {rate / MiB:.0f} MiB/s |")
             print(rows[-1], flush=True)
     finally:
         proxy.stop()
