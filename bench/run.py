@@ -148,7 +148,10 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 def wrk_rps(url: str, seconds: int) -> float:
     out = subprocess.run(
-        ["wrk", "-t2", "-c16", f"-d{seconds}s", url], capture_output=True, text=True, check=True
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "30s", url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match, out

@@ -107,3 +107,21 @@ def test_bad_config_stops_start_up_with_one_line(tmp_path: Path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert str(config) in lines[0] and "channels.x.upstream" in lines[0]
+
+
+def test_concurrent_cold_repodata_requests_make_one_upstream_request(upstream, start_proxy):
+    proxy = start_proxy({"local": {"upstream": upstream.url}})
+    upstream.mode("slow")
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            names = ["repodata.json", "repodata.json.zst", "current_repodata.json"] * 10
+            return await asyncio.gather(
+                *(client.get(f"{proxy.url}/local/noarch/{n}") for n in names)
+            )
+
+    responses = asyncio.run(storm())
+    assert all(r.status_code == 200 for r in responses)
+    assert len({r.content for r in responses if not r.url.path.endswith(".zst")}) == 1
+    assert upstream.count("GET", "/noarch/repodata.json.zst") == 1
+    assert upstream.count("GET", "/noarch/repodata.json") == 0
