@@ -119,6 +119,8 @@ def create_app(
 class _State:
     """Attribute access over the request's state dict (what the access log reads)."""
 
+    _data: dict[str, Any]
+
     def __init__(self, data: dict[str, Any]) -> None:
         object.__setattr__(self, "_data", data)
 
