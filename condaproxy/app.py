@@ -26,7 +26,7 @@ from .logs import AccessLog
 from .metadata import MetadataCache
 from .redact import Redactor
 from .routing import parse_path
-from .service import Proxy
+from .service import Asked, Proxy
 from .settings import Settings
 from .store import BlobStore, sweep_temp_files
 from .upstream import UpstreamClient
@@ -151,7 +151,7 @@ class ChannelDispatch:
             rp = parse_path(scope["path"], proxy.channels)
             state.channel = rp.channel
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            response = await proxy.serve(rp, headers, scope["method"], state)
+            response = await proxy.serve(rp, Asked(headers, scope["method"], state))
         except ProxyError as exc:
             response = self.error_response(exc)
         await response(scope, receive, send)

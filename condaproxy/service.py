@@ -8,6 +8,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -40,6 +41,16 @@ SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 STALE_WARNING = '110 - "Response is Stale"'
 
 
+@dataclass
+class Asked:
+    """What the client sent that shapes the answer: conditionals, ranges, the method; and the
+    per-request state the access log reads (channel, cache outcome)."""
+
+    headers: Mapping[str, str]
+    method: str
+    state: Any
+
+
 class Proxy:
     def __init__(
         self,
@@ -61,14 +72,12 @@ class Proxy:
         self.ttl = ttl
         self.clock = clock
 
-    async def serve(
-        self, rp: ResourcePath, headers: Mapping[str, str], method: str, state: Any
-    ) -> Any:
+    async def serve(self, rp: ResourcePath, asked: Asked) -> Any:
         channel = self.channels[rp.channel]
         if rp.kind in (Kind.PACKAGE, Kind.SHARD):
-            return await self._immutable(rp, channel, headers, method, state)
+            return await self._immutable(rp, channel, asked)
         if rp.kind is Kind.REPODATA:
-            return await self._repodata(rp, channel, headers, method, state)
+            return await self._repodata(rp, channel, asked)
         if rp.kind is Kind.SHARD_INDEX:
             key = "shards:" + rp.subdir_key
             try:
@@ -80,24 +89,15 @@ class Proxy:
                 # solve on a 5xx: with nothing cached, "no shards" is the answer that works.
                 log.warning("shard index unavailable, answering 404", reason=exc.message)
                 raise NotFound(f"shard index unavailable: {exc.message}") from None
-            return self._metadata_response(
-                key, served, "body", "application/octet-stream", headers, method, state
-            )
+            return self._metadata_response(key, served, "body", "application/octet-stream", asked)
         key = "meta:" + rp.key
         served = await self.meta.get(key, channel, [self._url(channel, rp)], identity_build)
         ctype = "application/json" if rp.filename.endswith(".json") else "application/octet-stream"
-        return self._metadata_response(key, served, "body", ctype, headers, method, state)
+        return self._metadata_response(key, served, "body", ctype, asked)
 
     # metadata
 
-    async def _repodata(
-        self,
-        rp: ResourcePath,
-        channel: ChannelSettings,
-        headers: Mapping[str, str],
-        method: str,
-        state: Any,
-    ) -> Any:
+    async def _repodata(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Any:
         key = "repodata:" + rp.subdir_key
         base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
         urls = [join_url(base, "repodata.json.zst"), join_url(base, "repodata.json")]
@@ -108,9 +108,7 @@ class Proxy:
         if blob_variant not in served.entry.variants:
             entry = await self.meta.add_variant(key, served.entry, blob_variant, self._bz2_of(key))
             served = Served(entry, served.outcome)
-        return self._metadata_response(
-            key, served, name, ctype, headers, method, state, blob_variant
-        )
+        return self._metadata_response(key, served, name, ctype, asked, blob_variant)
 
     def _bz2_of(self, key: str) -> Callable[[MetaEntry], bytes]:
         def make(entry: MetaEntry) -> bytes:
@@ -124,9 +122,7 @@ class Proxy:
         served: Served,
         name: str,
         ctype: str,
-        headers: Mapping[str, str],
-        method: str,
-        state: Any,
+        asked: Asked,
         blob_variant: str | None = None,
     ) -> Any:
         entry = served.entry
@@ -143,41 +139,36 @@ class Proxy:
             outcome=served.outcome,
             headers={"warning": STALE_WARNING} if stale else {},
         )
-        state.outcome = served.outcome
+        asked.state.outcome = served.outcome
         path = self.meta.variant_path(key, variant)
-        return respond_with_file(rep, lambda: os.open(path, os.O_RDONLY), headers, method)
+        return respond_with_file(
+            rep, lambda: os.open(path, os.O_RDONLY), asked.headers, asked.method
+        )
 
     # packages and shards
 
-    async def _immutable(
-        self,
-        rp: ResourcePath,
-        channel: ChannelSettings,
-        headers: Mapping[str, str],
-        method: str,
-        state: Any,
-    ) -> Any:
+    async def _immutable(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Any:
         entry = self.index.get_file(rp.key)
         if entry is not None:
-            response = self._file_hit(entry, headers, method, state)
+            response = self._file_hit(entry, asked)
             if response is not None:
                 return response
             self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
-        expected = await self._expected(rp, headers)
+        expected = await self._expected(rp, asked.headers)
         url = self._url(channel, rp)
         try:
             head, reader, outcome = await self.downloads.start(rp.key, channel, url, expected)
         except AlreadyCached as cached:
-            response = self._file_hit(cached.entry, headers, method, state)
+            response = self._file_hit(cached.entry, asked)
             if response is None:
                 raise UpstreamError(url, "cached file vanished") from None
             return response
-        state.outcome = outcome
+        asked.state.outcome = outcome
         etag = strong_etag(head.sha256) if head.sha256 else None
         start, end, status = 0, head.size, 200
-        if head.size is not None and if_range_allows(headers.get("if-range"), etag, None):
+        if head.size is not None and if_range_allows(asked.headers.get("if-range"), etag, None):
             try:
-                span = parse_range(headers.get("range"), head.size)
+                span = parse_range(asked.headers.get("range"), head.size)
             except RangeNotSatisfiable:
                 return EmptyResponse(416, [(b"content-range", f"bytes */{head.size}".encode())])
             if span is not None:
@@ -194,12 +185,10 @@ class Proxy:
             out.append((b"content-range", f"bytes {start}-{end - 1}/{head.size}".encode()))  # type: ignore[operator]
         if etag:
             out.append((b"etag", etag.encode()))
-        body = None if method == "HEAD" else reader(start, end)
+        body = None if asked.method == "HEAD" else reader(start, end)
         return StreamResponse(status, out, body)
 
-    def _file_hit(
-        self, entry: FileEntry, headers: Mapping[str, str], method: str, state: Any
-    ) -> Any:
+    def _file_hit(self, entry: FileEntry, asked: Asked) -> Any:
         rep = Representation(
             size=entry.size,
             content_type=entry.content_type,
@@ -212,8 +201,8 @@ class Proxy:
             fd = self.store.open(entry.sha256)
         except FileNotFoundError:
             return None
-        state.outcome = "hit"
-        response = respond_with_file(rep, lambda: fd, headers, method)
+        asked.state.outcome = "hit"
+        response = respond_with_file(rep, lambda: fd, asked.headers, asked.method)
         if not isinstance(response, FileResponse):
             os.close(fd)  # 304 or 416: no body to read
         return response
