@@ -18,17 +18,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .api import api_routes
+from .auth import identify, presented_token, require
 from .downloads import Downloads
 from .errors import MethodNotAllowed, ProxyError
 from .index import Index
 from .locks import KeyedLocks
 from .logs import AccessLog
 from .metadata import MetadataCache
+from .overlay import Overlay
+from .publish import Publisher
 from .redact import Redactor
 from .routing import parse_path
 from .service import Asked, Proxy
 from .settings import Settings
 from .store import BlobStore, sweep_temp_files
+from .uploads import UploadStore
 from .upstream import UpstreamClient
 
 log = structlog.get_logger("condaproxy.app")
@@ -51,6 +56,8 @@ def create_app(
         index = Index(root / "index")
         locks = KeyedLocks(root / "locks")
         store = BlobStore(root / "blobs", tmp)
+        uploads = UploadStore(root / "uploads", tmp, locks, clock)
+        orphans = uploads.sweep_orphans()
         upstream = UpstreamClient(settings.upstream, redact, transport)
         meta = MetadataCache(
             index,
@@ -65,6 +72,7 @@ def create_app(
         downloads = Downloads(
             index, store, locks, upstream, root / "inflight", settings.cache.negative_ttl, clock
         )
+        overlay = Overlay(meta, index, store, tmp)
         app.state.proxy = Proxy(
             settings.channels,
             index,
@@ -73,13 +81,20 @@ def create_app(
             downloads,
             upstream,
             settings.cache.repodata_ttl,
+            uploads,
+            overlay,
             clock,
         )
+        app.state.publisher = Publisher(
+            settings.channels, uploads, store, settings.uploads.max_upload_size
+        )
+        app.state.uploads = uploads
         log.info(
             "started",
             config=settings.source,
             cache=str(root),
             swept_temp_files=swept,
+            swept_orphan_uploads=orphans,
             channels=sorted(settings.channels),
         )
         try:
@@ -87,6 +102,8 @@ def create_app(
         finally:
             await downloads.aclose()
             await upstream.aclose()
+            overlay.close()
+            uploads.close()
             index.close()
 
     async def healthz(request: Request) -> JSONResponse:
@@ -94,7 +111,7 @@ def create_app(
 
     def error_response(exc: ProxyError) -> JSONResponse:
         body = {k: redact(v) if isinstance(v, str) else v for k, v in exc.body().items()}
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProxyError)
@@ -109,11 +126,12 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            *api_routes(settings, lambda: (app.state.publisher, app.state.uploads)),
         ],
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
-    return AccessLog(ChannelDispatch(app, error_response))
+    return AccessLog(ChannelDispatch(app, settings, error_response))
 
 
 class _State:
@@ -131,12 +149,15 @@ class _State:
 class ChannelDispatch:
     """Channel files are the hot path of every cache hit, so they skip Starlette's router and
     middleware stack: plain ASGI in, the core called, errors translated here. Everything else
-    (health, later the API) is the Starlette app."""
+    (health, the API) is the Starlette app."""
 
     RESERVED = ("/healthz", "/readyz", "/metrics", "/api/")
 
-    def __init__(self, app: Starlette, error_response: Callable[[ProxyError], Any]) -> None:
+    def __init__(
+        self, app: Starlette, settings: Settings, error_response: Callable[[ProxyError], Any]
+    ) -> None:
         self.app = app
+        self.settings = settings
         self.error_response = error_response
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -151,6 +172,11 @@ class ChannelDispatch:
             rp = parse_path(scope["path"], proxy.channels)
             state.channel = rp.channel
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            if proxy.channels[rp.channel].private:
+                # Every path of a private channel, metadata included, needs a read token.
+                token = presented_token(headers, rp.token)
+                who = identify(token, self.settings.tokens.values())
+                require(who, token is not None, rp.channel, "read")
             response = await proxy.serve(rp, Asked(headers, scope["method"], state))
         except ProxyError as exc:
             response = self.error_response(exc)

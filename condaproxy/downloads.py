@@ -162,7 +162,7 @@ class Downloads:
                         f"size {size} differs from the {expected.size} the channel lists",
                     )
                 size = expected.size if expected.size is not None else size
-                head = Head(size, _content_type(d.key), expected.sha256)
+                head = Head(size, content_type(d.key), expected.sha256)
                 inflight.write_text(
                     json.dumps({"temp": str(d.temp.path), "size": size, "sha256": expected.sha256})
                 )
@@ -261,7 +261,7 @@ class Downloads:
             info = json.loads(self._inflight_path(key).read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return Head(info["size"], _content_type(key), info["sha256"]), info["temp"]
+        return Head(info["size"], content_type(key), info["sha256"]), info["temp"]
 
     async def _tail_remote(
         self, key: str, temp_path: str, start: int, end: int | None
@@ -332,7 +332,7 @@ def _verify(
         raise IntegrityError(url, f"md5 {md5.hexdigest()} differs from {expected.md5}")
 
 
-def _content_type(key: str) -> str:
+def content_type(key: str) -> str:
     if key.endswith(".conda"):
         return "application/octet-stream"
     if key.endswith(".tar.bz2"):

@@ -9,6 +9,7 @@ class ProxyError(Exception):
     """Base: a status, a message that says what failed, and extra JSON fields."""
 
     status = 500
+    headers: dict[str, str] = {}  # noqa: RUF012 - per-class response headers, never mutated
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)

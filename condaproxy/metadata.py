@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,38 @@ class MetadataCache:
             for variant in old.variants.values():
                 if variant.sha256 not in keep:
                     store.delete(variant.sha256)  # open readers keep their descriptor
+        return entry
+
+    def put_derived(
+        self, key: str, source: str, digest: str, files: dict[str, tuple[str, str, int]]
+    ) -> MetaEntry:
+        """Adopt already written (and fsynced) files as the variants of `key`, derived from
+        `source` rather than fetched: merged repodata and shard indexes."""
+        store = self.store_for(key)
+        old = self.index.get_meta(key)
+        variants = {}
+        for name, (path, sha, size) in files.items():
+            final = store.path_for(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+            variants[name] = Variant(sha, size)
+        now = self.clock()
+        unchanged = old is not None and old.digest == digest
+        entry = MetaEntry(
+            source_url=source,
+            etag=None,
+            last_modified=None,
+            fetched_at=now,
+            changed_at=old.changed_at if unchanged and old is not None else now,
+            digest=digest,
+            variants=variants,
+        )
+        self.index.put_meta(key, entry)
+        if old is not None:
+            keep = {v.sha256 for v in variants.values()}
+            for variant in old.variants.values():
+                if variant.sha256 not in keep:
+                    store.delete(variant.sha256)
         return entry
 
     async def add_variant(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import mmap
 import os
 import re
@@ -14,13 +15,20 @@ from typing import Any
 import structlog
 
 from .conditional import if_range_allows, remaining_max_age, strong_etag
-from .downloads import AlreadyCached, Downloads, Expected
+from .downloads import AlreadyCached, Downloads, Expected, content_type
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, UpstreamError
 from .index import FileEntry, Index, MetaEntry
-from .metadata import BuildFn, MetadataCache, Served, identity_build
+from .metadata import MetadataCache, Served, identity_build
+from .overlay import Overlay, decode_shard
 from .ranges import parse_range
 from .records import find_record
-from .repodata import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
+from .repodata import (
+    REPODATA_VARIANTS,
+    build_bz2,
+    build_repodata,
+    build_shard_index,
+    zstd_decompress,
+)
 from .responses import (
     EmptyResponse,
     FileResponse,
@@ -28,10 +36,12 @@ from .responses import (
     StreamResponse,
     respond_with_file,
 )
+from .rewrite import decode_msgpack
 from .routing import REPODATA_VARIANTS as REPODATA_FILES
 from .routing import Kind, ResourcePath
 from .settings import ChannelSettings
 from .store import BlobStore
+from .uploads import UploadStore
 from .upstream import UpstreamClient, join_url
 
 log = structlog.get_logger("condaproxy.service")
@@ -61,8 +71,12 @@ class Proxy:
         downloads: Downloads,
         upstream: UpstreamClient,
         ttl: float,
+        uploads: UploadStore,
+        overlay: Overlay,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.uploads = uploads
+        self.overlay = overlay
         self.channels = channels
         self.index = index
         self.store = store
@@ -74,35 +88,165 @@ class Proxy:
 
     async def serve(self, rp: ResourcePath, asked: Asked) -> Any:
         channel = self.channels[rp.channel]
+        if rp.kind is Kind.PACKAGE and (local := self._local_upload(channel, rp)) is not None:
+            return self._file_hit(local, asked, self.uploads.blobs)
+        if self._overlaid(channel, rp):
+            if rp.kind is Kind.REPODATA:
+                return await self._merged_repodata(rp, channel, asked)
+            if rp.kind is Kind.SHARD_INDEX:
+                return await self._merged_shard_index(rp, channel, asked)
+        if channel.upstream is None:
+            entry = self.index.get_file(rp.key) if rp.kind is Kind.SHARD else None
+            if entry is not None and (hit := self._file_hit(entry, asked)) is not None:
+                return hit
+            raise NotFound(f"'{rp.relative}' is not in local channel '{channel.name}'")
         if rp.kind in (Kind.PACKAGE, Kind.SHARD):
             return await self._immutable(rp, channel, asked)
         if rp.kind is Kind.REPODATA:
             return await self._repodata(rp, channel, asked)
         if rp.kind is Kind.SHARD_INDEX:
             key = "shards:" + rp.subdir_key
-            try:
-                served = await self.meta.get(
-                    key, channel, [self._url(channel, rp)], build_shard_index
-                )
-            except UpstreamError as exc:
-                # CEP-16 clients fall back to repodata.json on 404, but rattler aborts the whole
-                # solve on a 5xx: with nothing cached, "no shards" is the answer that works.
-                log.warning("shard index unavailable, answering 404", reason=exc.message)
-                raise NotFound(f"shard index unavailable: {exc.message}") from None
+            served = await self._upstream_shard_index(rp, channel)
             return self._metadata_response(key, served, "body", "application/octet-stream", asked)
         key = "meta:" + rp.key
         served = await self.meta.get(key, channel, [self._url(channel, rp)], identity_build)
         ctype = "application/json" if rp.filename.endswith(".json") else "application/octet-stream"
         return self._metadata_response(key, served, "body", ctype, asked)
 
+    # uploads merged over the upstream
+
+    def _overlaid(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
+        """Uploads live at the channel root (not under labels); a local-only channel is all
+        overlay."""
+        if rp.prefix or rp.subdir is None or channel.mirror_only:
+            return False
+        return channel.upstream is None or rp.subdir in self.uploads.subdirs(channel.name)
+
+    def _local_upload(self, channel: ChannelSettings, rp: ResourcePath) -> FileEntry | None:
+        if channel.mirror_only or rp.prefix or rp.subdir is None:
+            return None
+        upload = self.uploads.get(channel.name, rp.subdir, rp.filename)
+        if upload is None:
+            return None
+        return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
+
+    def _local_records(self, channel: ChannelSettings, subdir: str) -> dict[str, dict[str, Any]]:
+        return {fn: u.record for fn, u in self.uploads.current(channel.name, subdir).items()}
+
+    async def _merged_repodata(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Any:
+        subdir = rp.subdir or "noarch"
+        local = self._local_records(channel, subdir)
+        upstream_entry, outcome, upstream_path = None, "hit", None
+        if channel.upstream is not None:
+            try:
+                served = await self._upstream_repodata(rp, channel)
+                upstream_entry, outcome = served.entry, served.outcome
+                key = "repodata:" + rp.subdir_key
+                upstream_path = self.meta.variant_path(key, upstream_entry.variants["json"])
+            except NotFound:
+                pass  # the upstream has no such subdir: the uploads are all there is
+        if not local and upstream_entry is None and subdir != "noarch":
+            # noarch always exists (a 404 there is fatal for every client); others may not.
+            raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
+        generation = self.uploads.generation(channel.name, subdir)
+        source = f"{upstream_entry.digest if upstream_entry else '-'}+{generation}"
+        key = "merged:" + rp.subdir_key
+        merged = await self.overlay.repodata(
+            key, source, upstream_path, local, subdir, channel.allow_upstream
+        )
+        name = REPODATA_FILES[rp.filename]
+        blob_variant, ctype = REPODATA_VARIANTS[name]
+        if blob_variant not in merged.variants:
+            merged = await self.meta.add_variant(key, merged, blob_variant, self._bz2_of(key))
+        # Freshness follows the upstream copy the merge was made from.
+        fetched_at = upstream_entry.fetched_at if upstream_entry else merged.fetched_at
+        shown = Served(dataclasses.replace(merged, fetched_at=fetched_at), outcome)
+        return self._metadata_response(key, shown, name, ctype, asked, blob_variant)
+
+    async def _merged_shard_index(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Any:
+        subdir = rp.subdir or "noarch"
+        local = self._local_records(channel, subdir)
+        upstream_bytes, digest, outcome = None, "-", "hit"
+        upstream_shards: dict[str, dict[str, Any]] = {}
+        if channel.upstream is not None:
+            # No upstream shards means clients must read repodata.json, which is merged too.
+            served = await self._upstream_shard_index(rp, channel)
+            digest, outcome = served.entry.digest, served.outcome
+            path = self.meta.variant_path("shards:" + rp.subdir_key, served.entry.variants["body"])
+            upstream_bytes = await asyncio.to_thread(path.read_bytes)
+            upstream_shards = await self._allowed_upstream_shards(
+                rp, channel, upstream_bytes, local
+            )
+        elif not local:
+            raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
+        generation = self.uploads.generation(channel.name, subdir)
+        source = f"{digest}+{generation}"
+        key = "merged-shards:" + rp.subdir_key
+        merged = await self.overlay.shard_index(
+            key, source, f"{channel.name}/{subdir}", upstream_bytes, local, subdir, upstream_shards
+        )
+        shown = Served(merged, outcome)
+        return self._metadata_response(key, shown, "body", "application/octet-stream", asked)
+
+    async def _allowed_upstream_shards(
+        self,
+        rp: ResourcePath,
+        channel: ChannelSettings,
+        upstream_index: bytes,
+        local: dict[str, dict[str, Any]],
+    ) -> dict[str, dict[str, Any]]:
+        """Upstream records of local names listed in allow_upstream, read from their shards."""
+        allowed = {str(r["name"]) for r in local.values()} & set(channel.allow_upstream)
+        if not allowed:
+            return {}
+        index = decode_msgpack(zstd_decompress(upstream_index))
+        found = {}
+        for name in sorted(allowed):
+            digest = (index.get("shards") or {}).get(name)
+            if not isinstance(digest, bytes):
+                continue
+            filename = f"{digest.hex()}.msgpack.zst"
+            shard_rp = dataclasses.replace(rp, filename=filename, kind=Kind.SHARD)
+            found[name] = decode_shard(await self._immutable_bytes(shard_rp, channel))
+        return found
+
+    async def _immutable_bytes(self, rp: ResourcePath, channel: ChannelSettings) -> bytes:
+        entry = self.downloads.cached(rp.key)
+        if entry is None:
+            try:
+                head, reader, _ = await self.downloads.start(
+                    rp.key, channel, self._url(channel, rp), await self._expected(rp, {})
+                )
+                return b"".join([chunk async for chunk in reader(0, head.size)])
+            except AlreadyCached as cached:
+                entry = cached.entry
+        return await asyncio.to_thread(self.store.path_for(entry.sha256).read_bytes)
+
+    async def _upstream_shard_index(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
+        key = "shards:" + rp.subdir_key
+        try:
+            return await self.meta.get(key, channel, [self._url(channel, rp)], build_shard_index)
+        except UpstreamError as exc:
+            # CEP-16 clients fall back to repodata.json on 404, but rattler aborts the whole
+            # solve on a 5xx: with nothing cached, "no shards" is the answer that works.
+            log.warning("shard index unavailable, answering 404", reason=exc.message)
+            raise NotFound(f"shard index unavailable: {exc.message}") from None
+
     # metadata
 
-    async def _repodata(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Any:
+    async def _upstream_repodata(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
         key = "repodata:" + rp.subdir_key
         base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
         urls = [join_url(base, "repodata.json.zst"), join_url(base, "repodata.json")]
-        build: BuildFn = build_repodata
-        served = await self.meta.get(key, channel, urls, build)
+        return await self.meta.get(key, channel, urls, build_repodata)
+
+    async def _repodata(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Any:
+        key = "repodata:" + rp.subdir_key
+        served = await self._upstream_repodata(rp, channel)
         name = REPODATA_FILES[rp.filename]
         blob_variant, ctype = REPODATA_VARIANTS[name]
         if blob_variant not in served.entry.variants:
@@ -188,7 +332,7 @@ class Proxy:
         body = None if asked.method == "HEAD" else reader(start, end)
         return StreamResponse(status, out, body)
 
-    def _file_hit(self, entry: FileEntry, asked: Asked) -> Any:
+    def _file_hit(self, entry: FileEntry, asked: Asked, store: BlobStore | None = None) -> Any:
         rep = Representation(
             size=entry.size,
             content_type=entry.content_type,
@@ -198,7 +342,7 @@ class Proxy:
             outcome="hit",
         )
         try:
-            fd = self.store.open(entry.sha256)
+            fd = (store or self.store).open(entry.sha256)
         except FileNotFoundError:
             return None
         asked.state.outcome = "hit"

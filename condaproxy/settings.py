@@ -63,18 +63,42 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
+class UploadSettings:
+    max_upload_size: int = 2 * 1024**3
+
+
+ROLES = ("read", "write", "admin")
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """A proxy-side token: a name (for logs and listings), its value and a role per channel
+    (`*` stands for every channel)."""
+
+    name: str
+    token: Secret
+    roles: Mapping[str, str]
+
+    def role_for(self, channel: str) -> str | None:
+        return self.roles.get(channel, self.roles.get("*"))
+
+
+@dataclass(frozen=True)
 class ChannelSettings:
     name: str
-    upstream: str
+    upstream: str | None = None  # None: a local-only channel, served entirely from uploads
     upstream_token: Secret | None = None
     upstream_username: str | None = None
     upstream_password: Secret | None = None
     upstream_bearer: Secret | None = None
+    private: bool = False  # every path needs a read token
+    mirror_only: bool = False  # refuses uploads
+    allow_upstream: tuple[str, ...] = ()  # local names that still show upstream records
 
     def secrets(self) -> list[str]:
         held = (self.upstream_token, self.upstream_password, self.upstream_bearer)
         found = [s.value for s in held if s is not None]
-        password = urlsplit(self.upstream).password
+        password = urlsplit(self.upstream).password if self.upstream else None
         return [s for s in [*found, password] if s]
 
 
@@ -83,18 +107,22 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
+    tokens: Mapping[str, TokenSettings] = field(default_factory=dict)
     source: str = "<defaults>"
 
     def secrets(self) -> list[str]:
         """Every credential value, so log and error output can mask them."""
-        return [s for ch in self.channels.values() for s in ch.secrets()]
+        channel_secrets = [s for ch in self.channels.values() for s in ch.secrets()]
+        return channel_secrets + [t.token.value for t in self.tokens.values()]
 
 
 _SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "cache": CacheSettings,
     "upstream": UpstreamSettings,
+    "uploads": UploadSettings,
 }
 _CHANNEL_KEYS = {
     "upstream",
@@ -102,6 +130,21 @@ _CHANNEL_KEYS = {
     "upstream_username",
     "upstream_password",
     "upstream_bearer",
+    "private",
+    "mirror_only",
+    "allow_upstream",
+}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
 }
 _SECRET_KEYS = {"upstream_token", "upstream_password", "upstream_bearer"}
 
@@ -126,7 +169,7 @@ def load_settings(
 
 
 def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
-    unknown = set(raw) - set(_SECTIONS) - {"channels"}
+    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens"}
     if unknown:
         raise ConfigError(f"{where}: unknown section or key '{sorted(unknown)[0]}'")
     sections = {
@@ -136,7 +179,54 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     if not isinstance(channels_raw, Mapping):
         raise ConfigError(f"{where}: 'channels' must be a table of [channels.<name>] sections")
     channels = {name: _build_channel(name, body, where, env) for name, body in channels_raw.items()}
-    return Settings(channels=channels, source=where, **sections)
+    tokens_raw = raw.get("tokens", {})
+    if not isinstance(tokens_raw, Mapping):
+        raise ConfigError(f"{where}: 'tokens' must be a table of [tokens.<name>] sections")
+    tokens = {
+        name: _build_token(name, body, channels, where, env) for name, body in tokens_raw.items()
+    }
+    return Settings(channels=channels, tokens=tokens, source=where, **sections)
+
+
+def parse_size(value: Any) -> int:
+    """`2GiB`, `500 MB`, `1048576` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number) :]
+    if unit not in _SIZE_UNITS or not number:
+        raise ValueError(value)
+    return int(float(number) * _SIZE_UNITS[unit])
+
+
+def _build_token(
+    name: str,
+    body: Any,
+    channels: Mapping[str, ChannelSettings],
+    where: str,
+    env: Mapping[str, str],
+) -> TokenSettings:
+    key_base = f"tokens.{name}"
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where}: [{key_base}] must be a table")
+    unknown = set(body) - {"token", "roles"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{key_base}.{sorted(unknown)[0]}'")
+    if "token" not in body:
+        raise ConfigError(f"{where}: '{key_base}.token' is required")
+    value = _resolve_env_reference(str(body["token"]), f"{key_base}.token", where, env)
+    if len(value) < 8:
+        raise ConfigError(f"{where}: '{key_base}.token' is too short (at least 8 characters)")
+    roles = body.get("roles", {})
+    if not isinstance(roles, Mapping):
+        raise ConfigError(f"{where}: '{key_base}.roles' must be a table of channel = role")
+    for channel, role in roles.items():
+        if channel != "*" and channel not in channels:
+            raise ConfigError(f"{where}: '{key_base}.roles' names unknown channel '{channel}'")
+        if role not in ROLES:
+            raise ConfigError(f"{where}: '{key_base}.roles.{channel}' must be one of {ROLES}")
+    return TokenSettings(name, Secret(value), dict(roles))
 
 
 def _build_section(cls: type, body: Any, name: str, where: str) -> Any:
@@ -155,6 +245,8 @@ def _build_section(cls: type, body: Any, name: str, where: str) -> Any:
 
 def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
     try:
+        if key.endswith("_size"):
+            return parse_size(value)
         if isinstance(default, bool):
             if isinstance(value, str):
                 return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -185,6 +277,8 @@ def _check_section(section: Any, name: str, where: str) -> None:
             raise ConfigError(f"{where}: 'cache.repodata_ttl' must be >= 0")
         if section.negative_ttl < 0:
             raise ConfigError(f"{where}: 'cache.negative_ttl' must be >= 0")
+    if isinstance(section, UploadSettings) and section.max_upload_size <= 0:
+        raise ConfigError(f"{where}: 'uploads.max_upload_size' must be > 0")
     if isinstance(section, UpstreamSettings):
         for key in ("connect_timeout", "read_timeout"):
             if getattr(section, key) <= 0:
@@ -205,17 +299,29 @@ def _build_channel(name: str, body: Any, where: str, env: Mapping[str, str]) -> 
     unknown = set(body) - _CHANNEL_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key '{key_base}.{sorted(unknown)[0]}'")
-    if "upstream" not in body:
-        raise ConfigError(f"{where}: '{key_base}.upstream' is required")
-    upstream = str(body["upstream"]).rstrip("/")
-    parts = urlsplit(upstream)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"{where}: '{key_base}.upstream' is not an http(s) URL")
-    values: dict[str, Any] = {"name": name, "upstream": upstream}
-    for key in _CHANNEL_KEYS - {"upstream"}:
+    values: dict[str, Any] = {"name": name}
+    if "upstream" in body:
+        upstream = str(body["upstream"]).rstrip("/")
+        parts = urlsplit(upstream)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(f"{where}: '{key_base}.upstream' is not an http(s) URL")
+        values["upstream"] = upstream
+    for key in ("private", "mirror_only"):
+        if key in body:
+            values[key] = _coerce(body[key], False, f"{key_base}.{key}", where)
+    if "allow_upstream" in body:
+        names = body["allow_upstream"]
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n.strip()]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}: '{key_base}.allow_upstream' must be a list of names")
+        values["allow_upstream"] = tuple(n.strip().lower() for n in names)
+    for key in _SECRET_KEYS | {"upstream_username"}:
         if key in body:
             value = _resolve_env_reference(str(body[key]), f"{key_base}.{key}", where, env)
             values[key] = Secret(value) if key in _SECRET_KEYS else value
+    if values.get("mirror_only") and "upstream" not in values:
+        raise ConfigError(f"{where}: '{key_base}' is mirror_only but has no upstream")
     return ChannelSettings(**values)
 
 

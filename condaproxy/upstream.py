@@ -116,6 +116,8 @@ class UpstreamClient:
 
 
 def channel_base(channel: ChannelSettings) -> str:
+    if channel.upstream is None:
+        raise ValueError(f"channel {channel.name} has no upstream")
     if channel.upstream_token is None:
         return channel.upstream
     parts = urlsplit(channel.upstream)

@@ -1,0 +1,128 @@
+"""The upload API (Quetz-compatible) and package listing: parse, authorize, call, answer.
+
+POST   /api/channels/<channel>/upload/<filename>?sha256=<hex>&force=<bool>   raw body
+POST   /api/channels/<channel>/files                                         multipart `files`
+GET    /api/channels/<channel>/packages
+DELETE /api/channels/<channel>/packages/<subdir>/<filename>
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .auth import identify, presented_token, require
+from .errors import BadRequest, NotFound
+from .publish import PayloadTooLarge, Publisher, parse_bool
+from .settings import Settings, TokenSettings
+from .uploads import UploadStore
+
+_UPLOAD = re.compile(r"^(?P<channel>.+)/upload/(?P<filename>[^/]+)$")
+_FILES = re.compile(r"^(?P<channel>.+)/files$")
+_LIST = re.compile(r"^(?P<channel>.+)/packages$")
+_DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)$")
+_PREFIX = "/api/channels/"
+MAX_FILES = 100
+
+
+def _api_path(request: Request) -> str:
+    # The raw path keeps %2F encoded, so an encoded slash in a file name cannot pass for a
+    # path separator: each part is decoded after splitting.
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1").split("?", 1)[0]
+    return path[len(_PREFIX) :] if path.startswith(_PREFIX) else ""
+
+
+def _who(request: Request, settings: Settings) -> tuple[TokenSettings | None, bool]:
+    token = presented_token(request.headers, None)
+    return identify(token, settings.tokens.values()), token is not None
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(1 << 20):
+        yield chunk
+
+
+def api_routes(
+    settings: Settings, state: Callable[[], tuple[Publisher, UploadStore]]
+) -> list[Route]:
+    async def channels_api(request: Request) -> JSONResponse:
+        publisher, uploads = state()
+        path = _api_path(request)
+        who, presented = _who(request, settings)
+        method = request.method
+        if method == "POST" and (m := _UPLOAD.match(path)):
+            channel = publisher.writable_channel(unquote(m["channel"]), who, presented)
+            assert who is not None
+            upload = await publisher.publish(
+                channel,
+                unquote(m["filename"]),
+                request.stream(),
+                who,
+                request.query_params.get("sha256"),
+                parse_bool(request.query_params.get("force"), "force"),
+            )
+            return JSONResponse(upload.listing(), status_code=201)
+        if method == "POST" and (m := _FILES.match(path)):
+            channel = publisher.writable_channel(unquote(m["channel"]), who, presented)
+            assert who is not None
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > publisher.max_size:
+                raise PayloadTooLarge(
+                    f"request body is larger than max_upload_size ({publisher.max_size} bytes)"
+                )
+            force = parse_bool(request.query_params.get("force"), "force")
+            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
+            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+            if not files:
+                raise BadRequest("multipart field 'files' holds no file")
+            staged: list[Any] = []
+            try:
+                for part in files:
+                    staged.append(
+                        await publisher.prepare(
+                            channel, part.filename or "", _chunks(part), who, None
+                        )
+                    )
+            except BaseException:
+                for _, temp in staged:
+                    temp.discard()
+                raise
+            finally:
+                await form.close()
+            stored = []
+            for i, (upload, temp) in enumerate(staged):
+                try:
+                    stored.append(await publisher.commit(upload, temp, force))
+                except BaseException:
+                    for _, rest in staged[i + 1 :]:
+                        rest.discard()
+                    raise
+            return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
+        if method == "GET" and (m := _LIST.match(path)):
+            name = unquote(m["channel"])
+            listed = settings.channels.get(name)
+            if listed is None:
+                raise NotFound(f"unknown channel '{name}'", channels=sorted(settings.channels))
+            if listed.private:
+                require(who, presented, name, "read")
+            listing = sorted(
+                (u.listing() for u in uploads.list(name)),
+                key=lambda u: (u["subdir"], u["filename"]),
+            )
+            return JSONResponse({"channel": name, "packages": listing})
+        if method == "DELETE" and (m := _DELETE.match(path)):
+            name = unquote(m["channel"])
+            publisher.writable_channel(name, who, presented)
+            removed = await uploads.delete(name, unquote(m["subdir"]), unquote(m["filename"]))
+            return JSONResponse({"deleted": removed.listing()})
+        raise NotFound(f"no API endpoint {method} {request.url.path}")
+
+    return [Route("/api/channels/{rest:path}", channels_api, methods=["GET", "POST", "DELETE"])]

@@ -1,0 +1,149 @@
+"""Uploaded packages: durable, never evicted, safe under concurrent uploads and kill -9.
+
+Blobs live in their own content-addressed store (cache purges and eviction never touch it).
+Each (channel, subdir) has a manifest {filename: Upload} in a diskcache of its own, changed only
+under a cross-process lock, after the blob is durable. A generation counter per (channel,
+subdir) moves with every change, so merged repodata knows when to be recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from .errors import NotFound, ProxyError
+from .locks import KeyedLocks
+from .store import BlobStore, TempBlob
+
+
+class Conflict(ProxyError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Upload:
+    channel: str
+    subdir: str
+    filename: str
+    sha256: str
+    size: int
+    uploaded_at: float
+    uploaded_by: str
+    record: dict[str, Any]
+
+    def listing(self) -> dict[str, Any]:
+        return {
+            "name": self.record["name"],
+            "version": self.record["version"],
+            "build": self.record["build"],
+            "subdir": self.subdir,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "uploaded_at": self.uploaded_at,
+            "uploaded_by": self.uploaded_by,
+        }
+
+
+class UploadStore:
+    def __init__(
+        self, root: Path, tmp_dir: Path, locks: KeyedLocks, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.blobs = BlobStore(root / "blobs", tmp_dir)
+        self._db = diskcache.Cache(str(root / "index"), size_limit=2**40, eviction_policy="none")
+        self.locks = locks
+        self.clock = clock
+        self._manifests: dict[tuple[str, str], tuple[int, dict[str, Upload]]] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def manifest(self, channel: str, subdir: str) -> dict[str, Upload]:
+        value: dict[str, Upload] = self._db.get(("manifest", channel, subdir), {})
+        return value
+
+    def subdirs(self, channel: str) -> list[str]:
+        return sorted(self._db.get(("subdirs", channel), set()))
+
+    def generation(self, channel: str, subdir: str) -> int:
+        return int(self._db.get(("generation", channel, subdir), 0))
+
+    def get(self, channel: str, subdir: str, filename: str) -> Upload | None:
+        return self.current(channel, subdir).get(filename)
+
+    def current(self, channel: str, subdir: str) -> dict[str, Upload]:
+        """The manifest, re-read only when its generation moved (one small read per call):
+        package requests check uploads first, so this sits on the hit path."""
+        generation = self.generation(channel, subdir)
+        cached = self._manifests.get((channel, subdir))
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        manifest = self.manifest(channel, subdir)
+        self._manifests[(channel, subdir)] = (generation, manifest)
+        return manifest
+
+    def list(self, channel: str) -> list[Upload]:
+        return [u for s in self.subdirs(channel) for u in self.manifest(channel, s).values()]
+
+    async def add(self, upload: Upload, temp: TempBlob, force: bool) -> Upload:
+        """Make the blob durable, then record it; refuse to replace without `force`."""
+        async with self.locks.hold(f"uploads:{upload.channel}"):
+            manifest = self.manifest(upload.channel, upload.subdir)
+            if upload.filename in manifest and not force:
+                temp.discard()
+                raise Conflict(
+                    f"{upload.subdir}/{upload.filename} already exists in channel "
+                    f"'{upload.channel}'; upload with force=true to replace it"
+                )
+            self.blobs.commit(temp, upload.sha256)
+            upload = dataclasses.replace(upload, uploaded_at=self.clock())
+            self._write(upload.channel, upload.subdir, {**manifest, upload.filename: upload})
+            replaced = manifest.get(upload.filename)
+            if replaced is not None and replaced.sha256 != upload.sha256:
+                self._delete_blob_if_unused(replaced.sha256)
+            return upload
+
+    async def delete(self, channel: str, subdir: str, filename: str) -> Upload:
+        async with self.locks.hold(f"uploads:{channel}"):
+            manifest = self.manifest(channel, subdir)
+            if filename not in manifest:
+                raise NotFound(f"no upload {subdir}/{filename} in channel '{channel}'")
+            removed = manifest.pop(filename)
+            self._write(channel, subdir, manifest)
+            self._delete_blob_if_unused(removed.sha256)
+            return removed
+
+    def _write(self, channel: str, subdir: str, manifest: dict[str, Upload]) -> None:
+        with self._db.transact():
+            self._db.set(("manifest", channel, subdir), manifest)
+            subdirs = set(self._db.get(("subdirs", channel), set()))
+            if manifest:
+                subdirs.add(subdir)
+            else:
+                subdirs.discard(subdir)
+            self._db.set(("subdirs", channel), subdirs)
+            self._db.incr(("generation", channel, subdir), default=0)
+
+    def _referenced(self) -> set[str]:
+        refs = set()
+        for key in self._db.iterkeys():
+            if isinstance(key, tuple) and key[0] == "manifest":
+                refs |= {u.sha256 for u in self._db.get(key, {}).values()}
+        return refs
+
+    def _delete_blob_if_unused(self, sha256: str) -> None:
+        if sha256 not in self._referenced():
+            self.blobs.delete(sha256)
+
+    def sweep_orphans(self) -> int:
+        """Blobs no manifest names (a kill -9 between commit and manifest write)."""
+        refs = self._referenced()
+        return sum(
+            1 for sha, _ in list(self.blobs.iterate()) if sha not in refs and self.blobs.delete(sha)
+        )
