@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any
+import zipfile
+from typing import Any, BinaryIO
 
 from conda_package_streaming import package_streaming
 
@@ -81,7 +82,11 @@ def read_index_json(path: str, filename: str) -> dict[str, Any]:
     """Stream the info part of the archive at `path` and return its parsed index.json."""
     try:
         with open(path, "rb") as f:
-            for tar, member in package_streaming.stream_conda_info(filename, f):
+            # A .conda names its info member after its own stem: read that name from the zip,
+            # so a renamed file is reported as a mismatch rather than as corrupt.
+            inner = _conda_stem(f) + ".conda" if filename.endswith(".conda") else filename
+            f.seek(0)
+            for tar, member in package_streaming.stream_conda_info(inner, f):
                 check_member_name(member.name)
                 if member.name.removeprefix("./") != "info/index.json":
                     continue
@@ -100,6 +105,14 @@ def read_index_json(path: str, filename: str) -> dict[str, Any]:
             f"corrupt or truncated archive: {type(exc).__name__}: {exc}"[:300]
         ) from None
     raise InvalidPackage("the archive has no info/index.json")
+
+
+def _conda_stem(f: BinaryIO) -> str:
+    with zipfile.ZipFile(f) as z:
+        for name in z.namelist():
+            if name.startswith("info-") and name.endswith(".tar.zst") and "/" not in name:
+                return name[len("info-") : -len(".tar.zst")]
+    raise InvalidPackage("the archive has no info-<name>.tar.zst member")
 
 
 def make_record(index: dict[str, Any], md5: str, sha256: str, size: int) -> dict[str, Any]:

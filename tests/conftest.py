@@ -31,12 +31,13 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
     started: list[Proxy] = []
 
     def start(
-        channels: dict[str, dict[str, str]],
+        channels: dict[str, dict[str, object]],
         ttl: int = 60,
         workers: int = 1,
         env: dict[str, str] | None = None,
         cache: Path | None = None,
         extra: str = "",
+        tokens: dict[str, dict[str, object]] | None = None,
     ) -> Proxy:
         config = write_config(
             tmp_path / f"proxy{len(started)}.toml",
@@ -44,6 +45,7 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             channels,
             ttl,
             extra,
+            tokens,
         )
         proxy = Proxy(config, workers=workers, env=env or {}).start()
         started.append(proxy)

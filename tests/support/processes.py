@@ -125,16 +125,36 @@ class Proxy:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
 
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{toml_value(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def write_config(
-    path: Path, cache: Path, channels: dict[str, dict[str, str]], ttl: int = 60, extra: str = ""
+    path: Path,
+    cache: Path,
+    channels: dict[str, dict[str, object]],
+    ttl: int = 60,
+    extra: str = "",
+    tokens: dict[str, dict[str, object]] | None = None,
 ) -> Path:
     lines = [
         f'[cache]\npath = "{cache}"\nrepodata_ttl = {ttl}\nnegative_ttl = 30\n',
         "[upstream]\nconnect_timeout = 2\nread_timeout = 5\n",
         extra,
     ]
-    for name, body in channels.items():
-        lines.append(f"[channels.{name!r}]".replace("'", '"'))
-        lines.extend(f'{k} = "{v}"' for k, v in body.items())
+    for section, table in (("channels", channels), ("tokens", tokens or {})):
+        for name, body in table.items():
+            lines.append(f"[{section}.{toml_value(name)}]")
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in body.items())
     path.write_text("\n".join(lines) + "\n")
     return path
