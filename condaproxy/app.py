@@ -35,6 +35,7 @@ from .settings import Settings
 from .store import BlobStore, sweep_temp_files
 from .uploads import UploadStore
 from .upstream import UpstreamClient
+from .workers import Workers
 
 log = structlog.get_logger("condaproxy.app")
 
@@ -59,6 +60,7 @@ def create_app(
         uploads = UploadStore(root / "uploads", tmp, locks, clock)
         orphans = uploads.sweep_orphans()
         upstream = UpstreamClient(settings.upstream, redact, transport)
+        workers = Workers()
         meta = MetadataCache(
             index,
             locks,
@@ -67,12 +69,13 @@ def create_app(
             upstream,
             settings.cache.repodata_ttl,
             settings.cache.negative_ttl,
+            workers,
             clock,
         )
         downloads = Downloads(
             index, store, locks, upstream, root / "inflight", settings.cache.negative_ttl, clock
         )
-        overlay = Overlay(meta, index, store, tmp)
+        overlay = Overlay(meta, index, store, tmp, workers)
         app.state.proxy = Proxy(
             settings.channels,
             index,
@@ -102,7 +105,7 @@ def create_app(
         finally:
             await downloads.aclose()
             await upstream.aclose()
-            overlay.close()
+            workers.close()
             uploads.close()
             index.close()
 

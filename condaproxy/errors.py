@@ -52,6 +52,10 @@ class UpstreamError(ProxyError):
         self.upstream = upstream
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Raised in the worker process too: pickle with the constructor's own arguments.
+        return (self.__class__, (self.upstream, self.reason))
+
 
 class UpstreamTimeout(UpstreamError):
     status = 504

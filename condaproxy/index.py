@@ -79,6 +79,9 @@ class Index:
     def put_meta(self, key: str, entry: MetaEntry) -> None:
         self._db.set(("meta", key), entry)
 
+    def forget_meta(self, key: str) -> None:
+        self._db.delete(("meta", key))
+
     # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
     def remember_missing(self, key: str, until: float, ttl: float) -> None:
         """Remember a 404 until `until` (our clock); diskcache's expiry only collects garbage."""

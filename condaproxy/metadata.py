@@ -3,13 +3,17 @@
 One upstream request per key at a time (single flight, across workers), conditional requests
 with the upstream's validators once the copy is older than the ttl, stale-if-error when the
 upstream fails, a negative cache for 404s. What a body becomes (variants, rewritten URLs) is
-the caller's `build` function; this module only moves bytes and keeps the entry honest: the
-variant blobs are durable before the entry that names them is written.
+the caller's `build` function, which reads the body from a file and writes its variants to
+files (in a worker process when the body is big); this module streams bodies to disk and
+adopts the variants by atomic rename before the entry that names them is written.
+
+Metadata files are not fsynced: they are derived and re-fetched if lost, and the rename still
+means a reader sees a whole file or none. A size check when a file is opened catches the one
+case that is left, a machine crash between write and writeback.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import os
@@ -28,10 +32,13 @@ from .rewrite import Origins
 from .settings import ChannelSettings
 from .store import BlobStore
 from .upstream import UpstreamClient
+from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.metadata")
 
 Clock = Callable[[], float]
+# A variant file ready to adopt: (path, sha256, size).
+VariantFile = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
@@ -39,11 +46,12 @@ class Built:
     """What a build function makes of an upstream body."""
 
     digest: str
-    variants: dict[str, bytes]
+    files: dict[str, VariantFile]
     origins: Origins = field(default_factory=Origins)
 
 
-BuildFn = Callable[[bytes, str], Built]
+# (body path, upstream URL, temp dir) -> Built. Module-level, so it can run in a worker process.
+BuildFn = Callable[[str, str, str], Built]
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,24 @@ class Served:
     outcome: str  # hit | miss | revalidated | stale | coalesced
 
 
-def identity_build(body: bytes, url: str) -> Built:
-    return Built(hashlib.sha256(body).hexdigest(), {"body": body})
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_variant(tmp_dir: str, name: str, data: bytes) -> VariantFile:
+    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path, hashlib.sha256(data).hexdigest(), len(data)
+
+
+def identity_build(body_path: str, url: str, tmp_dir: str) -> Built:
+    sha = file_sha256(body_path)
+    return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
 
 
 class MetadataCache:
@@ -66,6 +90,7 @@ class MetadataCache:
         upstream: UpstreamClient,
         ttl: float,
         negative_ttl: float,
+        workers: Workers,
         clock: Clock = time.time,
     ) -> None:
         self.index = index
@@ -75,7 +100,9 @@ class MetadataCache:
         self.upstream = upstream
         self.ttl = ttl
         self.negative_ttl = negative_ttl
+        self.workers = workers
         self.clock = clock
+        self._tmp = BlobStore(root / "_", tmp_dir)  # only for temp files
 
     def store_for(self, key: str) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
@@ -83,6 +110,15 @@ class MetadataCache:
 
     def variant_path(self, key: str, variant: Variant) -> Path:
         return self.store_for(key).path_for(variant.sha256)
+
+    def open_variant(self, key: str, variant: Variant) -> int:
+        """A descriptor on the variant; a file of the wrong size is dropped with its entry."""
+        fd = os.open(self.variant_path(key, variant), os.O_RDONLY)
+        if os.fstat(fd).st_size != variant.size:
+            os.close(fd)
+            self.index.forget_meta(key)
+            raise UpstreamError(key, "a cached copy was damaged and has been dropped; retry")
+        return fd
 
     async def get(
         self, key: str, channel: ChannelSettings, urls: Sequence[str], build: BuildFn
@@ -134,57 +170,60 @@ class MetadataCache:
                     headers["if-none-match"] = entry.etag
                 if entry.last_modified:
                     headers["if-modified-since"] = entry.last_modified
+            body = self._tmp.new_temp()
             try:
-                async with self.upstream.open(channel, url, headers=headers) as response:
-                    etag = response.headers.get("etag")
-                    modified = response.headers.get("last-modified")
-                    if response.status == 304 and entry is not None:
-                        # RFC 9111 §4.3.4: a 304 freshens the stored response.
-                        fresh = dataclasses.replace(
-                            entry,
-                            fetched_at=self.clock(),
-                            etag=etag or entry.etag,
-                            last_modified=modified or entry.last_modified,
-                        )
-                        self.index.put_meta(key, fresh)
-                        return Served(fresh, "revalidated")
-                    if response.status == 304:
-                        raise UpstreamError(
-                            response.url, "answered 304 to an unconditional request"
-                        )
-                    body = b"".join([chunk async for chunk in response.iter_decoded()])
-            except UpstreamNotFound:
-                if i == len(candidates) - 1:
-                    raise
-                continue
-            built = await asyncio.to_thread(build, body, url)
-            new = await asyncio.to_thread(self._commit, key, entry, url, etag, modified, built)
-            outcome = (
-                "revalidated" if entry is not None and entry.digest == built.digest else "miss"
-            )
-            return Served(new, outcome)
+                try:
+                    async with self.upstream.open(channel, url, headers=headers) as response:
+                        etag = response.headers.get("etag")
+                        modified = response.headers.get("last-modified")
+                        if response.status == 304 and entry is not None:
+                            # RFC 9111 §4.3.4: a 304 freshens the stored response.
+                            fresh = dataclasses.replace(
+                                entry,
+                                fetched_at=self.clock(),
+                                etag=etag or entry.etag,
+                                last_modified=modified or entry.last_modified,
+                            )
+                            self.index.put_meta(key, fresh)
+                            return Served(fresh, "revalidated")
+                        if response.status == 304:
+                            raise UpstreamError(response.url, "answered 304 to a plain request")
+                        size = 0
+                        async for chunk in response.iter_decoded():
+                            body.write(chunk)  # a page-cache write of <= 1 MiB
+                            size += len(chunk)
+                except UpstreamNotFound:
+                    if i == len(candidates) - 1:
+                        raise
+                    continue
+                body.close()
+                built = await self.workers.run(
+                    size > BIG, build, str(body.path), url, str(self.tmp_dir)
+                )
+                new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
+            finally:
+                body.discard()  # gone already if a build adopted the body file itself
+            unchanged = entry is not None and entry.digest == built.digest
+            return Served(new, "revalidated" if unchanged else "miss")
         raise AssertionError("no candidate URL")  # pragma: no cover - urls is never empty
 
-    def _commit(
-        self,
-        key: str,
-        old: MetaEntry | None,
-        url: str,
-        etag: str | None,
-        modified: str | None,
-        built: Built,
+    def _adopt(
+        self, key: str, source: str, etag: str | None, modified: str | None, built: Built
     ) -> MetaEntry:
+        """Move the built files into the key's store, then write the entry naming them, then
+        delete what the previous entry named."""
         store = self.store_for(key)
-        now = self.clock()
-        variants: dict[str, Variant] = {}
-        for name, data in built.variants.items():
-            sha = hashlib.sha256(data).hexdigest()
-            if not store.exists(sha):
-                store.put_bytes(data, sha)
-            variants[name] = Variant(sha, len(data))
+        old = self.index.get_meta(key)
+        variants = {}
+        for name, (path, sha, size) in built.files.items():
+            final = store.path_for(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+            variants[name] = Variant(sha, size)
         unchanged = old is not None and old.digest == built.digest
+        now = self.clock()
         entry = MetaEntry(
-            source_url=url,
+            source_url=source,
             etag=etag,
             last_modified=modified,
             fetched_at=now,
@@ -202,37 +241,10 @@ class MetadataCache:
                     store.delete(variant.sha256)  # open readers keep their descriptor
         return entry
 
-    def put_derived(
-        self, key: str, source: str, digest: str, files: dict[str, tuple[str, str, int]]
-    ) -> MetaEntry:
-        """Adopt already written (and fsynced) files as the variants of `key`, derived from
-        `source` rather than fetched: merged repodata and shard indexes."""
-        store = self.store_for(key)
-        old = self.index.get_meta(key)
-        variants = {}
-        for name, (path, sha, size) in files.items():
-            final = store.path_for(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, final)
-            variants[name] = Variant(sha, size)
-        now = self.clock()
-        unchanged = old is not None and old.digest == digest
-        entry = MetaEntry(
-            source_url=source,
-            etag=None,
-            last_modified=None,
-            fetched_at=now,
-            changed_at=old.changed_at if unchanged and old is not None else now,
-            digest=digest,
-            variants=variants,
-        )
-        self.index.put_meta(key, entry)
-        if old is not None:
-            keep = {v.sha256 for v in variants.values()}
-            for variant in old.variants.values():
-                if variant.sha256 not in keep:
-                    store.delete(variant.sha256)
-        return entry
+    def put_derived(self, key: str, source: str, built: Built) -> MetaEntry:
+        """Adopt files derived from `source` rather than fetched (merged repodata, merged
+        shard indexes)."""
+        return self._adopt(key, source, None, None, built)
 
     async def add_variant(
         self, key: str, entry: MetaEntry, name: str, make: Callable[[MetaEntry], bytes]
@@ -242,12 +254,13 @@ class MetadataCache:
             current = self.index.get_meta(key) or entry
             if name in current.variants:
                 return current
-            data = await asyncio.to_thread(make, current)
-            sha = hashlib.sha256(data).hexdigest()
-            store = self.store_for(key)
-            await asyncio.to_thread(store.put_bytes, data, sha)
+            data = await self.workers.run(False, make, current)
+            path, sha, size = write_variant(str(self.tmp_dir), name, data)
+            final = self.store_for(key).path_for(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
             updated = dataclasses.replace(
-                current, variants={**current.variants, name: Variant(sha, len(data))}
+                current, variants={**current.variants, name: Variant(sha, size)}
             )
             self.index.put_meta(key, updated)
             return updated

@@ -10,24 +10,18 @@ separate process, so the event loop never waits on a second of JSON work.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
-import multiprocessing
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from .index import FileEntry, Index, MetaEntry
 from .merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
-from .metadata import MetadataCache
-from .repodata import ZSTD_LEVEL, zstd_decompress
+from .metadata import Built, MetadataCache, write_variant
+from .repodata import zstd_compress, zstd_decompress
 from .rewrite import decode_msgpack, encode_msgpack
 from .store import BlobStore
-
-IN_PROCESS_LIMIT = 8 << 20  # smaller upstream documents are merged in a thread
+from .workers import BIG, Workers
 
 
 def merge_job(
@@ -36,46 +30,28 @@ def merge_job(
     subdir: str,
     allow_upstream: list[str],
     tmp_dir: str,
-) -> tuple[str, dict[str, tuple[str, str, int]]]:
-    """Merge and write the json and zst variants to temp files: (digest, {variant: (path,
-    sha256, size)}). Runs in a worker process for big documents."""
+) -> Built:
+    """Merge, and write the json and zst variants to temp files. Runs in the worker process
+    for big documents."""
     upstream = Path(upstream_path).read_bytes() if upstream_path else None
     document = merge_repodata(upstream, local, subdir, allow_upstream)
     del upstream
-    outputs = {
-        "json": document,
-        "zst": zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(document),
+    files = {
+        "json": write_variant(tmp_dir, "json", document),
+        "zst": write_variant(tmp_dir, "zst", zstd_compress(document)),
     }
-    digest = hashlib.sha256(document).hexdigest()
-    files = {}
-    for name, data in outputs.items():
-        path = os.path.join(tmp_dir, f"merge-{os.getpid()}-{digest[:16]}.{name}.partial")
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        files[name] = (path, hashlib.sha256(data).hexdigest(), len(data))
-    return digest, files
+    return Built(files["json"][1], files)
 
 
 class Overlay:
-    def __init__(self, meta: MetadataCache, index: Index, store: BlobStore, tmp_dir: Path) -> None:
+    def __init__(
+        self, meta: MetadataCache, index: Index, store: BlobStore, tmp_dir: Path, workers: Workers
+    ) -> None:
         self.meta = meta
         self.index = index
         self.store = store
         self.tmp_dir = tmp_dir
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
-        return self._pool
+        self.workers = workers
 
     async def repodata(
         self,
@@ -94,20 +70,17 @@ class Overlay:
             entry = self.index.get_meta(key)
             if entry is not None and entry.source_url == source:
                 return entry
-            args = (
+            big = upstream_path is not None and upstream_path.stat().st_size > BIG
+            built = await self.workers.run(
+                big,
+                merge_job,
                 str(upstream_path) if upstream_path else None,
                 dict(local),
                 subdir,
                 list(allow_upstream),
                 str(self.tmp_dir),
             )
-            big = upstream_path is not None and upstream_path.stat().st_size > IN_PROCESS_LIMIT
-            if big:
-                loop = asyncio.get_running_loop()
-                digest, files = await loop.run_in_executor(self._executor(), merge_job, *args)
-            else:
-                digest, files = await asyncio.to_thread(merge_job, *args)
-            return await asyncio.to_thread(self.meta.put_derived, key, source, digest, files)
+            return await asyncio.to_thread(self.meta.put_derived, key, source, built)
 
     async def shard_index(
         self,
@@ -168,11 +141,8 @@ class Overlay:
             decode_msgpack(zstd_decompress(upstream_index)) if upstream_index else None
         )
         merged = merged_shard_index(base, shards, subdir)
-        body = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(encode_msgpack(merged))
-        digest = hashlib.sha256(body).hexdigest()
-        path = self.tmp_dir / f"shards-{digest[:16]}.partial"
-        path.write_bytes(body)
-        return self.meta.put_derived(key, source, digest, {"body": (str(path), digest, len(body))})
+        variant = write_variant(str(self.tmp_dir), "body", zstd_compress(encode_msgpack(merged)))
+        return self.meta.put_derived(key, source, Built(variant[1], {"body": variant}))
 
 
 def decode_shard(data: bytes) -> dict[str, Record]:

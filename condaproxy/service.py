@@ -284,9 +284,8 @@ class Proxy:
             headers={"warning": STALE_WARNING} if stale else {},
         )
         asked.state.outcome = served.outcome
-        path = self.meta.variant_path(key, variant)
         return respond_with_file(
-            rep, lambda: os.open(path, os.O_RDONLY), asked.headers, asked.method
+            rep, lambda: self.meta.open_variant(key, variant), asked.headers, asked.method
         )
 
     # packages and shards
