@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -96,6 +97,7 @@ def main() -> None:
     nginx = Nginx(www)
     nginx.start()
     cache = WORK / "merge-cache"
+    shutil.rmtree(cache, ignore_errors=True)
     config = WORK / "merge.toml"
     port = nginx.fast + 1000
     config.write_text(f"""

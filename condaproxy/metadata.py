@@ -68,11 +68,15 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def write_variant(tmp_dir: str, name: str, data: bytes) -> VariantFile:
+def write_variant(
+    tmp_dir: str, name: str, data: bytes, blob_name: str | None = None
+) -> VariantFile:
+    """Write a variant to a temp file. Its blob name is the content's sha256, or `blob_name`
+    when the caller already knows a unique name (derived data named after its inputs)."""
     path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
     with open(path, "wb") as f:
         f.write(data)
-    return path, hashlib.sha256(data).hexdigest(), len(data)
+    return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
 
 
 def identity_build(body_path: str, url: str, tmp_dir: str) -> Built:

@@ -11,15 +11,22 @@ from __future__ import annotations
 import bz2
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import zstandard
 
 from .errors import UpstreamError
-from .metadata import Built, write_variant
-from .rewrite import decode_msgpack, encode_msgpack, rewrite_repodata, rewrite_shard_index
+from .metadata import Built, file_sha256, write_variant
+from .rewrite import (
+    Origins,
+    decode_msgpack,
+    encode_msgpack,
+    rewrite_repodata,
+    rewrite_shard_index,
+)
 
-ZSTD_LEVEL = 3  # ~500 MB/s on two cores; conda-forge's own files use a higher level
+ZSTD_LEVEL = 1  # the proxy compresses often (merges): speed first; upstream .zst passes through
 
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
@@ -42,7 +49,47 @@ def zstd_compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(data)
 
 
+_NEEDLE = b'"base_url"'
+
+
+def _stream_unchanged_zst(body_path: str, url: str, tmp_dir: str) -> Built | None:
+    """The common case: a .zst body whose document needs no rewrite. Decompress it straight
+    into the json variant file (no 200 MB buffer), watching for `"base_url"` on the way;
+    None if it is there (the caller then rewrites in memory)."""
+    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.json.partial")
+    tail = b""
+    first = b""
+    with open(body_path, "rb") as src, open(path, "wb") as out:
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        while chunk := reader.read(4 << 20):
+            if not first:
+                first = chunk.lstrip()[:1]
+            if _NEEDLE in tail + chunk[: len(_NEEDLE)] or _NEEDLE in chunk:
+                out.close()
+                os.unlink(path)
+                return None
+            tail = chunk[-len(_NEEDLE) :]
+            out.write(chunk)
+        size = out.tell()
+    if first != b"{":
+        os.unlink(path)
+        raise UpstreamError(url, "repodata is not a JSON object")
+    digest = file_sha256(body_path)
+    files = {
+        "zst": (body_path, digest, os.path.getsize(body_path)),
+        "json": (path, f"{digest}-json", size),
+    }
+    return Built(digest, files, Origins())
+
+
 def build_repodata(body_path: str, url: str, tmp_dir: str) -> Built:
+    if url.endswith(".zst"):
+        try:
+            streamed = _stream_unchanged_zst(body_path, url, tmp_dir)
+        except zstandard.ZstdError as exc:
+            raise UpstreamError(url, f"unusable repodata: {exc}") from None
+        if streamed is not None:
+            return streamed
     body = Path(body_path).read_bytes()
     try:
         document = zstd_decompress(body) if url.endswith(".zst") else body
@@ -51,13 +98,17 @@ def build_repodata(body_path: str, url: str, tmp_dir: str) -> Built:
         raise UpstreamError(url, f"unusable repodata: {exc}") from None
     if rewritten[:1] != b"{" and rewritten.lstrip()[:1] != b"{":
         raise UpstreamError(url, "repodata is not a JSON object")
-    files = {"json": write_variant(tmp_dir, "json", rewritten)}
     if url.endswith(".zst") and rewritten is document:
-        # The upstream's own compressed bytes describe the same document: adopt that file.
-        files["zst"] = (body_path, hashlib.sha256(body).hexdigest(), len(body))
+        # The upstream's own compressed bytes describe the same document: adopt that file,
+        # and let its (40 MB, not 200 MB) hash name the snapshot.
+        digest = hashlib.sha256(body).hexdigest()
+        files = {"zst": (body_path, digest, len(body))}
     else:
-        files["zst"] = write_variant(tmp_dir, "zst", zstd_compress(rewritten))
-    return Built(files["json"][1], files, origins)
+        zst = zstd_compress(rewritten)
+        digest = hashlib.sha256(zst).hexdigest()
+        files = {"zst": write_variant(tmp_dir, "zst", zst, digest)}
+    files["json"] = write_variant(tmp_dir, "json", rewritten, f"{digest}-json")
+    return Built(digest, files, origins)
 
 
 def build_bz2(document: bytes) -> bytes:
