@@ -63,6 +63,7 @@ class Download:
     verified: bool = False  # size and checksum matched: the last byte may go out
     entry: FileEntry | None = None
     error: BaseException | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # committed or failed
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -109,6 +110,12 @@ class Downloads:
         `(start, end) -> chunks` and the outcome (`miss` or `coalesced`)."""
         while True:
             active = self._active.get(key)
+            if active is not None and active.verified:
+                # Only the commit (fsync, rename) is left: wait for it and serve a plain hit.
+                await active.finished.wait()
+                if active.entry is not None:
+                    raise AlreadyCached(active.entry)
+                continue
             if active is not None:
                 head = await asyncio.shield(active.head)
                 return head, functools.partial(self._tail_local, active), "coalesced"
@@ -217,6 +224,7 @@ class Downloads:
             inflight.unlink(missing_ok=True)
             d.temp.close()
             release(lock_fd)
+            d.finished.set()
             d.notify()
 
     # readers
