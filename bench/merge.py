@@ -31,8 +31,8 @@ import msgspec
 import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.run import WORK, Nginx, wait_http  # noqa: E402
-from tests.support.channel import Pkg, build_package  # noqa: E402
+from bench.run import WORK, Nginx, wait_http
+from tests.support.channel import Pkg, build_package
 
 MiB = 1 << 20
 TOKEN = "bench-upload-token"
@@ -47,25 +47,42 @@ def synthetic_repodata(records: int, salt: str) -> bytes:
         ext = ".conda" if i % 3 else ".tar.bz2"
         filename = f"{name}-{version}-{build}{ext}"
         record = {
-            "build": build, "build_number": 0, "name": name, "version": version,
-            "depends": [f"python >=3.{i % 12},<4.0a0", "libzlib >=1.2.13,<2.0a0", f"dep{i % 500} >=1.0"],
-            "license": "BSD-3-Clause", "license_family": "BSD", "subdir": "linux-64",
+            "build": build,
+            "build_number": 0,
+            "name": name,
+            "version": version,
+            "depends": [
+                f"python >=3.{i % 12},<4.0a0",
+                "libzlib >=1.2.13,<2.0a0",
+                f"dep{i % 500} >=1.0",
+            ],
+            "license": "BSD-3-Clause",
+            "license_family": "BSD",
+            "subdir": "linux-64",
             "md5": hashlib.md5(filename.encode()).hexdigest(),
             "sha256": hashlib.sha256((filename + salt).encode()).hexdigest(),
-            "size": 100000 + i, "timestamp": 1700000000000 + i,
+            "size": 100000 + i,
+            "timestamp": 1700000000000 + i,
             "constrains": ["pyarrow >=10"] if i % 5 == 0 else [],
         }
         (conda if ext == ".conda" else tarballs)[filename] = record
-    doc = {"info": {"subdir": "linux-64"}, "packages": tarballs, "packages.conda": conda,
-           "removed": [], "repodata_version": 1}
+    doc = {
+        "info": {"subdir": "linux-64"},
+        "packages": tarballs,
+        "packages.conda": conda,
+        "removed": [],
+        "repodata_version": 1,
+    }
     return msgspec.json.encode(doc)
 
 
 def publish_upstream(www: Path, records: int, salt: str) -> int:
     data = synthetic_repodata(records, salt)
     (www / "linux-64").mkdir(parents=True, exist_ok=True)
-    for name, body in (("repodata.json", data),
-                       ("repodata.json.zst", zstandard.ZstdCompressor(level=3, threads=-1).compress(data))):
+    for name, body in (
+        ("repodata.json", data),
+        ("repodata.json.zst", zstandard.ZstdCompressor(level=3, threads=-1).compress(data)),
+    ):
         tmp = www / "linux-64" / (name + ".tmp")
         tmp.write_bytes(body)
         os.replace(tmp, www / "linux-64" / name)
@@ -73,7 +90,9 @@ def publish_upstream(www: Path, records: int, salt: str) -> int:
 
 
 def process_rss(root_pid: int) -> int:
-    pids = subprocess.run(["pgrep", "-g", str(root_pid)], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(
+        ["pgrep", "-g", str(root_pid)], capture_output=True, text=True
+    ).stdout.split()
     total = 0
     for pid in pids:
         try:
@@ -113,8 +132,12 @@ token = "{TOKEN}"
 roles = {{ big = "write" }}
 """)
     log = open(WORK / "merge-proxy.log", "wb")  # noqa: SIM115 - the child owns it
-    proxy = subprocess.Popen([sys.executable, "-m", "condaproxy", "serve", "--config", str(config)],
-                             stdout=log, stderr=log, start_new_session=True)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "condaproxy", "serve", "--config", str(config)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     log.close()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -124,14 +147,20 @@ roles = {{ big = "write" }}
         for i in range(args.uploads):
             pkg = Pkg(f"internal{i % 40}", f"1.{i}", "h0", "linux-64", ("python >=3.10",))
             path = build_package(pkg, work, work / "out")
-            r = httpx.post(f"{url}/api/channels/big/upload/{path.name}", content=path.read_bytes(),
-                           headers={"x-api-key": TOKEN}, timeout=60)
+            r = httpx.post(
+                f"{url}/api/channels/big/upload/{path.name}",
+                content=path.read_bytes(),
+                headers={"x-api-key": TOKEN},
+                timeout=60,
+            )
             assert r.status_code == 201, r.text
         print(f"uploaded {args.uploads} packages", flush=True)
         # First merged result after the uploads.
         t0 = time.perf_counter()
         first = httpx.get(f"{url}/big/linux-64/repodata.json.zst", timeout=120)
-        print(f"merged after uploads: {time.perf_counter() - t0:.2f} s ({len(first.content) / MiB:.0f} MiB zst)")
+        print(
+            f"merged after uploads: {time.perf_counter() - t0:.2f} s ({len(first.content) / MiB:.0f} MiB zst)"
+        )
 
         timings, stalls, peaks = [], [], []
         for round_ in range(args.rounds):
@@ -156,20 +185,32 @@ roles = {{ big = "write" }}
             elapsed = time.perf_counter() - t0
             stop.set()
             prober.join()
-            merged = msgspec.json.decode(zstandard.ZstdDecompressor().stream_reader(
-                response.content).read())
+            merged = msgspec.json.decode(
+                zstandard.ZstdDecompressor().stream_reader(response.content).read()
+            )
             assert len(merged["packages.conda"]) + len(merged["packages"]) >= args.records
-            assert sum(1 for k in merged["packages.conda"] if k.startswith("internal")) == args.uploads
+            assert (
+                sum(1 for k in merged["packages.conda"] if k.startswith("internal")) == args.uploads
+            )
             timings.append(elapsed)
             stalls.append(worst[0])
             peaks.append(peak[0])
-            print(f"round {round_ + 1}: merged .zst served {elapsed:.2f} s after the upstream change; "
-                  f"worst /healthz {1000 * worst[0]:.0f} ms; peak RSS {peak[0] / MiB:.0f} MiB", flush=True)
+            print(
+                f"round {round_ + 1}: merged .zst served {elapsed:.2f} s after the upstream change; "
+                f"worst /healthz {1000 * worst[0]:.0f} ms; peak RSS {peak[0] / MiB:.0f} MiB",
+                flush=True,
+            )
         print("\n## Results")
-        print(f"| merged repodata.json.zst after an upstream change ({args.records} records, "
-              f"{args.uploads} uploads) | median **{statistics.median(timings):.2f} s** (floor 3 s) |")
-        print(f"| worst /healthz latency during the merge | **{1000 * max(stalls):.0f} ms** (floor 50 ms) |")
-        print(f"| peak RSS of the largest proxy process | **{max(peaks) / MiB:.0f} MiB** (floor 1024) |")
+        print(
+            f"| merged repodata.json.zst after an upstream change ({args.records} records, "
+            f"{args.uploads} uploads) | median **{statistics.median(timings):.2f} s** (floor 3 s) |"
+        )
+        print(
+            f"| worst /healthz latency during the merge | **{1000 * max(stalls):.0f} ms** (floor 50 ms) |"
+        )
+        print(
+            f"| peak RSS of the largest proxy process | **{max(peaks) / MiB:.0f} MiB** (floor 1024) |"
+        )
     finally:
         os.killpg(proxy.pid, signal.SIGTERM)
         proxy.wait(30)
