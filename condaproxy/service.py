@@ -90,11 +90,10 @@ class Proxy:
         channel = self.channels[rp.channel]
         if rp.kind is Kind.PACKAGE and (local := self._local_upload(channel, rp)) is not None:
             return self._file_hit(local, asked, self.uploads.blobs)
-        if self._overlaid(channel, rp):
+        if rp.kind in (Kind.REPODATA, Kind.SHARD_INDEX) and self._overlaid(channel, rp):
             if rp.kind is Kind.REPODATA:
                 return await self._merged_repodata(rp, channel, asked)
-            if rp.kind is Kind.SHARD_INDEX:
-                return await self._merged_shard_index(rp, channel, asked)
+            return await self._merged_shard_index(rp, channel, asked)
         if channel.upstream is None:
             entry = self.index.get_file(rp.key) if rp.kind is Kind.SHARD else None
             if entry is not None and (hit := self._file_hit(entry, asked)) is not None:

@@ -9,6 +9,8 @@ subdir) moves with every change, so merged repodata knows when to be recomputed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,10 +58,12 @@ class UploadStore:
         self, root: Path, tmp_dir: Path, locks: KeyedLocks, clock: Callable[[], float] = time.time
     ) -> None:
         self.blobs = BlobStore(root / "blobs", tmp_dir)
+        self._markers = root / "changed"
+        self._markers.mkdir(parents=True, exist_ok=True)
         self._db = diskcache.Cache(str(root / "index"), size_limit=2**40, eviction_policy="none")
         self.locks = locks
         self.clock = clock
-        self._manifests: dict[tuple[str, str], tuple[int, dict[str, Upload]]] = {}
+        self._manifests: dict[tuple[str, str], tuple[tuple[int, int], dict[str, Upload]]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -77,15 +81,24 @@ class UploadStore:
     def get(self, channel: str, subdir: str, filename: str) -> Upload | None:
         return self.current(channel, subdir).get(filename)
 
+    def _marker(self, channel: str, subdir: str) -> str:
+        name = hashlib.sha256(f"{channel}/{subdir}".encode()).hexdigest()[:32]
+        return str(self._markers / name)
+
     def current(self, channel: str, subdir: str) -> dict[str, Upload]:
-        """The manifest, re-read only when its generation moved (one small read per call):
-        package requests check uploads first, so this sits on the hit path."""
-        generation = self.generation(channel, subdir)
+        """The manifest, re-read only when it changed. Package requests check uploads first,
+        so this sits on the hit path: a stat of the subdir's marker file (replaced on every
+        change, by any worker) tells whether the copy held in memory is still current."""
+        try:
+            st = os.stat(self._marker(channel, subdir))
+        except FileNotFoundError:
+            return {}  # never had uploads
+        token = (st.st_ino, st.st_mtime_ns)
         cached = self._manifests.get((channel, subdir))
-        if cached is not None and cached[0] == generation:
+        if cached is not None and cached[0] == token:
             return cached[1]
         manifest = self.manifest(channel, subdir)
-        self._manifests[(channel, subdir)] = (generation, manifest)
+        self._manifests[(channel, subdir)] = (token, manifest)
         return manifest
 
     def list(self, channel: str) -> list[Upload]:
@@ -128,7 +141,12 @@ class UploadStore:
             else:
                 subdirs.discard(subdir)
             self._db.set(("subdirs", channel), subdirs)
-            self._db.incr(("generation", channel, subdir), default=0)
+            generation = self._db.incr(("generation", channel, subdir), default=0)
+        marker = self._marker(channel, subdir)
+        temp = f"{marker}.{os.getpid()}.tmp"
+        with open(temp, "w") as f:
+            f.write(str(generation))
+        os.replace(temp, marker)  # a new inode: every worker's stat sees the change
 
     def _referenced(self) -> set[str]:
         refs = set()
