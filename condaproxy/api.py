@@ -41,7 +41,7 @@ def _api_path(request: Request) -> str:
 
 
 def _who(request: Request, settings: Settings) -> tuple[TokenSettings | None, bool]:
-    token = presented_token(request.headers, None)
+    token = presented_token(request.headers, request.scope.get("state", {}).get("path_token"))
     return identify(token, settings.tokens.values()), token is not None
 
 

@@ -29,7 +29,7 @@ from .metadata import MetadataCache
 from .overlay import Overlay
 from .publish import Publisher
 from .redact import Redactor
-from .routing import parse_path
+from .routing import parse_path, split_token
 from .service import Asked, Proxy
 from .settings import Settings
 from .store import BlobStore, sweep_temp_files
@@ -166,6 +166,16 @@ class ChannelDispatch:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.RESERVED):
             await self.app(scope, receive, send)
+            return
+        rest, path_token = split_token(scope["path"])
+        if path_token is not None and ("/" + rest).startswith(self.RESERVED):
+            # `/t/<token>/api/...`: the API with the token in the path (anaconda.org style).
+            prefix = len(scope["path"]) - len(rest) - 1
+            raw = scope.get("raw_path") or scope["path"].encode()
+            state = scope.setdefault("state", {})
+            state["path_token"] = path_token
+            inner = {**scope, "path": "/" + rest, "raw_path": raw[prefix:], "state": state}
+            await self.app(inner, receive, send)
             return
         state = _State(scope.setdefault("state", {}))
         try:

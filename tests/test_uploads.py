@@ -289,6 +289,17 @@ def test_private_channel_needs_a_read_token_in_any_form(start_proxy, upstream, p
     package = httpx.get(f"{proxy.url}/t/{READ}/secret/linux-64/internal-tool-1.0-h0.conda")
     assert package.content == packages["internal"].read_bytes()
     assert upload(proxy.url, "secret", packages["internal_bz2"], token=READ).status_code == 403
+    # The API takes the token in the path too.
+    path_upload = httpx.post(
+        f"{proxy.url}/t/{WRITE}/api/channels/secret/upload/{packages['internal_bz2'].name}",
+        content=packages["internal_bz2"].read_bytes(),
+    )
+    assert path_upload.status_code == 201, path_upload.text
+    listed = httpx.get(f"{proxy.url}/t/{READ}/api/channels/secret/packages").json()["packages"]
+    assert {p["filename"] for p in listed} == {
+        packages["internal"].name,
+        packages["internal_bz2"].name,
+    }
 
 
 def test_local_only_channel_serves_every_variant_consistently(start_proxy, upstream, packages):
