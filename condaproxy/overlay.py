@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import mmap
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +78,8 @@ class Overlay:
         allow_upstream: tuple[str, ...],
     ) -> MetaEntry:
         """The merged repodata entry for `source` (upstream digest + uploads generation)."""
-        entry = self.index.get_meta(key)
-        if entry is not None and entry.source_url == source:
-            return entry
-        async with self.meta.locks.hold("meta:" + key):
-            entry = self.index.get_meta(key)
-            if entry is not None and entry.source_url == source:
-                return entry
+
+        async def build() -> MetaEntry:
             big = upstream_path is not None and upstream_path.stat().st_size > BIG
             built = await self.workers.run(
                 big,
@@ -98,6 +93,22 @@ class Overlay:
             )
             return await asyncio.to_thread(self.meta.put_derived, key, source, built)
 
+        return await self._derived(key, source, build)
+
+    async def _derived(
+        self, key: str, source: str, build: Callable[[], Awaitable[MetaEntry]]
+    ) -> MetaEntry:
+        """The entry derived from `source`: reused while the source is unchanged, otherwise
+        built once (single flight across workers)."""
+        entry = self.index.get_meta(key)
+        if entry is not None and entry.source_url == source:
+            return entry
+        async with self.meta.locks.hold("meta:" + key):
+            entry = self.index.get_meta(key)
+            if entry is not None and entry.source_url == source:
+                return entry
+            return await build()
+
     async def shard_index(
         self,
         key: str,
@@ -110,14 +121,10 @@ class Overlay:
     ) -> MetaEntry:
         """The merged CEP-16 index: one new shard per local name (local records, plus the
         upstream's for names in `allow_upstream`, passed in as `upstream_shards`)."""
-        entry = self.index.get_meta(key)
-        if entry is not None and entry.source_url == source:
-            return entry
-        async with self.meta.locks.hold("meta:" + key):
-            entry = self.index.get_meta(key)
-            if entry is not None and entry.source_url == source:
-                return entry
-            return await asyncio.to_thread(
+        return await self._derived(
+            key,
+            source,
+            lambda: asyncio.to_thread(
                 self._build_shards,
                 key,
                 source,
@@ -126,7 +133,8 @@ class Overlay:
                 local,
                 subdir,
                 upstream_shards,
-            )
+            ),
+        )
 
     def _build_shards(
         self,
