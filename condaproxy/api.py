@@ -8,7 +8,10 @@ DELETE /api/channels/<channel>/packages/<subdir>/<filename>
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
+import shutil
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -18,8 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .admin import CacheAdmin, Scope, counter_totals, stats_for
 from .auth import identify, presented_token, require
 from .errors import BadRequest, NotFound
+from .metrics import Metrics
 from .publish import PayloadTooLarge, Publisher, parse_bool
 from .settings import Settings, TokenSettings
 from .uploads import UploadStore
@@ -126,3 +131,72 @@ def api_routes(
         raise NotFound(f"no API endpoint {method} {request.url.path}")
 
     return [Route("/api/channels/{rest:path}", channels_api, methods=["GET", "POST", "DELETE"])]
+
+
+def admin_routes(
+    settings: Settings, state: Callable[[], tuple[CacheAdmin, Metrics]]
+) -> list[Route]:
+    """Operators' endpoints; every one needs an admin token."""
+
+    async def stats(request: Request) -> JSONResponse:
+        admin, metrics = state()
+        who, presented = _who(request, settings)
+        require(who, presented, "*", "admin")
+        usage = await asyncio.to_thread(admin.usage)
+        counters = counter_totals(metrics.exposition()[0])
+        stored = sum(u["bytes"] for u in usage.values())
+        metrics.store_bytes.set(stored)
+        free = shutil.disk_usage(settings.cache.path).free
+        return JSONResponse(
+            {
+                "channels": stats_for(usage, counters, settings.channels),
+                "store": {
+                    "bytes": stored,
+                    "max_size": settings.cache.max_size or None,
+                    "free_disk": free,
+                    "min_free": settings.cache.min_free,
+                },
+            }
+        )
+
+    async def purge(request: Request) -> JSONResponse:
+        admin, _ = state()
+        who, presented = _who(request, settings)
+        rest = request.path_params.get("rest", "").strip("/")
+        scope = _purge_scope(rest, request, settings)
+        require(who, presented, scope.channel or "*", "admin")
+        removed = await asyncio.to_thread(admin.purge, scope)
+        return JSONResponse({"removed": removed, "scope": _describe(scope)})
+
+    return [
+        Route("/api/cache/stats", stats, methods=["GET"]),
+        Route("/api/cache", purge, methods=["DELETE"]),
+        Route("/api/cache/{rest:path}", purge, methods=["DELETE"]),
+    ]
+
+
+def _purge_scope(rest: str, request: Request, settings: Settings) -> Scope:
+    package = request.query_params.get("package")
+    metadata_only = parse_bool(request.query_params.get("metadata_only"), "metadata_only")
+    if not rest:
+        return Scope(package=package, metadata_only=metadata_only)
+    channel = next(
+        (
+            c
+            for c in sorted(settings.channels, key=len, reverse=True)
+            if rest == c or rest.startswith(c + "/")
+        ),
+        None,
+    )
+    if channel is None:
+        raise NotFound(f"unknown channel in '{rest}'", channels=sorted(settings.channels))
+    parts = [p for p in rest[len(channel) :].split("/") if p]
+    if len(parts) > 2:
+        raise BadRequest("purge scope is <channel>[/<subdir>[/<filename>]]")
+    subdir = parts[0] if parts else None
+    filename = parts[1] if len(parts) > 1 else None
+    return Scope(channel, subdir, filename, package, metadata_only)
+
+
+def _describe(scope: Scope) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(scope).items() if v not in (None, False)}

@@ -6,6 +6,8 @@ No import-time state: `create_app(settings, transport=...)` is all a test needs.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,10 +17,11 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .api import api_routes
+from .admin import CacheAdmin
+from .api import admin_routes, api_routes
 from .auth import identify, presented_token, require
 from .downloads import Downloads
 from .errors import MethodNotAllowed, ProxyError
@@ -26,6 +29,7 @@ from .index import Index
 from .locks import KeyedLocks
 from .logs import AccessLog
 from .metadata import MetadataCache
+from .metrics import Metrics
 from .overlay import Overlay
 from .publish import Publisher
 from .redact import Redactor
@@ -47,6 +51,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> Any:
     redact = Redactor(settings.secrets())
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,7 +64,7 @@ def create_app(
         store = BlobStore(root / "blobs", tmp)
         uploads = UploadStore(root / "uploads", tmp, locks, clock)
         orphans = uploads.sweep_orphans()
-        upstream = UpstreamClient(settings.upstream, redact, transport)
+        upstream = UpstreamClient(settings.upstream, redact, transport, metrics)
         workers = Workers()
         meta = MetadataCache(
             index,
@@ -71,6 +76,7 @@ def create_app(
             settings.cache.negative_ttl,
             workers,
             clock,
+            metrics,
         )
         downloads = Downloads(
             index, store, locks, upstream, root / "inflight", settings.cache.negative_ttl, clock
@@ -92,6 +98,7 @@ def create_app(
             settings.channels, uploads, store, settings.uploads.max_upload_size
         )
         app.state.uploads = uploads
+        app.state.admin = CacheAdmin(settings.channels, index, store, meta)
         log.info(
             "started",
             config=settings.source,
@@ -110,7 +117,34 @@ def create_app(
             index.close()
 
     async def healthz(request: Request) -> JSONResponse:
+        """The process is alive and serving."""
         return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready: config loaded, store writable. Low disk is reported, not fatal: the proxy
+        still proxies, it only stops caching."""
+        problems = []
+        if getattr(request.app.state, "proxy", None) is None:
+            problems.append("not started")
+        try:
+            probe = settings.cache.path / "tmp" / f".ready-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"cache directory not writable: {exc.strerror}")
+        free = shutil.disk_usage(settings.cache.path).free
+        low_disk = free < settings.cache.min_free
+        body = {
+            "status": "ok" if not problems else "unavailable",
+            "problems": problems,
+            "free_disk": free,
+            "caching": not low_disk,
+        }
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        data, content_type = metrics.exposition()
+        return Response(data, media_type=content_type)
 
     def error_response(exc: ProxyError) -> JSONResponse:
         body = {k: redact(v) if isinstance(v, str) else v for k, v in exc.body().items()}
@@ -129,12 +163,15 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             *api_routes(settings, lambda: (app.state.publisher, app.state.uploads)),
+            *admin_routes(settings, lambda: (app.state.admin, metrics)),
         ],
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
-    return AccessLog(ChannelDispatch(app, settings, error_response))
+    return AccessLog(ChannelDispatch(app, settings, error_response), metrics)
 
 
 class _State:
@@ -184,6 +221,7 @@ class ChannelDispatch:
             proxy: Proxy = self.app.state.proxy
             rp = parse_path(scope["path"], proxy.channels)
             state.channel = rp.channel
+            state.kind = rp.kind.value
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             if proxy.channels[rp.channel].private:
                 # Every path of a private channel, metadata included, needs a read token.

@@ -1,4 +1,8 @@
-"""`condaproxy serve [--config PATH] [--host H] [--port P] [--workers N]`."""
+"""`condaproxy serve [--config PATH] [--host H] [--port P] [--workers N]`.
+
+The app is imported only after the metrics directory is set up: prometheus-client chooses its
+multiprocess mode when it is first imported.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,16 @@ import argparse
 import os
 import sys
 
-import uvicorn
-
-from .app import create_app
-from .logs import configure_logging
-from .redact import Redactor
-from .settings import CONFIG_ENV, ConfigError, Settings, load_settings
-
-
-def _settings_from_env() -> Settings:
-    return load_settings(os.environ.get(CONFIG_ENV))
+from .settings import CONFIG_ENV, ConfigError, load_settings
 
 
 def app_factory() -> object:
-    """For uvicorn workers (`--workers N` re-imports the app in each process)."""
-    settings = _settings_from_env()
+    """For uvicorn workers (`--workers N` imports the app again in each process)."""
+    from .app import create_app
+    from .logs import configure_logging
+    from .redact import Redactor
+
+    settings = load_settings(os.environ.get(CONFIG_ENV))
     configure_logging(Redactor(settings.secrets()))
     return create_app(settings)
 
@@ -45,6 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     workers = args.workers or settings.server.workers
+
+    from .metrics import prepare_multiprocess_dir
+
+    settings.cache.path.mkdir(parents=True, exist_ok=True)
+    prepare_multiprocess_dir(settings.cache.path)
+
+    import uvicorn
+
+    from .app import create_app
+    from .logs import configure_logging
+    from .redact import Redactor
+
     configure_logging(Redactor(settings.secrets()))
     if workers > 1:
         # Each worker builds its own app from the same file; they share the cache directory.

@@ -24,6 +24,7 @@ class FileEntry:
     size: int
     stored_at: float
     content_type: str = "application/octet-stream"
+    local: bool = False  # derived from uploads (merged shards): never purged or evicted
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,22 @@ class Index:
     def forget_file(self, key: str) -> None:
         self._hot.pop(key, None)
         self._db.delete(("file", key))
+
+    def iter_files(self) -> list[tuple[str, FileEntry]]:
+        return [
+            (key[1], entry)
+            for key in list(self._db.iterkeys())
+            if isinstance(key, tuple) and key[0] == "file"
+            if (entry := self._db.get(key)) is not None
+        ]
+
+    def iter_meta(self) -> list[tuple[str, MetaEntry]]:
+        return [
+            (key[1], entry)
+            for key in list(self._db.iterkeys())
+            if isinstance(key, tuple) and key[0] == "meta"
+            if (entry := self._db.get(key)) is not None
+        ]
 
     # revalidated metadata
     def get_meta(self, key: str) -> MetaEntry | None:

@@ -10,7 +10,10 @@ from typing import Any
 
 import structlog
 
+from .metrics import Metrics
 from .redact import Redactor
+
+_CACHED = {"hit", "revalidated", "stale"}
 
 
 def configure_logging(redact: Redactor, level: str = "info", json: bool | None = None) -> None:
@@ -47,8 +50,9 @@ access_log = structlog.get_logger("condaproxy.access")
 class AccessLog:
     """ASGI middleware: status, bytes, duration and the cache outcome of every request."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -74,6 +78,8 @@ class AccessLog:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if self.metrics is not None:
+                self._count(scope["path"], state, status, sent)
             access_log.info(
                 "request",
                 method=scope["method"],
@@ -85,3 +91,13 @@ class AccessLog:
                 cache=state.get("outcome"),
                 **({"error": error} if error else {}),
             )
+
+    def _count(self, path: str, state: dict[str, Any], status: int, sent: int) -> None:
+        assert self.metrics is not None
+        kind = state.get("kind") or ("api" if path.startswith(("/api/", "/t/")) else "other")
+        self.metrics.requests.labels(kind, str(status)).inc()
+        channel, outcome = state.get("channel"), state.get("outcome")
+        if channel and outcome:
+            self.metrics.outcomes.labels(channel, outcome).inc()
+            source = "cache" if outcome in _CACHED else "upstream"
+            self.metrics.bytes_served.labels(channel, source).inc(sent)

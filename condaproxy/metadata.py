@@ -28,6 +28,7 @@ from .conditional import is_fresh
 from .errors import NotFound, UpstreamError, UpstreamNotFound
 from .index import Index, MetaEntry, Variant
 from .locks import KeyedLocks
+from .metrics import Metrics
 from .rewrite import Origins
 from .settings import ChannelSettings
 from .store import BlobStore
@@ -96,7 +97,9 @@ class MetadataCache:
         negative_ttl: float,
         workers: Workers,
         clock: Clock = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.index = index
         self.locks = locks
         self.root = root
@@ -180,6 +183,9 @@ class MetadataCache:
                     async with self.upstream.open(channel, url, headers=headers) as response:
                         etag = response.headers.get("etag")
                         modified = response.headers.get("last-modified")
+                        if entry is not None and self.metrics is not None:
+                            result = "304" if response.status == 304 else "200"
+                            self.metrics.revalidations.labels(channel.name, result).inc()
                         if response.status == 304 and entry is not None:
                             # RFC 9111 §4.3.4: a 304 freshens the stored response.
                             fresh = dataclasses.replace(

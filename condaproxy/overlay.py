@@ -158,7 +158,7 @@ class Overlay:
             # Served like any cached shard: content-addressed, immutable.
             self.index.put_file(
                 f"{channel_key}/shards/{sha}.msgpack.zst",
-                FileEntry(sha, len(data), self.meta.clock()),
+                FileEntry(sha, len(data), self.meta.clock(), local=True),
             )
             shards[name] = data
         base: dict[str, Any] | None = (

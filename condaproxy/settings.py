@@ -54,6 +54,8 @@ class CacheSettings:
     path: Path = Path("./cache")
     repodata_ttl: int = 60
     negative_ttl: int = 30
+    max_size: int = 0  # bytes of cached blobs; 0 = unbounded
+    min_free: int = 1024**3  # below this much free disk, stop caching (still proxying)
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,7 @@ def _build_section(cls: type, body: Any, name: str, where: str) -> Any:
 
 def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
     try:
-        if key.endswith("_size"):
+        if key.endswith(("_size", "min_free")):
             return parse_size(value)
         if isinstance(default, bool):
             if isinstance(value, str):

@@ -4,6 +4,7 @@ escapes this module, and no credential reaches an error message."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
+from .metrics import Metrics
 from .redact import Redactor
 from .settings import ChannelSettings, UpstreamSettings
 
@@ -56,7 +58,9 @@ class UpstreamClient:
         settings: UpstreamSettings,
         redact: Redactor,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         timeout = httpx.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -98,21 +102,33 @@ class UpstreamClient:
         elif channel.upstream_username is not None:
             password = channel.upstream_password.value if channel.upstream_password else ""
             auth = httpx.BasicAuth(channel.upstream_username, password)
+        started = time.perf_counter()
         try:
             request = self._client.build_request(method, url, headers=request_headers)
             response = await self._client.send(request, stream=True, auth=auth)
         except httpx.TimeoutException:
+            self._failed(channel)
             raise UpstreamTimeout(shown, "timed out") from None
         except httpx.HTTPError as exc:
+            self._failed(channel)
             raise UpstreamError(shown, f"{type(exc).__name__}: cannot connect") from None
+        if self.metrics is not None:
+            self.metrics.upstream_latency.labels(channel.name).observe(
+                time.perf_counter() - started
+            )
         try:
             if response.status_code in (404, 410):
                 raise UpstreamNotFound(shown)
             if response.status_code != 304 and not 200 <= response.status_code < 300:
+                self._failed(channel)
                 raise UpstreamError(shown, f"HTTP {response.status_code}")
             yield UpstreamResponse(response.status_code, response.headers, shown, response)
         finally:
             await response.aclose()
+
+    def _failed(self, channel: ChannelSettings) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_errors.labels(channel.name).inc()
 
 
 def channel_base(channel: ChannelSettings) -> str:

@@ -1,0 +1,150 @@
+"""What operators do to the cache: purge by scope, count what it holds. Uploads are never
+touched (they live in their own store), nor are shards derived from them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .index import Index
+from .metadata import MetadataCache
+from .routing import PACKAGE_RE, Kind, ResourcePath, parse_path
+from .settings import ChannelSettings
+from .store import BlobStore
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What to purge: everything, or one channel, subdir, file or package name."""
+
+    channel: str | None = None
+    subdir: str | None = None
+    filename: str | None = None
+    package: str | None = None
+    metadata_only: bool = False
+
+    def covers(self, rp: ResourcePath) -> bool:
+        if self.channel is not None and rp.channel != self.channel:
+            return False
+        if self.subdir is not None and rp.subdir != self.subdir:
+            return False
+        if self.filename is not None and rp.filename != self.filename:
+            return False
+        if self.package is not None:
+            match = PACKAGE_RE.match(rp.filename)
+            return rp.kind is Kind.PACKAGE and match is not None and match["name"] == self.package
+        return True
+
+
+def _meta_scope(key: str) -> tuple[str, str]:
+    """(kind, the part naming channel/label/subdir or channel/relative path)."""
+    kind, _, rest = key.partition(":")
+    return kind, rest
+
+
+class CacheAdmin:
+    def __init__(
+        self,
+        channels: Mapping[str, ChannelSettings],
+        index: Index,
+        store: BlobStore,
+        meta: MetadataCache,
+    ) -> None:
+        self.channels = channels
+        self.index = index
+        self.store = store
+        self.meta = meta
+
+    def _parse(self, key: str) -> ResourcePath | None:
+        try:
+            return parse_path(key, self.channels)
+        except Exception:  # keys of channels no longer configured
+            return None
+
+    def purge(self, scope: Scope) -> dict[str, int]:
+        files = size = metadata = 0
+        if not scope.metadata_only:
+            for key, entry in self.index.iter_files():
+                rp = self._parse(key)
+                if entry.local or (rp is not None and not scope.covers(rp)):
+                    continue
+                if rp is None and scope.channel is not None:
+                    continue
+                self.index.forget_file(key)
+                size += self.store.delete(entry.sha256)
+                files += 1
+        if scope.filename is None and scope.package is None:
+            for key, meta_entry in self.index.iter_meta():
+                _, rest = _meta_scope(key)
+                parts = rest.split("/")
+                rp_channel = next(
+                    (
+                        c
+                        for c in sorted(self.channels, key=len, reverse=True)
+                        if rest.startswith(c + "/") or rest == c
+                    ),
+                    None,
+                )
+                if scope.channel is not None and rp_channel != scope.channel:
+                    continue
+                if scope.subdir is not None and scope.subdir not in parts:
+                    continue
+                store = self.meta.store_for(key)
+                for variant in meta_entry.variants.values():
+                    size += store.delete(variant.sha256)
+                self.index.forget_meta(key)
+                metadata += 1
+        return {"files": files, "metadata": metadata, "bytes": size}
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Cached files and bytes per channel."""
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})
+        for key, entry in self.index.iter_files():
+            rp = self._parse(key)
+            channel = rp.channel if rp is not None else "(unconfigured)"
+            counts[channel]["files"] += 1
+            counts[channel]["bytes"] += entry.size
+        return dict(counts)
+
+
+def counter_totals(exposition: bytes) -> dict[str, dict[str, float]]:
+    """{metric{labels}: value} for the per-channel counters the stats answer reports."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # type: ignore[arg-type]
+    for line in exposition.decode().splitlines():
+        if line.startswith("#") or "{" not in line:
+            continue
+        name, _, rest = line.partition("{")
+        labels, _, value = rest.rpartition("} ")
+        if not name.endswith("_total"):
+            continue
+        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
+        channel = fields.get("channel", "").strip('"')
+        if not channel:
+            continue
+        label = name.removeprefix("condaproxy_").removesuffix("_total")
+        if "outcome" in fields:
+            label = fields["outcome"].strip('"')
+        totals[channel][label] += float(value)
+    return {k: dict(v) for k, v in totals.items()}
+
+
+def stats_for(
+    usage: dict[str, dict[str, int]],
+    counters: dict[str, dict[str, float]],
+    channels: Mapping[str, Any],
+) -> dict[str, Any]:
+    out = {}
+    for name in sorted(set(channels) | set(usage)):
+        c = counters.get(name, {})
+        out[name] = {
+            **usage.get(name, {"files": 0, "bytes": 0}),
+            "hits": int(c.get("hit", 0)),
+            "misses": int(c.get("miss", 0)),
+            "revalidated": int(c.get("revalidated", 0)),
+            "coalesced": int(c.get("coalesced", 0)),
+            "stale_serves": int(c.get("stale", 0)),
+            "upstream_errors": int(c.get("upstream_errors", 0)),
+        }
+    return out

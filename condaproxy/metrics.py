@@ -1,0 +1,95 @@
+"""Prometheus metrics, correct with several uvicorn workers.
+
+With `PROMETHEUS_MULTIPROC_DIR` set (the CLI sets it, inside the cache directory, before any
+worker starts), prometheus-client keeps every worker's values in files there and /metrics adds
+them up. Labels stay bounded: channel and subdir, never package or file names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(cache_path: Path) -> None:
+    """Start with an empty metrics directory: call once, before workers start."""
+    directory = cache_path / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "condaproxy_requests",
+            "Requests by route kind and status",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "condaproxy_cache_outcomes",
+            "Cache outcomes (hit, miss, revalidated, stale, coalesced)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.bytes_served = Counter(
+            "condaproxy_bytes_served",
+            "Body bytes sent to clients, by where they came from (cache or upstream)",
+            ["channel", "source"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "condaproxy_upstream_request_seconds",
+            "Time to the upstream's response headers",
+            ["channel"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.upstream_errors = Counter(
+            "condaproxy_upstream_errors",
+            "Upstream failures (5xx, timeouts, broken bodies)",
+            ["channel"],
+            registry=r,
+        )
+        self.revalidations = Counter(
+            "condaproxy_revalidations",
+            "Conditional upstream requests for metadata, by result (304 or 200)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.evictions = Counter(
+            "condaproxy_evictions", "Cached blobs evicted to stay under max_size", registry=r
+        )
+        self.evicted_bytes = Counter(
+            "condaproxy_evicted_bytes", "Bytes evicted to stay under max_size", registry=r
+        )
+        self.store_bytes = Gauge(
+            "condaproxy_store_bytes",
+            "Bytes held by the cache's blob store",
+            registry=r,
+            multiprocess_mode="max",
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format, summed over every worker when running multiprocess."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
