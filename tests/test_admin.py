@@ -1,0 +1,144 @@
+"""Operators' surface against a real proxy process with two workers: purge, stats, metrics,
+health and readiness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+
+from condaproxy.repodata import zstd_decompress
+from tests.test_e2e_rattler import rattler_install
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "admin-token-123"
+WRITER = "writer-token-45"
+TOKENS = {
+    "ops": {"token": ADMIN, "roles": {"*": "admin"}},
+    "ci": {"token": WRITER, "roles": {"*": "write"}},
+}
+PKG = "/linux-64/datatool-1.0-h2.conda"
+NOARCH = "/noarch/pyutil-0.4-pyh0.conda"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture
+def proxy(upstream, start_proxy):
+    return start_proxy({"local": {"upstream": upstream.url}}, tokens=TOKENS, workers=2)
+
+
+def admin(method: str, url: str, token: str | None = ADMIN) -> httpx.Response:
+    headers = {"x-api-key": token} if token else {}
+    return httpx.request(method, url, headers=headers, timeout=30)
+
+
+def test_health_and_readiness(proxy):
+    assert httpx.get(proxy.url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(proxy.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["caching"] is True
+
+
+def test_metrics_after_a_known_sequence_add_up_across_workers(proxy, upstream):
+    base = f"{proxy.url}/local"
+    for _ in range(2):
+        httpx.get(base + "/noarch/repodata.json")
+    httpx.get(base + PKG)  # miss
+    for _ in range(5):
+        assert httpx.get(base + PKG).headers["x-cache"] == "HIT"
+    assert httpx.get(base + "/linux-64/missing-1.0-0.conda").status_code == 404
+    size = len(httpx.get(base + PKG).content)  # one more hit
+    text = httpx.get(proxy.url + "/metrics").text
+    assert metric(text, "condaproxy_cache_outcomes_total", channel="local", outcome="hit") == 7
+    assert metric(text, "condaproxy_cache_outcomes_total", channel="local", outcome="miss") == 2
+    assert metric(text, "condaproxy_requests_total", kind="package", status="200") == 7
+    assert metric(text, "condaproxy_requests_total", kind="package", status="404") == 1
+    assert metric(text, "condaproxy_requests_total", kind="repodata", status="200") == 2
+    assert (
+        metric(text, "condaproxy_bytes_served_total", channel="local", source="cache") >= 6 * size
+    )
+    # Upstream: the noarch repodata.json.zst, the package, the missing package.
+    assert metric(text, "condaproxy_upstream_request_seconds_count", channel="local") == 3
+    # Labels stay bounded: no file or package names.
+    assert "datatool" not in text
+
+
+def test_admin_calls_need_an_admin_token(proxy):
+    httpx.get(f"{proxy.url}/local{PKG}")
+    for token, status in ((None, 401), ("wrong-token-999", 401), (WRITER, 403)):
+        assert admin("DELETE", f"{proxy.url}/api/cache", token).status_code == status
+        assert admin("GET", f"{proxy.url}/api/cache/stats", token).status_code == status
+    stats = admin("GET", f"{proxy.url}/api/cache/stats").json()
+    assert stats["channels"]["local"]["files"] == 1, "nothing was purged"
+
+
+def test_purge_scopes_and_stats(proxy, upstream, tmp_path: Path):
+    base = f"{proxy.url}/local"
+    httpx.get(base + "/noarch/repodata.json")
+    for path in (PKG, NOARCH):
+        assert httpx.get(base + path).status_code == 200
+    stats = admin("GET", f"{proxy.url}/api/cache/stats").json()
+    assert stats["channels"]["local"]["files"] == 2
+    assert stats["channels"]["local"]["misses"] == 3
+    assert stats["store"]["bytes"] > 0
+
+    one = admin("DELETE", f"{proxy.url}/api/cache/local/linux-64/datatool-1.0-h2.conda").json()
+    assert one["removed"]["files"] == 1 and one["removed"]["bytes"] > 0
+    assert httpx.get(base + PKG).headers["x-cache"] == "MISS"
+    assert upstream.count("GET", PKG) == 2
+    assert httpx.get(base + NOARCH).headers["x-cache"] == "HIT", "other files stay"
+
+    by_name = admin("DELETE", f"{proxy.url}/api/cache?package=pyutil").json()
+    assert by_name["removed"]["files"] == 1
+    assert httpx.get(base + NOARCH).headers["x-cache"] == "MISS"
+
+    meta = admin("DELETE", f"{proxy.url}/api/cache/local?metadata_only=true").json()
+    assert meta["removed"]["files"] == 0 and meta["removed"]["metadata"] >= 1
+    assert httpx.get(base + "/noarch/repodata.json").headers["x-cache"] == "MISS"
+    assert httpx.get(base + PKG).headers["x-cache"] == "HIT"
+
+    subdir = admin("DELETE", f"{proxy.url}/api/cache/local/linux-64").json()
+    assert subdir["removed"]["files"] == 1
+    everything = admin("DELETE", f"{proxy.url}/api/cache").json()
+    assert everything["removed"]["files"] == 1 and everything["removed"]["metadata"] >= 1
+    assert admin("GET", f"{proxy.url}/api/cache/stats").json()["channels"]["local"]["files"] == 0
+
+    # A real client installs again: everything comes back from upstream.
+    result = rattler_install(base, tmp_path / "again", True, "datatool")
+    assert result["ok"], result.get("trace")
+    assert upstream.count("GET", PKG) == 3  # first fetch, after the file purge, reinstall
+    assert admin("DELETE", f"{proxy.url}/api/cache/nope").status_code == 404
+
+
+def test_purge_never_touches_uploads(upstream, start_proxy, tmp_path: Path):
+    from tests.support.channel import Pkg, build_package
+
+    proxy = start_proxy({"local": {"upstream": upstream.url}}, tokens=TOKENS)
+    path = build_package(Pkg("mine", "1.0", "h0", "noarch"), tmp_path / "w", tmp_path / "o")
+    r = httpx.post(
+        f"{proxy.url}/api/channels/local/upload/{path.name}",
+        content=path.read_bytes(),
+        headers={"x-api-key": WRITER},
+    )
+    assert r.status_code == 201
+    index = httpx.get(f"{proxy.url}/local/noarch/repodata_shards.msgpack.zst")
+    assert index.status_code == 200
+    digest = msgpack.unpackb(zstd_decompress(index.content))["shards"]["mine"].hex()
+    assert admin("DELETE", f"{proxy.url}/api/cache").status_code == 200
+    assert httpx.get(f"{proxy.url}/local/noarch/{path.name}").content == path.read_bytes()
+    repodata = httpx.get(f"{proxy.url}/local/noarch/repodata.json").json()
+    assert path.name in repodata["packages.conda"]
+    # A client holding the old index can still fetch the shard derived from the upload.
+    shard = httpx.get(f"{proxy.url}/local/noarch/shards/{digest}.msgpack.zst")
+    assert shard.status_code == 200
