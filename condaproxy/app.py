@@ -25,6 +25,7 @@ from .api import admin_routes, api_routes
 from .auth import identify, presented_token, require
 from .downloads import Downloads
 from .errors import MethodNotAllowed, ProxyError
+from .eviction import Evictor
 from .index import Index
 from .locks import KeyedLocks
 from .logs import AccessLog
@@ -78,8 +79,20 @@ def create_app(
             clock,
             metrics,
         )
+        evictor = Evictor(
+            index, store, locks, metrics, settings.cache.max_size, settings.cache.min_free
+        )
+        await evictor.run_once()
+        evictor.start()
         downloads = Downloads(
-            index, store, locks, upstream, root / "inflight", settings.cache.negative_ttl, clock
+            index,
+            store,
+            locks,
+            upstream,
+            root / "inflight",
+            settings.cache.negative_ttl,
+            clock,
+            evictor,
         )
         overlay = Overlay(meta, index, store, tmp, workers)
         app.state.proxy = Proxy(
@@ -92,12 +105,14 @@ def create_app(
             settings.cache.repodata_ttl,
             uploads,
             overlay,
+            evictor,
             clock,
         )
         app.state.publisher = Publisher(
             settings.channels, uploads, store, settings.uploads.max_upload_size
         )
         app.state.uploads = uploads
+        app.state.evictor = evictor
         app.state.admin = CacheAdmin(settings.channels, index, store, meta)
         log.info(
             "started",
@@ -111,6 +126,7 @@ def create_app(
             yield
         finally:
             await downloads.aclose()
+            await evictor.stop()
             await upstream.aclose()
             workers.close()
             uploads.close()

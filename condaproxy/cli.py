@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from .settings import CONFIG_ENV, ConfigError, load_settings
+
+
+def prepare_metrics_dir(cache_path: Path) -> None:
+    """An empty directory for prometheus-client's multiprocess mode, named before anything
+    imports prometheus-client (it picks its mode at import) and before workers start."""
+    directory = cache_path / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def app_factory() -> object:
@@ -45,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or settings.server.port
     workers = args.workers or settings.server.workers
 
-    from .metrics import prepare_multiprocess_dir
-
-    settings.cache.path.mkdir(parents=True, exist_ok=True)
-    prepare_multiprocess_dir(settings.cache.path)
+    prepare_metrics_dir(settings.cache.path)
 
     import uvicorn
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from .errors import IntegrityError, NotFound, UpstreamError
+from .eviction import Evictor
 from .index import FileEntry, Index
 from .locks import POLL_SECONDS, KeyedLocks, release
 from .settings import ChannelSettings
@@ -84,7 +85,9 @@ class Downloads:
         inflight_dir: Path,
         negative_ttl: float,
         clock: Callable[[], float] = time.time,
+        evictor: Evictor | None = None,
     ) -> None:
+        self.evictor = evictor
         self.index = index
         self.store = store
         self.locks = locks
@@ -198,12 +201,20 @@ class Downloads:
             d.verified = True
             d.notify()
             entry = FileEntry(sha.hexdigest(), d.written, self.clock(), head.content_type)
+            if self.evictor is not None and not self.evictor.caching:
+                # Low disk: the clients got their bytes, the cache keeps nothing.
+                log.warning("not cached: low disk", key=self.upstream.redact(d.key))
+                raise _NotKept()
             await asyncio.to_thread(self.store.commit, d.temp, entry.sha256, False)
             self.index.put_file(d.key, entry)  # only after the blob is durable
             d.entry = entry
+            if self.evictor is not None:
+                self.evictor.added(entry.size)
             log.info(
                 "cached", key=self.upstream.redact(d.key), bytes=entry.size, sha256=entry.sha256
             )
+        except _NotKept:
+            d.temp.discard()
         except BaseException as exc:
             d.error = exc
             if isinstance(exc, NotFound):
@@ -309,6 +320,10 @@ class AlreadyCached(Exception):
     def __init__(self, entry: FileEntry) -> None:
         super().__init__(entry.sha256)
         self.entry = entry
+
+
+class _NotKept(Exception):
+    """A verified download the cache does not keep (low disk)."""
 
 
 class ClientAbort(Exception):

@@ -7,10 +7,6 @@ them up. Labels stay bounded: channel and subdir, never package or file names.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,16 +16,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client import values as prom_values
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-
-def prepare_multiprocess_dir(cache_path: Path) -> None:
-    """Start with an empty metrics directory: call once, before workers start."""
-    directory = cache_path / "metrics"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
+def multiprocess() -> bool:
+    """Whether prometheus-client keeps values in files (it decides once, at import)."""
+    return prom_values.ValueClass is not prom_values.MutexValue
 
 
 class Metrics:
@@ -88,7 +80,7 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format, summed over every worker when running multiprocess."""
-        if os.environ.get(MULTIPROC_ENV):
+        if multiprocess():
             registry = CollectorRegistry()
             prom_multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -68,6 +68,7 @@ class FileResponse:
     ) -> None:
         self.fd, self.status, self.headers = fd, status, headers
         self.start, self.end, self.head = start, end, head
+        self.on_close: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -88,6 +89,8 @@ class FileResponse:
                 )
         finally:
             os.close(self.fd)
+            if self.on_close is not None:
+                self.on_close()
 
 
 class EmptyResponse:

@@ -17,6 +17,7 @@ import structlog
 from .conditional import if_range_allows, remaining_max_age, strong_etag
 from .downloads import AlreadyCached, Downloads, Expected, content_type
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, UpstreamError
+from .eviction import Evictor
 from .index import FileEntry, Index, MetaEntry
 from .metadata import MetadataCache, Served, identity_build
 from .overlay import Overlay, decode_shard
@@ -73,8 +74,10 @@ class Proxy:
         ttl: float,
         uploads: UploadStore,
         overlay: Overlay,
+        evictor: Evictor,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.evictor = evictor
         self.uploads = uploads
         self.overlay = overlay
         self.channels = channels
@@ -347,6 +350,11 @@ class Proxy:
         response = respond_with_file(rep, lambda: fd, asked.headers, asked.method)
         if not isinstance(response, FileResponse):
             os.close(fd)  # 304 or 416: no body to read
+        elif store is None:  # a cached blob (uploads are never evicted)
+            sha = entry.sha256
+            self.evictor.touch(sha)
+            self.evictor.begin_serving(sha)
+            response.on_close = lambda: self.evictor.end_serving(sha)
         return response
 
     async def _expected(self, rp: ResourcePath, headers: Mapping[str, str]) -> Expected:

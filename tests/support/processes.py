@@ -149,8 +149,8 @@ def write_config(
 ) -> Path:
     lines = [
         f'[cache]\npath = "{cache}"\nrepodata_ttl = {ttl}\nnegative_ttl = 30\n',
+        extra,  # right after [cache]: bare keys extend it, a [section] starts its own
         "[upstream]\nconnect_timeout = 2\nread_timeout = 5\n",
-        extra,
     ]
     for section, table in (("channels", channels), ("tokens", tokens or {})):
         for name, body in table.items():
