@@ -25,6 +25,7 @@ from .admin import CacheAdmin, Scope, counter_totals, stats_for
 from .auth import identify, presented_token, require
 from .errors import BadRequest, NotFound
 from .metrics import Metrics
+from .prefetch import Prefetcher, parse_request
 from .publish import PayloadTooLarge, Publisher, parse_bool
 from .settings import Settings, TokenSettings
 from .uploads import UploadStore
@@ -134,12 +135,12 @@ def api_routes(
 
 
 def admin_routes(
-    settings: Settings, state: Callable[[], tuple[CacheAdmin, Metrics]]
+    settings: Settings, state: Callable[[], tuple[CacheAdmin, Metrics, Prefetcher]]
 ) -> list[Route]:
     """Operators' endpoints; every one needs an admin token."""
 
     async def stats(request: Request) -> JSONResponse:
-        admin, metrics = state()
+        admin, metrics, prefetcher = state()
         who, presented = _who(request, settings)
         require(who, presented, "*", "admin")
         usage = await asyncio.to_thread(admin.usage)
@@ -156,11 +157,28 @@ def admin_routes(
                     "free_disk": free,
                     "min_free": settings.cache.min_free,
                 },
+                "prefetch": prefetcher.jobs(),
             }
         )
 
+    async def prefetch(request: Request) -> JSONResponse:
+        _, _, prefetcher = state()
+        who, presented = _who(request, settings)
+        rest = request.path_params["rest"].strip("/")
+        scope = _purge_scope(rest, request, settings)
+        if scope.channel is None or scope.subdir is None or scope.filename is not None:
+            raise BadRequest("prefetch is POST /api/cache/<channel>/<subdir>/prefetch")
+        require(who, presented, scope.channel, "admin")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("body is not JSON") from None
+        items, with_deps = parse_request(body)
+        job = prefetcher.submit(scope.channel, scope.subdir, items, with_deps)
+        return JSONResponse(job.public(), status_code=202)
+
     async def purge(request: Request) -> JSONResponse:
-        admin, _ = state()
+        admin, _, _ = state()
         who, presented = _who(request, settings)
         rest = request.path_params.get("rest", "").strip("/")
         scope = _purge_scope(rest, request, settings)
@@ -170,6 +188,7 @@ def admin_routes(
 
     return [
         Route("/api/cache/stats", stats, methods=["GET"]),
+        Route("/api/cache/{rest:path}/prefetch", prefetch, methods=["POST"]),
         Route("/api/cache", purge, methods=["DELETE"]),
         Route("/api/cache/{rest:path}", purge, methods=["DELETE"]),
     ]

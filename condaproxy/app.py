@@ -32,6 +32,7 @@ from .logs import AccessLog
 from .metadata import MetadataCache
 from .metrics import Metrics
 from .overlay import Overlay
+from .prefetch import Prefetcher
 from .publish import Publisher
 from .redact import Redactor
 from .routing import parse_path, split_token
@@ -114,6 +115,14 @@ def create_app(
         app.state.uploads = uploads
         app.state.evictor = evictor
         app.state.admin = CacheAdmin(settings.channels, index, store, meta)
+        proxy: Proxy = app.state.proxy
+        app.state.prefetcher = Prefetcher(
+            index,
+            proxy.repodata_path,
+            proxy.warm,
+            lambda channel: f"http://condaproxy.invalid/{channel}",
+            clock,
+        )
         log.info(
             "started",
             config=settings.source,
@@ -125,6 +134,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.prefetcher.aclose()
             await downloads.aclose()
             await evictor.stop()
             await upstream.aclose()
@@ -182,7 +192,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *api_routes(settings, lambda: (app.state.publisher, app.state.uploads)),
-            *admin_routes(settings, lambda: (app.state.admin, metrics)),
+            *admin_routes(settings, lambda: (app.state.admin, metrics, app.state.prefetcher)),
         ],
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},

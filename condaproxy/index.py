@@ -88,6 +88,16 @@ class Index:
             if (entry := self._db.get(key)) is not None
         ]
 
+    # small shared records (prefetch jobs)
+    def get_value(self, key: tuple[str, ...], default: Any) -> Any:
+        return self._db.get(("value", *key), default)
+
+    def set_value(self, key: tuple[str, ...], value: Any) -> None:
+        self._db.set(("value", *key), value)
+
+    def transact(self) -> Any:
+        return self._db.transact()
+
     # revalidated metadata
     def get_meta(self, key: str) -> MetaEntry | None:
         entry: Any = self._db.get(("meta", key))

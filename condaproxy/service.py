@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,7 +40,7 @@ from .responses import (
 )
 from .rewrite import decode_msgpack
 from .routing import REPODATA_VARIANTS as REPODATA_FILES
-from .routing import Kind, ResourcePath
+from .routing import Kind, ResourcePath, parse_path
 from .settings import ChannelSettings
 from .store import BlobStore
 from .uploads import UploadStore
@@ -114,6 +115,47 @@ class Proxy:
         served = await self.meta.get(key, channel, [self._url(channel, rp)], identity_build)
         ctype = "application/json" if rp.filename.endswith(".json") else "application/octet-stream"
         return self._metadata_response(key, served, "body", ctype, asked)
+
+    # prefetch
+
+    def _resource(self, channel: str, subdir: str, filename: str) -> ResourcePath:
+        return parse_path(f"/{channel}/{subdir}/{filename}", self.channels)
+
+    async def repodata_path(self, channel_name: str, subdir: str) -> Path | None:
+        """The repodata.json a client of this channel sees for `subdir` (merged if uploads
+        are over it), fetched or revalidated as needed; None if the subdir does not exist."""
+        rp = self._resource(channel_name, subdir, "repodata.json")
+        asked = Asked({}, "HEAD", _Discard())
+        channel = self.channels[channel_name]
+        try:
+            if self._overlaid(channel, rp):
+                await self._merged_repodata(rp, channel, asked)
+                key = "merged:" + rp.subdir_key
+            else:
+                await self._upstream_repodata(rp, channel)
+                key = "repodata:" + rp.subdir_key
+        except NotFound:
+            return None
+        entry = self.index.get_meta(key)
+        return self.meta.variant_path(key, entry.variants["json"]) if entry else None
+
+    async def warm(self, channel_name: str, subdir: str, filename: str) -> str:
+        """Make sure a file is in the cache (or is an upload): "hit" if it already was."""
+        rp = self._resource(channel_name, subdir, filename)
+        channel = self.channels[channel_name]
+        if self._local_upload(channel, rp) is not None or self.downloads.cached(rp.key):
+            return "hit"
+        if channel.upstream is None:
+            raise NotFound(f"{subdir}/{filename} is not in local channel '{channel_name}'")
+        try:
+            head, reader, _ = await self.downloads.start(
+                rp.key, channel, self._url(channel, rp), await self._expected(rp, {})
+            )
+        except AlreadyCached:
+            return "hit"
+        async for _ in reader(0, head.size):
+            pass
+        return "miss"
 
     # uploads merged over the upstream
 
@@ -393,6 +435,13 @@ class Proxy:
                 if base:
                     return join_url(base, rp.filename)
         return self.upstream.url_for(channel, rp.relative)
+
+
+class _Discard:
+    """Request state for internal calls: nothing to log."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass
 
 
 def _lookup_record(path: str, filename: str) -> dict[str, Any] | None:

@@ -142,3 +142,58 @@ def test_purge_never_touches_uploads(upstream, start_proxy, tmp_path: Path):
     # A client holding the old index can still fetch the shard derived from the upload.
     shard = httpx.get(f"{proxy.url}/local/noarch/shards/{digest}.msgpack.zst")
     assert shard.status_code == 200
+
+
+def wait_for_job(proxy, job_id: str, seconds: float = 60) -> dict:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        jobs = admin("GET", f"{proxy.url}/api/cache/stats").json()["prefetch"]
+        job = next(j for j in jobs if j["id"] == job_id)
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"prefetch {job_id} did not finish")
+
+
+def test_prefetch_warms_the_cache_with_dependencies(proxy, upstream, tmp_path: Path):
+    url = f"{proxy.url}/api/cache/local/linux-64/prefetch"
+    body = {"packages": ["datatool >=1"], "with_dependencies": True}
+    for token, status in ((None, 401), (WRITER, 403)):
+        headers = {"x-api-key": token} if token else {}
+        assert httpx.post(url, json=body, headers=headers).status_code == status
+    accepted = httpx.post(url, json=body, headers={"x-api-key": ADMIN})
+    assert accepted.status_code == 202
+    job = wait_for_job(proxy, accepted.json()["id"])
+    assert job["state"] == "done", job
+    assert job["total"] == 4 and job["fetched"] == 4 and job["failures"] == []
+    for path in (
+        "/linux-64/datatool-1.0-h2.conda",
+        "/linux-64/libcore-2.1-h1.tar.bz2",
+        "/linux-64/libzlib-1.3-h0.conda",
+        "/noarch/pyutil-0.4-pyh0.conda",
+    ):
+        assert upstream.count("GET", path) == 1
+        assert httpx.head(f"{proxy.url}/local{path}").headers["x-cache"] == "HIT"
+    # A client installs the same environment without another upstream package request.
+    result = rattler_install(f"{proxy.url}/local", tmp_path / "env", True, "datatool")
+    assert result["ok"], result.get("trace")
+    assert upstream.count("GET", "/linux-64/datatool-1.0-h2.conda") == 1
+
+    # Plain file names, no dependencies.
+    plain = httpx.post(
+        f"{proxy.url}/api/cache/local/linux-64/prefetch",
+        json=["datatool-0.9-h0.conda"],
+        headers={"x-api-key": ADMIN},
+    )
+    job = wait_for_job(proxy, plain.json()["id"])
+    assert (job["state"], job["total"], job["fetched"]) == ("done", 1, 1)
+    assert upstream.count("GET", "/linux-64/datatool-0.9-h0.conda") == 1
+
+    # What cannot be resolved fails the job, visibly.
+    missing = httpx.post(url, json=["nosuchpackage >=1"], headers={"x-api-key": ADMIN})
+    job = wait_for_job(proxy, missing.json()["id"])
+    assert job["state"] == "failed" and "nosuchpackage" in job["error"]
+    bad = httpx.post(url, json={"packages": []}, headers={"x-api-key": ADMIN})
+    assert bad.status_code == 400 and "non-empty list" in bad.json()["error"]
