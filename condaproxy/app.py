@@ -135,12 +135,13 @@ def create_app(
             yield
         finally:
             await app.state.prefetcher.aclose()
-            await downloads.aclose()
+            await downloads.aclose()  # running downloads finish and are kept
             await evictor.stop()
             await upstream.aclose()
             workers.close()
             uploads.close()
             index.close()
+            log.info("stopped", reason="shutdown complete")
 
     async def healthz(request: Request) -> JSONResponse:
         """The process is alive and serving."""

@@ -125,3 +125,34 @@ def test_concurrent_cold_repodata_requests_make_one_upstream_request(upstream, s
     assert len({r.content for r in responses if not r.url.path.endswith(".zst")}) == 1
     assert upstream.count("GET", "/noarch/repodata.json.zst") == 1
     assert upstream.count("GET", "/noarch/repodata.json") == 0
+
+
+def test_sigterm_drains_an_in_flight_download_then_exits_cleanly(
+    upstream, start_proxy, channel_dir: Path
+) -> None:
+    import signal
+    import threading
+
+    proxy = start_proxy({"local": {"upstream": upstream.url}})
+    upstream.mode("slow")
+    received: list[bytes] = []
+
+    def download() -> None:
+        received.append(httpx.get(f"{proxy.url}/local{PKG_PATH}", timeout=30).content)
+
+    client = threading.Thread(target=download)
+    client.start()
+    import time
+
+    deadline = time.monotonic() + 10
+    while upstream.count("GET", PKG_PATH) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proxy.proc is not None
+    proxy.proc.send_signal(signal.SIGTERM)  # mid-download
+    client.join(30)
+    assert received == [(channel_dir / PKG_PATH.lstrip("/")).read_bytes()]
+    # uvicorn re-raises SIGTERM once it has shut down (exit status 143 under Docker).
+    assert proxy.proc.wait(30) in (0, -signal.SIGTERM)
+    log = proxy.log()
+    assert '"cached"' in log, "the download finished and was kept"
+    assert log.index('"cached"') < log.index('"stopped"'), "shutdown completed after it"
