@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import mmap
 import os
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from .checksums import expected_for
 from .conditional import if_range_allows, remaining_max_age, strong_etag
-from .downloads import AlreadyCached, Downloads, Expected, content_type
-from .errors import BadRequest, NotFound, RangeNotSatisfiable, UpstreamError
+from .downloads import AlreadyCached, Downloads, Head, content_type
+from .errors import NotFound, RangeNotSatisfiable, UpstreamError
 from .eviction import Evictor
 from .index import FileEntry, Index, MetaEntry
 from .metadata import MetadataCache, Served, identity_build
 from .overlay import Overlay, decode_shard
 from .ranges import parse_range
-from .records import find_record
 from .repodata import (
     REPODATA_VARIANTS,
     build_bz2,
@@ -49,7 +47,6 @@ from .upstream import UpstreamClient, join_url
 log = structlog.get_logger("condaproxy.service")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 STALE_WARNING = '110 - "Response is Stale"'
 
 
@@ -148,9 +145,7 @@ class Proxy:
         if channel.upstream is None:
             raise NotFound(f"{subdir}/{filename} is not in local channel '{channel_name}'")
         try:
-            head, reader, _ = await self.downloads.start(
-                rp.key, channel, self._url(channel, rp), await self._expected(rp, {})
-            )
+            head, reader, _ = await self._start_download(rp, channel, {})
         except AlreadyCached:
             return "hit"
         async for _ in reader(0, head.size):
@@ -262,9 +257,7 @@ class Proxy:
         entry = self.downloads.cached(rp.key)
         if entry is None:
             try:
-                head, reader, _ = await self.downloads.start(
-                    rp.key, channel, self._url(channel, rp), await self._expected(rp, {})
-                )
+                head, reader, _ = await self._start_download(rp, channel, {})
                 return b"".join([chunk async for chunk in reader(0, head.size)])
             except AlreadyCached as cached:
                 entry = cached.entry
@@ -341,14 +334,12 @@ class Proxy:
             if response is not None:
                 return response
             self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
-        expected = await self._expected(rp, asked.headers)
-        url = self._url(channel, rp)
         try:
-            head, reader, outcome = await self.downloads.start(rp.key, channel, url, expected)
+            head, reader, outcome = await self._start_download(rp, channel, asked.headers)
         except AlreadyCached as cached:
             response = self._file_hit(cached.entry, asked)
             if response is None:
-                raise UpstreamError(url, "cached file vanished") from None
+                raise UpstreamError(rp.key, "cached file vanished") from None
             return response
         asked.state.outcome = outcome
         etag = strong_etag(head.sha256) if head.sha256 else None
@@ -399,30 +390,12 @@ class Proxy:
             response.on_close = lambda: self.evictor.end_serving(sha)
         return response
 
-    async def _expected(self, rp: ResourcePath, headers: Mapping[str, str]) -> Expected:
-        """What the channel publishes for this file: the shard's own name, the record in the
-        cached repodata snapshot, or rattler's X-Expected-Sha256."""
-        if rp.kind is Kind.SHARD:
-            return Expected(sha256=rp.filename[:64])
-        claimed = headers.get("x-expected-sha256")
-        if claimed is not None and not SHA256_RE.match(claimed.strip()):
-            raise BadRequest("X-Expected-Sha256 must be 64 hex digits")
-        record = await self._published_record(rp)
-        if record is not None:
-            size = record.get("size")
-            return Expected(
-                sha256=record.get("sha256") or (claimed.strip().lower() if claimed else None),
-                md5=record.get("md5"),
-                size=size if isinstance(size, int) else None,
-            )
-        return Expected(sha256=claimed.strip().lower() if claimed else None)
-
-    async def _published_record(self, rp: ResourcePath) -> dict[str, Any] | None:
-        entry = self.index.get_meta("repodata:" + rp.subdir_key)
-        if entry is None or "json" not in entry.variants:
-            return None
-        path = self.meta.variant_path("repodata:" + rp.subdir_key, entry.variants["json"])
-        return await asyncio.to_thread(_lookup_record, str(path), rp.filename)
+    async def _start_download(
+        self, rp: ResourcePath, channel: ChannelSettings, headers: Mapping[str, str]
+    ) -> tuple[Head, Callable[[int, int | None], AsyncIterator[bytes]], str]:
+        """Join or start the verified download of a package or shard."""
+        expected = await expected_for(rp, headers, self.index, self.meta)
+        return await self.downloads.start(rp.key, channel, self._url(channel, rp), expected)
 
     def _url(self, channel: ChannelSettings, rp: ResourcePath) -> str:
         """Where the file really is: CEP-15/16 base URLs seen in metadata win over the layout."""
@@ -442,11 +415,3 @@ class _Discard:
 
     def __setattr__(self, name: str, value: Any) -> None:
         pass
-
-
-def _lookup_record(path: str, filename: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return find_record(buf, filename)
-    except (FileNotFoundError, ValueError):
-        return None

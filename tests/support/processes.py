@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -123,6 +124,16 @@ class Proxy:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def events(self) -> list[dict[str, object]]:
+        """The proxy's structured log events (JSON lines)."""
+        found = []
+        for line in self.log().splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
 
 
 def toml_value(value: object) -> str:
