@@ -74,12 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             host=host,
             port=port,
             workers=workers,
-            access_log=False,
+            access_log=False,  # condaproxy logs every request itself, with its cache outcome
             log_level="warning",
+            proxy_headers=False,  # nothing uses the client address; skip the per-request rewrite
         )
     else:
         uvicorn.run(
-            create_app(settings), host=host, port=port, access_log=False, log_level="warning"
+            create_app(settings),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            proxy_headers=False,
         )
     return 0
 

@@ -63,6 +63,7 @@ class UploadStore:
         self._db = diskcache.Cache(str(root / "index"), size_limit=2**40, eviction_policy="none")
         self.locks = locks
         self.clock = clock
+        self._marker_paths: dict[tuple[str, str], str] = {}
         self._manifests: dict[tuple[str, str], tuple[tuple[int, int], dict[str, Upload]]] = {}
 
     def close(self) -> None:
@@ -82,8 +83,11 @@ class UploadStore:
         return self.current(channel, subdir).get(filename)
 
     def _marker(self, channel: str, subdir: str) -> str:
-        name = hashlib.sha256(f"{channel}/{subdir}".encode()).hexdigest()[:32]
-        return str(self._markers / name)
+        path = self._marker_paths.get((channel, subdir))
+        if path is None:
+            name = hashlib.sha256(f"{channel}/{subdir}".encode()).hexdigest()[:32]
+            path = self._marker_paths[(channel, subdir)] = os.path.join(self._markers, name)
+        return path
 
     def current(self, channel: str, subdir: str) -> dict[str, Upload]:
         """The manifest, re-read only when it changed. Package requests check uploads first,
