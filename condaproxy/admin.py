@@ -10,7 +10,7 @@ from typing import Any
 
 from .index import Index
 from .metadata import MetadataCache
-from .routing import PACKAGE_RE, Kind, ResourcePath, parse_path
+from .routing import PACKAGE_RE, Kind, ResourcePath, channel_prefix, parse_path
 from .settings import ChannelSettings
 from .store import BlobStore
 
@@ -79,14 +79,8 @@ class CacheAdmin:
             for key, meta_entry in self.index.iter_meta():
                 _, rest = _meta_scope(key)
                 parts = rest.split("/")
-                rp_channel = next(
-                    (
-                        c
-                        for c in sorted(self.channels, key=len, reverse=True)
-                        if rest.startswith(c + "/") or rest == c
-                    ),
-                    None,
-                )
+                rp_channel = channel_prefix(rest, self.channels)
+
                 if scope.channel is not None and rp_channel != scope.channel:
                     continue
                 if scope.subdir is not None and scope.subdir not in parts:

@@ -27,6 +27,7 @@ from .errors import BadRequest, NotFound
 from .metrics import Metrics
 from .prefetch import Prefetcher, parse_request
 from .publish import PayloadTooLarge, Publisher, parse_bool
+from .routing import channel_prefix
 from .settings import Settings, TokenSettings
 from .uploads import UploadStore
 
@@ -199,14 +200,7 @@ def _purge_scope(rest: str, request: Request, settings: Settings) -> Scope:
     metadata_only = parse_bool(request.query_params.get("metadata_only"), "metadata_only")
     if not rest:
         return Scope(package=package, metadata_only=metadata_only)
-    channel = next(
-        (
-            c
-            for c in sorted(settings.channels, key=len, reverse=True)
-            if rest == c or rest.startswith(c + "/")
-        ),
-        None,
-    )
+    channel = channel_prefix(rest, settings.channels)
     if channel is None:
         raise NotFound(f"unknown channel in '{rest}'", channels=sorted(settings.channels))
     parts = [p for p in rest[len(channel) :].split("/") if p]

@@ -91,6 +91,12 @@ def parse_path(path: str, channels: Collection[str]) -> ResourcePath:
     return _classify(channel, tail, token, rest)
 
 
+def channel_prefix(path: str, channels: Collection[str]) -> str | None:
+    """The configured channel that `path` (`<channel>[/...]`, no leading slash) starts with."""
+    segments = path.split("/")
+    return _match_channel([*segments, ""], channels)
+
+
 def _match_channel(segments: list[str], channels: Collection[str]) -> str | None:
     # Channel names may contain slashes: the longest configured name that prefixes the path wins.
     for n in range(len(segments) - 1, 0, -1):
