@@ -27,7 +27,7 @@ from .store import BlobStore
 log = structlog.get_logger("condaproxy.eviction")
 
 LOW_WATER = 0.9
-INTERVAL = 5.0  # seconds between background passes
+INTERVAL = 30.0  # seconds between background passes (a commit past max_size wakes it at once)
 
 
 class Evictor:
@@ -126,21 +126,24 @@ class Evictor:
         self.caching = caching
 
     def _evict(self) -> dict[str, int]:
-        protected = {e.sha256 for _, e in self.index.iter_files() if e.local} | set(self._serving)
         blobs = []
         total = 0
         for sha, size in self.store.iterate():
             total += size
-            if sha not in protected:
-                blobs.append((os.stat(self.store.location(sha)).st_mtime, sha, size))
+            blobs.append((os.stat(self.store.location(sha)).st_mtime, sha, size))
         self.metrics.store_bytes.set(total)
         self._estimate = total
         if total <= self.max_size:
             return {"evicted": 0, "bytes": 0}
+        # Only now read the index: which keys name each blob, which blobs are derived from uploads.
         target = int(self.max_size * LOW_WATER)
         keys_by_sha: dict[str, list[str]] = {}
+        protected = set(self._serving)
         for key, entry in self.index.iter_files():
             keys_by_sha.setdefault(entry.sha256, []).append(key)
+            if entry.local:
+                protected.add(entry.sha256)
+        blobs = [b for b in blobs if b[1] not in protected]
         evicted = freed = 0
         for _, sha, size in sorted(blobs):
             if total <= target:
