@@ -38,12 +38,6 @@ class Scope:
         return True
 
 
-def _meta_scope(key: str) -> tuple[str, str]:
-    """(kind, the part naming channel/label/subdir or channel/relative path)."""
-    kind, _, rest = key.partition(":")
-    return kind, rest
-
-
 class CacheAdmin:
     def __init__(
         self,
@@ -77,7 +71,7 @@ class CacheAdmin:
                 files += 1
         if scope.filename is None and scope.package is None:
             for key, meta_entry in self.index.iter_meta():
-                _, rest = _meta_scope(key)
+                rest = key.partition(":")[2]  # "<kind>:<channel>/..."
                 parts = rest.split("/")
                 rp_channel = channel_prefix(rest, self.channels)
 
@@ -101,27 +95,6 @@ class CacheAdmin:
             counts[channel]["files"] += 1
             counts[channel]["bytes"] += entry.size
         return dict(counts)
-
-
-def counter_totals(exposition: bytes) -> dict[str, dict[str, float]]:
-    """{metric{labels}: value} for the per-channel counters the stats answer reports."""
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # type: ignore[arg-type]
-    for line in exposition.decode().splitlines():
-        if line.startswith("#") or "{" not in line:
-            continue
-        name, _, rest = line.partition("{")
-        labels, _, value = rest.rpartition("} ")
-        if not name.endswith("_total"):
-            continue
-        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
-        channel = fields.get("channel", "").strip('"')
-        if not channel:
-            continue
-        label = name.removeprefix("condaproxy_").removesuffix("_total")
-        if "outcome" in fields:
-            label = fields["outcome"].strip('"')
-        totals[channel][label] += float(value)
-    return {k: dict(v) for k, v in totals.items()}
 
 
 def stats_for(

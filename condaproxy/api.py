@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .admin import CacheAdmin, Scope, counter_totals, stats_for
+from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
 from .errors import BadRequest, NotFound
 from .metrics import Metrics
@@ -145,7 +145,7 @@ def admin_routes(
         who, presented = _who(request, settings)
         require(who, presented, "*", "admin")
         usage = await asyncio.to_thread(admin.usage)
-        counters = counter_totals(metrics.exposition()[0])
+        counters = metrics.channel_counts()
         stored = sum(u["bytes"] for u in usage.values())
         metrics.store_bytes.set(stored)
         free = shutil.disk_usage(settings.cache.path).free

@@ -121,15 +121,3 @@ class Index:
 
     def forget_missing(self, key: str) -> None:
         self._db.delete(("missing", key))
-
-    # where a subdir's packages and shards really live (CEP-15/16 base URLs)
-    def get_origins(self, subdir_key: str) -> Origins:
-        packages = self._db.get(("origin", "packages", subdir_key))
-        shards = self._db.get(("origin", "shards", subdir_key))
-        return Origins(packages=packages, shards=shards)
-
-    def put_origins(self, subdir_key: str, origins: Origins) -> None:
-        if origins.packages is not None:
-            self._db.set(("origin", "packages", subdir_key), origins.packages)
-        if origins.shards is not None:
-            self._db.set(("origin", "shards", subdir_key), origins.shards)

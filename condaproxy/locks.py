@@ -18,6 +18,7 @@ class KeyedLocks:
         self.lock_dir = lock_dir
         lock_dir.mkdir(parents=True, exist_ok=True)
         self._local: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # holders and waiters per key, to drop idle locks
 
     def _path(self, key: str) -> Path:
         return self.lock_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
@@ -44,17 +45,22 @@ class KeyedLocks:
         """Exclusive section for `key`: waiters in this process queue on an asyncio lock,
         waiters in other workers poll the flock."""
         lock = self._local.setdefault(key, asyncio.Lock())
-        async with lock:
-            fd = self.try_acquire(key)
-            while fd is None:
-                await asyncio.sleep(POLL_SECONDS)
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
                 fd = self.try_acquire(key)
-            try:
-                yield
-            finally:
-                release(fd)
-                if not lock._waiters:  # type: ignore[attr-defined]
-                    self._local.pop(key, None)
+                while fd is None:
+                    await asyncio.sleep(POLL_SECONDS)
+                    fd = self.try_acquire(key)
+                try:
+                    yield
+                finally:
+                    release(fd)
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                self._local.pop(key, None)
 
 
 def release(fd: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 import msgspec
+import zstandard
 
 from .routing import PACKAGE_RE
 
@@ -89,7 +90,6 @@ def merge_repodata(
 
 def shard_bytes(records: Mapping[str, Record]) -> bytes:
     """zstd(msgpack(shard)) for one package name; sha256/md5 as raw bytes (CEP-16)."""
-    import zstandard
 
     def binary(record: Record) -> Record:
         out = dict(record)

@@ -31,7 +31,7 @@ from .locks import KeyedLocks
 from .metrics import Metrics
 from .rewrite import Origins
 from .settings import ChannelSettings
-from .store import BlobStore
+from .store import BlobStore, new_temp
 from .upstream import UpstreamClient
 from .workers import BIG, Workers
 
@@ -109,7 +109,6 @@ class MetadataCache:
         self.negative_ttl = negative_ttl
         self.workers = workers
         self.clock = clock
-        self._tmp = BlobStore(root / "_", tmp_dir)  # only for temp files
 
     def store_for(self, key: str) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
@@ -177,7 +176,7 @@ class MetadataCache:
                     headers["if-none-match"] = entry.etag
                 if entry.last_modified:
                     headers["if-modified-since"] = entry.last_modified
-            body = self._tmp.new_temp()
+            body = new_temp(self.tmp_dir)
             try:
                 try:
                     async with self.upstream.open(channel, url, headers=headers) as response:

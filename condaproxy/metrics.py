@@ -7,6 +7,8 @@ them up. Labels stay bounded: channel and subdir, never package or file names.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -78,10 +80,26 @@ class Metrics:
             multiprocess_mode="max",
         )
 
+    def _reading(self) -> CollectorRegistry:
+        """What to read: every worker's values when running multiprocess, else our own."""
+        if not multiprocess():
+            return self.registry
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)
+        return registry
+
     def exposition(self) -> tuple[bytes, str]:
-        """The text format, summed over every worker when running multiprocess."""
-        if multiprocess():
-            registry = CollectorRegistry()
-            prom_multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._reading()), CONTENT_TYPE_LATEST
+
+    def channel_counts(self) -> dict[str, dict[str, float]]:
+        """Per channel: each cache outcome by name, and the other channel counters by metric
+        name (e.g. `upstream_errors`), summed over workers."""
+        totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for family in self._reading().collect():
+            for sample in family.samples:
+                channel = sample.labels.get("channel")
+                if not channel or not sample.name.endswith("_total"):
+                    continue
+                name = sample.name.removeprefix("condaproxy_").removesuffix("_total")
+                totals[channel][sample.labels.get("outcome", name)] += sample.value
+        return {channel: dict(counts) for channel, counts in totals.items()}

@@ -78,10 +78,7 @@ class BlobStore:
                 yield path.name, path.stat().st_size
 
     def new_temp(self) -> TempBlob:
-        path = self.tmp_dir / f"{secrets.token_hex(12)}.partial"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return TempBlob(path, fd)
+        return new_temp(self.tmp_dir)
 
     def commit(self, temp: TempBlob, sha256: str, close: bool = True) -> Path:
         """fsync the bytes, rename into place, fsync the directory; the blob is then durable.
@@ -103,6 +100,14 @@ class BlobStore:
         except BaseException:
             temp.discard()
             raise
+
+
+def new_temp(tmp_dir: Path) -> TempBlob:
+    """A fresh temp file in `tmp_dir`, flock-held by its writer (the sweep skips it)."""
+    path = tmp_dir / f"{secrets.token_hex(12)}.partial"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return TempBlob(path, fd)
 
 
 def _fsync_dir(path: Path) -> None:
