@@ -195,14 +195,9 @@ class Proxy:
         merged = await self.overlay.repodata(
             key, source, upstream_path, local, subdir, channel.allow_upstream
         )
-        name = REPODATA_FILES[rp.filename]
-        blob_variant, ctype = REPODATA_VARIANTS[name]
-        if blob_variant not in merged.variants:
-            merged = await self.meta.add_variant(key, merged, blob_variant, self._bz2_of(key))
         # Freshness follows the upstream copy the merge was made from.
-        fetched_at = upstream_entry.fetched_at if upstream_entry else merged.fetched_at
-        shown = Served(dataclasses.replace(merged, fetched_at=fetched_at), outcome)
-        return self._metadata_response(key, shown, name, ctype, asked, blob_variant)
+        fetched_at = upstream_entry.fetched_at if upstream_entry else None
+        return await self._repodata_response(key, Served(merged, outcome), rp, asked, fetched_at)
 
     async def _merged_shard_index(
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
@@ -284,12 +279,27 @@ class Proxy:
     async def _repodata(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Any:
         key = "repodata:" + rp.subdir_key
         served = await self._upstream_repodata(rp, channel)
+        return await self._repodata_response(key, served, rp, asked)
+
+    async def _repodata_response(
+        self,
+        key: str,
+        served: Served,
+        rp: ResourcePath,
+        asked: Asked,
+        fetched_at: float | None = None,
+    ) -> Any:
+        """The variant `rp` names of a snapshot (upstream or merged); .bz2 is made on first
+        request. `fetched_at` overrides the entry's, for freshness shown to clients."""
         name = REPODATA_FILES[rp.filename]
         blob_variant, ctype = REPODATA_VARIANTS[name]
-        if blob_variant not in served.entry.variants:
-            entry = await self.meta.add_variant(key, served.entry, blob_variant, self._bz2_of(key))
-            served = Served(entry, served.outcome)
-        return self._metadata_response(key, served, name, ctype, asked, blob_variant)
+        entry = served.entry
+        if blob_variant not in entry.variants:
+            entry = await self.meta.add_variant(key, entry, blob_variant, self._bz2_of(key))
+        if fetched_at is not None:
+            entry = dataclasses.replace(entry, fetched_at=fetched_at)
+        shown = Served(entry, served.outcome)
+        return self._metadata_response(key, shown, name, ctype, asked, blob_variant)
 
     def _bz2_of(self, key: str) -> Callable[[MetaEntry], bytes]:
         def make(entry: MetaEntry) -> bytes:
