@@ -23,10 +23,10 @@ from starlette.routing import Route
 
 from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, PayloadTooLarge
 from .metrics import Metrics
 from .prefetch import Prefetcher, parse_request
-from .publish import PayloadTooLarge, Publisher, parse_bool
+from .publish import Publisher, parse_bool
 from .routing import channel_prefix
 from .settings import Settings, TokenSettings
 from .uploads import UploadStore

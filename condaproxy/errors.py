@@ -28,6 +28,26 @@ class MethodNotAllowed(ProxyError):
     status = 405
 
 
+class RequestTimeout(ProxyError):
+    """408: the client stopped sending its body."""
+
+    status = 408
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+
+
+class URITooLong(ProxyError):
+    status = 414
+
+
+class ServiceUnavailable(ProxyError):
+    """503: the proxy cannot build this answer right now (the cause is in the log)."""
+
+    status = 503
+
+
 class NotFound(ProxyError):
     """Anything not served answers 404: conda clients treat 403/5xx as fatal (PROTOCOL.md)."""
 

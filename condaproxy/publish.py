@@ -12,7 +12,7 @@ import structlog
 
 from .archive import check_filename, check_index, make_record, read_index_json
 from .auth import require
-from .errors import BadRequest, NotFound, ProxyError
+from .errors import BadRequest, NotFound, PayloadTooLarge, ProxyError
 from .settings import ChannelSettings, TokenSettings
 from .store import BlobStore, TempBlob
 from .uploads import Upload, UploadStore
@@ -20,10 +20,6 @@ from .uploads import Upload, UploadStore
 log = structlog.get_logger("condaproxy.publish")
 
 _BATCH = 1 << 20
-
-
-class PayloadTooLarge(ProxyError):
-    status = 413
 
 
 class MirrorOnly(ProxyError):

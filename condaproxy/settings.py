@@ -56,6 +56,9 @@ class CacheSettings:
     negative_ttl: int = 30
     max_size: int = 0  # bytes of cached blobs; 0 = unbounded
     min_free: int = 1024**3  # below this much free disk, stop caching (still proxying)
+    # Largest decompressed upstream metadata document (repodata.json, shard index) accepted;
+    # conda-forge's linux-64 repodata.json is ~300 MB, so this leaves room to spare.
+    max_repodata_size: int = 768 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,16 @@ class UpstreamSettings:
 @dataclass(frozen=True)
 class UploadSettings:
     max_upload_size: int = 2 * 1024**3
+    # Decompression budget for checking an archive's members: at most this many bytes in all,
+    # and at most `max_unpacked_ratio` times the upload's size once past 256 MiB.
+    max_unpacked_size: int = 16 * 1024**3
+    max_unpacked_ratio: int = 100
+    read_timeout: float = 30.0  # seconds without body progress before an upload is cut (408)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    token: Secret | None = None  # a bearer token that sees private channel names in /metrics
 
 
 ROLES = ("read", "write", "admin")
@@ -96,6 +109,9 @@ class ChannelSettings:
     private: bool = False  # every path needs a read token
     mirror_only: bool = False  # refuses uploads
     allow_upstream: tuple[str, ...] = ()  # local names that still show upstream records
+    # Extra origins (scheme://host[:port]) that metadata may send the proxy to, beyond those
+    # whose address is of the same class (public, private, loopback) as the upstream's.
+    allowed_origins: tuple[str, ...] = ()
 
     def secrets(self) -> list[str]:
         held = (self.upstream_token, self.upstream_password, self.upstream_bearer)
@@ -110,6 +126,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
     tokens: Mapping[str, TokenSettings] = field(default_factory=dict)
     source: str = "<defaults>"
@@ -117,7 +134,8 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every credential value, so log and error output can mask them."""
         channel_secrets = [s for ch in self.channels.values() for s in ch.secrets()]
-        return channel_secrets + [t.token.value for t in self.tokens.values()]
+        metrics = [self.metrics.token.value] if self.metrics.token else []
+        return channel_secrets + [t.token.value for t in self.tokens.values()] + metrics
 
 
 _SECTIONS: dict[str, type] = {
@@ -135,6 +153,7 @@ _CHANNEL_KEYS = {
     "private",
     "mirror_only",
     "allow_upstream",
+    "allowed_origins",
 }
 _SIZE_UNITS = {
     "": 1,
@@ -171,7 +190,7 @@ def load_settings(
 
 
 def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
-    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens"}
+    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens", "metrics"}
     if unknown:
         raise ConfigError(f"{where}: unknown section or key '{sorted(unknown)[0]}'")
     sections = {
@@ -187,7 +206,22 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     tokens = {
         name: _build_token(name, body, channels, where, env) for name, body in tokens_raw.items()
     }
-    return Settings(channels=channels, tokens=tokens, source=where, **sections)
+    metrics = _build_metrics(raw.get("metrics", {}), where, env)
+    return Settings(channels=channels, tokens=tokens, metrics=metrics, source=where, **sections)
+
+
+def _build_metrics(body: Any, where: str, env: Mapping[str, str]) -> MetricsSettings:
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where}: [metrics] must be a table")
+    unknown = set(body) - {"token"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key 'metrics.{sorted(unknown)[0]}'")
+    if "token" not in body:
+        return MetricsSettings()
+    value = _resolve_env_reference(str(body["token"]), "metrics.token", where, env)
+    if len(value) < 8:
+        raise ConfigError(f"{where}: 'metrics.token' is too short (at least 8 characters)")
+    return MetricsSettings(token=Secret(value))
 
 
 def parse_size(value: Any) -> int:
@@ -318,6 +352,20 @@ def _build_channel(name: str, body: Any, where: str, env: Mapping[str, str]) -> 
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"{where}: '{key_base}.allow_upstream' must be a list of names")
         values["allow_upstream"] = tuple(n.strip().lower() for n in names)
+    if "allowed_origins" in body:
+        origins = body["allowed_origins"]
+        if isinstance(origins, str):
+            origins = [o for o in origins.split(",") if o.strip()]
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise ConfigError(f"{where}: '{key_base}.allowed_origins' must be a list of URLs")
+        for origin in origins:
+            parts = urlsplit(origin.strip())
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ConfigError(
+                    f"{where}: '{key_base}.allowed_origins' entry {origin!r} "
+                    "is not an http(s) origin"
+                )
+        values["allowed_origins"] = tuple(o.strip().rstrip("/") for o in origins)
     for key in _SECRET_KEYS | {"upstream_username"}:
         if key in body:
             value = _resolve_env_reference(str(body[key]), f"{key_base}.{key}", where, env)

@@ -77,6 +77,17 @@ class Upstream:
     def reset(self) -> None:
         httpx.post(self.url + "/_reset")
 
+    def override(self, path: str, body: bytes = b"", status: int = 200, **spec: object) -> None:
+        """Answer `path` with a hostile response of our choosing until reset()."""
+        import base64
+
+        payload = {"path": path, "status": status, "body_b64": base64.b64encode(body).decode()}
+        httpx.post(self.url + "/_override", json={**payload, **spec}).raise_for_status()
+
+    def seen(self) -> list[dict[str, object]]:
+        """The last requests the upstream received: path, method, headers, raw_path."""
+        return list(httpx.get(self.url + "/_seen").json())
+
 
 @dataclass
 class Proxy:

@@ -5,7 +5,13 @@ Run as `python -m tests.support.upstream_server DIR PORT`. Control endpoints:
   GET  /_stats            -> {"GET /path": n, ...}
   POST /_mode?mode=M      -> ok | down (503 for all) | truncate (half the body, then close)
                              | corrupt (flip bytes in packages) | slow (sleep 0.2 s per chunk)
-  POST /_reset            -> clear the counters
+  POST /_reset            -> clear the counters and every override
+  POST /_override         -> JSON {"path": "/x", "status": 200, "headers": {...},
+                             "body_b64": "...", "delay": seconds before the body,
+                             "break_after": send this many body bytes, then drop the connection,
+                             "trickle": seconds between 1-byte chunks}: a hostile answer for one
+                             path (exact match), until reset
+  GET  /_seen             -> [{"path", "method", "headers"}] of the last 200 requests
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import uvicorn
 
 COUNTS: collections.Counter[str] = collections.Counter()
 MODE = {"mode": "ok"}
+OVERRIDES: dict[str, dict] = {}
+SEEN: collections.deque[dict] = collections.deque(maxlen=200)
 
 
 def make_app(root: Path):  # type: ignore[no-untyped-def]
@@ -46,8 +54,36 @@ def make_app(root: Path):  # type: ignore[no-untyped-def]
             return await _send(send, 200, b"{}", "application/json")
         if path == "/_reset":
             COUNTS.clear()
+            OVERRIDES.clear()
+            SEEN.clear()
             return await _send(send, 200, b"{}", "application/json")
+        if path == "/_override":
+            import json
+
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            spec = json.loads(body)
+            OVERRIDES[spec["path"]] = spec
+            return await _send(send, 200, b"{}", "application/json")
+        if path == "/_seen":
+            import json
+
+            return await _send(send, 200, json.dumps(list(SEEN)).encode(), "application/json")
         COUNTS[f"{method} {path}"] += 1
+        SEEN.append(
+            {
+                "path": path,
+                "method": method,
+                "headers": headers,
+                "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
+            }
+        )
+        if path in OVERRIDES:
+            return await _override(send, method, OVERRIDES[path])
         if MODE["mode"] == "down":
             return await _send(send, 503, b"upstream is down", "text/plain")
         target = (root / path.lstrip("/")).resolve()
@@ -98,6 +134,37 @@ def make_app(root: Path):  # type: ignore[no-untyped-def]
             )
 
     return app
+
+
+async def _override(send, method, spec):  # type: ignore[no-untyped-def]
+    import base64
+
+    body = base64.b64decode(spec.get("body_b64", ""))
+    headers = {"content-type": "application/octet-stream", **spec.get("headers", {})}
+    if "content-length" not in {k.lower() for k in headers} and "trickle" not in spec:
+        headers["content-length"] = str(len(body))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": spec.get("status", 200),
+            "headers": [(k.lower().encode(), str(v).encode()) for k, v in headers.items()],
+        }
+    )
+    if method == "HEAD":
+        return await send({"type": "http.response.body", "body": b""})
+    if spec.get("delay"):
+        await asyncio.sleep(spec["delay"])
+    if "break_after" in spec:
+        await send(
+            {"type": "http.response.body", "body": body[: spec["break_after"]], "more_body": True}
+        )
+        raise ConnectionAbortedError("broken off on purpose")
+    if "trickle" in spec:
+        for i in range(len(body)):
+            await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": True})
+            await asyncio.sleep(spec["trickle"])
+        return await send({"type": "http.response.body", "body": b""})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _send(send, status, body, ctype):  # type: ignore[no-untyped-def]
