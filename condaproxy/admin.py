@@ -86,6 +86,26 @@ class CacheAdmin:
                 metadata += 1
         return {"files": files, "metadata": metadata, "bytes": size}
 
+    def forget_changed_upstreams(self) -> dict[str, str]:
+        """A channel whose `upstream` changed since the cache was filled starts afresh: what
+        was fetched from the old upstream (metadata, files, remembered 404s) is dropped, so the
+        new upstream answers at once and the old one is never revalidated or served stale.
+        Uploads stay. Returns {channel: old upstream} for what was dropped."""
+        known: dict[str, str | None] = self.index.get_value(("upstreams",), {})
+        changed = {}
+        for name, channel in self.channels.items():
+            old = known.get(name)
+            if name in known and old != channel.upstream:
+                self.purge(Scope(channel=name))
+                for key in self.index.iter_missing():
+                    if channel_prefix(key.rpartition(":")[2], self.channels) == name:
+                        self.index.forget_missing(key)
+                changed[name] = old or "(none)"
+        current = {name: channel.upstream for name, channel in self.channels.items()}
+        if current != known:
+            self.index.set_value(("upstreams",), {**known, **current})
+        return changed
+
     def usage(self) -> dict[str, dict[str, int]]:
         """Cached files and bytes per channel."""
         counts: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "bytes": 0})

@@ -5,6 +5,7 @@ No import-time state: `create_app(settings, transport=...)` is all a test needs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -115,6 +116,15 @@ def create_app(
         app.state.uploads = uploads
         app.state.evictor = evictor
         app.state.admin = CacheAdmin(settings.channels, index, store, meta)
+        async with locks.hold("reconcile-upstreams"):
+            changed = await asyncio.to_thread(app.state.admin.forget_changed_upstreams)
+        for name, old in changed.items():
+            log.warning(
+                "channel upstream changed: cache of the old upstream dropped",
+                channel=name,
+                old_upstream=redact(old),
+                upstream=redact(settings.channels[name].upstream or "(none)"),
+            )
         proxy: Proxy = app.state.proxy
         app.state.prefetcher = Prefetcher(
             index,

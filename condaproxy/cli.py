@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .settings import CONFIG_ENV, ConfigError, load_settings
+from .settings import CONFIG_ENV, ConfigError, check_cache_path, load_settings
 
 
 def prepare_metrics_dir(cache_path: Path) -> None:
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(args.config)
+        check_cache_path(settings)
     except ConfigError as exc:
         print(f"condaproxy: config error: {exc}", file=sys.stderr)
         return 2

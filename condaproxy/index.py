@@ -119,5 +119,12 @@ class Index:
         until = self._db.get(("missing", key))
         return until is not None and now < until
 
+    def iter_missing(self) -> list[str]:
+        return [
+            key[1]
+            for key in list(self._db.iterkeys())
+            if isinstance(key, tuple) and key[0] == "missing"
+        ]
+
     def forget_missing(self, key: str) -> None:
         self._db.delete(("missing", key))

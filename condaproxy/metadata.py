@@ -134,13 +134,13 @@ class MetadataCache:
         `urls` are tried in order on a first fetch (e.g. repodata.json.zst, then .json);
         afterwards the URL that answered is the one revalidated.
         """
-        entry = self.index.get_meta(key)
+        entry = self._current(key, urls)
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
         if entry is None and self.index.is_missing(key, self.clock()):
             raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
         async with self.locks.hold("meta:" + key):
-            latest = self.index.get_meta(key)
+            latest = self._current(key, urls)
             if (
                 latest is not None
                 and latest != entry
@@ -159,6 +159,12 @@ class MetadataCache:
                     raise
                 log.warning("serving stale copy", key=key, reason=exc.message)
                 return Served(latest, "stale")
+
+    def _current(self, key: str, urls: Sequence[str]) -> MetaEntry | None:
+        """The stored entry, if it came from one of `urls`: a copy fetched from an upstream the
+        channel no longer names is neither revalidated there nor served stale."""
+        entry = self.index.get_meta(key)
+        return entry if entry is not None and entry.source_url in urls else None
 
     async def _refresh(
         self,

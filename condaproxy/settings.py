@@ -1,21 +1,34 @@
 """One frozen settings object, read once from proxy.toml plus CONDAPROXY_* overrides.
 
-Every validation error names the file and the key, so a bad config stops start-up with one line.
+The schema is declared as msgspec Structs and `msgspec.convert` checks types and ranges. Values
+from the file are taken strictly (a boolean is a TOML boolean); values from the environment
+(overrides, and `env:` references) are text, parsed by the one parser per kind in `values.py`.
+Every error names the file, the key, and where the value came from, so a bad config stops
+start-up with one line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+import msgspec
+
+from .values import parse_bool, parse_size
 
 ENV_PREFIX = "CONDAPROXY_"
 CONFIG_ENV = "CONDAPROXY_CONFIG"
 DEFAULT_CONFIG = "proxy.toml"
+# First path segments the proxy's own routes own: no channel may be named so (or start so).
+RESERVED_SEGMENTS = frozenset(
+    {"api", "t", "healthz", "readyz", "metrics", "openapi.json", "static"}
+)
+_NAME_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 
 class ConfigError(Exception):
@@ -42,64 +55,68 @@ class Secret:
         return hash(self.value)
 
 
-@dataclass(frozen=True)
-class ServerSettings:
+# Byte counts: written `2GiB`, `500MB` or as a number; parsed by values.parse_size.
+_BYTES = {"unit": "bytes"}
+Size = Annotated[int, msgspec.Meta(ge=0, extra=_BYTES)]
+PositiveSize = Annotated[int, msgspec.Meta(ge=1, extra=_BYTES)]
+DocumentSize = Annotated[int, msgspec.Meta(ge=1 << 20, extra=_BYTES)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Role = Literal["read", "write", "admin"]
+ROLES: tuple[str, ...] = ("read", "write", "admin")
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
-@dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(_Section, frozen=True):
     path: Path = Path("./cache")
-    repodata_ttl: int = 60
-    negative_ttl: int = 30
-    max_size: int = 0  # bytes of cached blobs; 0 = unbounded
-    min_free: int = 1024**3  # below this much free disk, stop caching (still proxying)
+    repodata_ttl: Annotated[int, msgspec.Meta(ge=0)] = 60
+    negative_ttl: Annotated[int, msgspec.Meta(ge=0)] = 30
+    max_size: Size = 0  # bytes of cached blobs; 0 = unbounded
+    min_free: Size = 1024**3  # below this much free disk, stop caching (still proxying)
     # Largest decompressed upstream metadata document (repodata.json, shard index) accepted;
     # conda-forge's linux-64 repodata.json is ~300 MB, so this leaves room to spare.
-    max_repodata_size: int = 768 * 1024**2
+    max_repodata_size: DocumentSize = 768 * 1024**2
 
 
-@dataclass(frozen=True)
-class UpstreamSettings:
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+class UpstreamSettings(_Section, frozen=True):
+    connect_timeout: Seconds = 10.0
+    read_timeout: Seconds = 60.0
 
 
-@dataclass(frozen=True)
-class UploadSettings:
-    max_upload_size: int = 2 * 1024**3
+class UploadSettings(_Section, frozen=True):
+    max_upload_size: PositiveSize = 2 * 1024**3
     # Decompression budget for checking an archive's members: at most this many bytes in all,
     # and at most `max_unpacked_ratio` times the upload's size once past 256 MiB.
-    max_unpacked_size: int = 16 * 1024**3
-    max_unpacked_ratio: int = 100
-    read_timeout: float = 30.0  # seconds without body progress before an upload is cut (408)
+    max_unpacked_size: PositiveSize = 16 * 1024**3
+    max_unpacked_ratio: Annotated[int, msgspec.Meta(ge=1)] = 100
+    read_timeout: Seconds = 30.0  # seconds without body progress before an upload is cut (408)
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(_Section, frozen=True):
     token: Secret | None = None  # a bearer token that sees private channel names in /metrics
 
 
-ROLES = ("read", "write", "admin")
-
-
-@dataclass(frozen=True)
-class TokenSettings:
+class TokenSettings(_Section, frozen=True):
     """A proxy-side token: a name (for logs and listings), its value and a role per channel
     (`*` stands for every channel)."""
 
     name: str
     token: Secret
-    roles: Mapping[str, str]
+    roles: dict[str, Role] = {}
 
     def role_for(self, channel: str) -> str | None:
         return self.roles.get(channel, self.roles.get("*"))
 
 
-@dataclass(frozen=True)
-class ChannelSettings:
+class ChannelSettings(_Section, frozen=True):
     name: str
     upstream: str | None = None  # None: a local-only channel, served entirely from uploads
     upstream_token: Secret | None = None
@@ -120,15 +137,23 @@ class ChannelSettings:
         return [s for s in [*found, password] if s]
 
 
-@dataclass(frozen=True)
-class Settings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
-    uploads: UploadSettings = field(default_factory=UploadSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
-    tokens: Mapping[str, TokenSettings] = field(default_factory=dict)
+_SECTIONS: dict[str, type[_Section]] = {
+    "server": ServerSettings,
+    "cache": CacheSettings,
+    "upstream": UpstreamSettings,
+    "uploads": UploadSettings,
+    "metrics": MetricsSettings,
+}
+
+
+class Settings(msgspec.Struct, frozen=True):
+    server: ServerSettings = ServerSettings()
+    cache: CacheSettings = CacheSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    uploads: UploadSettings = UploadSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    channels: Mapping[str, ChannelSettings] = {}
+    tokens: Mapping[str, TokenSettings] = {}
     source: str = "<defaults>"
 
     def secrets(self) -> list[str]:
@@ -138,36 +163,11 @@ class Settings:
         return channel_secrets + [t.token.value for t in self.tokens.values()] + metrics
 
 
-_SECTIONS: dict[str, type] = {
-    "server": ServerSettings,
-    "cache": CacheSettings,
-    "upstream": UpstreamSettings,
-    "uploads": UploadSettings,
-}
-_CHANNEL_KEYS = {
-    "upstream",
-    "upstream_token",
-    "upstream_username",
-    "upstream_password",
-    "upstream_bearer",
-    "private",
-    "mirror_only",
-    "allow_upstream",
-    "allowed_origins",
-}
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "tb": 1000**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-}
-_SECRET_KEYS = {"upstream_token", "upstream_password", "upstream_bearer"}
+class _FromEnv(msgspec.Struct, frozen=True):
+    """A value that came from the environment as text: parsed leniently, reported by source."""
+
+    text: str
+    origin: str  # e.g. "environment variable CONDAPROXY_CACHE_MAX_SIZE"
 
 
 def load_settings(
@@ -183,235 +183,295 @@ def load_settings(
         raise ConfigError(f"{where}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not valid UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
-    _apply_env_overrides(raw, env)
+    referenced = set(_env_references(raw))
+    _apply_env_overrides(raw, env, referenced, where)
     return build_settings(raw, where, env)
 
 
 def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
-    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens", "metrics"}
+    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens"}
     if unknown:
         raise ConfigError(f"{where}: unknown section or key '{sorted(unknown)[0]}'")
+    resolved = _resolve_references(raw, "", where, env)
     sections = {
-        name: _build_section(cls, raw.get(name, {}), name, where) for name, cls in _SECTIONS.items()
+        name: _convert(resolved.get(name, {}), cls, name, where) for name, cls in _SECTIONS.items()
     }
-    channels_raw = raw.get("channels", {})
-    if not isinstance(channels_raw, Mapping):
-        raise ConfigError(f"{where}: 'channels' must be a table of [channels.<name>] sections")
-    channels = {name: _build_channel(name, body, where, env) for name, body in channels_raw.items()}
-    tokens_raw = raw.get("tokens", {})
-    if not isinstance(tokens_raw, Mapping):
-        raise ConfigError(f"{where}: 'tokens' must be a table of [tokens.<name>] sections")
+    channels = {
+        name: _channel(name, body, where)
+        for name, body in _table(resolved, "channels", where).items()
+    }
     tokens = {
-        name: _build_token(name, body, channels, where, env) for name, body in tokens_raw.items()
+        name: _token(name, body, channels, where)
+        for name, body in _table(resolved, "tokens", where).items()
     }
-    metrics = _build_metrics(raw.get("metrics", {}), where, env)
-    return Settings(channels=channels, tokens=tokens, metrics=metrics, source=where, **sections)
-
-
-def _build_metrics(body: Any, where: str, env: Mapping[str, str]) -> MetricsSettings:
-    if not isinstance(body, Mapping):
-        raise ConfigError(f"{where}: [metrics] must be a table")
-    unknown = set(body) - {"token"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key 'metrics.{sorted(unknown)[0]}'")
-    if "token" not in body:
-        return MetricsSettings()
-    value = _resolve_env_reference(str(body["token"]), "metrics.token", where, env)
-    if len(value) < 8:
+    metrics = sections["metrics"]
+    if isinstance(metrics, MetricsSettings) and metrics.token and len(metrics.token.value) < 8:
         raise ConfigError(f"{where}: 'metrics.token' is too short (at least 8 characters)")
-    return MetricsSettings(token=Secret(value))
+    return Settings(channels=channels, tokens=tokens, source=where, **sections)  # type: ignore[arg-type]
 
 
-def parse_size(value: Any) -> int:
-    """`2GiB`, `500 MB`, `1048576` -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = str(value).strip().lower().replace(" ", "")
-    number = text.rstrip("kmgtib")
-    unit = text[len(number) :]
-    if unit not in _SIZE_UNITS or not number:
-        raise ValueError(value)
-    return int(float(number) * _SIZE_UNITS[unit])
+# converting one table
 
 
-def _build_token(
-    name: str,
-    body: Any,
-    channels: Mapping[str, ChannelSettings],
-    where: str,
-    env: Mapping[str, str],
-) -> TokenSettings:
-    key_base = f"tokens.{name}"
+def _convert(body: Any, cls: type[Any], key: str, where: str, **fixed: Any) -> Any:
     if not isinstance(body, Mapping):
-        raise ConfigError(f"{where}: [{key_base}] must be a table")
-    unknown = set(body) - {"token", "roles"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key '{key_base}.{sorted(unknown)[0]}'")
-    if "token" not in body:
-        raise ConfigError(f"{where}: '{key_base}.token' is required")
-    value = _resolve_env_reference(str(body["token"]), f"{key_base}.token", where, env)
-    if len(value) < 8:
-        raise ConfigError(f"{where}: '{key_base}.token' is too short (at least 8 characters)")
-    roles = body.get("roles", {})
-    if not isinstance(roles, Mapping):
-        raise ConfigError(f"{where}: '{key_base}.roles' must be a table of channel = role")
-    for channel, role in roles.items():
-        if channel != "*" and channel not in channels:
-            raise ConfigError(f"{where}: '{key_base}.roles' names unknown channel '{channel}'")
-        if role not in ROLES:
-            raise ConfigError(f"{where}: '{key_base}.roles.{channel}' must be one of {ROLES}")
-    return TokenSettings(name, Secret(value), dict(roles))
-
-
-def _build_section(cls: type, body: Any, name: str, where: str) -> Any:
-    if not isinstance(body, Mapping):
-        raise ConfigError(f"{where}: [{name}] must be a table")
-    defaults = cls()
-    values: dict[str, Any] = {}
-    for key, value in body.items():
-        if not hasattr(defaults, key):
-            raise ConfigError(f"{where}: unknown key '{name}.{key}'")
-        values[key] = _coerce(value, getattr(defaults, key), f"{name}.{key}", where)
-    section = cls(**values)
-    _check_section(section, name, where)
-    return section
-
-
-def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    fields = {f.name: f.type for f in info.fields}
+    values = dict(fixed)
+    for name, value in body.items():
+        if name not in fields or name in fixed:
+            raise ConfigError(f"{where}: unknown key '{key}.{name}'{_origin(value)}")
+        values[name] = _prepare(value, fields[name], f"{key}.{name}", where)
     try:
-        if key.endswith(("_size", "min_free")):
+        return msgspec.convert(values, cls, dec_hook=_decode_custom)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, key, values, body, where)) from None
+
+
+def _prepare(value: Any, kind: Any, key: str, where: str) -> Any:
+    """Environment text parsed by the field's kind; sizes parsed from either source."""
+    try:
+        if isinstance(value, _FromEnv):
+            return _from_text(value.text, kind)
+        if _is_size(kind):
             return parse_size(value)
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.strip().lower() in {"1", "true", "yes", "on"}
-            return bool(value)
-        if isinstance(default, Path):
-            return Path(str(value))
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
+        return value
+    except ValueError as exc:
+        raise ConfigError(f"{where}: '{key}' {exc}{_origin(value)}") from None
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(f"must be {kind.__name__}, got {text!r}") from None
+
+
+def _from_text(text: str, kind: Any) -> Any:
+    kind = _unwrap(kind)
+    if _is_size(kind):
+        return parse_size(text)
+    if isinstance(kind, msgspec.inspect.BoolType):
+        return parse_bool(text)
+    if isinstance(kind, msgspec.inspect.IntType):
+        return _number(text, int)
+    if isinstance(kind, msgspec.inspect.FloatType):
+        return _number(text, float)
+    if isinstance(kind, msgspec.inspect.VarTupleType | msgspec.inspect.ListType):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(kind, msgspec.inspect.DictType):
+        pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+        return {k.strip(): v.strip() for k, _, v in pairs}
+    return text
+
+
+def _unwrap(kind: Any) -> Any:
+    if isinstance(kind, msgspec.inspect.UnionType):
+        inner = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+        return inner[0] if len(inner) == 1 else kind
+    return kind
+
+
+def _is_size(kind: Any) -> bool:
+    kind = _unwrap(kind)
+    return isinstance(kind, msgspec.inspect.Metadata) and (kind.extra or {}).get("unit") == "bytes"
+
+
+def _decode_custom(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise TypeError(f"Expected `{kind.__name__.lower()}` (text)")
+
+
+_SECRET_FIELDS = frozenset({"token", "upstream_token", "upstream_password", "upstream_bearer"})
+_EXPECTED = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+
+
+def _explain(
+    exc: msgspec.ValidationError,
+    key: str,
+    values: Mapping[str, Any],
+    body: Mapping[str, Any],
+    where: str,
+) -> str:
+    """msgspec's `Expected `int`, got `str` - at `$.port`` as `'server.port' must be int,
+    got 'abc' (from ...)`."""
+    match = _EXPECTED.match(str(exc))
+    what = match["what"] if match else str(exc)
+    path = (match["path"] or "") if match else ""
+    field = path.lstrip(".").split(".")[0].split("[")[0]
+    if what.startswith("Object missing required field"):
+        missing = what.split("`")[1]
+        return f"{where}: '{key}.{missing}' is required"
+    shown = "***" if field in _SECRET_FIELDS else values.get(field, "")
+    what = re.sub(r", got `[^`]*`", "", what).replace("Expected", "must be").replace("`", "")
+    full = f"{key}.{field}" if field else key
+    return f"{where}: '{full}' {what}, got {shown!r}{_origin(body.get(field))}"
+
+
+def _origin(value: Any) -> str:
+    return f" (from {value.origin})" if isinstance(value, _FromEnv) else ""
+
+
+def _table(raw: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: '{name}' must be a table of [{name}.<name>] sections")
+    return table
+
+
+# channels and tokens
+
+
+def valid_channel_name(name: str) -> bool:
+    """Segments of conda channel names (`conda-forge`, `org/label/dev`); none may be a route
+    of the proxy's own at the start."""
+    segments = name.split("/")
+    return (
+        bool(name)
+        and len(name) <= 200
+        and segments[0] not in RESERVED_SEGMENTS
+        and all(_NAME_SEGMENT.match(s) and s not in {".", ".."} for s in segments)
+    )
+
+
+def _channel(name: str, body: Any, where: str) -> ChannelSettings:
+    key = f"channels.{name}"
+    if not valid_channel_name(name):
         raise ConfigError(
-            f"{where}: '{key}' must be {type(default).__name__}, got {value!r}"
-        ) from None
-
-
-def _check_section(section: Any, name: str, where: str) -> None:
-    if isinstance(section, ServerSettings):
-        if not 0 < section.port < 65536:
-            raise ConfigError(f"{where}: 'server.port' must be 1-65535, got {section.port}")
-        if section.workers < 1:
-            raise ConfigError(f"{where}: 'server.workers' must be at least 1")
-    if isinstance(section, CacheSettings):
-        if section.repodata_ttl < 0:
-            raise ConfigError(f"{where}: 'cache.repodata_ttl' must be >= 0")
-        if section.negative_ttl < 0:
-            raise ConfigError(f"{where}: 'cache.negative_ttl' must be >= 0")
-    if isinstance(section, UploadSettings) and section.max_upload_size <= 0:
-        raise ConfigError(f"{where}: 'uploads.max_upload_size' must be > 0")
-    if isinstance(section, UpstreamSettings):
-        for key in ("connect_timeout", "read_timeout"):
-            if getattr(section, key) <= 0:
-                raise ConfigError(f"{where}: 'upstream.{key}' must be > 0")
-
-
-def _build_channel(name: str, body: Any, where: str, env: Mapping[str, str]) -> ChannelSettings:
-    key_base = f"channels.{name}"
-    if not isinstance(body, Mapping):
-        raise ConfigError(f"{where}: [{key_base}] must be a table")
-    if (
-        not name
-        or name.startswith(("/", "api/", "t/"))
-        or name in {"api", "t", "healthz"}
-        or any(part in {"", ".", ".."} for part in name.split("/"))
-    ):
-        raise ConfigError(f"{where}: '{key_base}' is not a usable channel name")
-    unknown = set(body) - _CHANNEL_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key '{key_base}.{sorted(unknown)[0]}'")
-    values: dict[str, Any] = {"name": name}
-    if "upstream" in body:
-        upstream = str(body["upstream"]).rstrip("/")
+            f"{where}: '{key}' is not a usable channel name (letters, digits, '_.+-' per "
+            f"segment; not one of the proxy's own routes: {', '.join(sorted(RESERVED_SEGMENTS))})"
+        )
+    channel: ChannelSettings = _convert(body, ChannelSettings, key, where, name=name)
+    if channel.upstream is not None:
+        upstream = channel.upstream.rstrip("/")
         parts = urlsplit(upstream)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"{where}: '{key_base}.upstream' is not an http(s) URL")
-        values["upstream"] = upstream
-    for key in ("private", "mirror_only"):
-        if key in body:
-            values[key] = _coerce(body[key], False, f"{key_base}.{key}", where)
-    if "allow_upstream" in body:
-        names = body["allow_upstream"]
-        if isinstance(names, str):
-            names = [n for n in names.split(",") if n.strip()]
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"{where}: '{key_base}.allow_upstream' must be a list of names")
-        values["allow_upstream"] = tuple(n.strip().lower() for n in names)
-    if "allowed_origins" in body:
-        origins = body["allowed_origins"]
-        if isinstance(origins, str):
-            origins = [o for o in origins.split(",") if o.strip()]
-        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-            raise ConfigError(f"{where}: '{key_base}.allowed_origins' must be a list of URLs")
-        for origin in origins:
-            parts = urlsplit(origin.strip())
-            if parts.scheme not in {"http", "https"} or not parts.hostname:
-                raise ConfigError(
-                    f"{where}: '{key_base}.allowed_origins' entry {origin!r} "
-                    "is not an http(s) origin"
-                )
-        values["allowed_origins"] = tuple(o.strip().rstrip("/") for o in origins)
-    for key in _SECRET_KEYS | {"upstream_username"}:
-        if key in body:
-            value = _resolve_env_reference(str(body[key]), f"{key_base}.{key}", where, env)
-            values[key] = Secret(value) if key in _SECRET_KEYS else value
-    if values.get("mirror_only") and "upstream" not in values:
-        raise ConfigError(f"{where}: '{key_base}' is mirror_only but has no upstream")
-    return ChannelSettings(**values)
+            raise ConfigError(f"{where}: '{key}.upstream' is not an http(s) URL")
+        channel = msgspec.structs.replace(channel, upstream=upstream)
+    for origin in channel.allowed_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path.strip("/"):
+            raise ConfigError(
+                f"{where}: '{key}.allowed_origins' entry {origin!r} is not an origin "
+                "(scheme://host[:port])"
+            )
+    if channel.mirror_only and channel.upstream is None:
+        raise ConfigError(f"{where}: '{key}' is mirror_only but has no upstream")
+    return msgspec.structs.replace(
+        channel,
+        allow_upstream=tuple(n.strip().lower() for n in channel.allow_upstream),
+        allowed_origins=tuple(o.strip().rstrip("/") for o in channel.allowed_origins),
+    )
 
 
-def _resolve_env_reference(value: str, key: str, where: str, env: Mapping[str, str]) -> str:
+def _token(
+    name: str, body: Any, channels: Mapping[str, ChannelSettings], where: str
+) -> TokenSettings:
+    key = f"tokens.{name}"
+    token: TokenSettings = _convert(body, TokenSettings, key, where, name=name)
+    if len(token.token.value) < 8:
+        raise ConfigError(f"{where}: '{key}.token' is too short (at least 8 characters)")
+    for channel in token.roles:
+        if channel != "*" and channel not in channels:
+            raise ConfigError(f"{where}: '{key}.roles' names unknown channel '{channel}'")
+    return token
+
+
+# the environment
+
+
+def _env_references(value: Any) -> Iterator[str]:
+    if isinstance(value, str) and value.startswith("env:"):
+        yield value[4:]
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _env_references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _env_references(item)
+
+
+def _resolve_references(value: Any, key: str, where: str, env: Mapping[str, str]) -> Any:
     """`env:NAME` takes the value from the environment, so secrets stay out of the file."""
-    if not value.startswith("env:"):
-        return value
-    var = value[4:]
-    if var not in env:
-        raise ConfigError(
-            f"{where}: '{key}' refers to environment variable {var}, which is not set"
-        )
-    return env[var]
+    if isinstance(value, str) and value.startswith("env:"):
+        var = value[4:]
+        if var not in env:
+            raise ConfigError(
+                f"{where}: '{key}' refers to environment variable {var}, which is not set"
+            )
+        return _FromEnv(env[var], f"environment variable {var}")
+    if isinstance(value, Mapping):
+        return {
+            k: _resolve_references(v, f"{key}.{k}" if key else k, where, env)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_resolve_references(v, key, where, env) for v in value]
+    return value
 
 
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """CONDAPROXY_<SECTION>_<KEY> and CONDAPROXY_CHANNELS__<NAME>__<KEY> override single keys."""
-    channels = raw.setdefault("channels", {})
+def _apply_env_overrides(
+    raw: dict[str, Any], env: Mapping[str, str], referenced: set[str], where: str
+) -> None:
+    """CONDAPROXY_<SECTION>_<KEY>, CONDAPROXY_CHANNELS__<NAME>__<KEY> and
+    CONDAPROXY_TOKENS__<NAME>__<KEY> override single keys. Any other CONDAPROXY_* variable
+    (a typo) is an error, unless the file refers to it with `env:`."""
     for var, value in env.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var in referenced:
             continue
         rest = var[len(ENV_PREFIX) :]
-        if rest.startswith("CHANNELS__"):
-            parts = rest[len("CHANNELS__") :].split("__")
-            if len(parts) != 2:
-                continue
-            env_name, key = parts
-            name = _match_channel_name(env_name, channels)
-            channels.setdefault(name, {})[key.lower()] = value
+        given = _FromEnv(value, f"environment variable {var}")
+        table = next((t for t in ("CHANNELS", "TOKENS") if rest.startswith(t + "__")), None)
+        if table is not None:
+            parts = rest[len(table) + 2 :].split("__")
+            if len(parts) != 2 or not all(parts):
+                raise ConfigError(
+                    f"{where}: environment variable {var} must be "
+                    f"{ENV_PREFIX}{table}__<NAME>__<KEY>"
+                )
+            entries = raw.setdefault(table.lower(), {})
+            name = _match_name(parts[0], entries, table == "CHANNELS")
+            entries.setdefault(name, {})[parts[1].lower()] = given
             continue
-        section, _, key = rest.partition("_")
-        if section.lower() in _SECTIONS and key:
-            raw.setdefault(section.lower(), {})[key.lower()] = value
+        section = next((s for s in _SECTIONS if rest.lower().startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(
+                f"{where}: environment variable {var} names no config section "
+                f"({', '.join(sorted(_SECTIONS))}, channels, tokens)"
+            )
+        raw.setdefault(section, {})[rest[len(section) + 1 :].lower()] = given
 
 
-def _match_channel_name(env_name: str, channels: Mapping[str, Any]) -> str:
+def _match_name(env_name: str, entries: Mapping[str, Any], channel: bool) -> str:
     def norm(name: str) -> str:
         return "".join(c if c.isalnum() else "_" for c in name).upper()
 
-    for name in channels:
+    for name in entries:
         if norm(name) == env_name.upper():
             return name
-    return env_name.lower().replace("_", "-")
+    return env_name.lower().replace("_", "-") if channel else env_name.lower()
+
+
+def check_cache_path(settings: Settings) -> None:
+    """The cache directory exists (or can be made) and is writable: one line otherwise."""
+    path = settings.cache.path
+    where = settings.source
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise ConfigError(f"{where}: 'cache.path' {str(path)!r} is not a directory") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{where}: 'cache.path' {str(path)!r} is not usable: {reason}") from None

@@ -66,7 +66,7 @@ def test_config_path_from_environment(tmp_path):
         ("[server]\nprot = 1\n", "unknown key 'server.prot'"),
         ("[serverz]\n", "unknown section or key 'serverz'"),
         ("[server]\nport = 'abc'\n", "'server.port' must be int"),
-        ("[server]\nport = 70000\n", "'server.port' must be 1-65535"),
+        ("[server]\nport = 70000\n", "'server.port' must be int <= 65535, got 70000"),
         ("[channels.x]\nupstream = 'ftp://nope'\n", "'channels.x.upstream' is not an http(s) URL"),
         ("[channels.x]\nmirror = 'http://a'\n", "unknown key 'channels.x.mirror'"),
         (
