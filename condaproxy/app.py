@@ -80,6 +80,7 @@ def create_app(
             workers,
             clock,
             metrics,
+            settings.cache.max_repodata_size,
         )
         evictor = Evictor(
             index, store, locks, metrics, settings.cache.max_size, settings.cache.min_free

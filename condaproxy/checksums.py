@@ -1,56 +1,160 @@
-"""What the channel publishes for a file, so a download can be verified against it: a shard's
-own name, the file's record in the cached repodata snapshot, or rattler's X-Expected-Sha256."""
+"""What the channel publishes for a file, known before any byte of it is streamed.
+
+A shard is named by its own sha256 (CEP-16). A package's record comes from the cached repodata
+snapshot; failing that, from the package name's shard when the channel has shards (a few KiB,
+where the repodata can be hundreds of MB), else from the repodata, fetched for the purpose.
+A file no record lists can only be checked against the client's own X-Expected-Sha256, and is
+never cached. A client whose expectation contradicts the channel's record is refused.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import mmap
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .downloads import Expected
-from .errors import BadRequest
+import zstandard
+from cachetools import LRUCache
+
+from .codecs import decode_msgpack, zstd_decompress
+from .conditional import is_fresh
+from .errors import BadRequest, NotFound, ProxyError, UpstreamError
 from .index import Index
-from .metadata import MetadataCache
+from .metadata import MetadataCache, Served
+from .overlay import decode_shard
 from .records import find_record
-from .routing import Kind, ResourcePath
+from .routing import PACKAGE_RE, Kind, ResourcePath
+from .transfer import Expected
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+
+Fetch = Callable[[ResourcePath], Awaitable[Served]]
 
 
-async def expected_for(
-    rp: ResourcePath, headers: Mapping[str, str], index: Index, meta: MetadataCache
-) -> Expected:
-    if rp.kind is Kind.SHARD:
-        return Expected(sha256=rp.filename[:64])  # CEP-16: a shard is named by its sha256
+class ChecksumConflict(ProxyError):
+    """409: the client expects other bytes than the channel publishes for this file."""
+
+    status = 409
+
+
+def client_claim(headers: Mapping[str, str]) -> str | None:
+    """rattler's X-Expected-Sha256, lower-cased; a malformed one is a 400."""
     claimed = headers.get("x-expected-sha256")
-    if claimed is not None and not SHA256_RE.match(claimed.strip()):
-        raise BadRequest("X-Expected-Sha256 must be 64 hex digits")
-    claimed_sha = claimed.strip().lower() if claimed else None
-    record = await published_record(rp, index, meta)
-    if record is None:
-        return Expected(sha256=claimed_sha)
-    size = record.get("size")
-    return Expected(
-        sha256=record.get("sha256") or claimed_sha,
-        md5=record.get("md5"),
-        size=size if isinstance(size, int) else None,
-    )
-
-
-async def published_record(
-    rp: ResourcePath, index: Index, meta: MetadataCache
-) -> dict[str, Any] | None:
-    key = "repodata:" + rp.subdir_key
-    entry = index.get_meta(key)
-    if entry is None or "json" not in entry.variants:
+    if claimed is None:
         return None
-    path = meta.variant_path(key, entry.variants["json"])
-    return await asyncio.to_thread(_lookup_record, str(path), rp.filename)
+    if not SHA256_RE.match(claimed.strip()):
+        raise BadRequest("X-Expected-Sha256 must be 64 hex digits")
+    return claimed.strip().lower()
 
 
-def _lookup_record(path: str, filename: str) -> dict[str, Any] | None:
+def expected_from_record(record: Mapping[str, Any] | None) -> Expected:
+    """A record's checksums and size; a record with neither a sha256 nor an md5 verifies
+    nothing, so its file is treated as unlisted."""
+    if record is None:
+        return Expected(listed=False)
+    sha = record.get("sha256")
+    md5 = record.get("md5")
+    sha = sha.hex() if isinstance(sha, bytes) else sha
+    md5 = md5.hex() if isinstance(md5, bytes) else md5
+    sha = sha.lower() if isinstance(sha, str) and SHA256_RE.match(sha) else None
+    md5 = md5.lower() if isinstance(md5, str) and MD5_RE.match(md5) else None
+    size = record.get("size")
+    size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+    return Expected(sha256=sha, md5=md5, size=size, listed=bool(sha or md5))
+
+
+def reconcile(key: str, expected: Expected, claim: str | None) -> None:
+    if claim is not None and expected.sha256 is not None and claim != expected.sha256:
+        raise ChecksumConflict(
+            f"the channel publishes sha256 {expected.sha256} for {key}, "
+            f"not the {claim} this request expects (X-Expected-Sha256)",
+            published_sha256=expected.sha256,
+        )
+
+
+class Checksums:
+    def __init__(
+        self,
+        index: Index,
+        meta: MetadataCache,
+        repodata: Fetch,
+        shard_index: Fetch,
+        shard: Callable[[ResourcePath], Awaitable[bytes]],
+    ) -> None:
+        self.index = index
+        self.meta = meta
+        self._repodata = repodata  # fetch or revalidate a subdir's upstream repodata
+        self._shard_index = shard_index  # the same for its shard index; NotFound: no shards
+        self._shard = shard  # the bytes of one shard, verified by name
+        self._shard_maps: LRUCache[str, dict[str, bytes]] = LRUCache(maxsize=8)
+
+    async def expected(self, rp: ResourcePath) -> Expected:
+        if rp.kind is Kind.SHARD:
+            return Expected(sha256=rp.filename[:64])  # CEP-16: a shard is named by its sha256
+        return expected_from_record(await self.record(rp))
+
+    async def record(self, rp: ResourcePath) -> dict[str, Any] | None:
+        """The channel's record of a package file, fetched if need be; None if unlisted."""
+        key = "repodata:" + rp.subdir_key
+        entry = self.index.get_meta(key)
+        if entry is not None and "json" in entry.variants:
+            record = await self._lookup(key, rp.filename)
+            if record is not None or is_fresh(entry.fetched_at, self.meta.ttl, self.meta.clock()):
+                return record
+            await self._repodata(rp)  # a stale snapshot may predate the file: revalidate once
+            return await self._lookup(key, rp.filename)
+        try:
+            return await self._from_shard(rp)
+        except NotFound:
+            pass  # no shards upstream: the repodata it is
+        try:
+            await self._repodata(rp)
+        except NotFound:
+            return None  # no repodata for this subdir upstream: nothing lists the file
+        return await self._lookup(key, rp.filename)
+
+    async def _lookup(self, key: str, filename: str) -> dict[str, Any] | None:
+        entry = self.index.get_meta(key)
+        if entry is None or "json" not in entry.variants:
+            return None
+        path = str(self.meta.variant_path(key, entry.variants["json"]))
+        return await asyncio.to_thread(lookup_record, path, filename)
+
+    async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
+        served = await self._shard_index(rp)
+        names = await self._shard_map(served, "shards:" + rp.subdir_key)
+        match = PACKAGE_RE.match(rp.filename)
+        digest = names.get(match["name"]) if match else None
+        if not isinstance(digest, bytes):
+            return None
+        shard_rp = dataclasses.replace(rp, filename=f"{digest.hex()}.msgpack.zst", kind=Kind.SHARD)
+        data = await self._shard(shard_rp)
+        try:
+            records = await asyncio.to_thread(decode_shard, data)
+        except (ValueError, TypeError, zstandard.ZstdError) as exc:
+            raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
+        return records.get(rp.filename)
+
+    async def _shard_map(self, served: Served, key: str) -> dict[str, bytes]:
+        cache_key = f"{key}@{served.entry.digest}"
+        names = self._shard_maps.get(cache_key)
+        if names is None:
+            path = self.meta.variant_path(key, served.entry.variants["body"])
+
+            def read() -> dict[str, bytes]:
+                document = decode_msgpack(zstd_decompress(path.read_bytes()))
+                shards = document.get("shards") if isinstance(document, dict) else None
+                return dict(shards) if isinstance(shards, dict) else {}
+
+            names = self._shard_maps[cache_key] = await asyncio.to_thread(read)
+        return names
+
+
+def lookup_record(path: str, filename: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return find_record(buf, filename)

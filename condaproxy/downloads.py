@@ -1,23 +1,28 @@
 """Immutable files (packages, shards): streamed from upstream while cached, verified, shared.
 
-A miss starts one background download per file: it writes a temp file, hashes as it goes and,
-once the size and sha256 match what the channel publishes, commits the blob and its index entry.
-Every client of that file (the first, later ones in this process, others in other workers)
-tails the temp file as bytes arrive. The last byte is held back until the file is verified, so
-a client never receives a complete body with bad bytes: on a mismatch or a truncated upstream
-body its connection is aborted instead. The download outlives a client that hangs up.
+A miss starts one background download per file. The channel's record (or a shard's own name)
+says what the file must be before any byte is streamed. The download writes a temp file, hashes
+as it goes and, once size and sha256 match, commits the blob and then its index entry. Every
+client of that file (the first, later ones in this process, others in other workers) tails the
+download as bytes arrive. The last byte is held back until the file is verified, so a client
+never receives a complete body with bad bytes: on a mismatch or a truncated upstream body its
+connection is aborted instead. The download outlives a client that hangs up.
+
+What is kept: only files verified against what the channel publishes. A file no record lists
+(removed builds, lockfile URLs) is streamed, checked against the client's own
+`X-Expected-Sha256` when it sends one, and never cached. When the disk is below `min_free` as a
+miss starts, or fills up while it runs, the clients still get the whole verified file: bytes go
+through a bounded window in memory (relay.py) and nothing is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
-import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -26,53 +31,24 @@ from .errors import IntegrityError, NotFound, UpstreamError
 from .eviction import Evictor
 from .index import FileEntry, Index
 from .locks import POLL_SECONDS, KeyedLocks, release
+from .relay import Relay
 from .settings import ChannelSettings
 from .store import BlobStore, TempBlob
+from .tails import Body, LocalTail, PrivateStream, RemoteTail
+from .transfer import (
+    DISK_FULL,
+    AlreadyCached,
+    Download,
+    Expected,
+    Head,
+    content_type,
+    hash_and_write,
+    hash_chunk,
+    verify,
+)
 from .upstream import UpstreamClient
 
 log = structlog.get_logger("condaproxy.downloads")
-
-READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What the channel publishes for a file; any field may be unknown."""
-
-    sha256: str | None = None
-    md5: str | None = None
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class Head:
-    """What is known before the body: enough to send response headers."""
-
-    size: int | None
-    content_type: str
-    sha256: str | None
-
-
-@dataclass
-class Download:
-    """A download in this process: a temp file being filled, and who is waiting on it."""
-
-    key: str
-    temp: TempBlob
-    head: asyncio.Future[Head]
-    written: int = 0
-    verified: bool = False  # size and checksum matched: the last byte may go out
-    entry: FileEntry | None = None
-    error: BaseException | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event)  # committed or failed
-    _progress: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def notify(self) -> None:
-        event, self._progress = self._progress, asyncio.Event()
-        event.set()
-
-    async def wait(self) -> None:
-        await self._progress.wait()
 
 
 class Downloads:
@@ -107,21 +83,34 @@ class Downloads:
         return entry
 
     async def start(
-        self, key: str, channel: ChannelSettings, url: str, expected: Expected
-    ) -> tuple[Head, Callable[[int, int | None], AsyncIterator[bytes]], str]:
-        """Join or start the download of `key`. Returns its head, a body reader
-        `(start, end) -> chunks` and the outcome (`miss` or `coalesced`)."""
+        self,
+        key: str,
+        channel: ChannelSettings,
+        url: str,
+        expected: Expected,
+        claim: str | None = None,
+    ) -> tuple[Head, Body, str]:
+        """Join or start the download of `key`. Returns its head, this client's body (a reader
+        to close when done) and the outcome (`miss` or `coalesced`). `claim` is this client's
+        own X-Expected-Sha256: it decides this client's response only."""
+
+        def private() -> PrivateStream:
+            return PrivateStream(self.upstream, channel, url, expected, claim, key)
+
         while True:
             active = self._active.get(key)
-            if active is not None and active.verified:
+            if active is not None and active.verified and active.temp is not None:
                 # Only the commit (fsync, rename) is left: wait for it and serve a plain hit.
                 await active.finished.wait()
                 if active.entry is not None:
                     raise AlreadyCached(active.entry)
                 continue
-            if active is not None:
+            if active is not None and active.joinable():
                 head = await asyncio.shield(active.head)
-                return head, functools.partial(self._tail_local, active), "coalesced"
+                return head, LocalTail(active, claim), "coalesced"
+            if active is not None:  # not kept, and its window has moved on
+                stream = private()
+                return await stream.open(), stream, "miss"
             lock_fd = self.locks.try_acquire("dl:" + key)
             if lock_fd is None:
                 remote = await self._remote_head(key)
@@ -129,7 +118,10 @@ class Downloads:
                     await asyncio.sleep(POLL_SECONDS)
                     continue
                 head, temp_path = remote
-                return head, functools.partial(self._tail_remote, key, temp_path), "coalesced"
+                if temp_path is None:  # the other worker keeps nothing: stream on our own
+                    stream = private()
+                    return await stream.open(), stream, "miss"
+                return head, RemoteTail(self, key, temp_path, claim, private), "coalesced"
             entry = self.cached(key)
             if entry is not None:  # finished by another worker while we looked
                 release(lock_fd)
@@ -137,15 +129,38 @@ class Downloads:
             if self.index.is_missing(key, self.clock()):
                 release(lock_fd)
                 raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
-            download = Download(
-                key, self.store.new_temp(), asyncio.get_running_loop().create_future()
-            )
+            temp = self._temp_for(key, expected)
+            download = Download(key, temp, asyncio.get_running_loop().create_future())
+            if temp is None:
+                download.relay = Relay(0)
             self._active[key] = download
             task = asyncio.create_task(self._run(download, lock_fd, channel, url, expected))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            head = await asyncio.shield(download.head)
-            return head, functools.partial(self._tail_local, download), "miss"
+            tail = LocalTail(download, claim)  # registered before the first byte can go by
+            try:
+                head = await asyncio.shield(download.head)
+            except BaseException:
+                await tail.aclose()
+                raise
+            return head, tail, "miss"
+
+    def _temp_for(self, key: str, expected: Expected) -> TempBlob | None:
+        """A temp file to keep the download in, or None: the file is not listed, or the disk
+        is below min_free (checked as each miss starts: statvfs is cheap) or full."""
+        if not expected.listed:
+            return None
+        if self.evictor is None or self.evictor.has_room(expected.size or 0):
+            try:
+                return self.store.new_temp()
+            except OSError as exc:
+                reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+        else:
+            reason = "below min_free"
+        log.warning("not cached: low disk", key=self.upstream.redact(key), reason=reason)
+        if self.evictor is not None:
+            self.evictor.not_kept("low_disk")
+        return None
 
     async def aclose(self) -> None:
         """Let in-flight downloads finish (graceful shutdown drains them)."""
@@ -156,6 +171,18 @@ class Downloads:
 
     def _inflight_path(self, key: str) -> Path:
         return self.inflight_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+    def _announce(self, key: str, temp: TempBlob | None, head: Head) -> None:
+        """Tell other workers where the bytes are (None: nowhere they can read). Best effort:
+        on a full disk they find nothing and wait for the lock, then fetch on their own."""
+        info = {"temp": str(temp.path) if temp else None, "size": head.size, "sha256": head.sha256}
+        path = self._inflight_path(key)
+        try:
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(info))
+            partial.replace(path)
+        except OSError:
+            path.unlink(missing_ok=True)
 
     async def _run(
         self, d: Download, lock_fd: int, channel: ChannelSettings, url: str, expected: Expected
@@ -173,48 +200,20 @@ class Downloads:
                     )
                 size = expected.size if expected.size is not None else size
                 head = Head(size, content_type(d.key), expected.sha256)
-                inflight.write_text(
-                    json.dumps({"temp": str(d.temp.path), "size": size, "sha256": expected.sha256})
-                )
+                self._announce(d.key, d.temp, head)
                 d.head.set_result(head)
                 sha = hashlib.sha256()
                 md5 = hashlib.md5() if expected.md5 and not expected.sha256 else None
-                pending: asyncio.Future[None] | None = None
-                len_pending = 0
-                async for chunk in response.iter_bytes():
-                    # Two-stage pipeline: the previous chunk is written and hashed in a thread
-                    # while this one arrives; the event loop never waits on disk or hashing.
-                    if pending is not None:
-                        await pending
-                        d.written += len_pending
-                        d.notify()
-                    pending = asyncio.ensure_future(
-                        asyncio.to_thread(_write_and_hash, d.temp, chunk, sha, md5)
-                    )
-                    len_pending = len(chunk)
-                if pending is not None:
-                    await pending
-                    d.written += len_pending
-                _verify(response.url, d.written, sha, md5, expected, size)
+                await self._receive(d, response.iter_bytes(), sha, md5)
+                verify(response.url, d.written, sha, md5, expected, size)
             # Verified bytes may reach clients now; durability (fsync, rename) only matters
             # for the cache, so it stays off the client's critical path.
+            d.sha256 = sha.hexdigest()
             d.verified = True
             d.notify()
-            entry = FileEntry(sha.hexdigest(), d.written, self.clock(), head.content_type)
-            if self.evictor is not None and not self.evictor.caching:
-                # Low disk: the clients got their bytes, the cache keeps nothing.
-                log.warning("not cached: low disk", key=self.upstream.redact(d.key))
-                raise _NotKept()
-            await asyncio.to_thread(self.store.commit, d.temp, entry.sha256, False)
-            self.index.put_file(d.key, entry)  # only after the blob is durable
-            d.entry = entry
-            if self.evictor is not None:
-                self.evictor.added(entry.size)
-            log.info(
-                "cached", key=self.upstream.redact(d.key), bytes=entry.size, sha256=entry.sha256
-            )
-        except _NotKept:
-            d.temp.discard()
+            if d.temp is not None and d.relay is None:
+                entry = FileEntry(d.sha256, d.written, self.clock(), head.content_type)
+                await self._commit(d, entry)
         except BaseException as exc:
             d.error = exc
             if isinstance(exc, NotFound):
@@ -227,51 +226,97 @@ class Downloads:
                 )
             else:
                 log.warning("download failed", key=self.upstream.redact(d.key), error=str(exc))
-            d.temp.discard()
             if not isinstance(exc, Exception):
                 raise
         finally:
             self._active.pop(d.key, None)
             inflight.unlink(missing_ok=True)
-            d.temp.close()
+            if d.temp is not None and d.entry is None:
+                d.temp.discard()  # readers hold their own descriptors
+            elif d.temp is not None:
+                d.temp.close()
             release(lock_fd)
             d.finished.set()
             d.notify()
 
-    # readers
-
-    async def _tail_local(self, d: Download, start: int, end: int | None) -> AsyncIterator[bytes]:
-        fd = os.dup(d.temp.fd) if d.temp.fd >= 0 else None
-        if fd is None:  # finished between head and first read
-            fd = self._open_committed(d)
+    async def _receive(
+        self,
+        d: Download,
+        chunks: AsyncIterator[bytes],
+        sha: hashlib._Hash,
+        md5: hashlib._Hash | None,
+    ) -> None:
+        """Hash and store every chunk: to the temp file while the disk takes them, then to the
+        relay. Two-stage pipeline on disk: the previous chunk is written and hashed in a thread
+        while this one arrives; the event loop never waits on disk or hashing."""
+        pending: asyncio.Future[bool] | None = None
+        pending_chunk = b""
         try:
-            offset = start
-            while end is None or offset < end:
-                verified = d.verified
-                limit = d.written if verified else d.written - 1  # hold back the last byte
-                if end is not None:
-                    limit = min(limit, end)
-                if offset < limit:
-                    chunk = os.pread(fd, min(READ_CHUNK, limit - offset), offset)
-                    if not chunk:
-                        raise UpstreamError(d.key, "cache file shrank while being read")
-                    offset += len(chunk)
-                    yield chunk
-                    continue
-                if d.error is not None and not verified:
-                    raise ClientAbort(f"download of {d.key} failed: {d.error}")
-                if verified:
-                    return
-                await d.wait()
+            async for chunk in chunks:
+                if pending is not None:
+                    await self._settle(d, await pending, pending_chunk)
+                    pending = None
+                if d.relay is None and d.temp is not None:
+                    pending = asyncio.ensure_future(
+                        asyncio.to_thread(hash_and_write, d.temp, chunk, sha, md5)
+                    )
+                    pending_chunk = chunk
+                else:
+                    await asyncio.to_thread(hash_chunk, chunk, sha, md5)
+                    await self._to_relay(d, chunk)
+            if pending is not None:
+                await self._settle(d, await pending, pending_chunk)
+                pending = None
         finally:
-            os.close(fd)
+            if pending is not None:
+                # The body broke off while a write was running: let it finish before the temp
+                # file is closed (never close a descriptor under a pending write).
+                await asyncio.gather(pending, return_exceptions=True)
 
-    def _open_committed(self, d: Download) -> int:
-        if d.entry is None:
-            raise ClientAbort(f"download of {d.key} failed: {d.error}")
-        return self.store.open(d.entry.sha256)
+    async def _settle(self, d: Download, stored: bool, chunk: bytes) -> None:
+        if stored:
+            d.written += len(chunk)
+            d.disk_end = d.written
+            d.notify()
+            return
+        # The disk is full: keep serving this download from memory, keep nothing.
+        assert d.temp is not None and self.evictor is not None
+        log.warning("not cached: disk full", key=self.upstream.redact(d.key), at_byte=d.disk_end)
+        self.evictor.not_kept("disk_full")
+        d.temp.path.unlink(missing_ok=True)  # free the space; readers keep their descriptors
+        d.relay = Relay(d.disk_end)
+        self._announce(d.key, None, await asyncio.shield(d.head))
+        await self._to_relay(d, chunk)
 
-    async def _remote_head(self, key: str) -> tuple[Head, str] | None:
+    async def _to_relay(self, d: Download, chunk: bytes) -> None:
+        assert d.relay is not None
+        d.written += len(chunk)
+        d.notify()
+        await d.relay.put(chunk, d.slowest)
+
+    async def _commit(self, d: Download, entry: FileEntry) -> None:
+        assert d.temp is not None
+        try:
+            await asyncio.to_thread(self.store.commit, d.temp, entry.sha256, False)
+            self.index.put_file(d.key, entry)  # only after the blob is durable
+        except (OSError, sqlite3.Error) as exc:
+            # The clients have their bytes (the temp file stays readable); the cache keeps
+            # nothing it could not make durable.
+            log.warning(
+                "not cached: commit failed",
+                key=self.upstream.redact(d.key),
+                error=f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}",
+            )
+            full = getattr(exc, "errno", None) in DISK_FULL or "full" in str(exc)
+            if self.evictor is not None:
+                self.evictor.not_kept("disk_full" if full else "io_error")
+            return
+        d.entry = entry
+        if self.evictor is not None:
+            self.evictor.added(entry.size)
+        log.info("cached", key=self.upstream.redact(d.key), bytes=entry.size, sha256=entry.sha256)
+
+    async def _remote_head(self, key: str) -> tuple[Head, str | None] | None:
         """The head of a download another worker runs, once it has one."""
         entry = self.cached(key)
         if entry is not None:
@@ -282,82 +327,11 @@ class Downloads:
             return None
         return Head(info["size"], content_type(key), info["sha256"]), info["temp"]
 
-    async def _tail_remote(
-        self, key: str, temp_path: str, start: int, end: int | None
-    ) -> AsyncIterator[bytes]:
+    def remote_mode(self, key: str) -> str:
+        """What another worker's download of `key` is doing: `disk`, `memory` (nothing we
+        can read from here) or `gone`."""
         try:
-            fd = os.open(temp_path, os.O_RDONLY)
-        except FileNotFoundError:
-            entry = self.cached(key)
-            if entry is None:
-                raise ClientAbort(f"download of {key} in another worker failed") from None
-            fd = self.store.open(entry.sha256)
-        try:
-            offset = start
-            while True:
-                entry = self.index.get_file(key)
-                available = os.fstat(fd).st_size
-                limit = available if entry is not None else available - 1
-                if end is not None:
-                    limit = min(limit, end)
-                if offset < limit:
-                    chunk = os.pread(fd, min(READ_CHUNK, limit - offset), offset)
-                    offset += len(chunk)
-                    yield chunk
-                    continue
-                if entry is not None and (offset >= (end or entry.size)):
-                    return
-                if entry is None and not self.locks.is_held("dl:" + key):
-                    if self.index.get_file(key) is None:
-                        raise ClientAbort(f"download of {key} in another worker failed")
-                    continue
-                await asyncio.sleep(POLL_SECONDS)
-        finally:
-            os.close(fd)
-
-
-class AlreadyCached(Exception):
-    def __init__(self, entry: FileEntry) -> None:
-        super().__init__(entry.sha256)
-        self.entry = entry
-
-
-class _NotKept(Exception):
-    """A verified download the cache does not keep (low disk)."""
-
-
-class ClientAbort(Exception):
-    """The body cannot be completed: the client's connection must be aborted."""
-
-
-def _write_and_hash(
-    temp: TempBlob, chunk: bytes, sha: hashlib._Hash, md5: hashlib._Hash | None
-) -> None:
-    temp.write(chunk)
-    sha.update(chunk)
-    if md5 is not None:
-        md5.update(chunk)
-
-
-def _verify(
-    url: str,
-    written: int,
-    sha: hashlib._Hash,
-    md5: hashlib._Hash | None,
-    expected: Expected,
-    size: int | None,
-) -> None:
-    if size is not None and written != size:
-        raise IntegrityError(url, f"body ended after {written} of {size} bytes")
-    if expected.sha256 and sha.hexdigest() != expected.sha256.lower():
-        raise IntegrityError(url, f"sha256 {sha.hexdigest()} differs from {expected.sha256}")
-    if md5 is not None and expected.md5 and md5.hexdigest() != expected.md5.lower():
-        raise IntegrityError(url, f"md5 {md5.hexdigest()} differs from {expected.md5}")
-
-
-def content_type(key: str) -> str:
-    if key.endswith(".conda"):
-        return "application/octet-stream"
-    if key.endswith(".tar.bz2"):
-        return "application/x-tar"
-    return "application/octet-stream"
+            info = json.loads(self._inflight_path(key).read_text())
+        except (FileNotFoundError, ValueError):
+            return "gone"
+        return "disk" if info.get("temp") else "memory"

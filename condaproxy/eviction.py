@@ -66,6 +66,21 @@ class Evictor:
         if not self._serving[sha256]:
             del self._serving[sha256]
 
+    def has_room(self, size: int) -> bool:
+        """Whether a new file of `size` bytes may be cached: the disk keeps `min_free` free
+        after it. Checked as each miss starts (statvfs is cheap); updates `caching`."""
+        try:
+            st = os.statvfs(self.store.tmp_dir)
+        except OSError:
+            return False
+        free = st.f_bavail * st.f_frsize
+        self._set_caching(free >= self.min_free, free)
+        return free - size >= self.min_free
+
+    def not_kept(self, reason: str) -> None:
+        """A verified download the cache could not keep (low disk, disk full, I/O error)."""
+        self.metrics.not_cached.labels(reason).inc()
+
     def added(self, size: int) -> None:
         """A blob was committed: evict now if that took the store past max_size."""
         if self._estimate is not None:
@@ -116,7 +131,9 @@ class Evictor:
 
     def _check_disk(self) -> None:
         free = shutil.disk_usage(self.store.root).free
-        caching = free >= self.min_free
+        self._set_caching(free >= self.min_free, free)
+
+    def _set_caching(self, caching: bool, free: int) -> None:
         if caching != self.caching:
             log.warning(
                 "caching resumed" if caching else "low disk: proxying without caching",

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import structlog
 
+from .codecs import is_small_zstd
 from .conditional import is_fresh
-from .errors import NotFound, UpstreamError, UpstreamNotFound
+from .errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from .index import Index, MetaEntry, Variant
 from .locks import KeyedLocks
 from .metrics import Metrics
@@ -51,8 +52,9 @@ class Built:
     origins: Origins = field(default_factory=Origins)
 
 
-# (body path, upstream URL, temp dir) -> Built. Module-level, so it can run in a worker process.
-BuildFn = Callable[[str, str, str], Built]
+# (body path, upstream URL, temp dir, size limit) -> Built. Module-level, so it can run in a
+# worker process.
+BuildFn = Callable[[str, str, str, int], Built]
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def write_variant(
     return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
 
 
-def identity_build(body_path: str, url: str, tmp_dir: str) -> Built:
+def identity_build(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
     sha = file_sha256(body_path)
     return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
 
@@ -98,8 +100,10 @@ class MetadataCache:
         workers: Workers,
         clock: Clock = time.time,
         metrics: Metrics | None = None,
+        max_document: int = 768 << 20,
     ) -> None:
         self.metrics = metrics
+        self.max_document = max_document  # bytes of a (decompressed) upstream document
         self.index = index
         self.locks = locks
         self.root = root
@@ -156,8 +160,16 @@ class MetadataCache:
                 raise
             except UpstreamError as exc:
                 if latest is None:
+                    log.warning("upstream metadata unusable", key=key, reason=exc.message)
                     raise
                 log.warning("serving stale copy", key=key, reason=exc.message)
+                return Served(latest, "stale")
+            except OSError as exc:
+                # The disk cannot take the new copy (full, read-only): the old one still serves.
+                reason = f"cannot store metadata: {exc.strerror or exc}"
+                log.error("metadata not stored", key=key, reason=reason)
+                if latest is None:
+                    raise ServiceUnavailable(f"{key}: {reason}") from None
                 return Served(latest, "stale")
 
     def _current(self, key: str, urls: Sequence[str]) -> MetaEntry | None:
@@ -183,6 +195,7 @@ class MetadataCache:
                 if entry.last_modified:
                     headers["if-modified-since"] = entry.last_modified
             body = new_temp(self.tmp_dir)
+            limit = self.max_document
             try:
                 try:
                     async with self.upstream.open(channel, url, headers=headers) as response:
@@ -205,15 +218,25 @@ class MetadataCache:
                             raise UpstreamError(response.url, "answered 304 to a plain request")
                         size = 0
                         async for chunk in response.iter_decoded():
-                            body.write(chunk)  # a page-cache write of <= 1 MiB
                             size += len(chunk)
+                            if size > limit:
+                                raise UpstreamError(
+                                    response.url,
+                                    f"body is larger than {limit} bytes (cache.max_repodata_size)",
+                                )
+                            body.write(chunk)  # a page-cache write of <= 1 MiB
                 except UpstreamNotFound:
                     if i == len(candidates) - 1:
                         raise
                     continue
                 body.close()
+                # A small .zst may inflate to hundreds of MB: only a frame that declares a
+                # small size is built in a thread; the rest in the worker process.
+                big = size > BIG or (
+                    url.endswith(".zst") and not is_small_zstd(str(body.path), BIG)
+                )
                 built = await self.workers.run(
-                    size > BIG, build, str(body.path), url, str(self.tmp_dir)
+                    big, build, str(body.path), url, str(self.tmp_dir), limit
                 )
                 new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
             finally:

@@ -67,6 +67,12 @@ class Metrics:
             ["channel", "result"],
             registry=r,
         )
+        self.not_cached = Counter(
+            "condaproxy_not_cached",
+            "Verified downloads served but not kept, by reason (low_disk, disk_full, io_error)",
+            ["reason"],
+            registry=r,
+        )
         self.evictions = Counter(
             "condaproxy_evictions", "Cached blobs evicted to stay under max_size", registry=r
         )

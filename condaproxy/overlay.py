@@ -17,11 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
 from .index import FileEntry, Index, MetaEntry
 from .merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
 from .metadata import Built, MetadataCache, write_variant
-from .repodata import zstd_compress, zstd_decompress
-from .rewrite import decode_msgpack, encode_msgpack
 from .store import BlobStore
 from .workers import BIG, Workers
 

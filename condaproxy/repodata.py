@@ -4,29 +4,32 @@ All variants a client may read for a subdir (repodata.json, .zst, .bz2, current_
 derive from the one upstream body fetched last, so they always describe the same snapshot.
 Builds read the body from a file and write variant files; they are module-level functions so
 that big documents can be built in a worker process.
+
+An upstream body is hostile until proven otherwise: it is decompressed as a stream and never
+past `limit` bytes (cache.max_repodata_size), and it must parse as a repodata document (a JSON
+object whose `packages`/`packages.conda` are objects, for the subdir asked for) before it may
+replace the snapshot clients are served. Anything else is an upstream error: the previous
+snapshot stays (stale), or the client gets a 502.
 """
 
 from __future__ import annotations
 
 import bz2
 import hashlib
-import io
+import mmap
 import os
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import zstandard
 
+from .codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
 from .errors import UpstreamError
 from .metadata import Built, file_sha256, write_variant
-from .rewrite import (
-    Origins,
-    decode_msgpack,
-    encode_msgpack,
-    rewrite_repodata,
-    rewrite_shard_index,
-)
+from .rewrite import Origins, rewrite_repodata, rewrite_shard_index
 
-ZSTD_LEVEL = 1  # the proxy compresses often (merges): speed first; upstream .zst passes through
+_READ = 4 << 20
 
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
@@ -39,75 +42,114 @@ REPODATA_VARIANTS = {
 }
 
 
-def zstd_decompress(data: bytes) -> bytes:
-    # Upstream frames may omit the content size (rattler's do), so stream-decode.
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-    return reader.read()
+class _Repodata(msgspec.Struct):
+    """The shape every conda client relies on; record maps are checked for syntax only."""
+
+    info: dict[str, Any] | None = None
+    packages: msgspec.Raw = msgspec.Raw()
+    packages_conda: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="packages.conda")
+    repodata_version: int | None = None
 
 
-def zstd_compress(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(data)
+def check_repodata(document: Any, url: str, subdir: str | None) -> None:
+    """Refuse a body that is not a repodata document (PROTOCOL.md): it must not replace a
+    good snapshot. `document` is bytes-like (mmap is fine); nothing is materialised."""
+    try:
+        shape = msgspec.json.decode(document, type=_Repodata)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UpstreamError(url, f"not a repodata document: {exc}"[:300]) from None
+    # The first byte of each map, without copying hundreds of MB out of the document.
+    maps = [memoryview(m)[:1].tobytes() for m in (shape.packages, shape.packages_conda) if len(m)]
+    if not maps:
+        raise UpstreamError(url, "not a repodata document: no 'packages' or 'packages.conda'")
+    if any(m != b"{" for m in maps):
+        raise UpstreamError(url, "not a repodata document: package maps must be objects")
+    given = (shape.info or {}).get("subdir")
+    if subdir is not None and given is not None and given != subdir:
+        # conda raises when info.subdir differs from the subdir it asked for.
+        raise UpstreamError(url, f"repodata is for subdir {given!r}, not {subdir!r}")
+
+
+def _subdir_of(url: str) -> str | None:
+    parts = url.rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 2 else None
 
 
 _NEEDLE = b'"base_url"'
 
 
-def _stream_unchanged_zst(body_path: str, url: str, tmp_dir: str) -> Built | None:
-    """The common case: a .zst body whose document needs no rewrite. Decompress it straight
-    into the json variant file (no 200 MB buffer), watching for `"base_url"` on the way;
-    None if it is there (the caller then rewrites in memory)."""
+def _decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tuple[str, bool]:
+    """Decompress a .zst body into a file, never past `limit` bytes; returns the path and
+    whether `"base_url"` occurs in it (then the document needs a rewrite)."""
     path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.json.partial")
     tail = b""
-    first = b""
-    with open(body_path, "rb") as src, open(path, "wb") as out:
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-        while chunk := reader.read(4 << 20):
-            if not first:
-                first = chunk.lstrip()[:1]
-            if _NEEDLE in tail + chunk[: len(_NEEDLE)] or _NEEDLE in chunk:
-                out.close()
-                os.unlink(path)
-                return None
-            tail = chunk[-len(_NEEDLE) :]
-            out.write(chunk)
-        size = out.tell()
-    if first != b"{":
-        os.unlink(path)
-        raise UpstreamError(url, "repodata is not a JSON object")
-    digest = file_sha256(body_path)
-    files = {
-        "zst": (body_path, digest, os.path.getsize(body_path)),
-        "json": (path, f"{digest}-json", size),
-    }
-    return Built(digest, files, Origins())
-
-
-def build_repodata(body_path: str, url: str, tmp_dir: str) -> Built:
-    if url.endswith(".zst"):
-        try:
-            streamed = _stream_unchanged_zst(body_path, url, tmp_dir)
-        except zstandard.ZstdError as exc:
-            raise UpstreamError(url, f"unusable repodata: {exc}") from None
-        if streamed is not None:
-            return streamed
-    body = Path(body_path).read_bytes()
+    found = False
     try:
-        document = zstd_decompress(body) if url.endswith(".zst") else body
-        rewritten, origins = rewrite_repodata(document, url)
-    except (zstandard.ZstdError, ValueError) as exc:
+        with open(body_path, "rb") as src, open(path, "wb") as out:
+            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+            while chunk := reader.read(_READ):
+                found = found or _NEEDLE in tail + chunk[: len(_NEEDLE)] or _NEEDLE in chunk
+                tail = chunk[-len(_NEEDLE) :]
+                out.write(chunk)
+                if out.tell() > limit:
+                    raise UpstreamError(
+                        url,
+                        f"repodata decompresses to more than {limit} bytes "
+                        "(cache.max_repodata_size)",
+                    )
+    except zstandard.ZstdError as exc:
+        os.unlink(path)
         raise UpstreamError(url, f"unusable repodata: {exc}") from None
-    if rewritten[:1] != b"{" and rewritten.lstrip()[:1] != b"{":
-        raise UpstreamError(url, "repodata is not a JSON object")
-    if url.endswith(".zst") and rewritten is document:
-        # The upstream's own compressed bytes describe the same document: adopt that file,
-        # and let its (40 MB, not 200 MB) hash name the snapshot.
-        digest = hashlib.sha256(body).hexdigest()
-        files = {"zst": (body_path, digest, len(body))}
-    else:
-        zst = zstd_compress(rewritten)
-        digest = hashlib.sha256(zst).hexdigest()
-        files = {"zst": write_variant(tmp_dir, "zst", zst, digest)}
-    files["json"] = write_variant(tmp_dir, "json", rewritten, f"{digest}-json")
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path, found
+
+
+def _check_file(path: str, url: str) -> None:
+    if os.path.getsize(path) == 0:
+        raise UpstreamError(url, "not a repodata document: empty body")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        check_repodata(buf, url, _subdir_of(url))
+
+
+def build_repodata(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
+    """Variants of an upstream repodata body (.zst or plain JSON, already size-bounded)."""
+    if not url.endswith(".zst"):
+        _check_file(body_path, url)
+        return _rewritten(Path(body_path).read_bytes(), url, tmp_dir)
+    json_path, needs_rewrite = _decompress_to_file(body_path, url, tmp_dir, limit)
+    try:
+        _check_file(json_path, url)
+        if not needs_rewrite:
+            # The common case: the upstream's own .zst passes through and its (40 MB, not
+            # 200 MB) hash names the snapshot; the decompressed file is the json variant.
+            digest = file_sha256(body_path)
+            files = {
+                "zst": (body_path, digest, os.path.getsize(body_path)),
+                "json": (json_path, f"{digest}-json", os.path.getsize(json_path)),
+            }
+            return Built(digest, files, Origins())
+        document = Path(json_path).read_bytes()
+    except BaseException:
+        Path(json_path).unlink(missing_ok=True)
+        raise
+    Path(json_path).unlink(missing_ok=True)
+    return _rewritten(document, url, tmp_dir)
+
+
+def _rewritten(document: bytes, url: str, tmp_dir: str) -> Built:
+    """Variants of a document whose URLs must point at the proxy (CEP-15 base_url)."""
+    try:
+        rewritten, origins = rewrite_repodata(document, url)
+    except ValueError as exc:
+        raise UpstreamError(url, f"unusable repodata: {exc}"[:300]) from None
+    compressed = zstd_compress(rewritten)
+    digest = hashlib.sha256(compressed).hexdigest()
+    files = {
+        "zst": write_variant(tmp_dir, "zst", compressed, digest),
+        "json": write_variant(tmp_dir, "json", rewritten, f"{digest}-json"),
+    }
     return Built(digest, files, origins)
 
 
@@ -115,13 +157,15 @@ def build_bz2(document: bytes) -> bytes:
     return bz2.compress(document, 9)
 
 
-def build_shard_index(body_path: str, url: str, tmp_dir: str) -> Built:
+def build_shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
     try:
-        index = decode_msgpack(zstd_decompress(Path(body_path).read_bytes()))
+        index = decode_msgpack(zstd_decompress(Path(body_path).read_bytes(), limit))
         if not isinstance(index, dict) or not isinstance(index.get("shards"), dict):
             raise ValueError("no 'shards' map")
+        if not all(isinstance(v, bytes) and len(v) == 32 for v in index["shards"].values()):
+            raise ValueError("'shards' must map names to 32-byte sha256 digests")
         rewritten, origins = rewrite_shard_index(index, url)
     except (zstandard.ZstdError, ValueError, TypeError) as exc:
-        raise UpstreamError(url, f"unusable shard index: {exc}") from None
+        raise UpstreamError(url, f"unusable shard index: {exc}"[:300]) from None
     variant = write_variant(tmp_dir, "body", zstd_compress(encode_msgpack(rewritten)))
     return Built(variant[1], {"body": variant}, origins)

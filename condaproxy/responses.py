@@ -8,7 +8,7 @@ chunk, no Starlette FileResponse machinery).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,22 +103,36 @@ class EmptyResponse:
 
 
 class StreamResponse:
-    """A body that arrives while it is sent (a cache miss). If the source fails midway the
-    exception propagates, so the server aborts the connection instead of completing it."""
+    """A body that arrives while it is sent (a cache miss), read from `body` (closed at the end
+    whatever happens). If the source fails midway the exception propagates, so the server
+    aborts the connection instead of completing it."""
 
     def __init__(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: AsyncIterator[bytes] | None
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: Any,
+        start: int = 0,
+        end: int | None = None,
+        head_only: bool = False,
     ) -> None:
         self.status, self.headers, self.body = status, headers, body
+        self.start, self.end, self.head_only = start, end, head_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        if self.body is None:
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status, "headers": self.headers}
+            )
+            if self.body is None or self.head_only or self.status == 416:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            async for chunk in self.body.chunks(self.start, self.end):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-            return
-        async for chunk in self.body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        finally:
+            if self.body is not None:
+                await self.body.aclose()
 
 
 def conditional_plan(rep: Representation, request_headers: Any) -> tuple[int, int, int] | None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-import msgpack
 import msgspec
 
 from .records import find_keyed_objects
@@ -69,11 +68,3 @@ def rewrite_shard_index(index: dict[str, Any], index_url: str) -> tuple[dict[str
     info["base_url"] = PACKAGE_BASE
     info["shards_base_url"] = SHARD_BASE
     return {**index, "info": info}, Origins(packages=packages, shards=shards)
-
-
-def decode_msgpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
-def encode_msgpack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)

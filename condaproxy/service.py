@@ -6,29 +6,25 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
+import zstandard
 
-from .checksums import expected_for
+from .checksums import Checksums, client_claim, reconcile
+from .codecs import decode_msgpack, zstd_decompress
 from .conditional import if_range_allows, remaining_max_age, strong_etag
-from .downloads import AlreadyCached, Downloads, Head, content_type
+from .downloads import Downloads
 from .errors import NotFound, RangeNotSatisfiable, UpstreamError
 from .eviction import Evictor
 from .index import FileEntry, Index, MetaEntry
 from .metadata import MetadataCache, Served, identity_build
 from .overlay import Overlay, decode_shard
 from .ranges import parse_range
-from .repodata import (
-    REPODATA_VARIANTS,
-    build_bz2,
-    build_repodata,
-    build_shard_index,
-    zstd_decompress,
-)
+from .repodata import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
 from .responses import (
     EmptyResponse,
     FileResponse,
@@ -36,11 +32,12 @@ from .responses import (
     StreamResponse,
     respond_with_file,
 )
-from .rewrite import decode_msgpack
 from .routing import REPODATA_VARIANTS as REPODATA_FILES
-from .routing import Kind, ResourcePath, parse_path
+from .routing import SHARD_INDEX, Kind, ResourcePath, parse_path
 from .settings import ChannelSettings
 from .store import BlobStore
+from .tails import Body
+from .transfer import AlreadyCached, Expected, Head, content_type
 from .uploads import UploadStore
 from .upstream import UpstreamClient, join_url
 
@@ -86,6 +83,9 @@ class Proxy:
         self.upstream = upstream
         self.ttl = ttl
         self.clock = clock
+        self.checksums = Checksums(
+            index, meta, self._record_repodata, self._record_shard_index, self._shard_bytes
+        )
 
     async def serve(self, rp: ResourcePath, asked: Asked) -> Any:
         channel = self.channels[rp.channel]
@@ -145,11 +145,14 @@ class Proxy:
         if channel.upstream is None:
             raise NotFound(f"{subdir}/{filename} is not in local channel '{channel_name}'")
         try:
-            head, reader, _ = await self._start_download(rp, channel, {})
+            head, body, _ = await self._start_download(rp, channel, None)
         except AlreadyCached:
             return "hit"
-        async for _ in reader(0, head.size):
-            pass
+        try:
+            async for _ in body.chunks(0, head.size):
+                pass
+        finally:
+            await body.aclose()
         return "miss"
 
     # uploads merged over the upstream
@@ -237,7 +240,7 @@ class Proxy:
         allowed = {str(r["name"]) for r in local.values()} & set(channel.allow_upstream)
         if not allowed:
             return {}
-        index = decode_msgpack(zstd_decompress(upstream_index))
+        index = decode_msgpack(zstd_decompress(upstream_index, self.meta.max_document))
         found = {}
         for name in sorted(allowed):
             digest = (index.get("shards") or {}).get(name)
@@ -245,18 +248,38 @@ class Proxy:
                 continue
             filename = f"{digest.hex()}.msgpack.zst"
             shard_rp = dataclasses.replace(rp, filename=filename, kind=Kind.SHARD)
-            found[name] = decode_shard(await self._immutable_bytes(shard_rp, channel))
+            data = await self._immutable_bytes(shard_rp, channel)
+            try:
+                found[name] = decode_shard(data)
+            except (ValueError, TypeError, zstandard.ZstdError) as exc:
+                raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
         return found
 
     async def _immutable_bytes(self, rp: ResourcePath, channel: ChannelSettings) -> bytes:
         entry = self.downloads.cached(rp.key)
         if entry is None:
             try:
-                head, reader, _ = await self._start_download(rp, channel, {})
-                return b"".join([chunk async for chunk in reader(0, head.size)])
+                head, body, _ = await self._start_download(rp, channel, None)
             except AlreadyCached as cached:
                 entry = cached.entry
+            else:
+                try:
+                    return b"".join([chunk async for chunk in body.chunks(0, head.size)])
+                finally:
+                    await body.aclose()
         return await asyncio.to_thread(self.store.path_for(entry.sha256).read_bytes)
+
+    # where checksums come from (checksums.py decides the order)
+
+    async def _record_repodata(self, rp: ResourcePath) -> Served:
+        return await self._upstream_repodata(rp, self.channels[rp.channel])
+
+    async def _record_shard_index(self, rp: ResourcePath) -> Served:
+        index_rp = dataclasses.replace(rp, filename=SHARD_INDEX, kind=Kind.SHARD_INDEX)
+        return await self._upstream_shard_index(index_rp, self.channels[rp.channel])
+
+    async def _shard_bytes(self, rp: ResourcePath) -> bytes:
+        return await self._immutable_bytes(rp, self.channels[rp.channel])
 
     async def _upstream_shard_index(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
         key = "shards:" + rp.subdir_key
@@ -338,26 +361,51 @@ class Proxy:
     # packages and shards
 
     async def _immutable(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Any:
+        claim = client_claim(asked.headers) if rp.kind is Kind.PACKAGE else None
         entry = self.index.get_file(rp.key)
         if entry is not None:
+            reconcile(rp.key, Expected(sha256=entry.sha256), claim)
             response = self._file_hit(entry, asked)
             if response is not None:
                 return response
             self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
+        expected = await self.checksums.expected(rp)
+        reconcile(rp.key, expected, claim)
+        if asked.method == "HEAD" and expected.size is not None and expected.sha256:
+            # The record says all a HEAD needs: no download for a question about headers.
+            asked.state.outcome = "miss"
+            head = Head(expected.size, content_type(rp.key), expected.sha256)
+            return self._stream_response(head, None, "miss", asked)
         try:
-            head, reader, outcome = await self._start_download(rp, channel, asked.headers)
+            head, body, outcome = await self.downloads.start(
+                rp.key, channel, self._url(channel, rp), expected, claim
+            )
         except AlreadyCached as cached:
             response = self._file_hit(cached.entry, asked)
             if response is None:
                 raise UpstreamError(rp.key, "cached file vanished") from None
             return response
         asked.state.outcome = outcome
+        return self._stream_response(head, body, outcome, asked)
+
+    def _stream_response(self, head: Head, body: Body | None, outcome: str, asked: Asked) -> Any:
+        """Headers for a miss from what is known before the body; ranges only where the body
+        can serve them (otherwise the whole file: RFC 9110 §14.2 lets a server ignore Range)."""
         etag = strong_etag(head.sha256) if head.sha256 else None
         start, end, status = 0, head.size, 200
-        if head.size is not None and if_range_allows(asked.headers.get("if-range"), etag, None):
+        ranges = body is None or body.ranges
+        if (
+            ranges
+            and head.size is not None
+            and if_range_allows(asked.headers.get("if-range"), etag, None)
+        ):
             try:
                 span = parse_range(asked.headers.get("range"), head.size)
             except RangeNotSatisfiable:
+                if body is not None:
+                    return StreamResponse(
+                        416, [(b"content-range", f"bytes */{head.size}".encode())], body, 0, 0
+                    )
                 return EmptyResponse(416, [(b"content-range", f"bytes */{head.size}".encode())])
             if span is not None:
                 start, end, status = span[0], span[1], 206
@@ -373,8 +421,7 @@ class Proxy:
             out.append((b"content-range", f"bytes {start}-{end - 1}/{head.size}".encode()))  # type: ignore[operator]
         if etag:
             out.append((b"etag", etag.encode()))
-        body = None if asked.method == "HEAD" else reader(start, end)
-        return StreamResponse(status, out, body)
+        return StreamResponse(status, out, body, start, end, head_only=asked.method == "HEAD")
 
     def _file_hit(self, entry: FileEntry, asked: Asked, store: BlobStore | None = None) -> Any:
         rep = Representation(
@@ -401,11 +448,12 @@ class Proxy:
         return response
 
     async def _start_download(
-        self, rp: ResourcePath, channel: ChannelSettings, headers: Mapping[str, str]
-    ) -> tuple[Head, Callable[[int, int | None], AsyncIterator[bytes]], str]:
+        self, rp: ResourcePath, channel: ChannelSettings, claim: str | None
+    ) -> tuple[Head, Body, str]:
         """Join or start the verified download of a package or shard."""
-        expected = await expected_for(rp, headers, self.index, self.meta)
-        return await self.downloads.start(rp.key, channel, self._url(channel, rp), expected)
+        expected = await self.checksums.expected(rp)
+        reconcile(rp.key, expected, claim)
+        return await self.downloads.start(rp.key, channel, self._url(channel, rp), expected, claim)
 
     def _url(self, channel: ChannelSettings, rp: ResourcePath) -> str:
         """Where the file really is: CEP-15/16 base URLs seen in metadata win over the layout."""

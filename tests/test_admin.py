@@ -9,7 +9,7 @@ import httpx
 import msgpack
 import pytest
 
-from condaproxy.repodata import zstd_decompress
+from condaproxy.codecs import zstd_decompress
 from tests.test_e2e_rattler import rattler_install
 
 pytestmark = pytest.mark.integration
@@ -68,19 +68,22 @@ def test_metrics_after_a_known_sequence_add_up_across_workers(proxy, upstream):
     assert (
         metric(text, "condaproxy_bytes_served_total", channel="local", source="cache") >= 6 * size
     )
-    # Upstream: the noarch repodata.json.zst, the package, the missing package.
-    assert metric(text, "condaproxy_upstream_request_seconds_count", channel="local") == 3
+    # Upstream: the noarch repodata.json.zst; linux-64's shard index and the package's shard
+    # (its record, needed before a byte is streamed); the package; the missing package.
+    assert metric(text, "condaproxy_upstream_request_seconds_count", channel="local") == 5
     # Labels stay bounded: no file or package names.
     assert "datatool" not in text
 
 
 def test_admin_calls_need_an_admin_token(proxy):
     httpx.get(f"{proxy.url}/local{PKG}")
+    before = admin("GET", f"{proxy.url}/api/cache/stats").json()["channels"]["local"]["files"]
+    assert before >= 1
     for token, status in ((None, 401), ("wrong-token-999", 401), (WRITER, 403)):
         assert admin("DELETE", f"{proxy.url}/api/cache", token).status_code == status
         assert admin("GET", f"{proxy.url}/api/cache/stats", token).status_code == status
     stats = admin("GET", f"{proxy.url}/api/cache/stats").json()
-    assert stats["channels"]["local"]["files"] == 1, "nothing was purged"
+    assert stats["channels"]["local"]["files"] == before, "nothing was purged"
 
 
 def test_purge_scopes_and_stats(proxy, upstream, tmp_path: Path):
@@ -89,7 +92,9 @@ def test_purge_scopes_and_stats(proxy, upstream, tmp_path: Path):
     for path in (PKG, NOARCH):
         assert httpx.get(base + path).status_code == 200
     stats = admin("GET", f"{proxy.url}/api/cache/stats").json()
-    assert stats["channels"]["local"]["files"] == 2
+    # The two packages, and the shard that held the linux-64 package's record (noarch's came
+    # from the repodata already cached).
+    assert stats["channels"]["local"]["files"] == 3
     assert stats["channels"]["local"]["misses"] == 3
     assert stats["store"]["bytes"] > 0
 
@@ -109,7 +114,7 @@ def test_purge_scopes_and_stats(proxy, upstream, tmp_path: Path):
     assert httpx.get(base + PKG).headers["x-cache"] == "HIT"
 
     subdir = admin("DELETE", f"{proxy.url}/api/cache/local/linux-64").json()
-    assert subdir["removed"]["files"] == 1
+    assert subdir["removed"]["files"] == 2  # the package and its shard
     everything = admin("DELETE", f"{proxy.url}/api/cache").json()
     assert everything["removed"]["files"] == 1 and everything["removed"]["metadata"] >= 1
     assert admin("GET", f"{proxy.url}/api/cache/stats").json()["channels"]["local"]["files"] == 0

@@ -3,6 +3,8 @@ the store ends within max_size plus at most one file."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -26,8 +28,21 @@ def big_files(tmp_path: Path):
     directory = tmp_path / "big"
     (directory / "noarch").mkdir(parents=True)
     names = [f"blob{i}-1.0-0.conda" for i in range(6)]
+    records = {}
     for name in names:
-        (directory / "noarch" / name).write_bytes(os.urandom(FILE))
+        data = os.urandom(FILE)
+        (directory / "noarch" / name).write_bytes(data)
+        records[name] = {
+            "name": name.split("-")[0],
+            "version": "1.0",
+            "build": "0",
+            "build_number": 0,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": FILE,
+        }
+    # Only files the channel lists (with their checksums) are ever cached.
+    repodata = {"info": {"subdir": "noarch"}, "packages": {}, "packages.conda": records}
+    (directory / "noarch" / "repodata.json").write_text(json.dumps(repodata))
     server = Upstream(directory).start()
     yield server, names
     server.stop()

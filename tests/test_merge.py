@@ -6,6 +6,7 @@ import msgpack
 import msgspec
 import zstandard
 
+from condaproxy.codecs import zstd_decompress
 from condaproxy.merge import (
     merge_repodata,
     merged_shard_index,
@@ -13,7 +14,6 @@ from condaproxy.merge import (
     shard_bytes,
     shard_records,
 )
-from condaproxy.repodata import zstd_decompress
 
 
 def rec(name, version, build="0", **extra):

@@ -17,9 +17,9 @@ import zstandard
 from starlette.testclient import TestClient
 
 from condaproxy.app import create_app
-from condaproxy.downloads import ClientAbort
-from condaproxy.repodata import zstd_decompress
+from condaproxy.codecs import zstd_decompress
 from condaproxy.settings import CacheSettings, ChannelSettings, Secret, Settings, UpstreamSettings
+from condaproxy.transfer import ClientAbort
 
 UP = "https://up.example/cf"
 TOKEN = "tok-abcdef-123456"
@@ -46,6 +46,28 @@ def repodata(extra_pkgs: dict | None = None, info: dict | None = None) -> bytes:
             "packages.conda": {**pkgs, **(extra_pkgs or {})},
             "repodata_version": 1,
         }
+    )
+
+
+def listed(router, subdir: str, files: dict[str, bytes]) -> None:
+    """The upstream's repodata for `subdir` lists `files` (no shards)."""
+    records = {
+        fn: {
+            "name": fn.rsplit("-", 2)[0],
+            "version": "1.0",
+            "build": "0",
+            "build_number": 0,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
+        for fn, data in files.items()
+    }
+    document = msgspec.json.encode(
+        {"info": {"subdir": subdir}, "packages": {}, "packages.conda": records}
+    )
+    router.get(f"{UP}/{subdir}/repodata_shards.msgpack.zst").respond(404)
+    router.get(f"{UP}/{subdir}/repodata.json.zst").respond(
+        200, content=zstandard.compress(document)
     )
 
 
@@ -202,6 +224,7 @@ def test_shard_index_failure_without_copy_is_404_so_clients_fall_back(client, ro
 
 
 def test_upstream_404_is_remembered_briefly(client, router, clock):
+    listed(router, "linux-64", {})
     route = router.get(f"{UP}/linux-64/gone-1.0-0.conda").respond(404)
     assert client.get("/cf/linux-64/gone-1.0-0.conda").status_code == 404
     assert client.get("/cf/linux-64/gone-1.0-0.conda").status_code == 404
@@ -252,6 +275,7 @@ def test_wrong_size_is_refused_before_any_body(client, router):
 
 
 def test_expected_sha256_header_from_rattler_is_checked(client, router):
+    listed(router, "noarch", {})
     router.get(f"{UP}/noarch/lock-1.0-0.conda").respond(200, content=PKG)
     bad = client.get("/cf/noarch/lock-1.0-0.conda", headers={"x-expected-sha256": "zz"})
     assert bad.status_code == 400 and "X-Expected-Sha256" in bad.json()["error"]
@@ -259,18 +283,23 @@ def test_expected_sha256_header_from_rattler_is_checked(client, router):
     assert ok.status_code == 200 and ok.content == PKG
 
 
-def test_unlisted_files_are_still_proxied_and_cached(client, router):
+def test_unlisted_files_are_served_but_never_cached(client, router):
+    """Nothing verifies a file no record lists (removed builds, lockfile URLs): it is streamed,
+    and never kept."""
+    listed(router, "noarch", {})
     route = router.get(f"{UP}/noarch/removed-0.1-0.tar.bz2").respond(200, content=b"old bytes")
     assert client.get("/cf/noarch/removed-0.1-0.tar.bz2").content == b"old bytes"
-    assert client.get("/cf/noarch/removed-0.1-0.tar.bz2").headers["x-cache"] == "HIT"
-    assert route.call_count == 1
+    again = client.get("/cf/noarch/removed-0.1-0.tar.bz2")
+    assert again.content == b"old bytes" and again.headers["x-cache"] == "MISS"
+    assert route.call_count == 2
 
 
 def test_cached_package_ranges_if_range_and_416(client, router):
+    listed(router, "noarch", {"r-1.0-0.conda": PKG})
     router.get(f"{UP}/noarch/r-1.0-0.conda").respond(200, content=PKG)
     client.get("/cf/noarch/r-1.0-0.conda")
     full = client.get("/cf/noarch/r-1.0-0.conda")
-    etag = full.headers["etag"]  # known once verified; a miss without a published sha has none
+    etag = full.headers["etag"]
     resumed = client.get("/cf/noarch/r-1.0-0.conda", headers={"range": "bytes=100-"})
     assert resumed.status_code == 206 and resumed.content == PKG[100:]
     assert resumed.headers["content-range"] == f"bytes 100-{len(PKG) - 1}/{len(PKG)}"

@@ -1,0 +1,130 @@
+"""The state of one download and the pure rules it is checked by: what the channel publishes
+for a file, what is known before the body, and when bytes may go out."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+from dataclasses import dataclass, field
+
+from .errors import IntegrityError
+from .index import FileEntry
+from .relay import Relay
+from .store import TempBlob
+
+READ_CHUNK = 1 << 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the channel publishes for a file; any field may be unknown. Only a `listed` file
+    (from a record, or a shard's name) is ever cached."""
+
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    listed: bool = True
+
+
+@dataclass(frozen=True)
+class Head:
+    """What is known before the body: enough to send response headers."""
+
+    size: int | None
+    content_type: str
+    sha256: str | None
+
+
+@dataclass
+class Download:
+    """A download in this process: where its bytes are, and who is waiting on them."""
+
+    key: str
+    temp: TempBlob | None  # None: nothing is kept (unlisted file or low disk)
+    head: asyncio.Future[Head]
+    written: int = 0  # bytes received, hashed and readable
+    disk_end: int = 0  # bytes readable from the temp file; the rest is in `relay`
+    relay: Relay | None = None
+    verified: bool = False  # size and checksum matched: the last byte may go out
+    sha256: str | None = None  # of the whole body, once verified
+    entry: FileEntry | None = None
+    error: BaseException | None = None
+    readers: dict[int, int] = field(default_factory=dict)  # reader id -> offset
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # committed or failed
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def wait(self) -> None:
+        await self._progress.wait()
+
+    def joinable(self) -> bool:
+        """A new reader can get every byte from 0: from the temp file, and from the relay
+        only while it still holds all it was given."""
+        return self.relay is None or self.relay.complete_from_start
+
+    def slowest(self) -> int:
+        floor = self.relay.start if self.relay is not None else 0
+        return min((max(o, floor) for o in self.readers.values()), default=self.written)
+
+
+class AlreadyCached(Exception):
+    def __init__(self, entry: FileEntry) -> None:
+        super().__init__(entry.sha256)
+        self.entry = entry
+
+
+class ClientAbort(Exception):
+    """The body cannot be completed: the client's connection must be aborted."""
+
+
+def check_claim(key: str, sha256: str | None, claim: str | None) -> None:
+    """A client's own X-Expected-Sha256 decides only its own response."""
+    if claim is not None and sha256 is not None and sha256 != claim:
+        raise ClientAbort(f"{key}: sha256 {sha256} differs from the X-Expected-Sha256 {claim}")
+
+
+def hash_chunk(chunk: bytes, sha: hashlib._Hash, md5: hashlib._Hash | None) -> None:
+    sha.update(chunk)
+    if md5 is not None:
+        md5.update(chunk)
+
+
+def hash_and_write(
+    temp: TempBlob, chunk: bytes, sha: hashlib._Hash, md5: hashlib._Hash | None
+) -> bool:
+    """Hash the chunk and append it to the temp file; False if the disk is full."""
+    hash_chunk(chunk, sha, md5)
+    try:
+        temp.write(chunk)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            return False
+        raise
+    return True
+
+
+def verify(
+    url: str,
+    written: int,
+    sha: hashlib._Hash,
+    md5: hashlib._Hash | None,
+    expected: Expected,
+    size: int | None,
+) -> None:
+    if size is not None and written != size:
+        raise IntegrityError(url, f"body ended after {written} of {size} bytes")
+    if expected.sha256 and sha.hexdigest() != expected.sha256.lower():
+        raise IntegrityError(url, f"sha256 {sha.hexdigest()} differs from {expected.sha256}")
+    if md5 is not None and expected.md5 and md5.hexdigest() != expected.md5.lower():
+        raise IntegrityError(url, f"md5 {md5.hexdigest()} differs from {expected.md5}")
+
+
+def content_type(key: str) -> str:
+    if key.endswith(".tar.bz2"):
+        return "application/x-tar"
+    return "application/octet-stream"
