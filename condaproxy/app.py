@@ -41,7 +41,7 @@ from .service import Asked, Proxy
 from .settings import Settings
 from .store import BlobStore, sweep_temp_files
 from .uploads import UploadStore
-from .upstream import UpstreamClient
+from .upstream import Resolver, UpstreamClient, system_resolve
 from .workers import Workers
 
 log = structlog.get_logger("condaproxy.app")
@@ -52,6 +52,7 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    resolver: Resolver = system_resolve,
 ) -> Any:
     redact = Redactor(settings.secrets())
     metrics = Metrics()
@@ -67,7 +68,7 @@ def create_app(
         store = BlobStore(root / "blobs", tmp)
         uploads = UploadStore(root / "uploads", tmp, locks, clock)
         orphans = uploads.sweep_orphans()
-        upstream = UpstreamClient(settings.upstream, redact, transport, metrics)
+        upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
         workers = Workers()
         meta = MetadataCache(
             index,
