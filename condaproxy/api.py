@@ -14,7 +14,6 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -25,26 +24,45 @@ from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
 from .errors import BadRequest, NotFound, PayloadTooLarge
 from .metrics import Metrics
+from .paths import raw_path_of, split_raw_path
 from .prefetch import Prefetcher, parse_request
 from .publish import Publisher, parse_bool
-from .routing import channel_prefix
+from .routing import (
+    PACKAGE_NAME_RE,
+    PACKAGE_RE,
+    SUBDIR_RE,
+    channel_of,
+    serves_below_subdir,
+    unknown_channel,
+)
 from .settings import Settings, TokenSettings
 from .uploads import UploadStore
 
-_UPLOAD = re.compile(r"^(?P<channel>.+)/upload/(?P<filename>[^/]+)$")
-_FILES = re.compile(r"^(?P<channel>.+)/files$")
-_LIST = re.compile(r"^(?P<channel>.+)/packages$")
-_DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)$")
-_PREFIX = "/api/channels/"
+# Matched against the decoded segments joined by `/` (_api_path): no segment holds a `/`.
+_UPLOAD = re.compile(r"^(?P<channel>.+)/upload/(?P<filename>[^/]+)\Z")
+_FILES = re.compile(r"^(?P<channel>.+)/files\Z")
+_LIST = re.compile(r"^(?P<channel>.+)/packages\Z")
+_DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)\Z")
+_PREFIX = ("api", "channels")
+_CACHE = ("api", "cache")
 MAX_FILES = 100
 
 
-def _api_path(request: Request) -> str:
-    # The raw path keeps %2F encoded, so an encoded slash in a file name cannot pass for a
-    # path separator: each part is decoded after splitting.
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    path = raw.decode("latin-1").split("?", 1)[0]
-    return path[len(_PREFIX) :] if path.startswith(_PREFIX) else ""
+def _api_path(request: Request, prefix: tuple[str, ...] = _PREFIX) -> str:
+    """The path below `prefix`, as decoded segments joined by `/`. The raw path is split and
+    each segment decoded once and checked (paths.split_raw_path, the rule channel paths
+    follow too), so an encoded slash or dot segment cannot pass for a path step."""
+    segments = split_raw_path(raw_path_of(request.scope))
+    if tuple(segments[: len(prefix)]) != prefix:
+        return ""
+    return "/".join(segments[len(prefix) :])
+
+
+def _known_channel(name: str, settings: Settings, who: TokenSettings | None) -> str:
+    """`name` if it is a configured channel; else the unknown-channel 404 for this caller."""
+    if name not in settings.channels:
+        raise unknown_channel(f"unknown channel '{name}'", settings.channels, who)
+    return name
 
 
 def _who(request: Request, settings: Settings) -> tuple[TokenSettings | None, bool]:
@@ -66,11 +84,12 @@ def api_routes(
         who, presented = _who(request, settings)
         method = request.method
         if method == "POST" and (m := _UPLOAD.match(path)):
-            channel = publisher.writable_channel(unquote(m["channel"]), who, presented)
+            name = _known_channel(m["channel"], settings, who)
+            channel = publisher.writable_channel(name, who, presented)
             assert who is not None
             upload = await publisher.publish(
                 channel,
-                unquote(m["filename"]),
+                m["filename"],
                 request.stream(),
                 who,
                 request.query_params.get("sha256"),
@@ -78,7 +97,8 @@ def api_routes(
             )
             return JSONResponse(upload.listing(), status_code=201)
         if method == "POST" and (m := _FILES.match(path)):
-            channel = publisher.writable_channel(unquote(m["channel"]), who, presented)
+            name = _known_channel(m["channel"], settings, who)
+            channel = publisher.writable_channel(name, who, presented)
             assert who is not None
             length = request.headers.get("content-length")
             if length and length.isdigit() and int(length) > publisher.max_size:
@@ -114,11 +134,8 @@ def api_routes(
                     raise
             return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
         if method == "GET" and (m := _LIST.match(path)):
-            name = unquote(m["channel"])
-            listed = settings.channels.get(name)
-            if listed is None:
-                raise NotFound(f"unknown channel '{name}'", channels=sorted(settings.channels))
-            if listed.private:
+            name = _known_channel(m["channel"], settings, who)
+            if settings.channels[name].private:
                 require(who, presented, name, "read")
             listing = sorted(
                 (u.listing() for u in uploads.list(name)),
@@ -126,9 +143,10 @@ def api_routes(
             )
             return JSONResponse({"channel": name, "packages": listing})
         if method == "DELETE" and (m := _DELETE.match(path)):
-            name = unquote(m["channel"])
+            name = _known_channel(m["channel"], settings, who)
             publisher.writable_channel(name, who, presented)
-            removed = await uploads.delete(name, unquote(m["subdir"]), unquote(m["filename"]))
+            subdir, filename = _subdir(m["subdir"]), _package(m["filename"])
+            removed = await uploads.delete(name, subdir, filename)
             return JSONResponse({"deleted": removed.listing()})
         raise NotFound(f"no API endpoint {method} {request.url.path}")
 
@@ -165,8 +183,8 @@ def admin_routes(
     async def prefetch(request: Request) -> JSONResponse:
         _, _, prefetcher = state()
         who, presented = _who(request, settings)
-        rest = request.path_params["rest"].strip("/")
-        scope = _purge_scope(rest, request, settings)
+        rest = _api_path(request, _CACHE).removesuffix("/prefetch")
+        scope = _purge_scope(rest, request, settings, who)
         if scope.channel is None or scope.subdir is None or scope.filename is not None:
             raise BadRequest("prefetch is POST /api/cache/<channel>/<subdir>/prefetch")
         require(who, presented, scope.channel, "admin")
@@ -181,8 +199,8 @@ def admin_routes(
     async def purge(request: Request) -> JSONResponse:
         admin, _, _ = state()
         who, presented = _who(request, settings)
-        rest = request.path_params.get("rest", "").strip("/")
-        scope = _purge_scope(rest, request, settings)
+        rest = _api_path(request, _CACHE)
+        scope = _purge_scope(rest, request, settings, who)
         require(who, presented, scope.channel or "*", "admin")
         removed = await asyncio.to_thread(admin.purge, scope)
         return JSONResponse({"removed": removed, "scope": _describe(scope)})
@@ -195,20 +213,41 @@ def admin_routes(
     ]
 
 
-def _purge_scope(rest: str, request: Request, settings: Settings) -> Scope:
+def _purge_scope(
+    rest: str, request: Request, settings: Settings, who: TokenSettings | None
+) -> Scope:
+    """`<channel>[/<subdir>[/<filename>]]` (decoded segments, see _api_path): a configured
+    channel, a conda subdir, a file a channel serves below a subdir."""
     package = request.query_params.get("package")
+    if package is not None and not PACKAGE_NAME_RE.match(package):
+        raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
     metadata_only = parse_bool(request.query_params.get("metadata_only"), "metadata_only")
     if not rest:
         return Scope(package=package, metadata_only=metadata_only)
-    channel = channel_prefix(rest, settings.channels)
+    segments = rest.split("/")
+    channel = channel_of(segments, settings.channels)
     if channel is None:
-        raise NotFound(f"unknown channel in '{rest}'", channels=sorted(settings.channels))
-    parts = [p for p in rest[len(channel) :].split("/") if p]
+        raise unknown_channel(f"unknown channel in '{rest}'", settings.channels, who)
+    parts = segments[len(channel.split("/")) :]
     if len(parts) > 2:
         raise BadRequest("purge scope is <channel>[/<subdir>[/<filename>]]")
-    subdir = parts[0] if parts else None
+    subdir = _subdir(parts[0]) if parts else None
     filename = parts[1] if len(parts) > 1 else None
+    if filename is not None and not serves_below_subdir(filename):
+        raise BadRequest(f"'{filename}' is not a file a conda channel serves below a subdir")
     return Scope(channel, subdir, filename, package, metadata_only)
+
+
+def _subdir(text: str) -> str:
+    if not SUBDIR_RE.match(text):
+        raise BadRequest(f"'{text}' is not a conda subdir (noarch or <platform>-<arch>)")
+    return text
+
+
+def _package(text: str) -> str:
+    if not PACKAGE_RE.match(text):
+        raise BadRequest(f"'{text}' is not <name>-<version>-<build>.conda or .tar.bz2")
+    return text
 
 
 def _describe(scope: Scope) -> dict[str, Any]:

@@ -33,10 +33,11 @@ from .logs import AccessLog
 from .metadata import MetadataCache
 from .metrics import Metrics
 from .overlay import Overlay
+from .paths import is_own_route, raw_path_of, split_raw_path, split_token
 from .prefetch import Prefetcher
 from .publish import Publisher
 from .redact import Redactor
-from .routing import parse_path, split_token
+from .routing import UnknownChannel, parse_segments, unknown_channel
 from .service import Asked, Proxy
 from .settings import Settings
 from .store import BlobStore, sweep_temp_files
@@ -228,9 +229,11 @@ class _State:
 class ChannelDispatch:
     """Channel files are the hot path of every cache hit, so they skip Starlette's router and
     middleware stack: plain ASGI in, the core called, errors translated here. Everything else
-    (health, the API) is the Starlette app."""
+    (health, the API) is the Starlette app.
 
-    RESERVED = ("/healthz", "/readyz", "/metrics", "/api/")
+    Every path, whichever side serves it, is first split and checked by paths.split_raw_path
+    (one rule). A request goes to Starlette only when its first segment (after any
+    `/t/<token>/`) is one of paths.ROUTE_SEGMENTS, exactly: `healthz-mirror` is a channel."""
 
     def __init__(
         self, app: Starlette, settings: Settings, error_response: Callable[[ProxyError], Any]
@@ -240,34 +243,51 @@ class ChannelDispatch:
         self.error_response = error_response
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.RESERVED):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rest, path_token = split_token(scope["path"])
-        if path_token is not None and ("/" + rest).startswith(self.RESERVED):
-            # `/t/<token>/api/...`: the API with the token in the path (anaconda.org style).
-            prefix = len(scope["path"]) - len(rest) - 1
-            raw = scope.get("raw_path") or scope["path"].encode()
-            state = scope.setdefault("state", {})
-            state["path_token"] = path_token
-            inner = {**scope, "path": "/" + rest, "raw_path": raw[prefix:], "state": state}
-            await self.app(inner, receive, send)
-            return
         state = _State(scope.setdefault("state", {}))
+        headers: dict[str, str] = {}
         try:
+            raw = raw_path_of(scope)
+            segments = split_raw_path(raw)
+            path_token, rest = split_token(segments)
+            if is_own_route(rest):
+                await self.app(self._own_route(scope, raw, path_token, rest), receive, send)
+                return
             if scope["method"] not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
             proxy: Proxy = self.app.state.proxy
-            rp = parse_path(scope["path"], proxy.channels)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            rp = parse_segments(segments, proxy.channels)
             state.channel = rp.channel
             state.kind = rp.kind.value
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             if proxy.channels[rp.channel].private:
                 # Every path of a private channel, metadata included, needs a read token.
                 token = presented_token(headers, rp.token)
                 who = identify(token, self.settings.tokens.values())
                 require(who, token is not None, rp.channel, "read")
             response = await proxy.serve(rp, Asked(headers, scope["method"], state))
+        except UnknownChannel as exc:
+            response = self.error_response(self._unknown_for_caller(exc, headers))
         except ProxyError as exc:
             response = self.error_response(exc)
         await response(scope, receive, send)
+
+    @staticmethod
+    def _own_route(
+        scope: dict[str, Any], raw: bytes, path_token: str | None, rest: list[str]
+    ) -> dict[str, Any]:
+        """The scope Starlette sees: `/t/<token>/api/...` is the API with the token in the path
+        (anaconda.org style), handed over in the request state."""
+        if path_token is None:
+            return scope
+        state = scope.setdefault("state", {})
+        state["path_token"] = path_token
+        inner_raw = b"/" + b"/".join(raw.split(b"/")[3:])
+        return {**scope, "path": "/" + "/".join(rest), "raw_path": inner_raw, "state": state}
+
+    def _unknown_for_caller(self, exc: UnknownChannel, headers: dict[str, str]) -> UnknownChannel:
+        token = presented_token(headers, exc.token)
+        who = identify(token, self.settings.tokens.values())
+        return unknown_channel(exc.message, self.settings.channels, who)
