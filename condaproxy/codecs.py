@@ -34,18 +34,6 @@ def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
     return zstandard.ZstdCompressor(level=level, threads=-1).compress(data)
 
 
-def is_small_zstd(path: str, limit: int) -> bool:
-    """Whether a .zst file declares a decompressed size of at most `limit` (frames that do not
-    say may be anything, so they do not count as small)."""
-    with open(path, "rb") as f:
-        header = f.read(18)
-    try:
-        size = zstandard.frame_content_size(header)
-    except zstandard.ZstdError:
-        return True  # not zstd at all: whoever reads it refuses it at once
-    return 0 <= size <= limit
-
-
 def decode_msgpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 

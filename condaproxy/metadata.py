@@ -18,13 +18,12 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from .codecs import is_small_zstd
 from .conditional import is_fresh
 from .errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from .index import Index, MetaEntry, Variant
@@ -34,7 +33,7 @@ from .rewrite import Origins
 from .settings import ChannelSettings
 from .store import BlobStore, new_temp
 from .upstream import UpstreamClient
-from .workers import BIG, Workers
+from .workers import Workers
 
 log = structlog.get_logger("condaproxy.metadata")
 
@@ -52,9 +51,9 @@ class Built:
     origins: Origins = field(default_factory=Origins)
 
 
-# (body path, upstream URL, temp dir, size limit) -> Built. Module-level, so it can run in a
-# worker process.
-BuildFn = Callable[[str, str, str, int], Built]
+# (workers, body path, upstream URL, temp dir, size limit) -> Built: each build decides which
+# of its steps run in a thread and which in the worker process (module-level functions).
+BuildFn = Callable[[Workers, str, str, str, int], Awaitable[Built]]
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,15 @@ def write_variant(
     return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
 
 
-def identity_build(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
+def _identity(body_path: str) -> Built:
     sha = file_sha256(body_path)
     return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
+
+
+async def identity_build(
+    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+) -> Built:
+    return await workers.run(False, _identity, body_path)
 
 
 class MetadataCache:
@@ -230,14 +235,7 @@ class MetadataCache:
                         raise
                     continue
                 body.close()
-                # A small .zst may inflate to hundreds of MB: only a frame that declares a
-                # small size is built in a thread; the rest in the worker process.
-                big = size > BIG or (
-                    url.endswith(".zst") and not is_small_zstd(str(body.path), BIG)
-                )
-                built = await self.workers.run(
-                    big, build, str(body.path), url, str(self.tmp_dir), limit
-                )
+                built = await build(self.workers, str(body.path), url, str(self.tmp_dir), limit)
                 new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
             finally:
                 body.discard()  # gone already if a build adopted the body file itself

@@ -24,10 +24,11 @@ from typing import Any
 import msgspec
 import zstandard
 
-from .codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
+from .codecs import SHARD_LIMIT, decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
 from .errors import UpstreamError
 from .metadata import Built, file_sha256, write_variant
 from .rewrite import Origins, rewrite_repodata, rewrite_shard_index
+from .workers import BIG, Workers
 
 _READ = 4 << 20
 
@@ -78,7 +79,7 @@ def _subdir_of(url: str) -> str | None:
 _NEEDLE = b'"base_url"'
 
 
-def _decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tuple[str, bool]:
+def decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tuple[str, bool]:
     """Decompress a .zst body into a file, never past `limit` bytes; returns the path and
     whether `"base_url"` occurs in it (then the document needs a rewrite)."""
     path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.json.partial")
@@ -113,15 +114,34 @@ def _check_file(path: str, url: str) -> None:
         check_repodata(buf, url, _subdir_of(url))
 
 
-def build_repodata(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
-    """Variants of an upstream repodata body (.zst or plain JSON, already size-bounded)."""
-    if not url.endswith(".zst"):
-        _check_file(body_path, url)
-        return _rewritten(Path(body_path).read_bytes(), url, tmp_dir)
-    json_path, needs_rewrite = _decompress_to_file(body_path, url, tmp_dir, limit)
+async def build_repodata(
+    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+) -> Built:
+    """Variants of an upstream repodata body (.zst or plain JSON, already size-bounded).
+    Decompression streams in a thread (it releases the GIL); checking and rewriting a big
+    document, which would hold the GIL for seconds, runs in the worker process."""
+    if url.endswith(".zst"):
+        json_path, needs_rewrite = await workers.run(
+            False, decompress_to_file, body_path, url, tmp_dir, limit
+        )
+    else:
+        json_path, needs_rewrite = body_path, None
+    big = os.path.getsize(json_path) > BIG
+    return await workers.run(
+        big, finish_repodata, body_path, json_path, needs_rewrite, url, tmp_dir
+    )
+
+
+def finish_repodata(
+    body_path: str, json_path: str, needs_rewrite: bool | None, url: str, tmp_dir: str
+) -> Built:
+    zst = json_path != body_path
     try:
         _check_file(json_path, url)
-        if not needs_rewrite:
+        if needs_rewrite is None:
+            with open(json_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                needs_rewrite = m.find(_NEEDLE) != -1
+        if zst and not needs_rewrite:
             # The common case: the upstream's own .zst passes through and its (40 MB, not
             # 200 MB) hash names the snapshot; the decompressed file is the json variant.
             digest = file_sha256(body_path)
@@ -132,9 +152,11 @@ def build_repodata(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
             return Built(digest, files, Origins())
         document = Path(json_path).read_bytes()
     except BaseException:
-        Path(json_path).unlink(missing_ok=True)
+        if zst:
+            Path(json_path).unlink(missing_ok=True)
         raise
-    Path(json_path).unlink(missing_ok=True)
+    if zst:
+        Path(json_path).unlink(missing_ok=True)
     return _rewritten(document, url, tmp_dir)
 
 
@@ -157,7 +179,14 @@ def build_bz2(document: bytes) -> bytes:
     return bz2.compress(document, 9)
 
 
-def build_shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
+async def build_shard_index(
+    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+) -> Built:
+    # A real shard index is a few MB (conda-forge: ~25,000 names): a thread, and a tight cap.
+    return await workers.run(False, _shard_index, body_path, url, tmp_dir, min(limit, SHARD_LIMIT))
+
+
+def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
     try:
         index = decode_msgpack(zstd_decompress(Path(body_path).read_bytes(), limit))
         if not isinstance(index, dict) or not isinstance(index.get("shards"), dict):

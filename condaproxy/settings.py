@@ -19,16 +19,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .paths import RESERVED_SEGMENTS, valid_channel_name
 from .values import parse_bool, parse_size
 
 ENV_PREFIX = "CONDAPROXY_"
 CONFIG_ENV = "CONDAPROXY_CONFIG"
 DEFAULT_CONFIG = "proxy.toml"
-# First path segments the proxy's own routes own: no channel may be named so (or start so).
-RESERVED_SEGMENTS = frozenset(
-    {"api", "t", "healthz", "readyz", "metrics", "openapi.json", "static"}
-)
-_NAME_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 
 class ConfigError(Exception):
@@ -329,18 +325,6 @@ def _table(raw: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
 
 
 # channels and tokens
-
-
-def valid_channel_name(name: str) -> bool:
-    """Segments of conda channel names (`conda-forge`, `org/label/dev`); none may be a route
-    of the proxy's own at the start."""
-    segments = name.split("/")
-    return (
-        bool(name)
-        and len(name) <= 200
-        and segments[0] not in RESERVED_SEGMENTS
-        and all(_NAME_SEGMENT.match(s) and s not in {".", ".."} for s in segments)
-    )
 
 
 def _channel(name: str, body: Any, where: str) -> ChannelSettings:

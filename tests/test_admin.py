@@ -76,7 +76,7 @@ def test_metrics_after_a_known_sequence_add_up_across_workers(proxy, upstream):
 
 
 def test_admin_calls_need_an_admin_token(proxy):
-    httpx.get(f"{proxy.url}/local{PKG}")
+    assert httpx.get(f"{proxy.url}/local{PKG}", timeout=30).status_code == 200
     before = admin("GET", f"{proxy.url}/api/cache/stats").json()["channels"]["local"]["files"]
     assert before >= 1
     for token, status in ((None, 401), ("wrong-token-999", 401), (WRITER, 403)):
