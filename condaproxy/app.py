@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 import shutil
 import time
@@ -23,7 +24,7 @@ from starlette.routing import Route
 
 from .admin import CacheAdmin
 from .api import admin_routes, api_routes
-from .auth import identify, presented_token, require
+from .auth import has_role, identify, presented_token, require
 from .downloads import Downloads
 from .errors import MethodNotAllowed, ProxyError
 from .eviction import Evictor
@@ -161,29 +162,41 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        """Ready: config loaded, store writable. Low disk is reported, not fatal: the proxy
-        still proxies, it only stops caching."""
+        """Ready while the proxy can serve: hits, and misses passed through. A full or low
+        disk only stops caching (reported as `caching: false` with the reason); it must not
+        take the pod out of its Service."""
         problems = []
-        if getattr(request.app.state, "proxy", None) is None:
+        evictor: Evictor | None = getattr(request.app.state, "evictor", None)
+        if evictor is None:
             problems.append("not started")
-        try:
-            probe = settings.cache.path / "tmp" / f".ready-{os.getpid()}"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as exc:
-            problems.append(f"cache directory not writable: {exc.strerror}")
-        free = shutil.disk_usage(settings.cache.path).free
-        low_disk = free < settings.cache.min_free
-        body = {
-            "status": "ok" if not problems else "unavailable",
-            "problems": problems,
-            "free_disk": free,
-            "caching": not low_disk,
-        }
+        if not settings.cache.path.is_dir():
+            problems.append(f"cache directory {settings.cache.path} is missing")
+        body: dict[str, Any] = {"status": "unavailable" if problems else "ok", "problems": problems}
+        free = shutil.disk_usage(settings.cache.path).free if not problems else 0
+        caching, why = evictor is not None and evictor.has_room(0), "below min_free"
+        if caching:
+            try:
+                probe = settings.cache.path / "tmp" / f".ready-{os.getpid()}"
+                probe.write_bytes(b"ok")
+                probe.unlink()
+            except OSError as exc:
+                caching, why = False, f"cache not writable: {exc.strerror or exc}"
+        body.update({"free_disk": free, "min_free": settings.cache.min_free, "caching": caching})
+        if not caching:
+            body["caching_off_because"] = why
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics_endpoint(request: Request) -> Response:
-        data, content_type = metrics.exposition()
+        """Private channel names are shown only to a scrape with the metrics token (or an
+        admin token), as a Bearer header; anonymous scrapers see them folded into one label."""
+        token = presented_token(request.headers, request.scope["state"].get("path_token"))
+        metrics_token = settings.metrics.token
+        full = token is not None and (
+            (metrics_token is not None and hmac.compare_digest(token, metrics_token.value))
+            or has_role(identify(token, settings.tokens.values()), "*", "admin")
+        )
+        hidden = set() if full else {n for n, c in settings.channels.items() if c.private}
+        data, content_type = metrics.exposition(hidden)
         return Response(data, media_type=content_type)
 
     def error_response(exc: ProxyError) -> JSONResponse:
@@ -192,10 +205,12 @@ def create_app(
 
     async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProxyError)
+        request.state.error = exc.message
         return error_response(exc)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        request.state.error = str(exc.detail)
         return JSONResponse(
             {"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code
         )
@@ -271,6 +286,7 @@ class ChannelDispatch:
         except UnknownChannel as exc:
             response = self.error_response(self._unknown_for_caller(exc, headers))
         except ProxyError as exc:
+            state.error = exc.message
             response = self.error_response(exc)
         await response(scope, receive, send)
 

@@ -7,21 +7,34 @@ multiprocess mode when it is first imported.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from .settings import CONFIG_ENV, ConfigError, check_cache_path, load_settings
 
+SHARED_MEMORY = Path("/dev/shm")
 
-def prepare_metrics_dir(cache_path: Path) -> None:
+
+def prepare_metrics_dir(cache_path: Path) -> Path:
     """An empty directory for prometheus-client's multiprocess mode, named before anything
-    imports prometheus-client (it picks its mode at import) and before workers start."""
-    directory = cache_path / "metrics"
+    imports prometheus-client (it picks its mode at import) and before workers start.
+
+    It lives in shared memory where there is some, not on the cache's disk: prometheus-client
+    writes its values through mmap, and a store that fills its disk must not take the metrics
+    (or, by SIGBUS, the process) down with it."""
+    if os.access(SHARED_MEMORY, os.W_OK):
+        tag = hashlib.sha256(str(cache_path.resolve()).encode()).hexdigest()[:16]
+        directory = SHARED_MEMORY / f"condaproxy-metrics-{tag}"
+    else:
+        directory = cache_path / "metrics"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
 
 
 def app_factory() -> object:
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or settings.server.port
     workers = args.workers or settings.server.workers
 
-    prepare_metrics_dir(settings.cache.path)
+    metrics_dir = prepare_metrics_dir(settings.cache.path)
 
     import uvicorn
 
@@ -66,28 +79,33 @@ def main(argv: list[str] | None = None) -> int:
     from .redact import Redactor
 
     configure_logging(Redactor(settings.secrets()))
-    if workers > 1:
-        # Each worker builds its own app from the same file; they share the cache directory.
-        os.environ[CONFIG_ENV] = os.path.abspath(args.config or settings.source)
-        uvicorn.run(
-            "condaproxy.cli:app_factory",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,  # condaproxy logs every request itself, with its cache outcome
-            log_level="warning",
-            proxy_headers=False,  # nothing uses the client address; skip the per-request rewrite
-        )
-    else:
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
-            access_log=False,
-            log_level="warning",
-            proxy_headers=False,
-        )
+    # uvicorn's own records go through our pipeline (log_config=None keeps its dictConfig off).
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,  # condaproxy logs every request itself, with its cache outcome
+        "log_level": "warning",
+        "log_config": None,
+        "proxy_headers": False,  # nothing uses the client address; skip the per-request rewrite
+    }
+    import structlog
+
+    structlog.get_logger("condaproxy.cli").info(
+        "listening",
+        url=f"http://{host}:{port}",
+        config=os.path.abspath(settings.source),
+        workers=workers,
+        cache=str(settings.cache.path),
+    )
+    try:
+        if workers > 1:
+            # Each worker builds its own app from the same file; they share the cache.
+            os.environ[CONFIG_ENV] = os.path.abspath(args.config or settings.source)
+            uvicorn.run("condaproxy.cli:app_factory", factory=True, workers=workers, **options)
+        else:
+            uvicorn.run(create_app(settings), **options)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -1,4 +1,11 @@
-"""structlog set-up and the access log: one event per request, secrets masked everywhere."""
+"""structlog set-up and the access log: one event per request, secrets masked everywhere.
+
+Errors are events, not tracebacks: a request the proxy refuses or cannot complete is one
+structured event with its cause. uvicorn's own messages go through the same pipeline (so no
+plain text is interleaved with JSON), and its "Exception in ASGI application" record is dropped
+for a response we aborted on purpose (a body that failed verification must cut the connection,
+which only an exception does) since the access event already says why.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,9 @@ from .metrics import Metrics
 from .redact import Redactor
 
 _CACHED = {"hit", "revalidated", "stale"}
+# Answers clients meet in normal use (probing for shards, asking before authenticating).
+_ROUTINE = {401, 404, 416}
+_ABORTED = "_condaproxy_aborted"  # set on an exception whose abort the access log reported
 
 
 def configure_logging(redact: Redactor, level: str = "info", json: bool | None = None) -> None:
@@ -32,19 +42,40 @@ def configure_logging(redact: Redactor, level: str = "info", json: bool | None =
         if as_json
         else structlog.dev.ConsoleRenderer()
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            mask,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, mask, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # The standard library's records (uvicorn's) rendered by the same processors.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask,
+                renderer,
+            ],
+        )
+    )
+    handler.addFilter(_drop_reported_aborts)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        stdlib = logging.getLogger(name)
+        stdlib.handlers = [handler]
+        stdlib.propagate = False
+
+
+def _drop_reported_aborts(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and getattr(exc, _ABORTED, False))
 
 
 def _json(event: Any, **_: Any) -> str:
@@ -54,15 +85,22 @@ def _json(event: Any, **_: Any) -> str:
 
 _ENCODER = msgspec.json.Encoder(enc_hook=str)  # anything unexpected is logged as text
 access_log = structlog.get_logger("condaproxy.access")
+_INTERNAL = b'{"error":"internal error: the proxy failed to answer; see its log","status":500}'
 
 
 class AccessLog:
-    """ASGI middleware: status, bytes, duration and the cache outcome of every request."""
+    """ASGI middleware: status, bytes, duration and the cache outcome of every request, at a
+    level that follows the outcome (5xx and aborted responses are warnings with their cause).
+
+    It is also the last line of defence: an exception before the response started becomes a
+    500 JSON answer and an error event; after it started, the connection is aborted (never a
+    complete wrong body) and the event says why."""
 
     def __init__(self, app: Any, metrics: Metrics | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metrics, labels are bounded
+        self._metrics_failed = False
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -88,26 +126,59 @@ class AccessLog:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        error: str | None = None
+        failure: BaseException | None = None
         try:
             await self.app(scope, receive, counting_send)
-        except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            failure = exc
+            if status:
+                setattr(exc, _ABORTED, True)
+                raise  # the server aborts the connection: the client sees an incomplete body
+            status = 500
+            await _send_internal_error(send)
+        except BaseException as exc:  # cancellation, shutdown: report and let it go on
+            failure = exc
             raise
         finally:
-            if self.metrics is not None:
+            self._finish(scope, state, status, sent, started, failure)
+
+    def _finish(
+        self,
+        scope: dict[str, Any],
+        state: dict[str, Any],
+        status: int,
+        sent: int,
+        started: float,
+        failure: BaseException | None,
+    ) -> None:
+        if self.metrics is not None:
+            try:
                 self._count(scope["path"], state, status, sent)
-            access_log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                channel=state.get("channel"),
-                status=status,
-                bytes=sent,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                cache=state.get("outcome"),
-                **({"error": error} if error else {}),
-            )
+            except Exception as exc:  # metrics must never fail a request (e.g. a full disk)
+                if not self._metrics_failed:
+                    access_log.error("metrics not recorded", error=f"{type(exc).__name__}: {exc}")
+                self._metrics_failed = True
+        fields: dict[str, Any] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "channel": state.get("channel"),
+            "status": status,
+            "bytes": sent,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "cache": state.get("outcome"),
+        }
+        if state.get("error"):
+            fields["error"] = state["error"]
+        if failure is not None:
+            fields["error"] = f"{type(failure).__name__}: {failure}"
+        if failure is not None and status == 500 and not state.get("error"):
+            access_log.error("request failed", **fields, exc_info=failure)
+        elif failure is not None:
+            access_log.warning("response aborted", **fields)
+        elif status >= 500 or (status >= 400 and status not in _ROUTINE):
+            access_log.warning("request", **fields)  # refused or failed: the cause is in it
+        else:
+            access_log.info("request", **fields)
 
     def _count(self, path: str, state: dict[str, Any], status: int, sent: int) -> None:
         assert self.metrics is not None
@@ -118,3 +189,9 @@ class AccessLog:
             self._child(self.metrics.outcomes, channel, outcome).inc()
             source = "cache" if outcome in _CACHED else "upstream"
             self._child(self.metrics.bytes_served, channel, source).inc(sent)
+
+
+async def _send_internal_error(send: Any) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_INTERNAL))]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": _INTERNAL})

@@ -8,6 +8,8 @@ them up. Labels stay bounded: channel and subdir, never package or file names.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,11 +21,36 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client import values as prom_values
+from prometheus_client.metrics_core import Metric
 
 
 def multiprocess() -> bool:
     """Whether prometheus-client keeps values in files (it decides once, at import)."""
     return prom_values.ValueClass is not prom_values.MutexValue
+
+
+PRIVATE = "private"
+
+
+class _Folded:
+    """A registry view whose `channel` labels in `hidden` read as one value, summed."""
+
+    def __init__(self, registry: CollectorRegistry, hidden: frozenset[str]) -> None:
+        self.registry, self.hidden = registry, hidden
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            for sample in family.samples:
+                labels = dict(sample.labels)
+                if labels.get("channel") in self.hidden:
+                    labels["channel"] = PRIVATE
+                key = (sample.name, tuple(sorted(labels.items())))
+                folded[key] = folded.get(key, 0.0) + sample.value
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for (name, pairs), value in folded.items():
+                out.add_sample(name, dict(pairs), value)
+            yield out
 
 
 class Metrics:
@@ -94,8 +121,12 @@ class Metrics:
         prom_multiprocess.MultiProcessCollector(registry)
         return registry
 
-    def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self._reading()), CONTENT_TYPE_LATEST
+    def exposition(self, hidden: Collection[str] = ()) -> tuple[bytes, str]:
+        """The text format; channels in `hidden` are folded into one `channel="private"`."""
+        reading: Any = self._reading()
+        if hidden:
+            reading = _Folded(reading, frozenset(hidden))
+        return generate_latest(reading), CONTENT_TYPE_LATEST
 
     def channel_counts(self) -> dict[str, dict[str, float]]:
         """Per channel: each cache outcome by name, and the other channel counters by metric
