@@ -12,23 +12,23 @@ import asyncio
 import dataclasses
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
-from .errors import BadRequest, NotFound, PayloadTooLarge
+from .errors import BadRequest, NotFound
 from .metrics import Metrics
 from .prefetch import Prefetcher, parse_request
 from .publish import Publisher, parse_bool
 from .routing import channel_prefix
 from .settings import Settings, TokenSettings
+from .upload_api import upload_multipart, upload_raw
 from .uploads import UploadStore
 
 _UPLOAD = re.compile(r"^(?P<channel>.+)/upload/(?P<filename>[^/]+)$")
@@ -36,7 +36,6 @@ _FILES = re.compile(r"^(?P<channel>.+)/files$")
 _LIST = re.compile(r"^(?P<channel>.+)/packages$")
 _DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)$")
 _PREFIX = "/api/channels/"
-MAX_FILES = 100
 
 
 def _api_path(request: Request) -> str:
@@ -52,11 +51,6 @@ def _who(request: Request, settings: Settings) -> tuple[TokenSettings | None, bo
     return identify(token, settings.tokens.values()), token is not None
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(1 << 20):
-        yield chunk
-
-
 def api_routes(
     settings: Settings, state: Callable[[], tuple[Publisher, UploadStore]]
 ) -> list[Route]:
@@ -66,53 +60,11 @@ def api_routes(
         who, presented = _who(request, settings)
         method = request.method
         if method == "POST" and (m := _UPLOAD.match(path)):
-            channel = publisher.writable_channel(unquote(m["channel"]), who, presented)
-            assert who is not None
-            upload = await publisher.publish(
-                channel,
-                unquote(m["filename"]),
-                request.stream(),
-                who,
-                request.query_params.get("sha256"),
-                parse_bool(request.query_params.get("force"), "force"),
-            )
-            return JSONResponse(upload.listing(), status_code=201)
+            channel, filename = unquote(m["channel"]), unquote(m["filename"])
+            return await upload_raw(request, publisher, channel, filename, who, presented)
         if method == "POST" and (m := _FILES.match(path)):
-            channel = publisher.writable_channel(unquote(m["channel"]), who, presented)
-            assert who is not None
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > publisher.max_size:
-                raise PayloadTooLarge(
-                    f"request body is larger than max_upload_size ({publisher.max_size} bytes)"
-                )
-            force = parse_bool(request.query_params.get("force"), "force")
-            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-            if not files:
-                raise BadRequest("multipart field 'files' holds no file")
-            staged: list[Any] = []
-            try:
-                for part in files:
-                    staged.append(
-                        await publisher.prepare(
-                            channel, part.filename or "", _chunks(part), who, None
-                        )
-                    )
-            except BaseException:
-                for _, temp in staged:
-                    temp.discard()
-                raise
-            finally:
-                await form.close()
-            stored = []
-            for i, (upload, temp) in enumerate(staged):
-                try:
-                    stored.append(await publisher.commit(upload, temp, force))
-                except BaseException:
-                    for _, rest in staged[i + 1 :]:
-                        rest.discard()
-                    raise
-            return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
+            channel = unquote(m["channel"])
+            return await upload_multipart(request, publisher, channel, who, presented)
         if method == "GET" and (m := _LIST.match(path)):
             name = unquote(m["channel"])
             listed = settings.channels.get(name)
