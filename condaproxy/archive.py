@@ -14,6 +14,7 @@ The `.conda` zip (CEP-2 / conda-package-handling's format) is uncompressed and h
 
 from __future__ import annotations
 
+import bisect
 import posixpath
 import re
 import tarfile
@@ -35,10 +36,11 @@ class UnpackLimit(PayloadTooLarge):
 
 MAX_INDEX_JSON = 256 * 1024
 MAX_METADATA_JSON = 64 * 1024
-MAX_MEMBERS = 200_000  # conda-forge's largest packages hold a few tens of thousands of files
+MAX_MEMBERS = 100_000  # conda-forge's largest packages hold a few tens of thousands of files
 MAX_PATH = 4096
 MIN_BUDGET = 256 * 1024**2
 MAX_LINK_HOPS = 40  # as Linux's SYMLOOP_MAX
+MAX_LINK_STEPS = 500_000  # path components followed over all symlinks of a package
 _META_HEADERS = {
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -231,47 +233,65 @@ class PackageTree:
         member stored under a symlinked directory."""
         if not self.symlinks:
             return
+        walk = _LinkWalk(self.symlinks)
         for path, target in self.symlinks.items():
             parent = posixpath.dirname(path)
-            if _resolve(f"{parent}/{target}" if parent else target, self.symlinks) is None:
+            if not walk.stays_inside(f"{parent}/{target}" if parent else target):
                 raise InvalidPackage(
                     f"symlink {path!r} -> {target!r} points outside the package (or loops)",
                     member=path,
                 )
-        for name in self.paths:
-            slash = name.find("/")
-            while slash != -1:
-                if name[:slash] in self.symlinks:
-                    raise InvalidPackage(
-                        f"archive member {name!r} is stored under the symlink {name[:slash]!r}",
-                        member=name,
-                    )
-                slash = name.find("/", slash + 1)
+        # Members under `<link>/` sort right after `<link>/`: one binary search per symlink.
+        ordered = sorted(self.paths)
+        for link in self.symlinks:
+            i = bisect.bisect_left(ordered, link + "/")
+            if i < len(ordered) and ordered[i].startswith(link + "/"):
+                raise InvalidPackage(
+                    f"archive member {ordered[i]!r} is stored under the symlink {link!r}",
+                    member=ordered[i],
+                )
 
 
-def _resolve(path: str, symlinks: dict[str, str]) -> list[str] | None:
-    """The components `path` (relative to the package root) reaches when every symlink on the
-    way is followed, or None if it climbs out of the root or loops."""
-    resolved: list[str] = []
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    pending.reverse()
-    hops = 0
-    while pending:
-        part = pending.pop()
-        if part == "..":
-            if not resolved:
-                return None
-            resolved.pop()
-            continue
-        target = symlinks.get("/".join([*resolved, part]))
-        if target is None:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > MAX_LINK_HOPS or target.startswith("/"):
-            return None
-        pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
-    return resolved
+class _LinkWalk:
+    """Resolves paths inside the package through its symlinks, as the OS would once unpacked;
+    all walks of one package share a step budget, so crafted links cannot cost quadratic time."""
+
+    def __init__(self, symlinks: dict[str, str], steps: int = MAX_LINK_STEPS) -> None:
+        self.symlinks = symlinks
+        self.steps = steps
+
+    def stays_inside(self, path: str) -> bool:
+        """False if `path` (relative to the package root) climbs out of it or loops."""
+        prefixes: list[str] = []  # prefixes[i]: the first i + 1 resolved components, joined
+        pending = _components(path)
+        hops = 0
+        while pending:
+            self.steps -= 1
+            if self.steps < 0:
+                raise InvalidPackage("the package's symlinks take too many steps to follow")
+            part = pending.pop()
+            if part == "..":
+                if not prefixes:
+                    return False
+                prefixes.pop()
+                continue
+            candidate = f"{prefixes[-1]}/{part}" if prefixes else part
+            if len(candidate) > MAX_PATH:
+                return False
+            target = self.symlinks.get(candidate)
+            if target is None:
+                prefixes.append(candidate)
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS or target.startswith("/"):
+                return False
+            pending.extend(_components(target))
+        return True
+
+
+def _components(path: str) -> list[str]:
+    """The path's components, last first (a stack)."""
+    return [p for p in reversed(path.split("/")) if p not in ("", ".")]
 
 
 # --- the .conda container ---------------------------------------------------------------------

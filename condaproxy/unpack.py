@@ -34,7 +34,7 @@ from .archive import (
 )
 from .records_check import InvalidRecord
 
-_BUFSIZE = 1 << 20  # tarfile's read size over the decompressed stream
+_BUFSIZE = 64 * 1024  # tarfile's read size: it copies its buffer's rest per header read
 _INDEX = "info/index.json"
 
 

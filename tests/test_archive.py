@@ -472,3 +472,44 @@ def test_a_conda_zip_with_compressed_members_is_refused(tmp_path):
     data = conda_bytes(zstd(conda_info()), zstd(tar_bytes([])), compression=zipfile.ZIP_DEFLATED)
     with pytest.raises(InvalidPackage, match="compressed or encrypted"):
         scan(tmp_path, data)
+
+
+@pytest.mark.parametrize("ext", [".conda", ".tar.bz2"])
+def test_a_realistic_package_built_by_conda_package_handling_passes(tmp_path, ext):
+    """No false alarms: symlinks to files and directories, hardlinks, long and non-ASCII names,
+    nested directories, as conda-build output holds them."""
+    from conda_package_handling import api
+
+    src = tmp_path / "src"
+    (src / "info").mkdir(parents=True)
+    (src / "lib" / "python3.12" / "site-packages" / "pkg").mkdir(parents=True)
+    (src / "bin").mkdir()
+    (src / "lib" / "libfoo.so.1.2.3").write_bytes(os.urandom(3000))
+    os.symlink("libfoo.so.1.2.3", src / "lib" / "libfoo.so.1")
+    os.symlink("libfoo.so.1", src / "lib" / "libfoo.so")
+    os.symlink("lib", src / "lib64")
+    os.symlink("../lib/python3.12/site-packages/pkg", src / "bin" / "pkgdir")
+    os.link(src / "lib" / "libfoo.so.1.2.3", src / "bin" / "foo-hardlinked")
+    deep = src / "share" / ("d" * 80) / ("e" * 80)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 120 + ".txt")).write_text("long")
+    (src / "share" / "données-ünïcode.txt").write_text("é")
+    (src / "lib" / "python3.12" / "site-packages" / "pkg" / "__init__.py").write_text("")
+    filename = f"real-1.0-h0{ext}"
+    index = {**index_json("real-1.0-h0"), "depends": ["python >=3.12,<3.13.0a0", "libgcc >=13"]}
+    (src / "info" / "index.json").write_text(json.dumps(index))
+    (src / "info" / "files").write_text("lib/libfoo.so.1.2.3\n")
+    api.create(str(src), None, filename, out_folder=str(tmp_path))
+    data = (tmp_path / filename).read_bytes()
+    (tmp_path / "scan").mkdir()
+    assert scan(tmp_path / "scan", data, filename)["name"] == "real"
+
+
+def test_crafted_symlinks_cannot_cost_quadratic_time():
+    deep = "/".join(["a"] * 2000)  # 4 KB of components, inside the package
+    members = [Member(f"l{i}", type=SYM, linkname=deep) for i in range(1000)]
+    members += [Member(f"{'d/' * 1500}f{i}") for i in range(100)]
+    started = time.monotonic()
+    with pytest.raises(InvalidPackage, match="too many steps"):
+        tree_of(*members)
+    assert time.monotonic() - started < 2
