@@ -99,7 +99,7 @@ def _optional_text(value: Any) -> None:
         _text(value)
 
 
-def _identity(pattern: re.Pattern[str], max_length: int) -> Callable[[Any], None]:
+def _identity(pattern: re.Pattern[str] | None, max_length: int) -> Callable[[Any], None]:
     """name / version / build: path characters get the message the path checks always gave."""
 
     def check(value: Any) -> None:
@@ -110,8 +110,12 @@ def _identity(pattern: re.Pattern[str], max_length: int) -> Callable[[Any], None
     return check
 
 
+_version_text = _identity(_VERSION, 128)
+_subdir_text = _identity(None, 64)
+
+
 def _version(value: Any) -> None:
-    _identity(_VERSION, 128)(value)
+    _version_text(value)
     try:
         rattler.Version(value)
     except Exception as exc:  # rattler's parse error: the client would refuse it the same way
@@ -119,7 +123,7 @@ def _version(value: Any) -> None:
 
 
 def _subdir(value: Any) -> None:
-    _identity(re.compile(r"^.*$"), 64)(value)
+    _subdir_text(value)
     if not SUBDIR_RE.match(value):
         raise _Bad(f"{_short(value)} is not a conda subdir")
 
@@ -179,11 +183,11 @@ _tokens = _list_of(lambda v: _text(v, 128, _TOKEN), MAX_LIST)
 def _features(value: Any) -> None:
     """A space- or comma-separated string, or (track_features only) a list of strings."""
     if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise _Bad(f"is longer than {MAX_TEXT} characters")
         for token in re.split(r"[ ,]+", value.strip()):
             if token:
                 _text(token, 128, _TOKEN)
-        if len(value) > MAX_TEXT:
-            raise _Bad(f"is longer than {MAX_TEXT} characters")
         return
     _tokens(value)
 
@@ -375,7 +379,10 @@ def _kind(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's 4300-digit conversion limit
+        return "a huge integer"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

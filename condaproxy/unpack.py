@@ -27,12 +27,11 @@ from .archive import (
     Budget,
     InvalidPackage,
     PackageTree,
-    UnpackLimit,
     ZipEntry,
     check_conda_container,
     check_header,
 )
-from .records_check import InvalidRecord
+from .errors import ProxyError
 
 _BUFSIZE = 64 * 1024  # tarfile's read size: it copies its buffer's rest per header read
 _INDEX = "info/index.json"
@@ -52,7 +51,7 @@ def read_package(
                 with bz2.BZ2File(f) as stream:
                     scan.tarball(stream, "the archive")
         scan.tree.finish()
-    except (InvalidPackage, InvalidRecord, UnpackLimit):
+    except ProxyError:  # a refusal already saying why
         raise
     except RecursionError:
         raise InvalidPackage("the archive nests too deeply to read") from None
