@@ -12,21 +12,21 @@ import asyncio
 import dataclasses
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
-from .errors import BadRequest, NotFound, PayloadTooLarge
+from .errors import BadRequest, NotFound
 from .metrics import Metrics
 from .paths import raw_path_of, split_raw_path
 from .prefetch import Prefetcher, parse_request
-from .publish import Publisher, parse_bool
+from .publish import Publisher
+from .query import flag
 from .routing import (
     PACKAGE_NAME_RE,
     PACKAGE_RE,
@@ -36,6 +36,7 @@ from .routing import (
     unknown_channel,
 )
 from .settings import Settings, TokenSettings
+from .upload_api import upload_multipart, upload_raw
 from .uploads import UploadStore
 
 # Matched against the decoded segments joined by `/` (_api_path): no segment holds a `/`.
@@ -45,7 +46,6 @@ _LIST = re.compile(r"^(?P<channel>.+)/packages\Z")
 _DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)\Z")
 _PREFIX = ("api", "channels")
 _CACHE = ("api", "cache")
-MAX_FILES = 100
 
 
 def _api_path(request: Request, prefix: tuple[str, ...] = _PREFIX) -> str:
@@ -70,11 +70,6 @@ def _who(request: Request, settings: Settings) -> tuple[TokenSettings | None, bo
     return identify(token, settings.tokens.values()), token is not None
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(1 << 20):
-        yield chunk
-
-
 def api_routes(
     settings: Settings, state: Callable[[], tuple[Publisher, UploadStore]]
 ) -> list[Route]:
@@ -85,54 +80,10 @@ def api_routes(
         method = request.method
         if method == "POST" and (m := _UPLOAD.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            channel = publisher.writable_channel(name, who, presented)
-            assert who is not None
-            upload = await publisher.publish(
-                channel,
-                m["filename"],
-                request.stream(),
-                who,
-                request.query_params.get("sha256"),
-                parse_bool(request.query_params.get("force"), "force"),
-            )
-            return JSONResponse(upload.listing(), status_code=201)
+            return await upload_raw(request, publisher, name, m["filename"], who, presented)
         if method == "POST" and (m := _FILES.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            channel = publisher.writable_channel(name, who, presented)
-            assert who is not None
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > publisher.max_size:
-                raise PayloadTooLarge(
-                    f"request body is larger than max_upload_size ({publisher.max_size} bytes)"
-                )
-            force = parse_bool(request.query_params.get("force"), "force")
-            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-            if not files:
-                raise BadRequest("multipart field 'files' holds no file")
-            staged: list[Any] = []
-            try:
-                for part in files:
-                    staged.append(
-                        await publisher.prepare(
-                            channel, part.filename or "", _chunks(part), who, None
-                        )
-                    )
-            except BaseException:
-                for _, temp in staged:
-                    temp.discard()
-                raise
-            finally:
-                await form.close()
-            stored = []
-            for i, (upload, temp) in enumerate(staged):
-                try:
-                    stored.append(await publisher.commit(upload, temp, force))
-                except BaseException:
-                    for _, rest in staged[i + 1 :]:
-                        rest.discard()
-                    raise
-            return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
+            return await upload_multipart(request, publisher, name, who, presented)
         if method == "GET" and (m := _LIST.match(path)):
             name = _known_channel(m["channel"], settings, who)
             if settings.channels[name].private:
@@ -221,7 +172,7 @@ def _purge_scope(
     package = request.query_params.get("package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
-    metadata_only = parse_bool(request.query_params.get("metadata_only"), "metadata_only")
+    metadata_only = flag(request.query_params, "metadata_only")
     if not rest:
         return Scope(package=package, metadata_only=metadata_only)
     segments = rest.split("/")

@@ -114,9 +114,7 @@ def create_app(
             evictor,
             clock,
         )
-        app.state.publisher = Publisher(
-            settings.channels, uploads, store, settings.uploads.max_upload_size
-        )
+        app.state.publisher = Publisher(settings.channels, uploads, store, settings.uploads)
         app.state.uploads = uploads
         app.state.evictor = evictor
         app.state.admin = CacheAdmin(settings.channels, index, store, meta)

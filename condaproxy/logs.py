@@ -175,7 +175,9 @@ class AccessLog:
             access_log.error("request failed", **fields, exc_info=failure)
         elif failure is not None:
             access_log.warning("response aborted", **fields)
-        elif status >= 500 or (status >= 400 and status not in _ROUTINE):
+        elif status >= 500 or (
+            status >= 400 and status not in _ROUTINE and not state.get("reported")
+        ):
             access_log.warning("request", **fields)  # refused or failed: the cause is in it
         else:
             access_log.info("request", **fields)
