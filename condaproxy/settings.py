@@ -24,6 +24,8 @@ from .values import parse_bool, parse_size
 
 ENV_PREFIX = "CONDAPROXY_"
 CONFIG_ENV = "CONDAPROXY_CONFIG"
+# Read by the admin CLI (`condaproxy purge|prefetch|stats`), not config keys.
+CLIENT_ENV = frozenset({"CONDAPROXY_URL", "CONDAPROXY_TOKEN"})
 DEFAULT_CONFIG = "proxy.toml"
 
 
@@ -410,7 +412,7 @@ def _apply_env_overrides(
     CONDAPROXY_TOKENS__<NAME>__<KEY> override single keys. Any other CONDAPROXY_* variable
     (a typo) is an error, unless the file refers to it with `env:`."""
     for var, value in env.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var in referenced:
+        if not var.startswith(ENV_PREFIX) or var in {CONFIG_ENV, *CLIENT_ENV} or var in referenced:
             continue
         rest = var[len(ENV_PREFIX) :]
         given = _FromEnv(value, f"environment variable {var}")
