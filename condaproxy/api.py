@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
 from .errors import BadRequest, NotFound
+from .logs import audited
 from .metrics import Metrics
 from .paths import raw_path_of, split_raw_path
 from .prefetch import Prefetcher, parse_request
@@ -78,12 +80,15 @@ def api_routes(
         path = _api_path(request)
         who, presented = _who(request, settings)
         method = request.method
+        token = who.name if who else None
         if method == "POST" and (m := _UPLOAD.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            return await upload_raw(request, publisher, name, m["filename"], who, presented)
+            call = upload_raw(request, publisher, name, m["filename"], who, presented)
+            return await audited("upload", token, f"{name}/{m['filename']}", call)
         if method == "POST" and (m := _FILES.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            return await upload_multipart(request, publisher, name, who, presented)
+            call = upload_multipart(request, publisher, name, who, presented)
+            return await audited("upload", token, name, call)
         if method == "GET" and (m := _LIST.match(path)):
             name = _known_channel(m["channel"], settings, who)
             if settings.channels[name].private:
@@ -95,9 +100,14 @@ def api_routes(
             return JSONResponse({"channel": name, "packages": listing})
         if method == "DELETE" and (m := _DELETE.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            publisher.writable_channel(name, who, presented)
-            subdir, filename = _subdir(m["subdir"]), _package(m["filename"])
-            removed = await uploads.delete(name, subdir, filename)
+
+            async def delete() -> Any:
+                publisher.writable_channel(name, who, presented)
+                subdir, filename = _subdir(m["subdir"]), _package(m["filename"])
+                return await uploads.delete(name, subdir, filename)
+
+            target = f"{name}/{m['subdir']}/{m['filename']}"
+            removed = await audited("delete", token, target, delete())
             return JSONResponse({"deleted": removed.listing()})
         raise NotFound(f"no API endpoint {method} {request.url.path}")
 
@@ -138,13 +148,19 @@ def admin_routes(
         scope = _purge_scope(rest, request, settings, who)
         if scope.channel is None or scope.subdir is None or scope.filename is not None:
             raise BadRequest("prefetch is POST /api/cache/<channel>/<subdir>/prefetch")
-        require(who, presented, scope.channel, "admin")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequest("body is not JSON") from None
-        items, with_deps = parse_request(body)
-        job = prefetcher.submit(scope.channel, scope.subdir, items, with_deps)
+        channel, subdir = scope.channel, scope.subdir
+
+        async def submit() -> Any:
+            require(who, presented, channel, "admin")
+            try:
+                body = await request.json()
+            except ValueError:
+                raise BadRequest("body is not JSON") from None
+            items, with_deps = parse_request(body)
+            return prefetcher.submit(channel, subdir, items, with_deps)
+
+        token = who.name if who else None
+        job = await audited("prefetch", token, f"{channel}/{subdir}", submit())
         return JSONResponse(job.public(), status_code=202)
 
     async def purge(request: Request) -> JSONResponse:
@@ -152,8 +168,13 @@ def admin_routes(
         who, presented = _who(request, settings)
         rest = _api_path(request, _CACHE)
         scope = _purge_scope(rest, request, settings, who)
-        require(who, presented, scope.channel or "*", "admin")
-        removed = await asyncio.to_thread(admin.purge, scope)
+
+        async def purge_scope() -> Any:
+            require(who, presented, scope.channel or "*", "admin")
+            return await asyncio.to_thread(admin.purge, scope)
+
+        target = json.dumps(_describe(scope), sort_keys=True)
+        removed = await audited("purge", who.name if who else None, target, purge_scope())
         return JSONResponse({"removed": removed, "scope": _describe(scope)})
 
     return [

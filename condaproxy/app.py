@@ -28,6 +28,7 @@ from .auth import has_role, identify, presented_token, require
 from .downloads import Downloads
 from .errors import MethodNotAllowed, ProxyError
 from .eviction import Evictor
+from .forwarded import networks
 from .index import Index
 from .locks import KeyedLocks
 from .logs import AccessLog
@@ -224,7 +225,8 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
-    return AccessLog(ChannelDispatch(app, settings, error_response), metrics)
+    trusted = networks(settings.server.trusted_proxies)
+    return AccessLog(ChannelDispatch(app, settings, error_response), metrics, trusted)
 
 
 class _State:

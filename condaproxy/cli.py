@@ -56,7 +56,7 @@ def app_factory() -> object:
     from .redact import Redactor
 
     settings = load_settings(os.environ.get(CONFIG_ENV))
-    configure_logging(Redactor(settings.secrets()))
+    configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     return create_app(settings)
 
 
@@ -170,7 +170,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from .logs import configure_logging
     from .redact import Redactor
 
-    configure_logging(Redactor(settings.secrets()))
+    configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     # uvicorn's own records go through our pipeline (log_config=None keeps its dictConfig off).
     options: dict[str, Any] = {
         "host": host,
