@@ -9,14 +9,18 @@ cannot build or run a container fails these tests with the engine's own error.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.support.podman import (
     BaseSpec,
@@ -30,8 +34,7 @@ from tests.support.podman import (
 from tests.support.processes import ROOT, free_port, write_config
 from tests.test_e2e_rattler import rattler_install
 
-pytestmark = pytest.mark.container
-
+DOCKERFILE = ROOT / "Dockerfile"
 IMAGE = "localhost/condaproxy:under-test"
 BASE = "localhost/condaproxy-test-base:latest"
 UID = 10001
@@ -68,7 +71,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     try:
         ensure_tools()
         podman = Podman()
-        spec = BaseSpec.of(dockerfile_base(ROOT / "Dockerfile"))
+        spec = BaseSpec.of(dockerfile_base(DOCKERFILE))
         tarball = base_tarball(spec, debian_mirror(), tmp_path_factory.mktemp("base"))
         podman.load_base(tarball, BASE)
         seconds = podman.build(ROOT, IMAGE, {"PYTHON_IMAGE": BASE})
@@ -97,6 +100,7 @@ def wait_healthy(built: Built, name: str, url: str, seconds: float = 60) -> None
     pytest.fail(f"{url}/healthz did not answer within {seconds}s\n{built.logs(name)[-3000:]}")
 
 
+@pytest.mark.container
 def test_image_runs_as_documented(built: Built) -> None:
     config = built.config()
     assert config["User"] == f"{UID}:{UID}"
@@ -111,6 +115,7 @@ def test_image_runs_as_documented(built: Built) -> None:
     assert config["Healthcheck"]["Test"][0] == "CMD"  # type: ignore[index]
 
 
+@pytest.mark.container
 def test_mounted_config_is_taken_as_written_and_a_client_installs_through_the_container(
     built: Built, upstream, tmp_path: Path
 ) -> None:
@@ -149,6 +154,7 @@ def test_mounted_config_is_taken_as_written_and_a_client_installs_through_the_co
     assert built.podman.inspect("container", name)["State"]["ExitCode"] == 0  # type: ignore[index]
 
 
+@pytest.mark.container
 def test_environment_overrides_the_image_config_and_the_healthcheck_follows_the_port(
     built: Built,
 ) -> None:
@@ -171,8 +177,51 @@ def test_environment_overrides_the_image_config_and_the_healthcheck_follows_the_
     assert "Connection refused" in elsewhere.stderr
 
 
+@pytest.mark.container
 def test_a_mistyped_variable_stops_the_container_with_one_line(built: Built) -> None:
     proc = built.podman.attempt("run", "--rm", "-e", "CONDAPROXY_SERVR_PORT=9000", built.image)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "CONDAPROXY_SERVR_PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# The lock files: checked without a container engine.
+
+LOCKS = {"requirements.lock": "project", "requirements-build.lock": "build-system"}
+
+
+def locked(path: Path) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of --hash lines) for each pin of a `uv pip compile` lock."""
+    pins: dict[str, tuple[str, int]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        pin = re.match(r"^([A-Za-z0-9._-]+)==([^ ;\\]+)", line)
+        if pin:
+            current = canonicalize_name(pin.group(1))
+            pins[current] = (pin.group(2), 0)
+        elif current and line.strip().startswith("--hash=sha256:"):
+            version, hashes = pins[current]
+            pins[current] = (version, hashes + 1)
+    return pins
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_lock_pins_every_requirement_by_hash(lock: str) -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = (
+        pyproject["project"]["dependencies"]
+        if LOCKS[lock] == "project"
+        else pyproject["build-system"]["requires"]
+    )
+    pins = locked(ROOT / lock)
+    assert pins and all(hashes > 0 for _, hashes in pins.values()), "a pin without --hash"
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{lock} does not pin {name}: regenerate it (see its header)"
+        assert requirement.specifier.contains(pins[name][0]), (
+            f"{lock} pins {name}=={pins[name][0]}, outside pyproject's {requirement}"
+        )
+    # The Dockerfile installs from the locks, checking every hash.
+    install = rf"pip install --require-hashes --only-binary :all: -r (/tmp/)?{re.escape(lock)}\b"
+    assert re.search(install, DOCKERFILE.read_text())
