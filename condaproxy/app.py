@@ -86,6 +86,7 @@ def create_app(
             metrics,
             settings.cache.max_repodata_size,
         )
+        metrics.store_max_bytes.set(settings.cache.max_size)
         evictor = Evictor(
             index, store, locks, metrics, settings.cache.max_size, settings.cache.min_free
         )
