@@ -51,9 +51,9 @@ def prepare_metrics_dir(cache_path: Path) -> Path:
 
 def app_factory() -> object:
     """For uvicorn workers (`--workers N` imports the app again in each process)."""
-    from .app import create_app
-    from .logs import configure_logging
-    from .redact import Redactor
+    from .rules.redact import Redactor
+    from .web.app import create_app
+    from .web.logs import configure_logging
 
     settings = load_settings(os.environ.get(CONFIG_ENV))
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
@@ -166,9 +166,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import structlog
     import uvicorn
 
-    from .app import create_app
-    from .logs import configure_logging
-    from .redact import Redactor
+    from .rules.redact import Redactor
+    from .web.app import create_app
+    from .web.logs import configure_logging
 
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     # uvicorn's own records go through our pipeline (log_config=None keeps its dictConfig off).

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .paths import RESERVED_SEGMENTS, valid_channel_name
-from .values import parse_bool, parse_size
+from .rules.paths import RESERVED_SEGMENTS, valid_channel_name
+from .rules.values import parse_bool, parse_size
 
 ENV_PREFIX = "CONDAPROXY_"
 CONFIG_ENV = "CONDAPROXY_CONFIG"

@@ -9,7 +9,7 @@ import httpx
 import msgpack
 import pytest
 
-from condaproxy.codecs import zstd_decompress
+from condaproxy.rules.codecs import zstd_decompress
 from tests.test_e2e_rattler import rattler_install
 
 pytestmark = pytest.mark.integration

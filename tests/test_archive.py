@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from condaproxy.archive import (
+from condaproxy.cache.unpack import read_package
+from condaproxy.rules.archive import (
     MIN_BUDGET,
     Budget,
     InvalidPackage,
@@ -26,8 +27,7 @@ from condaproxy.archive import (
     check_member_name,
     unpack_budget,
 )
-from condaproxy.records_check import InvalidRecord
-from condaproxy.unpack import read_package
+from condaproxy.rules.records_check import InvalidRecord
 from tests.hostile.archives import (
     STEM,
     Member,

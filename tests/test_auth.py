@@ -2,7 +2,14 @@ import base64
 
 import pytest
 
-from condaproxy.auth import Forbidden, Unauthorized, has_role, identify, presented_token, require
+from condaproxy.rules.auth import (
+    Forbidden,
+    Unauthorized,
+    has_role,
+    identify,
+    presented_token,
+    require,
+)
 from condaproxy.settings import Secret, TokenSettings
 
 CI = TokenSettings("ci", Secret("ci-token-123"), {"internal": "write", "*": "read"})

@@ -1,4 +1,4 @@
-from condaproxy.conditional import (
+from condaproxy.rules.conditional import (
     http_date,
     if_none_match_hits,
     if_range_allows,

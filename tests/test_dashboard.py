@@ -19,7 +19,7 @@ PROPOSED_METRICS = {"condaproxy_store_max_bytes", "condaproxy_active_downloads"}
 def exported_series() -> set[str]:
     """Every series name the proxy's registry exposes, plus the two gauges the dashboard
     proposes."""
-    from condaproxy.metrics import Metrics
+    from condaproxy.cache.instruments import Metrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names = set(PROPOSED_METRICS)

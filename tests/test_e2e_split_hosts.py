@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zstandard
 
-from condaproxy.codecs import zstd_decompress
+from condaproxy.rules.codecs import zstd_decompress
 from tests.support.processes import Upstream
 from tests.test_e2e_rattler import rattler_install
 

@@ -1,6 +1,6 @@
 """Pure rules: client address, external URL and request id behind reverse proxies."""
 
-from condaproxy.forwarded import client_address, external_base, networks, request_id
+from condaproxy.rules.forwarded import client_address, external_base, networks, request_id
 
 TRUSTED = networks(["127.0.0.1", "10.0.0.0/8"])
 

@@ -6,8 +6,8 @@ import msgpack
 import msgspec
 import zstandard
 
-from condaproxy.codecs import zstd_decompress
-from condaproxy.merge import (
+from condaproxy.rules.codecs import zstd_decompress
+from condaproxy.rules.merge import (
     merge_repodata,
     merged_shard_index,
     shadowed_names,

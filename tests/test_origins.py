@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from condaproxy.origins import (
+from condaproxy.rules.origins import (
     Origin,
     address_class,
     carries_credentials,

@@ -1,7 +1,7 @@
 import pytest
 
-from condaproxy.errors import RangeNotSatisfiable
-from condaproxy.ranges import parse_range
+from condaproxy.rules.errors import RangeNotSatisfiable
+from condaproxy.rules.ranges import parse_range
 
 
 @pytest.mark.parametrize(

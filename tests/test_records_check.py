@@ -13,9 +13,9 @@ import msgspec
 import pytest
 import zstandard
 
-from condaproxy.archive import make_record
-from condaproxy.merge import shard_bytes
-from condaproxy.records_check import InvalidRecord, check_record
+from condaproxy.rules.archive import make_record
+from condaproxy.rules.merge import shard_bytes
+from condaproxy.rules.records_check import InvalidRecord, check_record
 from tests.support.processes import ROOT
 
 INDEX = {

@@ -1,7 +1,7 @@
 import msgspec
 
-from condaproxy.records import find_record
-from condaproxy.rewrite import rewrite_repodata, rewrite_shard_index
+from condaproxy.rules.records import find_record
+from condaproxy.rules.rewrite import rewrite_repodata, rewrite_shard_index
 
 REPODATA = {
     "info": {"subdir": "linux-64", "base_url": "https://cdn.example.org/pkgs/linux-64/"},

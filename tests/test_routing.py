@@ -1,14 +1,14 @@
 import pytest
 
-from condaproxy.errors import BadRequest, NotFound, URITooLong
-from condaproxy.paths import (
+from condaproxy.rules.errors import BadRequest, NotFound, URITooLong
+from condaproxy.rules.paths import (
     RESERVED_SEGMENTS,
     is_own_route,
     split_raw_path,
     split_token,
     valid_channel_name,
 )
-from condaproxy.routing import (
+from condaproxy.rules.routing import (
     PACKAGE_RE,
     SUBDIR_RE,
     Kind,

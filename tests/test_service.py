@@ -16,10 +16,10 @@ import respx
 import zstandard
 from starlette.testclient import TestClient
 
-from condaproxy.app import create_app
-from condaproxy.codecs import zstd_decompress
+from condaproxy.cache.transfer import ClientAbort
+from condaproxy.rules.codecs import zstd_decompress
 from condaproxy.settings import CacheSettings, ChannelSettings, Secret, Settings, UpstreamSettings
-from condaproxy.transfer import ClientAbort
+from condaproxy.web.app import create_app
 
 UP = "https://up.example/cf"
 TOKEN = "tok-abcdef-123456"

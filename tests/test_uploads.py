@@ -20,7 +20,7 @@ import msgpack
 import pytest
 from quetz_client.client import QuetzClient
 
-from condaproxy.codecs import zstd_decompress
+from condaproxy.rules.codecs import zstd_decompress
 from tests.support.channel import Pkg, build_package, index_channel
 from tests.support.processes import ROOT, Upstream
 from tests.test_e2e_rattler import rattler_install

@@ -7,10 +7,10 @@ import httpx
 import pytest
 import respx
 
-from condaproxy.errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
-from condaproxy.redact import Redactor
+from condaproxy.cache.upstream import OriginRefused, UpstreamClient, channel_base, system_resolve
+from condaproxy.rules.errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
+from condaproxy.rules.redact import Redactor
 from condaproxy.settings import ChannelSettings, Secret, UpstreamSettings
-from condaproxy.upstream import OriginRefused, UpstreamClient, channel_base, system_resolve
 
 TOKEN = "tk-very-secret-1234"
 CHANNEL = ChannelSettings("org", "https://up.example/org", upstream_token=Secret(TOKEN))

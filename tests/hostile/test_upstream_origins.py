@@ -20,9 +20,9 @@ import pytest
 import respx
 from starlette.testclient import TestClient
 
-from condaproxy.app import create_app
-from condaproxy.repodata import zstd_decompress
+from condaproxy.cache.builds import zstd_decompress
 from condaproxy.settings import CacheSettings, ChannelSettings, Settings, UpstreamSettings
+from condaproxy.web.app import create_app
 from tests.support.processes import Upstream
 from tests.test_e2e_rattler import rattler_install
 from tests.test_e2e_split_hosts import split_channel

@@ -27,7 +27,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from .origins import normal_host
+from ..rules.origins import normal_host
 
 # (host, port) -> the addresses it resolves to; [] if it does not resolve.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]

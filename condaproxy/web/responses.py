@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 
-from .conditional import http_date, if_range_allows, not_modified
-from .errors import RangeNotSatisfiable
-from .ranges import parse_range
+from ..rules.conditional import http_date, if_range_allows, not_modified
+from ..rules.errors import RangeNotSatisfiable
+from ..rules.ranges import parse_range
 
-log = structlog.get_logger("condaproxy.responses")
+log = structlog.get_logger("condaproxy.web.responses")
 
 CHUNK = 1 << 20
 Scope = dict[str, Any]

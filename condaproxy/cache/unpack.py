@@ -21,7 +21,7 @@ from typing import IO, Any, Self, cast
 
 import zstandard
 
-from .archive import (
+from ..rules.archive import (
     MAX_INDEX_JSON,
     MAX_METADATA_JSON,
     Budget,
@@ -31,7 +31,7 @@ from .archive import (
     check_conda_container,
     check_header,
 )
-from .errors import ProxyError
+from ..rules.errors import ProxyError
 
 _BUFSIZE = 64 * 1024  # tarfile's read size: it copies its buffer's rest per header read
 _INDEX = "info/index.json"

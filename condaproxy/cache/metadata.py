@@ -24,18 +24,18 @@ from pathlib import Path
 
 import structlog
 
-from .conditional import is_fresh
-from .errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
-from .index import Index, MetaEntry, Variant
-from .locks import KeyedLocks
-from .metrics import Metrics
-from .rewrite import Origins
-from .settings import ChannelSettings
-from .store import BlobStore, new_temp
+from ..rules.conditional import is_fresh
+from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
+from ..rules.rewrite import Origins
+from ..settings import ChannelSettings
+from ..storage.blobs import BlobStore, new_temp
+from ..storage.index import Index, MetaEntry, Variant
+from ..storage.locks import KeyedLocks
+from .instruments import Metrics
 from .upstream import UpstreamClient
 from .workers import Workers
 
-log = structlog.get_logger("condaproxy.metadata")
+log = structlog.get_logger("condaproxy.cache.metadata")
 
 Clock = Callable[[], float]
 # A variant file ready to adopt: (path, sha256, size).

@@ -13,7 +13,7 @@ from typing import Any
 import diskcache
 from cachetools import LRUCache
 
-from .rewrite import Origins
+from ..rules.rewrite import Origins
 
 
 @dataclass(frozen=True)

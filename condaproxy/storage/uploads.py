@@ -19,9 +19,9 @@ from typing import Any
 
 import diskcache
 
-from .errors import NotFound, ProxyError
+from ..rules.errors import NotFound, ProxyError
+from .blobs import BlobStore, TempBlob
 from .locks import KeyedLocks
-from .store import BlobStore, TempBlob
 
 
 class Conflict(ProxyError):

@@ -11,10 +11,10 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..settings import ChannelSettings, TokenSettings
 from .auth import has_role
 from .errors import NotFound
 from .paths import TOKEN_SEGMENT, check_segment, check_token, split_raw_path, split_token
-from .settings import ChannelSettings, TokenSettings
 
 # Every pattern ends in \Z, not $: `$` also matches before a trailing newline.
 # conda subdirs: noarch, or <platform>-<arch> (linux-64, osx-arm64, emscripten-wasm32, zos-z ...).

@@ -8,10 +8,10 @@ import errno
 import hashlib
 from dataclasses import dataclass, field
 
-from .errors import IntegrityError
-from .index import FileEntry
+from ..rules.errors import IntegrityError
+from ..storage.blobs import TempBlob
+from ..storage.index import FileEntry
 from .relay import Relay
-from .store import TempBlob
 
 READ_CHUNK = 1 << 20
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

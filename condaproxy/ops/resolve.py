@@ -1,7 +1,7 @@
 """Which files a prefetch means: match specs resolved against the cached repodata by py-rattler,
 optionally with the dependency closure a client would install (a real solve).
 
-Runs as its own short-lived process (`python -m condaproxy.resolve`, JSON in on stdin, JSON
+Runs as its own short-lived process (`python -m condaproxy.ops.resolve`, JSON in on stdin, JSON
 out on stdout) that leaves with os._exit: py-rattler's background threads can crash an
 interpreter at exit, and the server must not share that fate.
 """

@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 
-from .errors import BadRequest, ProxyError
-from .index import Index
-from .routing import PACKAGE_RE, SUBDIR_RE
+from ..rules.errors import BadRequest, ProxyError
+from ..rules.routing import PACKAGE_RE, SUBDIR_RE
+from ..storage.index import Index
 
-log = structlog.get_logger("condaproxy.prefetch")
+log = structlog.get_logger("condaproxy.ops.prefetch")
 
 PARALLEL = 4
 MAX_ITEMS = 10_000
@@ -182,7 +182,7 @@ class Prefetcher:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "condaproxy.resolve",
+            "condaproxy.ops.resolve",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

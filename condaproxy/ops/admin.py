@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .index import Index
-from .metadata import MetadataCache
-from .routing import PACKAGE_RE, Kind, ResourcePath, channel_prefix, parse_path
-from .settings import ChannelSettings
-from .store import BlobStore
+from ..cache.metadata import MetadataCache
+from ..rules.routing import PACKAGE_RE, Kind, ResourcePath, channel_prefix, parse_path
+from ..settings import ChannelSettings
+from ..storage.blobs import BlobStore
+from ..storage.index import Index
 
 
 @dataclass(frozen=True)

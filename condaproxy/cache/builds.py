@@ -24,10 +24,16 @@ from typing import Any
 import msgspec
 import zstandard
 
-from .codecs import SHARD_LIMIT, decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
-from .errors import UpstreamError
+from ..rules.codecs import (
+    SHARD_LIMIT,
+    decode_msgpack,
+    encode_msgpack,
+    zstd_compress,
+    zstd_decompress,
+)
+from ..rules.errors import UpstreamError
+from ..rules.rewrite import Origins, rewrite_repodata, rewrite_shard_index
 from .metadata import Built, file_sha256, write_variant
-from .rewrite import Origins, rewrite_repodata, rewrite_shard_index
 from .workers import BIG, Workers
 
 _READ = 4 << 20

@@ -14,34 +14,34 @@ from typing import Any
 import structlog
 import zstandard
 
-from .checksums import Checksums, client_claim, reconcile
-from .codecs import decode_msgpack, zstd_decompress
-from .conditional import if_range_allows, remaining_max_age, strong_etag
-from .downloads import Downloads
-from .errors import NotFound, RangeNotSatisfiable, UpstreamError
-from .eviction import Evictor
-from .index import FileEntry, Index, MetaEntry
-from .metadata import MetadataCache, Served, identity_build
-from .overlay import Overlay, decode_shard
-from .ranges import parse_range
-from .repodata import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
-from .responses import (
+from ..rules.codecs import decode_msgpack, zstd_decompress
+from ..rules.conditional import if_range_allows, remaining_max_age, strong_etag
+from ..rules.errors import NotFound, RangeNotSatisfiable, UpstreamError
+from ..rules.ranges import parse_range
+from ..rules.routing import REPODATA_VARIANTS as REPODATA_FILES
+from ..rules.routing import SHARD_INDEX, Kind, ResourcePath, parse_path
+from ..settings import ChannelSettings
+from ..storage.blobs import BlobStore
+from ..storage.index import FileEntry, Index, MetaEntry
+from ..storage.uploads import UploadStore
+from ..web.responses import (
     EmptyResponse,
     FileResponse,
     Representation,
     StreamResponse,
     respond_with_file,
 )
-from .routing import REPODATA_VARIANTS as REPODATA_FILES
-from .routing import SHARD_INDEX, Kind, ResourcePath, parse_path
-from .settings import ChannelSettings
-from .store import BlobStore
+from .builds import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
+from .checksums import Checksums, client_claim, reconcile
+from .downloads import Downloads
+from .eviction import Evictor
+from .metadata import MetadataCache, Served, identity_build
+from .overlay import Overlay, decode_shard
 from .tails import Body
 from .transfer import AlreadyCached, Expected, Head, content_type
-from .uploads import UploadStore
 from .upstream import UpstreamClient, join_url
 
-log = structlog.get_logger("condaproxy.service")
+log = structlog.get_logger("condaproxy.cache.dispatch")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 STALE_WARNING = '110 - "Response is Stale"'

@@ -13,8 +13,8 @@ import binascii
 import hmac
 from collections.abc import Iterable, Mapping
 
+from ..settings import ROLES, TokenSettings
 from .errors import ProxyError
-from .settings import ROLES, TokenSettings
 
 _RANK = {role: i for i, role in enumerate(ROLES, start=1)}
 REALM = 'Basic realm="condaproxy", Bearer realm="condaproxy"'

@@ -22,32 +22,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .admin import CacheAdmin
+from ..cache.dispatch import Asked, Proxy
+from ..cache.downloads import Downloads
+from ..cache.eviction import Evictor
+from ..cache.instruments import Metrics
+from ..cache.metadata import MetadataCache
+from ..cache.overlay import Overlay
+from ..cache.publish import Publisher
+from ..cache.upstream import Resolver, UpstreamClient, system_resolve
+from ..cache.workers import Workers
+from ..ops.admin import CacheAdmin
+from ..ops.prefetch import Prefetcher
+from ..rules.auth import has_role, identify, presented_token, require
+from ..rules.errors import MethodNotAllowed, ProxyError
+from ..rules.forwarded import networks
+from ..rules.paths import is_own_route, raw_path_of, split_raw_path, split_token
+from ..rules.redact import Redactor
+from ..rules.routing import UnknownChannel, parse_segments, unknown_channel
+from ..settings import Settings
+from ..storage.blobs import BlobStore, sweep_temp_files
+from ..storage.index import Index
+from ..storage.locks import KeyedLocks
+from ..storage.uploads import UploadStore
 from .api import admin_routes, api_routes
-from .auth import has_role, identify, presented_token, require
-from .downloads import Downloads
-from .errors import MethodNotAllowed, ProxyError
-from .eviction import Evictor
-from .forwarded import networks
-from .index import Index
-from .locks import KeyedLocks
 from .logs import AccessLog
-from .metadata import MetadataCache
-from .metrics import Metrics
-from .overlay import Overlay
-from .paths import is_own_route, raw_path_of, split_raw_path, split_token
-from .prefetch import Prefetcher
-from .publish import Publisher
-from .redact import Redactor
-from .routing import UnknownChannel, parse_segments, unknown_channel
-from .service import Asked, Proxy
-from .settings import Settings
-from .store import BlobStore, sweep_temp_files
-from .uploads import UploadStore
-from .upstream import Resolver, UpstreamClient, system_resolve
-from .workers import Workers
 
-log = structlog.get_logger("condaproxy.app")
+log = structlog.get_logger("condaproxy.web.app")
 
 
 def create_app(

@@ -20,16 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .admin import CacheAdmin, Scope, stats_for
-from .auth import identify, presented_token, require
-from .errors import BadRequest, NotFound
-from .logs import audited
-from .metrics import Metrics
-from .paths import raw_path_of, split_raw_path
-from .prefetch import Prefetcher, parse_request
-from .publish import Publisher
-from .query import flag
-from .routing import (
+from ..cache.instruments import Metrics
+from ..cache.publish import Publisher
+from ..ops.admin import CacheAdmin, Scope, stats_for
+from ..ops.prefetch import Prefetcher, parse_request
+from ..rules.auth import identify, presented_token, require
+from ..rules.errors import BadRequest, NotFound
+from ..rules.paths import raw_path_of, split_raw_path
+from ..rules.routing import (
     PACKAGE_NAME_RE,
     PACKAGE_RE,
     SUBDIR_RE,
@@ -37,9 +35,11 @@ from .routing import (
     serves_below_subdir,
     unknown_channel,
 )
-from .settings import Settings, TokenSettings
-from .upload_api import upload_multipart, upload_raw
-from .uploads import UploadStore
+from ..settings import Settings, TokenSettings
+from ..storage.uploads import UploadStore
+from .logs import audited
+from .query import flag
+from .uploads_api import upload_multipart, upload_raw
 
 # Matched against the decoded segments joined by `/` (_api_path): no segment holds a `/`.
 _UPLOAD = re.compile(r"^(?P<channel>.+)/upload/(?P<filename>[^/]+)\Z")

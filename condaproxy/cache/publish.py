@@ -13,18 +13,18 @@ from typing import Any
 import msgspec
 import structlog
 
-from .archive import Budget, check_filename, check_index, make_record, unpack_budget
-from .auth import require
-from .bodies import batches
-from .errors import BadRequest, NotFound, ProxyError
-from .merge import shard_bytes
-from .records_check import InvalidRecord
-from .settings import ChannelSettings, TokenSettings, UploadSettings
-from .store import BlobStore, TempBlob
+from ..rules.archive import Budget, check_filename, check_index, make_record, unpack_budget
+from ..rules.auth import require
+from ..rules.errors import BadRequest, NotFound, ProxyError
+from ..rules.merge import shard_bytes
+from ..rules.records_check import InvalidRecord
+from ..settings import ChannelSettings, TokenSettings, UploadSettings
+from ..storage.blobs import BlobStore, TempBlob
+from ..storage.uploads import Upload, UploadStore
+from ..web.bodies import batches
 from .unpack import read_package
-from .uploads import Upload, UploadStore
 
-log = structlog.get_logger("condaproxy.publish")
+log = structlog.get_logger("condaproxy.cache.publish")
 
 
 class MirrorOnly(ProxyError):

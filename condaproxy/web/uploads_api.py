@@ -16,15 +16,15 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..cache.publish import Publisher, Spool
+from ..rules.errors import BadRequest, ProxyError
+from ..settings import TokenSettings
+from ..storage.blobs import TempBlob
+from ..storage.uploads import Upload
 from .bodies import FileParts, batches, body_chunks, check_declared_length
-from .errors import BadRequest, ProxyError
-from .publish import Publisher, Spool
 from .query import flag
-from .settings import TokenSettings
-from .store import TempBlob
-from .uploads import Upload
 
-log = structlog.get_logger("condaproxy.uploads")
+log = structlog.get_logger("condaproxy.storage.uploads")
 
 MAX_FILES = 100
 _LOGGED_EXTRA = ("field", "member", "limit", "max_upload_size", "read_timeout", "max_members")

@@ -19,14 +19,14 @@ from typing import Any
 import zstandard
 from cachetools import LRUCache
 
-from .codecs import decode_msgpack, zstd_decompress
-from .conditional import is_fresh
-from .errors import BadRequest, NotFound, ProxyError, UpstreamError
-from .index import Index
+from ..rules.codecs import decode_msgpack, zstd_decompress
+from ..rules.conditional import is_fresh
+from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
+from ..rules.records import find_record
+from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
+from ..storage.index import Index
 from .metadata import MetadataCache, Served
 from .overlay import decode_shard
-from .records import find_record
-from .routing import PACKAGE_RE, Kind, ResourcePath
 from .transfer import Expected
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")

@@ -19,12 +19,12 @@ import time
 
 import structlog
 
-from .index import Index
-from .locks import KeyedLocks, release
-from .metrics import Metrics
-from .store import BlobStore
+from ..storage.blobs import BlobStore
+from ..storage.index import Index
+from ..storage.locks import KeyedLocks, release
+from .instruments import Metrics
 
-log = structlog.get_logger("condaproxy.eviction")
+log = structlog.get_logger("condaproxy.cache.eviction")
 
 LOW_WATER = 0.9
 INTERVAL = 30.0  # seconds between background passes (a commit past max_size wakes it at once)

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import structlog
 
-from .errors import IntegrityError, NotFound, UpstreamError
+from ..rules.errors import IntegrityError, NotFound, UpstreamError
+from ..settings import ChannelSettings
+from ..storage.blobs import BlobStore, TempBlob
+from ..storage.index import FileEntry, Index
+from ..storage.locks import POLL_SECONDS, KeyedLocks, release
 from .eviction import Evictor
-from .index import FileEntry, Index
-from .locks import POLL_SECONDS, KeyedLocks, release
 from .relay import Relay
-from .settings import ChannelSettings
-from .store import BlobStore, TempBlob
 from .tails import Body, LocalTail, PrivateStream, RemoteTail
 from .transfer import (
     DISK_FULL,
@@ -48,7 +48,7 @@ from .transfer import (
 )
 from .upstream import UpstreamClient
 
-log = structlog.get_logger("condaproxy.downloads")
+log = structlog.get_logger("condaproxy.cache.downloads")
 
 
 class Downloads:

@@ -22,9 +22,9 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import IntegrityError
-from .locks import POLL_SECONDS
-from .settings import ChannelSettings
+from ..rules.errors import IntegrityError
+from ..settings import ChannelSettings
+from ..storage.locks import POLL_SECONDS
 from .transfer import (
     READ_CHUNK,
     ClientAbort,

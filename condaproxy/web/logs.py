@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 
-from .errors import ProxyError
-from .forwarded import Network, client_address, request_id
-from .metrics import Metrics
-from .redact import Redactor
+from ..cache.instruments import Metrics
+from ..rules.errors import ProxyError
+from ..rules.forwarded import Network, client_address, request_id
+from ..rules.redact import Redactor
 
 _CACHED = {"hit", "revalidated", "stale"}
 # Answers clients meet in normal use (probing for shards, asking before authenticating).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .errors import BadRequest
-from .values import parse_bool
+from ..rules.errors import BadRequest
+from ..rules.values import parse_bool
 
 
 def flag(params: Mapping[str, str], name: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import BadRequest, PayloadTooLarge, RequestTimeout
+from ..rules.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 _BATCH = 1 << 20  # bytes handed to a worker thread at a time

@@ -19,15 +19,15 @@ from typing import Any
 
 import structlog
 
-from .codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
-from .errors import ProxyError, ServiceUnavailable
-from .index import FileEntry, Index, MetaEntry
-from .merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
+from ..rules.codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
+from ..rules.errors import ProxyError, ServiceUnavailable
+from ..rules.merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
+from ..storage.blobs import BlobStore
+from ..storage.index import FileEntry, Index, MetaEntry
 from .metadata import Built, MetadataCache, write_variant
-from .store import BlobStore
 from .workers import BIG, Workers
 
-log = structlog.get_logger("condaproxy.overlay")
+log = structlog.get_logger("condaproxy.cache.overlay")
 
 MERGE_FORMAT = "1"  # bump when merge rules change: the digest names the output
 

@@ -14,6 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
+from ..rules.errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
+from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
+from ..rules.redact import Redactor
+from ..settings import ChannelSettings, UpstreamSettings
 from .egress import (
     CachedResolver,
     Pin,
@@ -24,18 +28,14 @@ from .egress import (
     system_resolve,
     unpin,
 )
-from .errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
-from .metrics import Metrics
-from .origins import Origin, carries_credentials, origin_of, refusal, trusted
-from .redact import Redactor
-from .settings import ChannelSettings, UpstreamSettings
+from .instruments import Metrics
 
 CHUNK = 1 << 20
 USER_AGENT = "condaproxy/0.1"
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-log = structlog.get_logger("condaproxy.upstream")
+log = structlog.get_logger("condaproxy.cache.upstream")
 
 
 @dataclass
