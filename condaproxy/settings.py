@@ -61,7 +61,6 @@ PositiveSize = Annotated[int, msgspec.Meta(ge=1, extra=_BYTES)]
 DocumentSize = Annotated[int, msgspec.Meta(ge=1 << 20, extra=_BYTES)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Role = Literal["read", "write", "admin"]
-ROLES: tuple[str, ...] = ("read", "write", "admin")
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

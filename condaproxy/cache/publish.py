@@ -21,8 +21,9 @@ from ..rules.records_check import InvalidRecord
 from ..settings import ChannelSettings, TokenSettings, UploadSettings
 from ..storage.blobs import BlobStore, TempBlob
 from ..storage.uploads import Upload, UploadStore
-from ..web.bodies import batches
 from .unpack import read_package
+
+_BATCH = 1 << 20  # bytes handed to a worker thread at a time
 
 log = structlog.get_logger("condaproxy.cache.publish")
 
@@ -185,3 +186,17 @@ def check_servable(filename: str, record: dict[str, Any]) -> None:
         raise InvalidRecord(
             f"info/index.json cannot be served in repodata: {type(exc).__name__}: {exc}"[:300]
         ) from None
+
+
+async def batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The same bytes in batches of about 1 MiB, so each costs one worker-thread hop."""
+    batch: list[bytes] = []
+    pending = 0
+    async for chunk in chunks:
+        batch.append(chunk)
+        pending += len(chunk)
+        if pending >= _BATCH:
+            yield b"".join(batch)
+            batch, pending = [], 0
+    if batch:
+        yield b"".join(batch)

@@ -12,11 +12,32 @@ import base64
 import binascii
 import hmac
 from collections.abc import Iterable, Mapping
+from typing import Protocol, TypeVar
 
-from ..settings import ROLES, TokenSettings
 from .errors import ProxyError
 
+ROLES: tuple[str, ...] = ("read", "write", "admin")  # each includes the ones before it
 _RANK = {role: i for i, role in enumerate(ROLES, start=1)}
+
+
+class SecretLike(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class Token(Protocol):
+    """A configured token as these rules see it (settings.TokenSettings is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def token(self) -> SecretLike: ...
+
+    def role_for(self, channel: str) -> str | None: ...
+
+
+T = TypeVar("T", bound=Token)
 REALM = 'Basic realm="condaproxy", Bearer realm="condaproxy"'
 
 
@@ -51,7 +72,7 @@ def presented_token(headers: Mapping[str, str], path_token: str | None) -> str |
     return path_token
 
 
-def identify(token: str | None, tokens: Iterable[TokenSettings]) -> TokenSettings | None:
+def identify(token: str | None, tokens: Iterable[T]) -> T | None:
     """The configured token matching `token`, comparing against all of them in constant time."""
     if not token:
         return None
@@ -63,14 +84,14 @@ def identify(token: str | None, tokens: Iterable[TokenSettings]) -> TokenSetting
     return found
 
 
-def has_role(who: TokenSettings | None, channel: str, needed: str) -> bool:
+def has_role(who: Token | None, channel: str, needed: str) -> bool:
     if who is None:
         return False
     role = who.role_for(channel)
     return role is not None and _RANK[role] >= _RANK[needed]
 
 
-def require(who: TokenSettings | None, presented: bool, channel: str, needed: str) -> None:
+def require(who: Token | None, presented: bool, channel: str, needed: str) -> None:
     """Raise 401 (no or unknown token) or 403 (role too low) unless `who` may act."""
     if who is None:
         reason = "unknown token" if presented else "a token is required"

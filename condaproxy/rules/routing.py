@@ -10,9 +10,9 @@ import enum
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from ..settings import ChannelSettings, TokenSettings
-from .auth import has_role
+from .auth import Token, has_role
 from .errors import NotFound
 from .paths import TOKEN_SEGMENT, check_segment, check_token, split_raw_path, split_token
 
@@ -139,15 +139,18 @@ def _match_channel(segments: Sequence[str], channels: Collection[str]) -> str | 
     return None
 
 
-def readable_channels(
-    channels: Mapping[str, ChannelSettings], who: TokenSettings | None
-) -> list[str]:
+class Visibility(Protocol):
+    @property
+    def private(self) -> bool: ...
+
+
+def readable_channels(channels: Mapping[str, Visibility], who: Token | None) -> list[str]:
     """The channels a caller may know of: the public ones, and private ones it may read."""
     return sorted(n for n, c in channels.items() if not c.private or has_role(who, n, "read"))
 
 
 def unknown_channel(
-    message: str, channels: Mapping[str, ChannelSettings], who: TokenSettings | None
+    message: str, channels: Mapping[str, Visibility], who: Token | None
 ) -> UnknownChannel:
     """The one unknown-channel 404: it lists only what `who` may read, so an anonymous caller
     never learns a private channel's name."""

@@ -19,7 +19,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from ..rules.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-_BATCH = 1 << 20  # bytes handed to a worker thread at a time
 _MAX_OTHER_PARTS = 64 * 1024  # bytes of form fields other than files, all together
 
 
@@ -72,20 +71,6 @@ async def body_chunks(receive: Receive, limit: int, timeout: float) -> AsyncIter
         more = bool(message.get("more_body", False))
         if body:
             yield body
-
-
-async def batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The same bytes in batches of about 1 MiB, so each costs one worker-thread hop."""
-    batch: list[bytes] = []
-    pending = 0
-    async for chunk in chunks:
-        batch.append(chunk)
-        pending += len(chunk)
-        if pending >= _BATCH:
-            yield b"".join(batch)
-            batch, pending = [], 0
-    if batch:
-        yield b"".join(batch)
 
 
 class Sink(Protocol):

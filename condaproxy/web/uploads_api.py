@@ -16,12 +16,12 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..cache.publish import Publisher, Spool
+from ..cache.publish import Publisher, Spool, batches
 from ..rules.errors import BadRequest, ProxyError
 from ..settings import TokenSettings
 from ..storage.blobs import TempBlob
 from ..storage.uploads import Upload
-from .bodies import FileParts, batches, body_chunks, check_declared_length
+from .bodies import FileParts, body_chunks, check_declared_length
 from .query import flag
 
 log = structlog.get_logger("condaproxy.storage.uploads")
