@@ -25,8 +25,9 @@ from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
 from ..storage.index import Index
+from ..storage.keys import MetaKey
+from .merging import decode_shard
 from .metadata import MetadataCache, Served
-from .overlay import decode_shard
 from .transfer import Expected
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -99,7 +100,7 @@ class Checksums:
 
     async def record(self, rp: ResourcePath) -> dict[str, Any] | None:
         """The channel's record of a package file, fetched if need be; None if unlisted."""
-        key = "repodata:" + rp.subdir_key
+        key = MetaKey.repodata(rp.subdir_key)
         entry = self.index.get_meta(key)
         if entry is not None and "json" in entry.variants:
             record = await self._lookup(key, rp.filename)
@@ -117,7 +118,7 @@ class Checksums:
             return None  # no repodata for this subdir upstream: nothing lists the file
         return await self._lookup(key, rp.filename)
 
-    async def _lookup(self, key: str, filename: str) -> dict[str, Any] | None:
+    async def _lookup(self, key: MetaKey, filename: str) -> dict[str, Any] | None:
         entry = self.index.get_meta(key)
         if entry is None or "json" not in entry.variants:
             return None
@@ -126,7 +127,7 @@ class Checksums:
 
     async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
         served = await self._shard_index(rp)
-        names = await self._shard_map(served, "shards:" + rp.subdir_key)
+        names = await self._shard_map(served, MetaKey.shard_index(rp.subdir_key))
         match = PACKAGE_RE.match(rp.filename)
         digest = names.get(match["name"]) if match else None
         if not isinstance(digest, bytes):
@@ -139,7 +140,7 @@ class Checksums:
             raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
         return records.get(rp.filename)
 
-    async def _shard_map(self, served: Served, key: str) -> dict[str, bytes]:
+    async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:
         cache_key = f"{key}@{served.entry.digest}"
         names = self._shard_maps.get(cache_key)
         if names is None:

@@ -1,4 +1,5 @@
-"""Prometheus metrics, correct with several uvicorn workers.
+"""The engine's instruments: Prometheus counters, histograms and gauges, correct with several
+uvicorn workers (reading them is ops/metrics.py).
 
 With `PROMETHEUS_MULTIPROC_DIR` set (the CLI sets it, inside the cache directory, before any
 worker starts), prometheus-client keeps every worker's values in files there and /metrics adds
@@ -7,50 +8,12 @@ them up. Labels stay bounded: channel and subdir, never package or file names.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Collection, Iterator
-from typing import Any
-
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
-from prometheus_client import multiprocess as prom_multiprocess
-from prometheus_client import values as prom_values
-from prometheus_client.metrics_core import Metric
-
-
-def multiprocess() -> bool:
-    """Whether prometheus-client keeps values in files (it decides once, at import)."""
-    return prom_values.ValueClass is not prom_values.MutexValue
-
-
-PRIVATE = "private"
-
-
-class _Folded:
-    """A registry view whose `channel` labels in `hidden` read as one value, summed."""
-
-    def __init__(self, registry: CollectorRegistry, hidden: frozenset[str]) -> None:
-        self.registry, self.hidden = registry, hidden
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.registry.collect():
-            folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-            for sample in family.samples:
-                labels = dict(sample.labels)
-                if labels.get("channel") in self.hidden:
-                    labels["channel"] = PRIVATE
-                key = (sample.name, tuple(sorted(labels.items())))
-                folded[key] = folded.get(key, 0.0) + sample.value
-            out = Metric(family.name, family.documentation, family.type, family.unit)
-            for (name, pairs), value in folded.items():
-                out.add_sample(name, dict(pairs), value)
-            yield out
 
 
 class Metrics:
@@ -124,31 +87,3 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-
-    def _reading(self) -> CollectorRegistry:
-        """What to read: every worker's values when running multiprocess, else our own."""
-        if not multiprocess():
-            return self.registry
-        registry = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(registry)
-        return registry
-
-    def exposition(self, hidden: Collection[str] = ()) -> tuple[bytes, str]:
-        """The text format; channels in `hidden` are folded into one `channel="private"`."""
-        reading: Any = self._reading()
-        if hidden:
-            reading = _Folded(reading, frozenset(hidden))
-        return generate_latest(reading), CONTENT_TYPE_LATEST
-
-    def channel_counts(self) -> dict[str, dict[str, float]]:
-        """Per channel: each cache outcome by name, and the other channel counters by metric
-        name (e.g. `upstream_errors`), summed over workers."""
-        totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for family in self._reading().collect():
-            for sample in family.samples:
-                channel = sample.labels.get("channel")
-                if not channel or not sample.name.endswith("_total"):
-                    continue
-                name = sample.name.removeprefix("condaproxy_").removesuffix("_total")
-                totals[channel][sample.labels.get("outcome", name)] += sample.value
-        return {channel: dict(counts) for channel, counts in totals.items()}

@@ -30,6 +30,7 @@ from ..rules.rewrite import Origins
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, new_temp
 from ..storage.index import Index, MetaEntry, Variant
+from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .instruments import Metrics
 from .upstream import UpstreamClient
@@ -119,24 +120,25 @@ class MetadataCache:
         self.workers = workers
         self.clock = clock
 
-    def store_for(self, key: str) -> BlobStore:
+    def store_for(self, key: MetaKey) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
-        return BlobStore(self.root / hashlib.sha256(key.encode()).hexdigest()[:32], self.tmp_dir)
+        name = hashlib.sha256(str(key).encode()).hexdigest()[:32]
+        return BlobStore(self.root / name, self.tmp_dir)
 
-    def variant_path(self, key: str, variant: Variant) -> Path:
+    def variant_path(self, key: MetaKey, variant: Variant) -> Path:
         return self.store_for(key).path_for(variant.sha256)
 
-    def open_variant(self, key: str, variant: Variant) -> int:
+    def open_variant(self, key: MetaKey, variant: Variant) -> int:
         """A descriptor on the variant; a file of the wrong size is dropped with its entry."""
         fd = os.open(self.variant_path(key, variant), os.O_RDONLY)
         if os.fstat(fd).st_size != variant.size:
             os.close(fd)
             self.index.forget_meta(key)
-            raise UpstreamError(key, "a cached copy was damaged and has been dropped; retry")
+            raise UpstreamError(str(key), "a cached copy was damaged and has been dropped; retry")
         return fd
 
     async def get(
-        self, key: str, channel: ChannelSettings, urls: Sequence[str], build: BuildFn
+        self, key: MetaKey, channel: ChannelSettings, urls: Sequence[str], build: BuildFn
     ) -> Served:
         """The current entry for `key`, fetched or revalidated as its age requires.
 
@@ -148,7 +150,7 @@ class MetadataCache:
             return Served(entry, "hit")
         if entry is None and self.index.is_missing(key, self.clock()):
             raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
-        async with self.locks.hold("meta:" + key):
+        async with self.locks.hold(key.lock):
             latest = self._current(key, urls)
             if (
                 latest is not None
@@ -165,19 +167,19 @@ class MetadataCache:
                 raise
             except UpstreamError as exc:
                 if latest is None:
-                    log.warning("upstream metadata unusable", key=key, reason=exc.message)
+                    log.warning("upstream metadata unusable", key=str(key), reason=exc.message)
                     raise
-                log.warning("serving stale copy", key=key, reason=exc.message)
+                log.warning("serving stale copy", key=str(key), reason=exc.message)
                 return Served(latest, "stale")
             except OSError as exc:
                 # The disk cannot take the new copy (full, read-only): the old one still serves.
                 reason = f"cannot store metadata: {exc.strerror or exc}"
-                log.error("metadata not stored", key=key, reason=reason)
+                log.error("metadata not stored", key=str(key), reason=reason)
                 if latest is None:
-                    raise ServiceUnavailable(f"{key}: {reason}") from None
+                    raise ServiceUnavailable(f"{key.path}: {reason}") from None
                 return Served(latest, "stale")
 
-    def _current(self, key: str, urls: Sequence[str]) -> MetaEntry | None:
+    def _current(self, key: MetaKey, urls: Sequence[str]) -> MetaEntry | None:
         """The stored entry, if it came from one of `urls`: a copy fetched from an upstream the
         channel no longer names is neither revalidated there nor served stale."""
         entry = self.index.get_meta(key)
@@ -185,7 +187,7 @@ class MetadataCache:
 
     async def _refresh(
         self,
-        key: str,
+        key: MetaKey,
         channel: ChannelSettings,
         entry: MetaEntry | None,
         urls: Sequence[str],
@@ -244,7 +246,7 @@ class MetadataCache:
         raise AssertionError("no candidate URL")  # pragma: no cover - urls is never empty
 
     def _adopt(
-        self, key: str, source: str, etag: str | None, modified: str | None, built: Built
+        self, key: MetaKey, source: str, etag: str | None, modified: str | None, built: Built
     ) -> MetaEntry:
         """Move the built files into the key's store, then write the entry naming them, then
         delete what the previous entry named."""
@@ -277,16 +279,16 @@ class MetadataCache:
                     store.delete(variant.sha256)  # open readers keep their descriptor
         return entry
 
-    def put_derived(self, key: str, source: str, built: Built) -> MetaEntry:
+    def put_derived(self, key: MetaKey, source: str, built: Built) -> MetaEntry:
         """Adopt files derived from `source` rather than fetched (merged repodata, merged
         shard indexes)."""
         return self._adopt(key, source, None, None, built)
 
     async def add_variant(
-        self, key: str, entry: MetaEntry, name: str, make: Callable[[MetaEntry], bytes]
+        self, key: MetaKey, entry: MetaEntry, name: str, make: Callable[[MetaEntry], bytes]
     ) -> MetaEntry:
         """Derive a variant lazily (e.g. .bz2) from the current snapshot, once across workers."""
-        async with self.locks.hold("meta:" + key):
+        async with self.locks.hold(key.lock):
             current = self.index.get_meta(key) or entry
             if name in current.variants:
                 return current

@@ -1,188 +1,150 @@
-"""Merged metadata for channels with uploads: every repodata variant and the shard index show
-upstream records plus local ones, recomputed when either side changes.
+"""Uploads over the upstream, as clients see them: which subdirs are overlaid, uploaded files
+served as hits, and the merged repodata and shard index (built by merging.py).
 
-A merged result is keyed by where it came from (the upstream snapshot's digest and the uploads
-generation): while neither moves, the stored result is served as is; when one does, it is
-rebuilt once (single flight across workers) and gets new ETags. Large documents are merged in a
-separate process, so the event loop never waits on a second of JSON work.
+Shadowing (dependency confusion) is decided by the merge rules (rules/merge.py); this module
+only makes sure a subdir with uploads is never answered from the upstream view alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import hashlib
-import mmap
-from collections.abc import Awaitable, Callable, Mapping
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
+import zstandard
 
-from ..rules.codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
-from ..rules.errors import ProxyError, ServiceUnavailable
-from ..rules.merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
-from ..storage.blobs import BlobStore
-from ..storage.index import FileEntry, Index, MetaEntry
-from .metadata import Built, MetadataCache, write_variant
-from .workers import BIG, Workers
-
-log = structlog.get_logger("condaproxy.cache.overlay")
-
-MERGE_FORMAT = "1"  # bump when merge rules change: the digest names the output
-
-
-def merge_digest(source: str, subdir: str, allow_upstream: list[str]) -> str:
-    """A merged document is a function of its inputs, so their hash names it (and its ETags)
-    without hashing 200 MB of output."""
-    inputs = f"{MERGE_FORMAT}|{source}|{subdir}|{','.join(sorted(allow_upstream))}"
-    return hashlib.sha256(inputs.encode()).hexdigest()
-
-
-def merge_job(
-    upstream_path: str | None,
-    local: dict[str, Record],
-    subdir: str,
-    allow_upstream: list[str],
-    tmp_dir: str,
-    digest: str,
-) -> Built:
-    """Merge, and write the json and zst variants to temp files. Runs in the worker process
-    for big documents; the upstream file is mapped, not read into a fresh buffer."""
-    if upstream_path:
-        with open(upstream_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            document = merge_repodata(m, local, subdir, allow_upstream)  # type: ignore[arg-type]
-    else:
-        document = merge_repodata(None, local, subdir, allow_upstream)
-    # Write the json while zstd compresses it: both release the GIL, the machine has 2 cores.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        json_file = pool.submit(write_variant, tmp_dir, "json", document, f"{digest}-json")
-        zst_file = write_variant(tmp_dir, "zst", zstd_compress(document), f"{digest}-zst")
-        files = {"json": json_file.result(), "zst": zst_file}
-    return Built(digest, files)
+from ..rules.codecs import decode_msgpack, zstd_decompress
+from ..rules.errors import NotFound, UpstreamError
+from ..rules.merge import Record
+from ..rules.routing import Kind, ResourcePath
+from ..settings import ChannelSettings
+from ..storage.index import FileEntry
+from ..storage.keys import MetaKey
+from ..storage.uploads import UploadStore
+from .merging import Merger, decode_shard
+from .metadata import Served
+from .packages import Packages
+from .results import Stored
+from .transfer import content_type
+from .views import SHARD_TYPE, Views
 
 
 class Overlay:
-    def __init__(
-        self, meta: MetadataCache, index: Index, store: BlobStore, tmp_dir: Path, workers: Workers
-    ) -> None:
-        self.meta = meta
-        self.index = index
-        self.store = store
-        self.tmp_dir = tmp_dir
-        self.workers = workers
+    def __init__(self, uploads: UploadStore, merger: Merger, packages: Packages) -> None:
+        self.uploads = uploads
+        self.merger = merger
+        self.packages = packages
+        self.views: Views = packages.views
+
+    def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
+        """Uploads live at the channel root (not under labels); a local-only channel is all
+        overlay."""
+        if rp.prefix or rp.subdir is None or channel.mirror_only:
+            return False
+        return channel.upstream is None or rp.subdir in self.uploads.subdirs(channel.name)
+
+    def upload(self, channel: ChannelSettings, rp: ResourcePath) -> FileEntry | None:
+        """The uploaded file by this name, if any (uploads shadow the upstream's file)."""
+        if channel.mirror_only or rp.prefix or rp.subdir is None:
+            return None
+        upload = self.uploads.get(channel.name, rp.subdir, rp.filename)
+        if upload is None:
+            return None
+        return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
+
+    def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
+        """An uploaded file by this name, served from the upload store."""
+        entry = self.upload(channel, rp)
+        return None if entry is None else self.packages.hit(entry, self.uploads.blobs)
+
+    def _local_records(self, channel: ChannelSettings, subdir: str) -> dict[str, Record]:
+        return {fn: u.record for fn, u in self.uploads.current(channel.name, subdir).items()}
 
     async def repodata(
-        self,
-        key: str,
-        source: str,
-        upstream_path: Path | None,
-        local: Mapping[str, Record],
-        subdir: str,
-        allow_upstream: tuple[str, ...],
-    ) -> MetaEntry:
-        """The merged repodata entry for `source` (upstream digest + uploads generation)."""
-
-        async def build() -> MetaEntry:
-            big = upstream_path is not None and upstream_path.stat().st_size > BIG
-            built = await self.workers.run(
-                big,
-                merge_job,
-                str(upstream_path) if upstream_path else None,
-                dict(local),
-                subdir,
-                list(allow_upstream),
-                str(self.tmp_dir),
-                merge_digest(source, subdir, list(allow_upstream)),
-            )
-            return await asyncio.to_thread(self.meta.put_derived, key, source, built)
-
-        return await self._derived(key, source, build)
-
-    async def _derived(
-        self, key: str, source: str, build: Callable[[], Awaitable[MetaEntry]]
-    ) -> MetaEntry:
-        """The entry derived from `source`: reused while the source is unchanged, otherwise
-        built once (single flight across workers)."""
-        entry = self.index.get_meta(key)
-        if entry is not None and entry.source_url == source:
-            return entry
-        async with self.meta.locks.hold("meta:" + key):
-            entry = self.index.get_meta(key)
-            if entry is not None and entry.source_url == source:
-                return entry
+        self, rp: ResourcePath, channel: ChannelSettings
+    ) -> tuple[Served, float | None]:
+        """The merged snapshot, and the fetch time of the upstream copy it was made from (its
+        freshness is the upstream's)."""
+        subdir = rp.subdir or "noarch"
+        local = self._local_records(channel, subdir)
+        upstream: Served | None = None
+        upstream_path: Path | None = None
+        if channel.upstream is not None:
             try:
-                return await build()
-            except ProxyError:
-                raise
-            except Exception as exc:
-                # Never a bare 500, and never the unmerged upstream view (that would re-open
-                # dependency confusion): the client is told to retry, the log says why.
-                log.error("merged view failed", key=key, cause=f"{type(exc).__name__}: {exc}")
-                raise ServiceUnavailable(
-                    f"the merged view {key.partition(':')[2]} cannot be built right now; "
-                    "retry later (the cause is in the proxy's log)"
-                ) from None
-
-    async def shard_index(
-        self,
-        key: str,
-        source: str,
-        channel_key: str,
-        upstream_index: bytes | None,
-        local: Mapping[str, Record],
-        subdir: str,
-        upstream_shards: Mapping[str, dict[str, Record]],
-    ) -> MetaEntry:
-        """The merged CEP-16 index: one new shard per local name (local records, plus the
-        upstream's for names in `allow_upstream`, passed in as `upstream_shards`)."""
-        return await self._derived(
-            key,
+                upstream = await self.views.repodata(rp, channel)
+                key = MetaKey.repodata(rp.subdir_key)
+                upstream_path = self.views.meta.variant_path(key, upstream.entry.variants["json"])
+            except NotFound:
+                pass  # the upstream has no such subdir: the uploads are all there is
+        if not local and upstream is None and subdir != "noarch":
+            # noarch always exists (a 404 there is fatal for every client); others may not.
+            raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
+        generation = self.uploads.generation(channel.name, subdir)
+        source = f"{upstream.entry.digest if upstream else '-'}+{generation}"
+        merged = await self.merger.repodata(
+            MetaKey.merged(rp.subdir_key),
             source,
-            lambda: asyncio.to_thread(
-                self._build_shards,
-                key,
-                source,
-                channel_key,
-                upstream_index,
-                local,
-                subdir,
-                upstream_shards,
-            ),
+            upstream_path,
+            local,
+            subdir,
+            channel.allow_upstream,
         )
+        outcome = upstream.outcome if upstream else "hit"
+        return Served(merged, outcome), upstream.entry.fetched_at if upstream else None
 
-    def _build_shards(
-        self,
-        key: str,
-        source: str,
-        channel_key: str,
-        upstream_index: bytes | None,
-        local: Mapping[str, Record],
-        subdir: str,
-        upstream_shards: Mapping[str, dict[str, Record]],
-    ) -> MetaEntry:
-        by_name: dict[str, dict[str, Record]] = {}
-        for filename, record in local.items():
-            by_name.setdefault(str(record["name"]), {})[filename] = record
-        shards = {}
-        for name, records in by_name.items():
-            data = shard_bytes({**upstream_shards.get(name, {}), **records})
-            sha = hashlib.sha256(data).hexdigest()
-            if not self.store.exists(sha):
-                self.store.put_bytes(data, sha)
-            # Served like any cached shard: content-addressed, immutable.
-            self.index.put_file(
-                f"{channel_key}/shards/{sha}.msgpack.zst",
-                FileEntry(sha, len(data), self.meta.clock(), local=True),
+    async def repodata_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+        served, fetched_at = await self.repodata(rp, channel)
+        key = MetaKey.merged(rp.subdir_key)
+        return await self.views.variant_result(key, served, rp.filename, fetched_at)
+
+    async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+        subdir = rp.subdir or "noarch"
+        local = self._local_records(channel, subdir)
+        upstream_bytes, digest, outcome = None, "-", "hit"
+        upstream_shards: dict[str, dict[str, Any]] = {}
+        if channel.upstream is not None:
+            # No upstream shards means clients must read repodata.json, which is merged too.
+            served = await self.views.shard_index(rp, channel)
+            digest, outcome = served.entry.digest, served.outcome
+            key = MetaKey.shard_index(rp.subdir_key)
+            path = self.views.meta.variant_path(key, served.entry.variants["body"])
+            upstream_bytes = await asyncio.to_thread(path.read_bytes)
+            upstream_shards = await self._allowed_upstream_shards(
+                rp, channel, upstream_bytes, local
             )
-            shards[name] = data
-        base: dict[str, Any] | None = (
-            decode_msgpack(zstd_decompress(upstream_index)) if upstream_index else None
+        elif not local:
+            raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
+        source = f"{digest}+{self.uploads.generation(channel.name, subdir)}"
+        key = MetaKey.merged_shards(rp.subdir_key)
+        merged = await self.merger.shard_index(
+            key, source, f"{channel.name}/{subdir}", upstream_bytes, local, subdir, upstream_shards
         )
-        merged = merged_shard_index(base, shards, subdir)
-        variant = write_variant(str(self.tmp_dir), "body", zstd_compress(encode_msgpack(merged)))
-        return self.meta.put_derived(key, source, Built(variant[1], {"body": variant}))
+        return self.views.result(key, Served(merged, outcome), "body", SHARD_TYPE)
 
-
-def decode_shard(data: bytes) -> dict[str, Record]:
-    return shard_records(decode_msgpack(zstd_decompress(data)))
+    async def _allowed_upstream_shards(
+        self,
+        rp: ResourcePath,
+        channel: ChannelSettings,
+        upstream_index: bytes,
+        local: Mapping[str, Record],
+    ) -> dict[str, dict[str, Any]]:
+        """Upstream records of local names listed in allow_upstream, read from their shards."""
+        allowed = {str(r["name"]) for r in local.values()} & set(channel.allow_upstream)
+        if not allowed:
+            return {}
+        index = decode_msgpack(zstd_decompress(upstream_index, self.views.meta.max_document))
+        found = {}
+        for name in sorted(allowed):
+            digest = (index.get("shards") or {}).get(name)
+            if not isinstance(digest, bytes):
+                continue
+            filename = f"{digest.hex()}.msgpack.zst"
+            shard_rp = dataclasses.replace(rp, filename=filename, kind=Kind.SHARD)
+            data = await self.packages.bytes_of(shard_rp, channel)
+            try:
+                found[name] = decode_shard(data)
+            except (ValueError, TypeError, zstandard.ZstdError) as exc:
+                raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
+        return found

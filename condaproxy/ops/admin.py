@@ -70,19 +70,17 @@ class CacheAdmin:
                 size += self.store.delete(entry.sha256)
                 files += 1
         if scope.filename is None and scope.package is None:
-            for key, meta_entry in self.index.iter_meta():
-                rest = key.partition(":")[2]  # "<kind>:<channel>/..."
-                parts = rest.split("/")
-                rp_channel = channel_prefix(rest, self.channels)
-
+            for meta_key, meta_entry in self.index.iter_meta():
+                parts = meta_key.path.split("/")
+                rp_channel = channel_prefix(meta_key.path, self.channels)
                 if scope.channel is not None and rp_channel != scope.channel:
                     continue
                 if scope.subdir is not None and scope.subdir not in parts:
                     continue
-                store = self.meta.store_for(key)
+                store = self.meta.store_for(meta_key)
                 for variant in meta_entry.variants.values():
                     size += store.delete(variant.sha256)
-                self.index.forget_meta(key)
+                self.index.forget_meta(meta_key)
                 metadata += 1
         return {"files": files, "metadata": metadata, "bytes": size}
 

@@ -14,6 +14,7 @@ import diskcache
 from cachetools import LRUCache
 
 from ..rules.rewrite import Origins
+from .keys import MetaKey
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,12 @@ class Index:
             if (entry := self._db.get(key)) is not None
         ]
 
-    def iter_meta(self) -> list[tuple[str, MetaEntry]]:
+    def iter_meta(self) -> list[tuple[MetaKey, MetaEntry]]:
         return [
-            (key[1], entry)
+            (meta_key, entry)
             for key in list(self._db.iterkeys())
             if isinstance(key, tuple) and key[0] == "meta"
+            if (meta_key := MetaKey.parse(key[1])) is not None
             if (entry := self._db.get(key)) is not None
         ]
 
@@ -99,24 +101,25 @@ class Index:
         return self._db.transact()
 
     # revalidated metadata
-    def get_meta(self, key: str) -> MetaEntry | None:
-        entry: Any = self._db.get(("meta", key))
+    def get_meta(self, key: MetaKey) -> MetaEntry | None:
+        entry: Any = self._db.get(("meta", str(key)))
         return entry
 
-    def put_meta(self, key: str, entry: MetaEntry) -> None:
-        self._db.set(("meta", key), entry)
+    def put_meta(self, key: MetaKey, entry: MetaEntry) -> None:
+        self._db.set(("meta", str(key)), entry)
 
-    def forget_meta(self, key: str) -> None:
-        self._db.delete(("meta", key))
+    def forget_meta(self, key: MetaKey) -> None:
+        self._db.delete(("meta", str(key)))
 
     # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
-    def remember_missing(self, key: str, until: float, ttl: float) -> None:
-        """Remember a 404 until `until` (our clock); diskcache's expiry only collects garbage."""
+    def remember_missing(self, key: str | MetaKey, until: float, ttl: float) -> None:
+        """Remember a 404 until `until` (our clock); diskcache's expiry only collects garbage.
+        Keys are a file's key or a metadata key."""
         if ttl > 0:
-            self._db.set(("missing", key), until, expire=ttl + 60)
+            self._db.set(("missing", str(key)), until, expire=ttl + 60)
 
-    def is_missing(self, key: str, now: float) -> bool:
-        until = self._db.get(("missing", key))
+    def is_missing(self, key: str | MetaKey, now: float) -> bool:
+        until = self._db.get(("missing", str(key)))
         return until is not None and now < until
 
     def iter_missing(self) -> list[str]:
@@ -126,5 +129,5 @@ class Index:
             if isinstance(key, tuple) and key[0] == "missing"
         ]
 
-    def forget_missing(self, key: str) -> None:
-        self._db.delete(("missing", key))
+    def forget_missing(self, key: str | MetaKey) -> None:
+        self._db.delete(("missing", str(key)))

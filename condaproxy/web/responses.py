@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from ..rules.conditional import http_date, if_range_allows, not_modified
+from ..cache.results import Result, Stored, Streamed
+from ..rules.conditional import http_date, if_range_allows, not_modified, strong_etag
 from ..rules.errors import RangeNotSatisfiable
 from ..rules.ranges import parse_range
 
@@ -26,32 +26,20 @@ Send = Callable[[dict[str, Any]], Any]
 Receive = Callable[[], Any]
 
 
-@dataclass
-class Representation:
-    """A stored response body and the headers that describe it."""
-
-    size: int
-    content_type: str
-    etag: str | None
-    modified: float | None
-    cache_control: str
-    outcome: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def header_list(self, status_size: int) -> list[tuple[bytes, bytes]]:
-        headers = {
-            "content-type": self.content_type,
-            "content-length": str(status_size),
-            "cache-control": self.cache_control,
-            "accept-ranges": "bytes",
-            "x-cache": self.outcome.upper(),
-            **self.headers,
-        }
-        if self.etag:
-            headers["etag"] = self.etag
-        if self.modified is not None:
-            headers["last-modified"] = http_date(self.modified)
-        return [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+def _stored_headers(result: Stored, length: int) -> list[tuple[bytes, bytes]]:
+    headers = {
+        "content-type": result.content_type,
+        "content-length": str(length),
+        "cache-control": result.cache_control,
+        "accept-ranges": "bytes",
+        "x-cache": result.outcome.upper(),
+        **result.headers,
+    }
+    if result.etag:
+        headers["etag"] = result.etag
+    if result.modified is not None:
+        headers["last-modified"] = http_date(result.modified)
+    return [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class FileResponse:
@@ -135,9 +123,16 @@ class StreamResponse:
                 await self.body.aclose()
 
 
-def conditional_plan(rep: Representation, request_headers: Any) -> tuple[int, int, int] | None:
-    """Decide status and byte span for a stored representation: (status, start, end), or
-    None for 304. Raises RangeNotSatisfiable for 416."""
+def respond(result: Result, request_headers: Any, method: str) -> Any:
+    """The HTTP answer for what the engine found, HEAD exactly like GET."""
+    if isinstance(result, Stored):
+        return _stored(result, request_headers, method)
+    return _streamed(result, request_headers, method)
+
+
+def conditional_plan(rep: Stored, request_headers: Any) -> tuple[int, int, int] | None:
+    """Decide status and byte span for a stored body: (status, start, end), or None for
+    304. Raises RangeNotSatisfiable for 416."""
     if not_modified(
         request_headers.get("if-none-match"),
         request_headers.get("if-modified-since"),
@@ -153,21 +148,66 @@ def conditional_plan(rep: Representation, request_headers: Any) -> tuple[int, in
     return 206, span[0], span[1]
 
 
-def respond_with_file(
-    rep: Representation, open_fd: Callable[[], int], request_headers: Any, method: str
-) -> Any:
-    """The full HTTP answer for a stored body: 200, 206, 304 or 416, HEAD exactly like GET."""
+def _stored(result: Stored, request_headers: Any, method: str) -> Any:
+    """200, 206, 304 or 416 for a body on disk; a descriptor already open is closed when no
+    body goes out."""
     try:
-        plan = conditional_plan(rep, request_headers)
+        plan = conditional_plan(result, request_headers)
     except RangeNotSatisfiable:
-        headers = rep.header_list(0)
-        headers.append((b"content-range", f"bytes */{rep.size}".encode()))
+        _release(result)
+        headers = _stored_headers(result, 0)
+        headers.append((b"content-range", f"bytes */{result.size}".encode()))
         return EmptyResponse(416, headers)
     if plan is None:
-        headers = [h for h in rep.header_list(0) if h[0] != b"content-length"]
+        _release(result)
+        headers = [h for h in _stored_headers(result, 0) if h[0] != b"content-length"]
         return EmptyResponse(304, headers)
     status, start, end = plan
-    headers = rep.header_list(end - start)
+    headers = _stored_headers(result, end - start)
     if status == 206:
-        headers.append((b"content-range", f"bytes {start}-{end - 1}/{rep.size}".encode()))
-    return FileResponse(open_fd(), status, headers, start, end, method == "HEAD")
+        headers.append((b"content-range", f"bytes {start}-{end - 1}/{result.size}".encode()))
+    response = FileResponse(result.open(), status, headers, start, end, method == "HEAD")
+    if result.on_open is not None:
+        result.on_open()
+    response.on_close = result.on_close
+    return response
+
+
+def _release(result: Stored) -> None:
+    if result.fd is not None:
+        os.close(result.fd)
+        result.fd = None
+
+
+def _streamed(result: Streamed, request_headers: Any, method: str) -> Any:
+    """Headers for a miss from what is known before the body; ranges only where the body can
+    serve them (otherwise the whole file: RFC 9110 §14.2 lets a server ignore Range)."""
+    head, body = result.head, result.body
+    etag = strong_etag(head.sha256) if head.sha256 else None
+    start, end, status = 0, head.size, 200
+    ranges = body is None or body.ranges
+    if (
+        ranges
+        and head.size is not None
+        and if_range_allows(request_headers.get("if-range"), etag, None)
+    ):
+        try:
+            span = parse_range(request_headers.get("range"), head.size)
+        except RangeNotSatisfiable:
+            unsatisfiable = [(b"content-range", f"bytes */{head.size}".encode())]
+            return StreamResponse(416, unsatisfiable, body, 0, 0)
+        if span is not None:
+            start, end, status = span[0], span[1], 206
+    out = [
+        (b"content-type", head.content_type.encode()),
+        (b"cache-control", result.cache_control.encode()),
+        (b"accept-ranges", b"bytes"),
+        (b"x-cache", result.outcome.upper().encode()),
+    ]
+    if end is not None:
+        out.append((b"content-length", str(end - start).encode()))
+    if status == 206 and end is not None:
+        out.append((b"content-range", f"bytes {start}-{end - 1}/{head.size}".encode()))
+    if etag:
+        out.append((b"etag", etag.encode()))
+    return StreamResponse(status, out, body, start, end, head_only=method == "HEAD")

@@ -1,13 +1,20 @@
-"""The two upload endpoints' request handling: the body read with limits (bodies.py), the
-package checked and recorded (publish.py), every refusal logged once as a warning.
+"""The upload API (Quetz-compatible), one handler per route: bodies read with limits
+(bodies.py), packages checked and recorded (cache/publish.py), every refusal logged once as a
+warning, every change audited.
 
-POST /api/channels/<channel>/upload/<filename>?sha256=<hex>&force=<bool>   raw body (Quetz)
-POST /api/channels/<channel>/files?force=<bool>                            multipart `files`
+POST   /api/channels/<channel>/upload/<filename>?sha256=<hex>&force=<bool>   raw body (Quetz)
+POST   /api/channels/<channel>/files?force=<bool>                            multipart `files`
+GET    /api/channels/<channel>/packages
+DELETE /api/channels/<channel>/packages/<subdir>/<filename>
+
+Channel names may hold `/`, so one route takes every path below /api/channels/ and the
+patterns below (matched against the checked, decoded segments) pick the handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, ParamSpec
@@ -15,16 +22,28 @@ from typing import Any, ParamSpec
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from ..cache.publish import Publisher, Spool, batches
-from ..rules.errors import BadRequest, ProxyError
-from ..settings import TokenSettings
+from ..rules.auth import require
+from ..rules.errors import BadRequest, NotFound, ProxyError
+from ..settings import Settings, TokenSettings
 from ..storage.blobs import TempBlob
 from ..storage.uploads import Upload
 from .bodies import FileParts, body_chunks, check_declared_length
+from .logs import audited
 from .query import flag
+from .requests import (
+    CHANNELS,
+    api_path,
+    known_channel,
+    package_param,
+    subdir_param,
+    who_is_asking,
+)
+from .services import Services
 
-log = structlog.get_logger("condaproxy.storage.uploads")
+log = structlog.get_logger("condaproxy.web.uploads_api")
 
 MAX_FILES = 100
 _LOGGED_EXTRA = ("field", "member", "limit", "max_upload_size", "read_timeout", "max_members")
@@ -128,3 +147,60 @@ async def upload_multipart(
                 rest.discard()
             raise
     return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
+
+
+async def list_packages(
+    request: Request, services: Services, name: str, who: TokenSettings | None, presented: bool
+) -> JSONResponse:
+    if services.settings.channels[name].private:
+        require(who, presented, name, "read")
+    listing = sorted(
+        (u.listing() for u in services.uploads.list(name)),
+        key=lambda u: (u["subdir"], u["filename"]),
+    )
+    return JSONResponse({"channel": name, "packages": listing})
+
+
+async def delete_package(
+    services: Services,
+    name: str,
+    subdir: str,
+    filename: str,
+    who: TokenSettings | None,
+    presented: bool,
+) -> JSONResponse:
+    services.publisher.writable_channel(name, who, presented)
+    removed = await services.uploads.delete(name, subdir_param(subdir), package_param(filename))
+    return JSONResponse({"deleted": removed.listing()})
+
+
+_UPLOAD = re.compile(r"^(?P<channel>.+)/upload/(?P<filename>[^/]+)\Z")
+_FILES = re.compile(r"^(?P<channel>.+)/files\Z")
+_LIST = re.compile(r"^(?P<channel>.+)/packages\Z")
+_DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)\Z")
+
+
+def uploads_routes(settings: Settings, services: Callable[[], Services]) -> list[Route]:
+    async def channels_api(request: Request) -> JSONResponse:
+        built = services()
+        path = api_path(request, CHANNELS)
+        who, presented = who_is_asking(request, settings)
+        token, method = (who.name if who else None), request.method
+        if method == "POST" and (m := _UPLOAD.match(path)):
+            name = known_channel(m["channel"], settings, who)
+            call = upload_raw(request, built.publisher, name, m["filename"], who, presented)
+            return await audited("upload", token, f"{name}/{m['filename']}", call)
+        if method == "POST" and (m := _FILES.match(path)):
+            name = known_channel(m["channel"], settings, who)
+            call = upload_multipart(request, built.publisher, name, who, presented)
+            return await audited("upload", token, name, call)
+        if method == "GET" and (m := _LIST.match(path)):
+            name = known_channel(m["channel"], settings, who)
+            return await list_packages(request, built, name, who, presented)
+        if method == "DELETE" and (m := _DELETE.match(path)):
+            name = known_channel(m["channel"], settings, who)
+            call = delete_package(built, name, m["subdir"], m["filename"], who, presented)
+            return await audited("delete", token, f"{name}/{m['subdir']}/{m['filename']}", call)
+        raise NotFound(f"no API endpoint {method} {request.url.path}")
+
+    return [Route("/api/channels/{rest:path}", channels_api, methods=["GET", "POST", "DELETE"])]

@@ -1,0 +1,189 @@
+"""Building merged metadata for channels with uploads: repodata and the shard index with upstream
+records plus local ones, recomputed when either side changes.
+
+A merged result is keyed by where it came from (the upstream snapshot's digest and the uploads
+generation): while neither moves, the stored result is served as is; when one does, it is
+rebuilt once (single flight across workers) and gets new ETags. Large documents are merged in a
+separate process, so the event loop never waits on a second of JSON work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import mmap
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..rules.codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
+from ..rules.errors import ProxyError, ServiceUnavailable
+from ..rules.merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
+from ..storage.blobs import BlobStore
+from ..storage.index import FileEntry, Index, MetaEntry
+from ..storage.keys import MetaKey
+from .metadata import Built, MetadataCache, write_variant
+from .workers import BIG, Workers
+
+log = structlog.get_logger("condaproxy.cache.overlay")
+
+MERGE_FORMAT = "1"  # bump when merge rules change: the digest names the output
+
+
+def merge_digest(source: str, subdir: str, allow_upstream: list[str]) -> str:
+    """A merged document is a function of its inputs, so their hash names it (and its ETags)
+    without hashing 200 MB of output."""
+    inputs = f"{MERGE_FORMAT}|{source}|{subdir}|{','.join(sorted(allow_upstream))}"
+    return hashlib.sha256(inputs.encode()).hexdigest()
+
+
+def merge_job(
+    upstream_path: str | None,
+    local: dict[str, Record],
+    subdir: str,
+    allow_upstream: list[str],
+    tmp_dir: str,
+    digest: str,
+) -> Built:
+    """Merge, and write the json and zst variants to temp files. Runs in the worker process
+    for big documents; the upstream file is mapped, not read into a fresh buffer."""
+    if upstream_path:
+        with open(upstream_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            document = merge_repodata(m, local, subdir, allow_upstream)  # type: ignore[arg-type]
+    else:
+        document = merge_repodata(None, local, subdir, allow_upstream)
+    # Write the json while zstd compresses it: both release the GIL, the machine has 2 cores.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        json_file = pool.submit(write_variant, tmp_dir, "json", document, f"{digest}-json")
+        zst_file = write_variant(tmp_dir, "zst", zstd_compress(document), f"{digest}-zst")
+        files = {"json": json_file.result(), "zst": zst_file}
+    return Built(digest, files)
+
+
+class Merger:
+    def __init__(
+        self, meta: MetadataCache, index: Index, store: BlobStore, tmp_dir: Path, workers: Workers
+    ) -> None:
+        self.meta = meta
+        self.index = index
+        self.store = store
+        self.tmp_dir = tmp_dir
+        self.workers = workers
+
+    async def repodata(
+        self,
+        key: MetaKey,
+        source: str,
+        upstream_path: Path | None,
+        local: Mapping[str, Record],
+        subdir: str,
+        allow_upstream: tuple[str, ...],
+    ) -> MetaEntry:
+        """The merged repodata entry for `source` (upstream digest + uploads generation)."""
+
+        async def build() -> MetaEntry:
+            big = upstream_path is not None and upstream_path.stat().st_size > BIG
+            built = await self.workers.run(
+                big,
+                merge_job,
+                str(upstream_path) if upstream_path else None,
+                dict(local),
+                subdir,
+                list(allow_upstream),
+                str(self.tmp_dir),
+                merge_digest(source, subdir, list(allow_upstream)),
+            )
+            return await asyncio.to_thread(self.meta.put_derived, key, source, built)
+
+        return await self._derived(key, source, build)
+
+    async def _derived(
+        self, key: MetaKey, source: str, build: Callable[[], Awaitable[MetaEntry]]
+    ) -> MetaEntry:
+        """The entry derived from `source`: reused while the source is unchanged, otherwise
+        built once (single flight across workers)."""
+        entry = self.index.get_meta(key)
+        if entry is not None and entry.source_url == source:
+            return entry
+        async with self.meta.locks.hold(key.lock):
+            entry = self.index.get_meta(key)
+            if entry is not None and entry.source_url == source:
+                return entry
+            try:
+                return await build()
+            except ProxyError:
+                raise
+            except Exception as exc:
+                # Never a bare 500, and never the unmerged upstream view (that would re-open
+                # dependency confusion): the client is told to retry, the log says why.
+                log.error("merged view failed", key=str(key), cause=f"{type(exc).__name__}: {exc}")
+                raise ServiceUnavailable(
+                    f"the merged view {key.path} cannot be built right now; "
+                    "retry later (the cause is in the proxy's log)"
+                ) from None
+
+    async def shard_index(
+        self,
+        key: MetaKey,
+        source: str,
+        channel_key: str,
+        upstream_index: bytes | None,
+        local: Mapping[str, Record],
+        subdir: str,
+        upstream_shards: Mapping[str, dict[str, Record]],
+    ) -> MetaEntry:
+        """The merged CEP-16 index: one new shard per local name (local records, plus the
+        upstream's for names in `allow_upstream`, passed in as `upstream_shards`)."""
+        return await self._derived(
+            key,
+            source,
+            lambda: asyncio.to_thread(
+                self._build_shards,
+                key,
+                source,
+                channel_key,
+                upstream_index,
+                local,
+                subdir,
+                upstream_shards,
+            ),
+        )
+
+    def _build_shards(
+        self,
+        key: MetaKey,
+        source: str,
+        channel_key: str,
+        upstream_index: bytes | None,
+        local: Mapping[str, Record],
+        subdir: str,
+        upstream_shards: Mapping[str, dict[str, Record]],
+    ) -> MetaEntry:
+        by_name: dict[str, dict[str, Record]] = {}
+        for filename, record in local.items():
+            by_name.setdefault(str(record["name"]), {})[filename] = record
+        shards = {}
+        for name, records in by_name.items():
+            data = shard_bytes({**upstream_shards.get(name, {}), **records})
+            sha = hashlib.sha256(data).hexdigest()
+            if not self.store.exists(sha):
+                self.store.put_bytes(data, sha)
+            # Served like any cached shard: content-addressed, immutable.
+            self.index.put_file(
+                f"{channel_key}/shards/{sha}.msgpack.zst",
+                FileEntry(sha, len(data), self.meta.clock(), local=True),
+            )
+            shards[name] = data
+        base: dict[str, Any] | None = (
+            decode_msgpack(zstd_decompress(upstream_index)) if upstream_index else None
+        )
+        merged = merged_shard_index(base, shards, subdir)
+        variant = write_variant(str(self.tmp_dir), "body", zstd_compress(encode_msgpack(merged)))
+        return self.meta.put_derived(key, source, Built(variant[1], {"body": variant}))
+
+
+def decode_shard(data: bytes) -> dict[str, Record]:
+    return shard_records(decode_msgpack(zstd_decompress(data)))

@@ -1,0 +1,173 @@
+"""Immutable files, packages and shards: hits from the store, misses through a verified
+download, and where each file really lives upstream.
+
+A hit is checked against the client's own X-Expected-Sha256 before a byte goes out; a miss
+learns what the channel publishes for the file first (checksums.py), and a HEAD of a listed
+package is answered from its record alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+
+from ..rules.conditional import strong_etag
+from ..rules.errors import NotFound, UpstreamError
+from ..rules.routing import SHARD_INDEX, Kind, ResourcePath
+from ..settings import ChannelSettings
+from ..storage.blobs import BlobStore
+from ..storage.index import FileEntry, Index
+from ..storage.keys import MetaKey
+from .checksums import Checksums, client_claim, reconcile
+from .downloads import Downloads
+from .eviction import Evictor
+from .metadata import MetadataCache, Served
+from .results import IMMUTABLE, Asked, Result, Stored, Streamed
+from .tails import Body
+from .transfer import AlreadyCached, Expected, Head, content_type
+from .upstream import UpstreamClient, join_url
+from .views import Views
+
+
+class Packages:
+    def __init__(
+        self,
+        channels: Mapping[str, ChannelSettings],
+        index: Index,
+        store: BlobStore,
+        meta: MetadataCache,
+        downloads: Downloads,
+        upstream: UpstreamClient,
+        evictor: Evictor,
+    ) -> None:
+        self.channels = channels
+        self.index = index
+        self.store = store
+        self.downloads = downloads
+        self.upstream = upstream
+        self.evictor = evictor
+        self.views = Views(meta, upstream, self.url, meta.clock)
+        self.checksums = Checksums(
+            index, meta, self._record_repodata, self._record_shard_index, self._shard_bytes
+        )
+
+    async def serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:
+        claim = client_claim(asked.headers) if rp.kind is Kind.PACKAGE else None
+        entry = self.index.get_file(rp.key)
+        if entry is not None:
+            reconcile(rp.key, Expected(sha256=entry.sha256), claim)
+            hit = self.hit(entry)
+            if hit is not None:
+                return hit
+            self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
+        expected = await self.checksums.expected(rp)
+        reconcile(rp.key, expected, claim)
+        if asked.method == "HEAD" and expected.size is not None and expected.sha256:
+            # The record says all a HEAD needs: no download for a question about headers.
+            return Streamed(
+                Head(expected.size, content_type(rp.key), expected.sha256), None, "miss"
+            )
+        try:
+            head, body, outcome = await self.downloads.start(
+                rp.key, channel, self.url(channel, rp), expected, claim
+            )
+        except AlreadyCached as cached:
+            hit = self.hit(cached.entry)
+            if hit is None:
+                raise UpstreamError(rp.key, "cached file vanished") from None
+            return hit
+        return Streamed(head, body, outcome)
+
+    def hit(self, entry: FileEntry, store: BlobStore | None = None) -> Stored | None:
+        """A stored file (None if its blob is gone). Cached blobs are touched for LRU and kept
+        from eviction while served; uploads live in their own store and are never evicted."""
+        try:
+            fd = (store or self.store).open(entry.sha256)
+        except FileNotFoundError:
+            return None
+        result = Stored(
+            size=entry.size,
+            content_type=entry.content_type,
+            etag=strong_etag(entry.sha256),
+            modified=entry.stored_at,
+            cache_control=IMMUTABLE,
+            outcome="hit",
+            fd=fd,
+        )
+        if store is None:
+            sha = entry.sha256
+            self.evictor.touch(sha)
+            result.on_open = lambda: self.evictor.begin_serving(sha)
+            result.on_close = lambda: self.evictor.end_serving(sha)
+        return result
+
+    async def start(
+        self, rp: ResourcePath, channel: ChannelSettings, claim: str | None = None
+    ) -> tuple[Head, Body, str]:
+        """Join or start the verified download of a package or shard."""
+        expected = await self.checksums.expected(rp)
+        reconcile(rp.key, expected, claim)
+        return await self.downloads.start(rp.key, channel, self.url(channel, rp), expected, claim)
+
+    async def warm(self, rp: ResourcePath, channel: ChannelSettings) -> str:
+        """Make sure a file is cached: "hit" if it already was."""
+        if self.downloads.cached(rp.key):
+            return "hit"
+        if channel.upstream is None:
+            raise NotFound(f"{rp.relative} is not in local channel '{channel.name}'")
+        try:
+            head, body, _ = await self.start(rp, channel)
+        except AlreadyCached:
+            return "hit"
+        try:
+            async for _ in body.chunks(0, head.size):
+                pass
+        finally:
+            await body.aclose()
+        return "miss"
+
+    async def bytes_of(self, rp: ResourcePath, channel: ChannelSettings) -> bytes:
+        """A (small) immutable file's bytes, from the store or fetched and verified."""
+        entry = self.downloads.cached(rp.key)
+        if entry is None:
+            try:
+                head, body, _ = await self.start(rp, channel)
+            except AlreadyCached as cached:
+                entry = cached.entry
+            else:
+                try:
+                    return b"".join([chunk async for chunk in body.chunks(0, head.size)])
+                finally:
+                    await body.aclose()
+        return await asyncio.to_thread(self.store.path_for(entry.sha256).read_bytes)
+
+    def url(self, channel: ChannelSettings, rp: ResourcePath) -> str:
+        """Where the file really is: CEP-15/16 base URLs seen in metadata win over the layout."""
+        if rp.kind in (Kind.PACKAGE, Kind.SHARD):
+            keys = [MetaKey.shard_index(rp.subdir_key)]
+            if rp.kind is Kind.PACKAGE:
+                keys.insert(0, MetaKey.repodata(rp.subdir_key))
+            for key in keys:
+                entry = self.index.get_meta(key)
+                if entry is None:
+                    continue
+                base = entry.origins.packages if rp.kind is Kind.PACKAGE else entry.origins.shards
+                if base:
+                    return join_url(base, rp.filename)
+        return self.upstream.url_for(channel, rp.relative)
+
+    # where checksums come from (checksums.py decides the order)
+
+    async def _record_repodata(self, rp: ResourcePath) -> Served:
+        return await self.views.repodata(rp, self._channel(rp))
+
+    async def _record_shard_index(self, rp: ResourcePath) -> Served:
+        index_rp = dataclasses.replace(rp, filename=SHARD_INDEX, kind=Kind.SHARD_INDEX)
+        return await self.views.shard_index(index_rp, self._channel(rp))
+
+    async def _shard_bytes(self, rp: ResourcePath) -> bytes:
+        return await self.bytes_of(rp, self._channel(rp))
+
+    def _channel(self, rp: ResourcePath) -> ChannelSettings:
+        return self.channels[rp.channel]

@@ -1,0 +1,119 @@
+"""Upstream metadata as clients see it: a subdir's repodata snapshot and every variant of it,
+its CEP-16 shard index, and other revalidated files (channeldata.json, run_exports.json ...),
+each answered as a `Stored` result with its own strong ETag and what is left of the ttl."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import structlog
+
+from ..rules.conditional import remaining_max_age, strong_etag
+from ..rules.errors import NotFound, UpstreamError
+from ..rules.routing import REPODATA_VARIANTS as REPODATA_FILES
+from ..rules.routing import ResourcePath
+from ..settings import ChannelSettings
+from ..storage.index import MetaEntry
+from ..storage.keys import MetaKey
+from .builds import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
+from .metadata import MetadataCache, Served, identity_build
+from .results import STALE_WARNING, Stored
+from .upstream import UpstreamClient, join_url
+
+log = structlog.get_logger("condaproxy.cache.views")
+
+SHARD_TYPE = "application/octet-stream"
+
+
+class Views:
+    def __init__(
+        self,
+        meta: MetadataCache,
+        upstream: UpstreamClient,
+        url: Callable[[ChannelSettings, ResourcePath], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.meta = meta
+        self.upstream = upstream
+        self.url = url  # where a resource really is upstream (packages.Packages.url)
+        self.clock = clock
+
+    # fetched or revalidated as the ttl requires
+
+    async def repodata(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
+        base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
+        urls = [join_url(base, "repodata.json.zst"), join_url(base, "repodata.json")]
+        return await self.meta.get(MetaKey.repodata(rp.subdir_key), channel, urls, build_repodata)
+
+    async def shard_index(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
+        key = MetaKey.shard_index(rp.subdir_key)
+        try:
+            return await self.meta.get(key, channel, [self.url(channel, rp)], build_shard_index)
+        except UpstreamError as exc:
+            # CEP-16 clients fall back to repodata.json on 404, but rattler aborts the whole
+            # solve on a 5xx: with nothing cached, "no shards" is the answer that works.
+            log.warning("shard index unavailable, answering 404", reason=exc.message)
+            raise NotFound(f"shard index unavailable: {exc.message}") from None
+
+    # answered
+
+    async def repodata_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+        key = MetaKey.repodata(rp.subdir_key)
+        return await self.variant_result(key, await self.repodata(rp, channel), rp.filename)
+
+    async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+        key = MetaKey.shard_index(rp.subdir_key)
+        return self.result(key, await self.shard_index(rp, channel), "body", SHARD_TYPE)
+
+    async def file_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+        key = MetaKey.file(rp.key)
+        served = await self.meta.get(key, channel, [self.url(channel, rp)], identity_build)
+        ctype = "application/json" if rp.filename.endswith(".json") else SHARD_TYPE
+        return self.result(key, served, "body", ctype)
+
+    async def variant_result(
+        self, key: MetaKey, served: Served, filename: str, fetched_at: float | None = None
+    ) -> Stored:
+        """The variant `filename` names of a snapshot (upstream or merged); .bz2 is made on
+        first request. `fetched_at` overrides the entry's, for the freshness shown."""
+        name = REPODATA_FILES[filename]
+        blob_variant, ctype = REPODATA_VARIANTS[name]
+        entry = served.entry
+        if blob_variant not in entry.variants:
+            entry = await self.meta.add_variant(key, entry, blob_variant, self._bz2_of(key))
+        if fetched_at is not None:
+            entry = dataclasses.replace(entry, fetched_at=fetched_at)
+        return self.result(key, Served(entry, served.outcome), name, ctype, blob_variant)
+
+    def _bz2_of(self, key: MetaKey) -> Callable[[MetaEntry], bytes]:
+        def make(entry: MetaEntry) -> bytes:
+            return build_bz2(self.meta.variant_path(key, entry.variants["json"]).read_bytes())
+
+        return make
+
+    def result(
+        self,
+        key: MetaKey,
+        served: Served,
+        name: str,
+        ctype: str,
+        blob_variant: str | None = None,
+    ) -> Stored:
+        entry = served.entry
+        variant = entry.variants[blob_variant or name]
+        stale = served.outcome == "stale"
+        ttl = self.meta.ttl
+        max_age = 0 if stale else remaining_max_age(entry.fetched_at, ttl, self.clock())
+        return Stored(
+            size=variant.size,
+            content_type=ctype,
+            # One strong ETag per URL: the snapshot's digest plus the variant name.
+            etag=strong_etag(f"{entry.digest[:40]}-{name}"),
+            modified=entry.changed_at,
+            cache_control=f"public, max-age={max_age}",
+            outcome=served.outcome,
+            headers={"warning": STALE_WARNING} if stale else {},
+            opener=lambda: self.meta.open_variant(key, variant),
+        )

@@ -1,0 +1,88 @@
+"""The ASGI edge of channel files: every path checked by one rule, then either the proxy's own
+routes (Starlette) or the engine.
+
+Channel files are the hot path of every cache hit, so they skip Starlette's router and
+middleware stack: plain ASGI in, the engine called, its typed result turned into a response,
+errors translated here. A request goes to Starlette only when its first segment (after any
+`/t/<token>/`) is one of paths.ROUTE_SEGMENTS, exactly: `healthz-mirror` is a channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+
+from ..cache.results import Asked
+from ..rules.auth import identify, presented_token, require
+from ..rules.errors import MethodNotAllowed, ProxyError
+from ..rules.paths import is_own_route, raw_path_of, split_raw_path, split_token
+from ..rules.routing import UnknownChannel, parse_segments, unknown_channel
+from ..settings import Settings
+from .responses import respond
+from .services import Services
+
+
+class ChannelDispatch:
+    def __init__(
+        self,
+        app: Starlette,
+        settings: Settings,
+        services: Callable[[], Services],
+        error_response: Callable[[ProxyError], Any],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.services = services
+        self.error_response = error_response
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        headers: dict[str, str] = {}
+        try:
+            raw = raw_path_of(scope)
+            segments = split_raw_path(raw)
+            path_token, rest = split_token(segments)
+            if is_own_route(rest):
+                await self.app(self._own_route(scope, raw, path_token, rest), receive, send)
+                return
+            if scope["method"] not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            rp = parse_segments(segments, self.settings.channels)
+            state["channel"], state["kind"] = rp.channel, rp.kind.value
+            if self.settings.channels[rp.channel].private:
+                # Every path of a private channel, metadata included, needs a read token.
+                token = presented_token(headers, rp.token)
+                who = identify(token, self.settings.tokens.values())
+                require(who, token is not None, rp.channel, "read")
+            result = await self.services().proxy.serve(rp, Asked(headers, scope["method"]))
+            state["outcome"] = result.outcome
+            response = respond(result, headers, scope["method"])
+        except UnknownChannel as exc:
+            response = self.error_response(self._unknown_for_caller(exc, headers))
+        except ProxyError as exc:
+            state["error"] = exc.message
+            response = self.error_response(exc)
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _own_route(
+        scope: dict[str, Any], raw: bytes, path_token: str | None, rest: list[str]
+    ) -> dict[str, Any]:
+        """The scope Starlette sees: `/t/<token>/api/...` is the API with the token in the path
+        (anaconda.org style), handed over in the request state."""
+        if path_token is None:
+            return scope
+        state = scope.setdefault("state", {})
+        state["path_token"] = path_token
+        inner_raw = b"/" + b"/".join(raw.split(b"/")[3:])
+        return {**scope, "path": "/" + "/".join(rest), "raw_path": inner_raw, "state": state}
+
+    def _unknown_for_caller(self, exc: UnknownChannel, headers: dict[str, str]) -> UnknownChannel:
+        token = presented_token(headers, exc.token)
+        who = identify(token, self.settings.tokens.values())
+        return unknown_channel(exc.message, self.settings.channels, who)

@@ -1,0 +1,182 @@
+"""The composition root: every long-lived object of the proxy, built once, with keyword
+arguments, in dependency order. The app's lifespan calls `build_services`; tests call it
+directly (with an injected clock, an httpx transport and a resolver) to drive the engine
+without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from ..cache.dispatch import Proxy
+from ..cache.downloads import Downloads
+from ..cache.eviction import Evictor
+from ..cache.instruments import Metrics
+from ..cache.merging import Merger
+from ..cache.metadata import MetadataCache
+from ..cache.overlay import Overlay
+from ..cache.packages import Packages
+from ..cache.publish import Publisher
+from ..cache.upstream import Resolver, UpstreamClient, system_resolve
+from ..cache.workers import Workers
+from ..ops.admin import CacheAdmin
+from ..ops.prefetch import Prefetcher
+from ..rules.redact import Redactor
+from ..settings import Settings
+from ..storage.blobs import BlobStore, sweep_temp_files
+from ..storage.index import Index
+from ..storage.locks import KeyedLocks
+from ..storage.uploads import UploadStore
+
+log = structlog.get_logger("condaproxy.web.services")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: Metrics
+    index: Index
+    locks: KeyedLocks
+    store: BlobStore
+    uploads: UploadStore
+    upstream: UpstreamClient
+    workers: Workers
+    meta: MetadataCache
+    evictor: Evictor
+    downloads: Downloads
+    packages: Packages
+    overlay: Overlay
+    proxy: Proxy
+    publisher: Publisher
+    admin: CacheAdmin
+    prefetcher: Prefetcher
+
+    async def aclose(self) -> None:
+        """Running downloads finish and are kept; then everything is closed."""
+        await self.prefetcher.aclose()
+        await self.downloads.aclose()
+        await self.evictor.stop()
+        await self.upstream.aclose()
+        self.workers.close()
+        self.uploads.close()
+        self.index.close()
+
+
+async def build_services(
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    clock: Callable[[], float] = time.time,
+    transport: httpx.AsyncBaseTransport | None = None,
+    resolver: Resolver = system_resolve,
+) -> Services:
+    """Build the object graph over the cache directory, sweep what a crash left, drop the cache
+    of any channel whose upstream changed, and start the evictor."""
+    cache = settings.cache
+    root, tmp = cache.path, cache.path / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    swept = sweep_temp_files(tmp)
+    index = Index(root / "index")
+    locks = KeyedLocks(root / "locks")
+    store = BlobStore(root / "blobs", tmp)
+    uploads = UploadStore(root / "uploads", tmp, locks, clock)
+    orphans = uploads.sweep_orphans()
+    redact = Redactor(settings.secrets())
+    upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
+    workers = Workers()
+    meta = MetadataCache(
+        index=index,
+        locks=locks,
+        root=root / "meta",
+        tmp_dir=tmp,
+        upstream=upstream,
+        ttl=cache.repodata_ttl,
+        negative_ttl=cache.negative_ttl,
+        workers=workers,
+        clock=clock,
+        metrics=metrics,
+        max_document=cache.max_repodata_size,
+    )
+    metrics.store_max_bytes.set(cache.max_size)
+    evictor = Evictor(
+        index=index,
+        store=store,
+        locks=locks,
+        metrics=metrics,
+        max_size=cache.max_size,
+        min_free=cache.min_free,
+    )
+    downloads = Downloads(
+        index=index,
+        store=store,
+        locks=locks,
+        upstream=upstream,
+        inflight_dir=root / "inflight",
+        negative_ttl=cache.negative_ttl,
+        clock=clock,
+        evictor=evictor,
+    )
+    packages = Packages(
+        channels=settings.channels,
+        index=index,
+        store=store,
+        meta=meta,
+        downloads=downloads,
+        upstream=upstream,
+        evictor=evictor,
+    )
+    merger = Merger(meta=meta, index=index, store=store, tmp_dir=tmp, workers=workers)
+    overlay = Overlay(uploads=uploads, merger=merger, packages=packages)
+    proxy = Proxy(channels=settings.channels, index=index, packages=packages, overlay=overlay)
+    admin = CacheAdmin(settings.channels, index, store, meta)
+    async with locks.hold("reconcile-upstreams"):
+        changed = await asyncio.to_thread(admin.forget_changed_upstreams)
+    for name, old in changed.items():
+        log.warning(
+            "channel upstream changed: cache of the old upstream dropped",
+            channel=name,
+            old_upstream=redact(old),
+            upstream=redact(settings.channels[name].upstream or "(none)"),
+        )
+    await evictor.run_once()
+    evictor.start()
+    services = Services(
+        settings=settings,
+        metrics=metrics,
+        index=index,
+        locks=locks,
+        store=store,
+        uploads=uploads,
+        upstream=upstream,
+        workers=workers,
+        meta=meta,
+        evictor=evictor,
+        downloads=downloads,
+        packages=packages,
+        overlay=overlay,
+        proxy=proxy,
+        publisher=Publisher(settings.channels, uploads, store, settings.uploads),
+        admin=admin,
+        prefetcher=Prefetcher(
+            index,
+            proxy.repodata_path,
+            proxy.warm,
+            lambda channel: f"http://condaproxy.invalid/{channel}",
+            clock,
+        ),
+    )
+    log.info(
+        "started",
+        config=settings.source,
+        cache=str(root),
+        swept_temp_files=swept,
+        swept_orphan_uploads=orphans,
+        channels=sorted(settings.channels),
+    )
+    return services
