@@ -18,7 +18,6 @@ from condaproxy.rules.archive import (
     MIN_BUDGET,
     Budget,
     InvalidPackage,
-    PackageTree,
     UnpackLimit,
     ZipEntry,
     check_conda_container,
@@ -27,6 +26,7 @@ from condaproxy.rules.archive import (
     check_member_name,
     unpack_budget,
 )
+from condaproxy.rules.package_tree import PackageTree
 from condaproxy.rules.records_check import InvalidRecord
 from tests.hostile.archives import (
     STEM,

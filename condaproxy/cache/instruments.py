@@ -1,8 +1,8 @@
 """The engine's instruments: Prometheus counters, histograms and gauges, correct with several
 uvicorn workers (reading them is ops/metrics.py).
 
-With `PROMETHEUS_MULTIPROC_DIR` set (the CLI sets it, inside the cache directory, before any
-worker starts), prometheus-client keeps every worker's values in files there and /metrics adds
+With `PROMETHEUS_MULTIPROC_DIR` set (the CLI sets it, in shared memory, before any worker
+starts), prometheus-client keeps every worker's values in files there and /metrics adds
 them up. Labels stay bounded: channel and subdir, never package or file names.
 """
 
@@ -19,7 +19,12 @@ from prometheus_client import (
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._requests(self.registry)
+        self._upstream(self.registry)
+        self._store(self.registry)
+
+    def _requests(self, r: CollectorRegistry) -> None:
+        """What clients asked and got."""
         self.requests = Counter(
             "condaproxy_requests",
             "Requests by route kind and status",
@@ -38,6 +43,9 @@ class Metrics:
             ["channel", "source"],
             registry=r,
         )
+
+    def _upstream(self, r: CollectorRegistry) -> None:
+        """What the proxy asked its upstreams, and how that went."""
         self.upstream_latency = Histogram(
             "condaproxy_upstream_request_seconds",
             "Time to the upstream's response headers",
@@ -57,6 +65,15 @@ class Metrics:
             ["channel", "result"],
             registry=r,
         )
+        self.active_downloads = Gauge(
+            "condaproxy_active_downloads",
+            "Upstream downloads of packages and shards in flight",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
+    def _store(self, r: CollectorRegistry) -> None:
+        """What the cache holds and lets go."""
         self.not_cached = Counter(
             "condaproxy_not_cached",
             "Verified downloads served but not kept, by reason (low_disk, disk_full, io_error)",
@@ -74,12 +91,6 @@ class Metrics:
             "The cache's max_size in bytes (0: unbounded)",
             registry=r,
             multiprocess_mode="max",
-        )
-        self.active_downloads = Gauge(
-            "condaproxy_active_downloads",
-            "Upstream downloads of packages and shards in flight",
-            registry=r,
-            multiprocess_mode="livesum",
         )
         self.store_bytes = Gauge(
             "condaproxy_store_bytes",

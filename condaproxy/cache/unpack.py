@@ -26,12 +26,12 @@ from ..rules.archive import (
     MAX_METADATA_JSON,
     Budget,
     InvalidPackage,
-    PackageTree,
     ZipEntry,
     check_conda_container,
     check_header,
 )
 from ..rules.errors import ProxyError
+from ..rules.package_tree import PackageTree
 
 _BUFSIZE = 64 * 1024  # tarfile's read size: it copies its buffer's rest per header read
 _INDEX = "info/index.json"

@@ -78,8 +78,7 @@ async def build_services(
 ) -> Services:
     """Build the object graph over the cache directory, sweep what a crash left, drop the cache
     of any channel whose upstream changed, and start the evictor."""
-    cache = settings.cache
-    root, tmp = cache.path, cache.path / "tmp"
+    root, tmp = settings.cache.path, settings.cache.path / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     swept = sweep_temp_files(tmp)
     index = Index(root / "index")
@@ -89,11 +88,109 @@ async def build_services(
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
     upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
+    services = _engine(
+        settings,
+        metrics=metrics,
+        clock=clock,
+        index=index,
+        locks=locks,
+        store=store,
+        uploads=uploads,
+        upstream=upstream,
+    )
+    async with locks.hold("reconcile-upstreams"):
+        changed = await asyncio.to_thread(services.admin.forget_changed_upstreams)
+    for name, old in changed.items():
+        log.warning(
+            "channel upstream changed: cache of the old upstream dropped",
+            channel=name,
+            old_upstream=redact(old),
+            upstream=redact(settings.channels[name].upstream or "(none)"),
+        )
+    await services.evictor.run_once()
+    services.evictor.start()
+    log.info(
+        "started",
+        config=settings.source,
+        cache=str(root),
+        swept_temp_files=swept,
+        swept_orphan_uploads=orphans,
+        channels=sorted(settings.channels),
+    )
+    return services
+
+
+def _engine(
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    clock: Callable[[], float],
+    index: Index,
+    locks: KeyedLocks,
+    store: BlobStore,
+    uploads: UploadStore,
+    upstream: UpstreamClient,
+) -> Services:
+    """The pull-through engine and the operator features over the stores."""
+    workers, meta, evictor, downloads, packages = _packages(
+        settings,
+        metrics=metrics,
+        clock=clock,
+        index=index,
+        locks=locks,
+        store=store,
+        upstream=upstream,
+    )
+    merger = Merger(
+        meta=meta, index=index, store=store, tmp_dir=settings.cache.path / "tmp", workers=workers
+    )
+    overlay = Overlay(uploads=uploads, merger=merger, packages=packages)
+    proxy = Proxy(channels=settings.channels, index=index, packages=packages, overlay=overlay)
+    prefetcher = Prefetcher(
+        index,
+        proxy.repodata_path,
+        proxy.warm,
+        lambda channel: f"http://condaproxy.invalid/{channel}",
+        clock,
+    )
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        index=index,
+        locks=locks,
+        store=store,
+        uploads=uploads,
+        upstream=upstream,
+        workers=workers,
+        meta=meta,
+        evictor=evictor,
+        downloads=downloads,
+        packages=packages,
+        overlay=overlay,
+        proxy=proxy,
+        publisher=Publisher(settings.channels, uploads, store, settings.uploads),
+        admin=CacheAdmin(settings.channels, index, store, meta),
+        prefetcher=prefetcher,
+    )
+
+
+def _packages(
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    clock: Callable[[], float],
+    index: Index,
+    locks: KeyedLocks,
+    store: BlobStore,
+    upstream: UpstreamClient,
+) -> tuple[Workers, MetadataCache, Evictor, Downloads, Packages]:
+    """Revalidated metadata, the bounded store, verified downloads, and the package path."""
+    cache, tmp = settings.cache, settings.cache.path / "tmp"
     workers = Workers()
     meta = MetadataCache(
         index=index,
         locks=locks,
-        root=root / "meta",
+        root=cache.path / "meta",
         tmp_dir=tmp,
         upstream=upstream,
         ttl=cache.repodata_ttl,
@@ -117,7 +214,7 @@ async def build_services(
         store=store,
         locks=locks,
         upstream=upstream,
-        inflight_dir=root / "inflight",
+        inflight_dir=cache.path / "inflight",
         negative_ttl=cache.negative_ttl,
         clock=clock,
         evictor=evictor,
@@ -131,52 +228,4 @@ async def build_services(
         upstream=upstream,
         evictor=evictor,
     )
-    merger = Merger(meta=meta, index=index, store=store, tmp_dir=tmp, workers=workers)
-    overlay = Overlay(uploads=uploads, merger=merger, packages=packages)
-    proxy = Proxy(channels=settings.channels, index=index, packages=packages, overlay=overlay)
-    admin = CacheAdmin(settings.channels, index, store, meta)
-    async with locks.hold("reconcile-upstreams"):
-        changed = await asyncio.to_thread(admin.forget_changed_upstreams)
-    for name, old in changed.items():
-        log.warning(
-            "channel upstream changed: cache of the old upstream dropped",
-            channel=name,
-            old_upstream=redact(old),
-            upstream=redact(settings.channels[name].upstream or "(none)"),
-        )
-    await evictor.run_once()
-    evictor.start()
-    services = Services(
-        settings=settings,
-        metrics=metrics,
-        index=index,
-        locks=locks,
-        store=store,
-        uploads=uploads,
-        upstream=upstream,
-        workers=workers,
-        meta=meta,
-        evictor=evictor,
-        downloads=downloads,
-        packages=packages,
-        overlay=overlay,
-        proxy=proxy,
-        publisher=Publisher(settings.channels, uploads, store, settings.uploads),
-        admin=admin,
-        prefetcher=Prefetcher(
-            index,
-            proxy.repodata_path,
-            proxy.warm,
-            lambda channel: f"http://condaproxy.invalid/{channel}",
-            clock,
-        ),
-    )
-    log.info(
-        "started",
-        config=settings.source,
-        cache=str(root),
-        swept_temp_files=swept,
-        swept_orphan_uploads=orphans,
-        channels=sorted(settings.channels),
-    )
-    return services
+    return workers, meta, evictor, downloads, packages
