@@ -23,9 +23,9 @@ from starlette.testclient import TestClient
 from condaproxy.cache.builds import zstd_decompress
 from condaproxy.settings import CacheSettings, ChannelSettings, Settings, UpstreamSettings
 from condaproxy.web.app import create_app
+from tests.support.channel import split_channel
+from tests.support.clients import rattler_install
 from tests.support.processes import Upstream
-from tests.test_e2e_rattler import rattler_install
-from tests.test_e2e_split_hosts import split_channel
 
 TOKEN = "tk-origin-secret-0001"
 BEARER = "bearer-origin-secret-0002"

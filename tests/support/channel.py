@@ -1,16 +1,23 @@
-"""Build a real conda channel on disk: packages made with conda-package-handling, indexed with
-py-rattler's indexer (in a subprocess, see rattler_client.py for why)."""
+"""Build a real conda channel on disk, or split one across two hosts (CEP-15/16): packages
+made with conda-package-handling, indexed with py-rattler's indexer (in a subprocess, see
+rattler_client.py for why)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+import msgspec
+import zstandard
 from conda_package_handling import api
+
+from condaproxy.rules.codecs import zstd_decompress
 
 
 @dataclass(frozen=True)
@@ -84,3 +91,23 @@ def build_channel(
         build_package(pkg, workdir, channel)
     index_channel(channel, shards=shards)
     return channel
+
+
+def split_channel(channel: Path, meta_dir: Path, cdn_dir: Path, cdn_url: str) -> None:
+    shutil.copytree(channel, cdn_dir)
+    for subdir in ("linux-64", "noarch"):
+        (meta_dir / subdir).mkdir(parents=True)
+        base = f"{cdn_url}/{subdir}/"
+        doc = msgspec.json.decode((channel / subdir / "repodata.json").read_bytes())
+        doc["info"]["base_url"] = base
+        doc["repodata_version"] = 2
+        data = msgspec.json.encode(doc)
+        (meta_dir / subdir / "repodata.json").write_bytes(data)
+        (meta_dir / subdir / "repodata.json.zst").write_bytes(zstandard.compress(data))
+        raw = (channel / subdir / "repodata_shards.msgpack.zst").read_bytes()
+        index = msgpack.unpackb(zstd_decompress(raw))
+        index["info"]["base_url"] = base
+        index["info"]["shards_base_url"] = f"{base}shards/"
+        (meta_dir / subdir / "repodata_shards.msgpack.zst").write_bytes(
+            zstandard.compress(msgpack.packb(index))
+        )

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from condaproxy.rules.codecs import zstd_decompress
-from tests.test_e2e_rattler import rattler_install
+from tests.support.clients import rattler_install
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ from tests.hostile.archives import (
     tar_bz2,
     zstd,
 )
-from tests.test_records_check import INDEX
+from tests.rules.test_records_check import INDEX
 
 
 def test_good_names_and_index():

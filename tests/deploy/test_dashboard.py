@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from tests.deploy.test_helm import CHART, named, render, validate
 from tests.support.promql import metric_names
-from tests.test_helm import CHART, named, render, validate
 
 DASHBOARD = CHART / "dashboards" / "condaproxy.json"
 

@@ -17,7 +17,7 @@ from helm_python import Chart, HelmError, lint
 
 from condaproxy.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "condaproxy"
 KUBE = "1.30.0"
 CRDS = {"ServiceMonitor"}  # not in the core schemas: checked by shape only

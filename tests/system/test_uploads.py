@@ -22,8 +22,8 @@ from quetz_client.client import QuetzClient
 
 from condaproxy.rules.codecs import zstd_decompress
 from tests.support.channel import Pkg, build_package, index_channel
+from tests.support.clients import rattler_install
 from tests.support.processes import ROOT, Upstream
-from tests.test_e2e_rattler import rattler_install
 
 pytestmark = pytest.mark.integration
 

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT
+from tests.support.clients import rattler_install
 
 pytestmark = pytest.mark.e2e
-
-
-def rattler_install(channel_url: str, workdir: Path, sharded: bool, *specs: str) -> dict:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.rattler_client",
-            channel_url,
-            str(workdir / "prefix"),
-            str(workdir / "client-cache"),
-            "1" if sharded else "0",
-            *specs,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"client printed nothing; stderr:\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1])
 
 
 @pytest.mark.parametrize("sharded", [True, False], ids=["shards", "repodata-json"])

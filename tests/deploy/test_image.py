@@ -22,6 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.clients import rattler_install
 from tests.support.podman import (
     BaseSpec,
     EngineError,
@@ -32,7 +33,6 @@ from tests.support.podman import (
     ensure_tools,
 )
 from tests.support.processes import ROOT, free_port, write_config
-from tests.test_e2e_rattler import rattler_install
 
 DOCKERFILE = ROOT / "Dockerfile"
 IMAGE = "localhost/condaproxy:under-test"

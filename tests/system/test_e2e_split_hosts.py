@@ -4,39 +4,15 @@ Clients still fetch everything through the proxy, which fetches from the right h
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import msgpack
-import msgspec
 import pytest
-import zstandard
 
-from condaproxy.rules.codecs import zstd_decompress
+from tests.support.channel import split_channel
+from tests.support.clients import rattler_install
 from tests.support.processes import Upstream
-from tests.test_e2e_rattler import rattler_install
 
 pytestmark = pytest.mark.e2e
-
-
-def split_channel(channel: Path, meta_dir: Path, cdn_dir: Path, cdn_url: str) -> None:
-    shutil.copytree(channel, cdn_dir)
-    for subdir in ("linux-64", "noarch"):
-        (meta_dir / subdir).mkdir(parents=True)
-        base = f"{cdn_url}/{subdir}/"
-        doc = msgspec.json.decode((channel / subdir / "repodata.json").read_bytes())
-        doc["info"]["base_url"] = base
-        doc["repodata_version"] = 2
-        data = msgspec.json.encode(doc)
-        (meta_dir / subdir / "repodata.json").write_bytes(data)
-        (meta_dir / subdir / "repodata.json.zst").write_bytes(zstandard.compress(data))
-        raw = (channel / subdir / "repodata_shards.msgpack.zst").read_bytes()
-        index = msgpack.unpackb(zstd_decompress(raw))
-        index["info"]["base_url"] = base
-        index["info"]["shards_base_url"] = f"{base}shards/"
-        (meta_dir / subdir / "repodata_shards.msgpack.zst").write_bytes(
-            zstandard.compress(msgpack.packb(index))
-        )
 
 
 @pytest.mark.parametrize("sharded", [True, False], ids=["shards", "repodata-json"])
