@@ -55,20 +55,30 @@ class _Repodata(msgspec.Struct):
 def check_repodata(document: Any, url: str, subdir: str | None) -> None:
     """Refuse a body that is not a repodata document (PROTOCOL.md): it must not replace a
     good snapshot. `document` is bytes-like (mmap is fine); nothing is materialised."""
+    problem = _repodata_problem(document, subdir)
+    if problem is not None:
+        raise UpstreamError(url, problem[:300])
+
+
+def _repodata_problem(document: Any, subdir: str | None) -> str | None:
+    """What is wrong with `document`, or None. The decoded shape holds views into the
+    document (msgspec.Raw): it must be gone before the caller closes an mmap under it, so it
+    never outlives this frame (an exception raised here would keep it alive)."""
     try:
         shape = msgspec.json.decode(document, type=_Repodata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UpstreamError(url, f"not a repodata document: {exc}"[:300]) from None
+        return f"not a repodata document: {exc}"
     # The first byte of each map, without copying hundreds of MB out of the document.
     maps = [memoryview(m)[:1].tobytes() for m in (shape.packages, shape.packages_conda) if len(m)]
-    if not maps:
-        raise UpstreamError(url, "not a repodata document: no 'packages' or 'packages.conda'")
-    if any(m != b"{" for m in maps):
-        raise UpstreamError(url, "not a repodata document: package maps must be objects")
     given = (shape.info or {}).get("subdir")
+    if not maps:
+        return "not a repodata document: no 'packages' or 'packages.conda'"
+    if any(m != b"{" for m in maps):
+        return "not a repodata document: package maps must be objects"
     if subdir is not None and given is not None and given != subdir:
         # conda raises when info.subdir differs from the subdir it asked for.
-        raise UpstreamError(url, f"repodata is for subdir {given!r}, not {subdir!r}")
+        return f"repodata is for subdir {given!r}, not {subdir!r}"
+    return None
 
 
 def _subdir_of(url: str) -> str | None:
