@@ -23,6 +23,7 @@ import zstandard
 
 from tests.support.hostile import (
     Got,
+    all_workers_started,
     get_all,
     get_one,
     http,
@@ -193,7 +194,9 @@ def test_unlisted_file_is_served_never_cached_and_checked_against_the_client_cla
 def test_one_client_wrong_claim_aborts_only_that_client(
     plain, start_proxy, files, workers: int
 ) -> None:
-    proxy = start_proxy({"ch": {"upstream": plain.url}}, workers=workers)
+    proxy = all_workers_started(
+        start_proxy({"ch": {"upstream": plain.url}}, workers=workers), workers
+    )
     data = files[REMOVED]
     # The body waits 1 s: every client joins the one download before a byte of it arrives.
     plain.override(f"/{REMOVED}", data, delay=1.0)

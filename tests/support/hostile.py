@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.processes import Proxy
+
 
 def record(filename: str, data: bytes) -> dict[str, object]:
     """A repodata record that lists `data` under `filename` (sha256, md5 and size)."""
@@ -115,6 +117,17 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 10, what: str = "co
         time.sleep(0.02)
 
 
+def all_workers_started(proxy: Proxy, workers: int) -> Proxy:
+    """Wait until every worker has finished its start-up (its temp-file sweep included):
+    /healthz answers as soon as the first one has."""
+    wait_for(
+        lambda: sum(e.get("event") == "started" for e in proxy.events()) >= workers,
+        20,
+        f"{workers} workers started",
+    )
+    return proxy
+
+
 def no_crash_in_log(log: str) -> None:
     """A refused input is one structured event, never a traceback or a closed descriptor."""
     for needle in ("Traceback", "Bad file descriptor", "Errno 9", "Fatal Python error"):
@@ -144,6 +157,7 @@ class HealthProbe(threading.Thread):
 
     def __enter__(self) -> HealthProbe:
         self.start()
+        wait_for(lambda: bool(self.latencies), 5, "/healthz answered once")  # running now
         return self
 
     def __exit__(self, *exc: object) -> None:
