@@ -22,15 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import zstandard
 
-from .codecs import SHARD_LIMIT, decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
+from .codecs import (
+    SHARD_LIMIT,
+    TooLarge,
+    decode_content,
+    decode_msgpack,
+    encode_msgpack,
+    zstd_compress,
+    zstd_decompress,
+)
 from .errors import UpstreamError
 from .metadata import Built, file_sha256, write_variant
 from .rewrite import Origins, rewrite_repodata, rewrite_shard_index
 from .workers import BIG, Workers
-
-_READ = 4 << 20
 
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
@@ -97,18 +102,14 @@ def decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tu
     found = False
     try:
         with open(body_path, "rb") as src, open(path, "wb") as out:
-            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-            while chunk := reader.read(_READ):
+            for chunk in decode_content(src, "zstd", limit):
                 found = found or _NEEDLE in tail + chunk[: len(_NEEDLE)] or _NEEDLE in chunk
                 tail = chunk[-len(_NEEDLE) :]
                 out.write(chunk)
-                if out.tell() > limit:
-                    raise UpstreamError(
-                        url,
-                        f"repodata decompresses to more than {limit} bytes "
-                        "(cache.max_repodata_size)",
-                    )
-    except zstandard.ZstdError as exc:
+    except TooLarge as exc:
+        os.unlink(path)
+        raise UpstreamError(url, f"repodata {exc} (cache.max_repodata_size)") from None
+    except ValueError as exc:
         os.unlink(path)
         raise UpstreamError(url, f"unusable repodata: {exc}") from None
     except BaseException:
@@ -204,7 +205,7 @@ def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
         if not all(isinstance(v, bytes) and len(v) == 32 for v in index["shards"].values()):
             raise ValueError("'shards' must map names to 32-byte sha256 digests")
         rewritten, origins = rewrite_shard_index(index, url)
-    except (zstandard.ZstdError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # codecs raise ValueError for bad zstd
         raise UpstreamError(url, f"unusable shard index: {exc}"[:300]) from None
     variant = write_variant(tmp_dir, "body", zstd_compress(encode_msgpack(rewritten)))
     return Built(variant[1], {"body": variant}, origins)
