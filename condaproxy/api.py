@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .admin import CacheAdmin, Scope, stats_for
 from .auth import identify, presented_token, require
-from .errors import BadRequest, NotFound, PayloadTooLarge
+from .errors import BadRequest, NotFound
+from .logs import audited
 from .metrics import Metrics
 from .paths import raw_path_of, split_raw_path
 from .prefetch import Prefetcher, parse_request
-from .publish import Publisher, parse_bool
+from .publish import Publisher
+from .query import flag
 from .routing import (
     PACKAGE_NAME_RE,
     PACKAGE_RE,
@@ -36,6 +38,7 @@ from .routing import (
     unknown_channel,
 )
 from .settings import Settings, TokenSettings
+from .upload_api import upload_multipart, upload_raw
 from .uploads import UploadStore
 
 # Matched against the decoded segments joined by `/` (_api_path): no segment holds a `/`.
@@ -45,7 +48,6 @@ _LIST = re.compile(r"^(?P<channel>.+)/packages\Z")
 _DELETE = re.compile(r"^(?P<channel>.+)/packages/(?P<subdir>[^/]+)/(?P<filename>[^/]+)\Z")
 _PREFIX = ("api", "channels")
 _CACHE = ("api", "cache")
-MAX_FILES = 100
 
 
 def _api_path(request: Request, prefix: tuple[str, ...] = _PREFIX) -> str:
@@ -70,11 +72,6 @@ def _who(request: Request, settings: Settings) -> tuple[TokenSettings | None, bo
     return identify(token, settings.tokens.values()), token is not None
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(1 << 20):
-        yield chunk
-
-
 def api_routes(
     settings: Settings, state: Callable[[], tuple[Publisher, UploadStore]]
 ) -> list[Route]:
@@ -83,56 +80,15 @@ def api_routes(
         path = _api_path(request)
         who, presented = _who(request, settings)
         method = request.method
+        token = who.name if who else None
         if method == "POST" and (m := _UPLOAD.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            channel = publisher.writable_channel(name, who, presented)
-            assert who is not None
-            upload = await publisher.publish(
-                channel,
-                m["filename"],
-                request.stream(),
-                who,
-                request.query_params.get("sha256"),
-                parse_bool(request.query_params.get("force"), "force"),
-            )
-            return JSONResponse(upload.listing(), status_code=201)
+            call = upload_raw(request, publisher, name, m["filename"], who, presented)
+            return await audited("upload", token, f"{name}/{m['filename']}", call)
         if method == "POST" and (m := _FILES.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            channel = publisher.writable_channel(name, who, presented)
-            assert who is not None
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > publisher.max_size:
-                raise PayloadTooLarge(
-                    f"request body is larger than max_upload_size ({publisher.max_size} bytes)"
-                )
-            force = parse_bool(request.query_params.get("force"), "force")
-            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-            if not files:
-                raise BadRequest("multipart field 'files' holds no file")
-            staged: list[Any] = []
-            try:
-                for part in files:
-                    staged.append(
-                        await publisher.prepare(
-                            channel, part.filename or "", _chunks(part), who, None
-                        )
-                    )
-            except BaseException:
-                for _, temp in staged:
-                    temp.discard()
-                raise
-            finally:
-                await form.close()
-            stored = []
-            for i, (upload, temp) in enumerate(staged):
-                try:
-                    stored.append(await publisher.commit(upload, temp, force))
-                except BaseException:
-                    for _, rest in staged[i + 1 :]:
-                        rest.discard()
-                    raise
-            return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
+            call = upload_multipart(request, publisher, name, who, presented)
+            return await audited("upload", token, name, call)
         if method == "GET" and (m := _LIST.match(path)):
             name = _known_channel(m["channel"], settings, who)
             if settings.channels[name].private:
@@ -144,9 +100,14 @@ def api_routes(
             return JSONResponse({"channel": name, "packages": listing})
         if method == "DELETE" and (m := _DELETE.match(path)):
             name = _known_channel(m["channel"], settings, who)
-            publisher.writable_channel(name, who, presented)
-            subdir, filename = _subdir(m["subdir"]), _package(m["filename"])
-            removed = await uploads.delete(name, subdir, filename)
+
+            async def delete() -> Any:
+                publisher.writable_channel(name, who, presented)
+                subdir, filename = _subdir(m["subdir"]), _package(m["filename"])
+                return await uploads.delete(name, subdir, filename)
+
+            target = f"{name}/{m['subdir']}/{m['filename']}"
+            removed = await audited("delete", token, target, delete())
             return JSONResponse({"deleted": removed.listing()})
         raise NotFound(f"no API endpoint {method} {request.url.path}")
 
@@ -187,13 +148,19 @@ def admin_routes(
         scope = _purge_scope(rest, request, settings, who)
         if scope.channel is None or scope.subdir is None or scope.filename is not None:
             raise BadRequest("prefetch is POST /api/cache/<channel>/<subdir>/prefetch")
-        require(who, presented, scope.channel, "admin")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequest("body is not JSON") from None
-        items, with_deps = parse_request(body)
-        job = prefetcher.submit(scope.channel, scope.subdir, items, with_deps)
+        channel, subdir = scope.channel, scope.subdir
+
+        async def submit() -> Any:
+            require(who, presented, channel, "admin")
+            try:
+                body = await request.json()
+            except ValueError:
+                raise BadRequest("body is not JSON") from None
+            items, with_deps = parse_request(body)
+            return prefetcher.submit(channel, subdir, items, with_deps)
+
+        token = who.name if who else None
+        job = await audited("prefetch", token, f"{channel}/{subdir}", submit())
         return JSONResponse(job.public(), status_code=202)
 
     async def purge(request: Request) -> JSONResponse:
@@ -201,8 +168,13 @@ def admin_routes(
         who, presented = _who(request, settings)
         rest = _api_path(request, _CACHE)
         scope = _purge_scope(rest, request, settings, who)
-        require(who, presented, scope.channel or "*", "admin")
-        removed = await asyncio.to_thread(admin.purge, scope)
+
+        async def purge_scope() -> Any:
+            require(who, presented, scope.channel or "*", "admin")
+            return await asyncio.to_thread(admin.purge, scope)
+
+        target = json.dumps(_describe(scope), sort_keys=True)
+        removed = await audited("purge", who.name if who else None, target, purge_scope())
         return JSONResponse({"removed": removed, "scope": _describe(scope)})
 
     return [
@@ -221,7 +193,7 @@ def _purge_scope(
     package = request.query_params.get("package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
-    metadata_only = parse_bool(request.query_params.get("metadata_only"), "metadata_only")
+    metadata_only = flag(request.query_params, "metadata_only")
     if not rest:
         return Scope(package=package, metadata_only=metadata_only)
     segments = rest.split("/")

@@ -28,6 +28,7 @@ from .auth import has_role, identify, presented_token, require
 from .downloads import Downloads
 from .errors import MethodNotAllowed, ProxyError
 from .eviction import Evictor
+from .forwarded import networks
 from .index import Index
 from .locks import KeyedLocks
 from .logs import AccessLog
@@ -85,6 +86,7 @@ def create_app(
             metrics,
             settings.cache.max_repodata_size,
         )
+        metrics.store_max_bytes.set(settings.cache.max_size)
         evictor = Evictor(
             index, store, locks, metrics, settings.cache.max_size, settings.cache.min_free
         )
@@ -114,9 +116,7 @@ def create_app(
             evictor,
             clock,
         )
-        app.state.publisher = Publisher(
-            settings.channels, uploads, store, settings.uploads.max_upload_size
-        )
+        app.state.publisher = Publisher(settings.channels, uploads, store, settings.uploads)
         app.state.uploads = uploads
         app.state.evictor = evictor
         app.state.admin = CacheAdmin(settings.channels, index, store, meta)
@@ -226,7 +226,8 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
-    return AccessLog(ChannelDispatch(app, settings, error_response), metrics)
+    trusted = networks(settings.server.trusted_proxies)
+    return AccessLog(ChannelDispatch(app, settings, error_response), metrics, trusted)
 
 
 class _State:

@@ -1,29 +1,62 @@
-"""Reading and checking an uploaded package: its name, its archive, its info/index.json.
+"""Pure rules for an uploaded package: its file name, the members of its archives, the budget
+for unpacking them, its info/index.json. No I/O (unpack.py streams the archive through these).
 
-conda-package-streaming reads `info/index.json` out of both formats without unpacking the
-payload (a .conda's info part is a separate member; a .tar.bz2 is read only up to it). The
-checks are pure functions; only `read_index_json` touches the file.
+What a package may hold, for every member of a `.tar.bz2` and of both inner tarballs of a
+`.conda` (all of them, not only those before info/index.json: a client extracts everything):
+- a name inside the package: no absolute path, no drive letter, no `..` component;
+- a regular file, a directory, a symlink or a hardlink; never a device, a fifo or a sparse file;
+- a symlink whose target, followed through the package's other symlinks, stays inside it;
+- a hardlink to a regular file stored earlier in the same tarball;
+- no member under a symlinked directory, and each file name once.
+The `.conda` zip (CEP-2 / conda-package-handling's format) is uncompressed and holds exactly
+`metadata.json`, `info-<stem>.tar.zst` and `pkg-<stem>.tar.zst`.
 """
 
 from __future__ import annotations
 
-import json
+import bisect
 import posixpath
-import zipfile
-from typing import Any, BinaryIO
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any
 
-from conda_package_streaming import package_streaming
-
-from .errors import BadRequest
-from .routing import PACKAGE_RE, SUBDIR_RE
+from .errors import BadRequest, PayloadTooLarge
+from .records_check import COMPUTED, check_record
+from .routing import PACKAGE_RE
 
 
 class InvalidPackage(BadRequest):
     """The upload is not a package the proxy will serve; the message says why."""
 
 
-_MAX_INDEX_JSON = 1 << 20
-_TEXT_FIELDS = ("name", "version", "build")
+class UnpackLimit(PayloadTooLarge):
+    """Unpacking the archive would cost more than its budget allows."""
+
+
+MAX_INDEX_JSON = 256 * 1024
+MAX_METADATA_JSON = 64 * 1024
+MAX_MEMBERS = 100_000  # conda-forge's largest packages hold a few tens of thousands of files
+MAX_PATH = 4096
+MIN_BUDGET = 256 * 1024**2
+MAX_LINK_HOPS = 40  # as Linux's SYMLOOP_MAX
+MAX_LINK_STEPS = 500_000  # path components followed over all symlinks of a package
+_META_HEADERS = {
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+}
+_MAX_META_HEADER = 64 * 1024
+_MEMBER_TYPES = {
+    tarfile.REGTYPE: "file",
+    tarfile.AREGTYPE: "file",
+    tarfile.DIRTYPE: "directory",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+}
+_STEM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*$")
 
 
 def check_filename(filename: str) -> tuple[str, str, str, str]:
@@ -43,78 +76,286 @@ def check_filename(filename: str) -> tuple[str, str, str, str]:
     return match["name"], match["version"], match["build"], match["ext"]
 
 
-def check_member_name(member: str) -> None:
-    normalized = posixpath.normpath(member)
-    if member.startswith(("/", "\\")) or normalized.startswith("..") or "\x00" in member:
-        raise InvalidPackage(f"archive member {member!r} escapes the package")
+# --- the budget -----------------------------------------------------------------------------
+
+
+def unpack_budget(upload_size: int, max_unpacked_size: int, max_unpacked_ratio: int) -> int:
+    """Bytes an upload may unpack to: `max_unpacked_ratio` times its size, at least 256 MiB,
+    never more than `max_unpacked_size`."""
+    return min(max_unpacked_size, max(max_unpacked_ratio * upload_size, MIN_BUDGET))
+
+
+@dataclass
+class Budget:
+    """Decompressed bytes and members, counted twice: as tar headers declare them (refused
+    before any of it is decompressed) and as they are actually produced."""
+
+    limit: int
+    max_members: int = MAX_MEMBERS
+    declared: int = 0
+    produced: int = 0
+    members: int = 0
+
+    def declare(self, member: str, size: int) -> None:
+        self.members += 1
+        if self.members > self.max_members:
+            raise UnpackLimit(
+                f"the package has more than {self.max_members} archive members",
+                member=member,
+                max_members=self.max_members,
+            )
+        self.declared += size + tarfile.BLOCKSIZE
+        if self.declared > self.limit:
+            raise UnpackLimit(
+                f"archive member {member!r} declares {size} bytes: the package would unpack to "
+                f"more than its budget of {self.limit} bytes (uploads.max_unpacked_size, "
+                f"uploads.max_unpacked_ratio)",
+                member=member,
+                limit=self.limit,
+            )
+
+    def produce(self, n: int) -> None:
+        self.produced += n
+        if self.produced > self.limit:
+            raise UnpackLimit(
+                f"the package decompresses to more than its budget of {self.limit} bytes "
+                "(uploads.max_unpacked_size, uploads.max_unpacked_ratio)",
+                limit=self.limit,
+            )
+
+
+def check_header(kind: bytes, size: int) -> None:
+    """A tar extension header (pax, GNU long name) is read into memory whole: bound it before
+    tarfile does."""
+    if kind in _META_HEADERS and size > _MAX_META_HEADER:
+        raise InvalidPackage(f"a tar extension header declares {size} bytes")
+    if kind == tarfile.GNUTYPE_SPARSE:
+        raise InvalidPackage("the archive holds a sparse file")
+
+
+# --- member names and types -------------------------------------------------------------------
+
+
+def check_member_name(member: str) -> str:
+    """The member's path inside the package (`./` and empty components dropped); refuses any
+    path that could land outside it on POSIX or Windows."""
+    if "\x00" in member or len(member.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise InvalidPackage(f"archive member {member[:200]!r} has an invalid name")
+    if member.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member):
+        raise InvalidPackage(f"archive member {member!r} is an absolute path", member=member)
+    parts = [p for p in re.split(r"[/\\]", member) if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidPackage(f"archive member {member!r} escapes the package", member=member)
+    return "/".join(parts)
+
+
+def member_kind(member: tarfile.TarInfo) -> str:
+    kind = _MEMBER_TYPES.get(member.type)
+    if kind is None:
+        what = {
+            tarfile.CHRTYPE: "a character device",
+            tarfile.BLKTYPE: "a block device",
+            tarfile.FIFOTYPE: "a fifo",
+        }.get(member.type, f"of tar type {member.type!r}")
+        raise InvalidPackage(
+            f"archive member {member.name!r} is {what}; a package holds files, directories "
+            "and links",
+            member=member.name,
+        )
+    return kind
+
+
+@dataclass
+class PackageTree:
+    """Every member of a package (both tarballs of a .conda extract into one prefix), checked
+    as a whole once all are known: a symlink may be defined after a member that uses it."""
+
+    names: set[str] = field(default_factory=set)  # every member but directories, once each
+    paths: list[str] = field(default_factory=list)  # every member, directories too
+    symlinks: dict[str, str] = field(default_factory=dict)
+    _files_in_tar: set[str] = field(default_factory=set)
+
+    def new_tarball(self) -> None:
+        """Hardlinks refer to an earlier member of the same tarball."""
+        self._files_in_tar = set()
+
+    def add(self, member: tarfile.TarInfo) -> tuple[str, str]:
+        """(path, kind) of a member, refused if it could escape or collides with another."""
+        path = check_member_name(member.name)
+        kind = member_kind(member)
+        if not path:
+            if kind == "directory":
+                return path, kind  # the root itself (`./`)
+            raise InvalidPackage(f"archive member {member.name!r} has no name", member=member.name)
+        self.paths.append(path)
+        if kind != "directory":
+            if path in self.names:
+                raise InvalidPackage(
+                    f"archive member {path!r} appears twice (a later copy would replace the "
+                    "first when unpacked)",
+                    member=path,
+                )
+            self.names.add(path)
+        if kind == "symlink":
+            self._symlink(path, member.linkname)
+        elif kind == "hardlink":
+            self._hardlink(path, member.linkname)
+        elif kind == "file":
+            self._files_in_tar.add(path)
+        return path, kind
+
+    def _symlink(self, path: str, target: str) -> None:
+        if not target or "\x00" in target or len(target) > MAX_PATH:
+            raise InvalidPackage(f"symlink {path!r} has an invalid target", member=path)
+        if target.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", target):
+            raise InvalidPackage(
+                f"symlink {path!r} points at the absolute path {target!r}, outside the package",
+                member=path,
+            )
+        self.symlinks[path] = target.replace("\\", "/")
+
+    def _hardlink(self, path: str, target: str) -> None:
+        try:
+            inside = check_member_name(target)
+        except InvalidPackage:
+            raise InvalidPackage(
+                f"hardlink {path!r} points at {target!r}, outside the package", member=path
+            ) from None
+        if inside not in self._files_in_tar:
+            raise InvalidPackage(
+                f"hardlink {path!r} points at {target!r}, which is not a file stored before it "
+                "in the package",
+                member=path,
+            )
+
+    def finish(self) -> None:
+        """Follow every symlink through the others; refuse any that leaves the package, and any
+        member stored under a symlinked directory."""
+        if not self.symlinks:
+            return
+        walk = _LinkWalk(self.symlinks)
+        for path, target in self.symlinks.items():
+            parent = posixpath.dirname(path)
+            if not walk.stays_inside(f"{parent}/{target}" if parent else target):
+                raise InvalidPackage(
+                    f"symlink {path!r} -> {target!r} points outside the package (or loops)",
+                    member=path,
+                )
+        # Members under `<link>/` sort right after `<link>/`: one binary search per symlink.
+        ordered = sorted(self.paths)
+        for link in self.symlinks:
+            i = bisect.bisect_left(ordered, link + "/")
+            if i < len(ordered) and ordered[i].startswith(link + "/"):
+                raise InvalidPackage(
+                    f"archive member {ordered[i]!r} is stored under the symlink {link!r}",
+                    member=ordered[i],
+                )
+
+
+class _LinkWalk:
+    """Resolves paths inside the package through its symlinks, as the OS would once unpacked;
+    all walks of one package share a step budget, so crafted links cannot cost quadratic time."""
+
+    def __init__(self, symlinks: dict[str, str], steps: int = MAX_LINK_STEPS) -> None:
+        self.symlinks = symlinks
+        self.steps = steps
+
+    def stays_inside(self, path: str) -> bool:
+        """False if `path` (relative to the package root) climbs out of it or loops."""
+        prefixes: list[str] = []  # prefixes[i]: the first i + 1 resolved components, joined
+        pending = _components(path)
+        hops = 0
+        while pending:
+            self.steps -= 1
+            if self.steps < 0:
+                raise InvalidPackage("the package's symlinks take too many steps to follow")
+            part = pending.pop()
+            if part == "..":
+                if not prefixes:
+                    return False
+                prefixes.pop()
+                continue
+            candidate = f"{prefixes[-1]}/{part}" if prefixes else part
+            if len(candidate) > MAX_PATH:
+                return False
+            target = self.symlinks.get(candidate)
+            if target is None:
+                prefixes.append(candidate)
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS or target.startswith("/"):
+                return False
+            pending.extend(_components(target))
+        return True
+
+
+def _components(path: str) -> list[str]:
+    """The path's components, last first (a stack)."""
+    return [p for p in reversed(path.split("/")) if p not in ("", ".")]
+
+
+# --- the .conda container ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    name: str
+    stored: bool  # ZIP_STORED, not encrypted
+    file_size: int
+    compress_size: int
+
+
+def check_conda_container(entries: list[ZipEntry]) -> str:
+    """The stem `<s>` of a .conda's `info-<s>.tar.zst`; the zip must hold exactly that,
+    `pkg-<s>.tar.zst` and `metadata.json`, each stored uncompressed once."""
+    names = [e.name for e in entries]
+    infos = [n for n in names if n.startswith("info-") and n.endswith(".tar.zst")]
+    if not infos:
+        raise InvalidPackage("the archive has no info-<name>.tar.zst member")
+    stem = infos[0][len("info-") : -len(".tar.zst")]
+    expected = {"metadata.json", f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"}
+    if not _STEM.match(stem) or ".." in stem:
+        raise InvalidPackage(f"the .conda member {infos[0]!r} has an unsafe name", member=infos[0])
+    for name in names:
+        if name not in expected:
+            raise InvalidPackage(
+                f"the .conda holds {name!r}; a .conda holds only metadata.json, "
+                f"info-{stem}.tar.zst and pkg-{stem}.tar.zst",
+                member=name,
+            )
+    if len(names) != len(expected) or set(names) != expected:
+        missing = sorted(expected - set(names)) or sorted({n for n in names if names.count(n) > 1})
+        raise InvalidPackage(
+            f"the .conda must hold each of {', '.join(sorted(expected))} once ({missing[0]})",
+            member=missing[0],
+        )
+    for entry in entries:
+        if not entry.stored or entry.file_size != entry.compress_size:
+            raise InvalidPackage(
+                f"the .conda member {entry.name!r} is compressed or encrypted by the zip; a "
+                ".conda's zip stores its members as they are",
+                member=entry.name,
+            )
+    return stem
+
+
+# --- info/index.json --------------------------------------------------------------------------
 
 
 def check_index(index: Any, filename: str) -> str:
-    """Validate info/index.json against the file name; return the package's subdir."""
+    """Validate info/index.json (every field, see records_check) against the file name; return
+    the package's subdir."""
     name, version, build, _ = check_filename(filename)
-    if not isinstance(index, dict):
-        raise InvalidPackage("info/index.json is not a JSON object")
-    for field in (*_TEXT_FIELDS, "subdir"):
-        value = index.get(field)
-        if not isinstance(value, str) or not value:
-            raise InvalidPackage(f"info/index.json has no valid '{field}'")
-        if any(c in value for c in "/\\\x00") or value in {".", ".."}:
-            raise InvalidPackage(f"info/index.json '{field}' {value!r} contains a path")
-    if not isinstance(index.get("build_number"), int) or isinstance(
-        index.get("build_number"), bool
-    ):
-        raise InvalidPackage("info/index.json has no integer 'build_number'")
+    check_record(index)
     if (index["name"], index["version"], index["build"]) != (name, version, build):
         raise InvalidPackage(
             f"file name {filename!r} does not match info/index.json "
             f"({index['name']}-{index['version']}-{index['build']})"
         )
-    if not SUBDIR_RE.match(index["subdir"]):
-        raise InvalidPackage(f"info/index.json subdir {index['subdir']!r} is not a conda subdir")
-    for field in ("depends", "constrains"):
-        value = index.get(field, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InvalidPackage(f"info/index.json '{field}' must be a list of strings")
     return str(index["subdir"])
-
-
-def read_index_json(path: str, filename: str) -> dict[str, Any]:
-    """Stream the info part of the archive at `path` and return its parsed index.json."""
-    try:
-        with open(path, "rb") as f:
-            # A .conda names its info member after its own stem: read that name from the zip,
-            # so a renamed file is reported as a mismatch rather than as corrupt.
-            inner = _conda_stem(f) + ".conda" if filename.endswith(".conda") else filename
-            f.seek(0)
-            for tar, member in package_streaming.stream_conda_info(inner, f):
-                check_member_name(member.name)
-                if member.name.removeprefix("./") != "info/index.json":
-                    continue
-                if not member.isfile() or member.size > _MAX_INDEX_JSON:
-                    raise InvalidPackage("info/index.json is not a regular file of sane size")
-                extracted = tar.extractfile(member)
-                if extracted is None:
-                    raise InvalidPackage("info/index.json cannot be read")
-                return json.loads(extracted.read())
-    except InvalidPackage:
-        raise
-    except json.JSONDecodeError as exc:
-        raise InvalidPackage(f"info/index.json is not valid JSON: {exc.msg}") from None
-    except Exception as exc:  # zipfile, tarfile, zstd, bz2 and EOF errors all mean the same here
-        raise InvalidPackage(
-            f"corrupt or truncated archive: {type(exc).__name__}: {exc}"[:300]
-        ) from None
-    raise InvalidPackage("the archive has no info/index.json")
-
-
-def _conda_stem(f: BinaryIO) -> str:
-    with zipfile.ZipFile(f) as z:
-        for name in z.namelist():
-            if name.startswith("info-") and name.endswith(".tar.zst") and "/" not in name:
-                return name[len("info-") : -len(".tar.zst")]
-    raise InvalidPackage("the archive has no info-<name>.tar.zst member")
 
 
 def make_record(index: dict[str, Any], md5: str, sha256: str, size: int) -> dict[str, Any]:
     """The repodata record: index.json plus what an indexer computes over the whole file."""
-    return {**index, "md5": md5, "sha256": sha256, "size": size}
+    kept = {k: v for k, v in index.items() if k not in COMPUTED}
+    return {**kept, "md5": md5, "sha256": sha256, "size": size}

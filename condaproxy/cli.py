@@ -1,22 +1,34 @@
-"""`condaproxy serve [--config PATH] [--host H] [--port P] [--workers N]`.
+"""The command line: `condaproxy serve | check-config | token new | purge | prefetch | stats`.
 
-The app is imported only after the metrics directory is set up: prometheus-client chooses its
-multiprocess mode when it is first imported.
+`serve` imports the app only after the metrics directory is set up: prometheus-client chooses
+its multiprocess mode when it is first imported. The admin commands are thin clients of the
+admin API (ops/client.py). Exit codes: 0 ok, 1 the proxy refused or failed, 2 bad config/usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .settings import CONFIG_ENV, ConfigError, check_cache_path, load_settings
+from .settings import CONFIG_ENV, ConfigError, Settings, check_cache_path, load_settings
 
 SHARED_MEMORY = Path("/dev/shm")
+
+
+def package_version() -> str:
+    try:
+        return version("condaproxy")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from . import __version__
+
+        return __version__
 
 
 def prepare_metrics_dir(cache_path: Path) -> Path:
@@ -44,41 +56,121 @@ def app_factory() -> object:
     from .redact import Redactor
 
     settings = load_settings(os.environ.get(CONFIG_ENV))
-    configure_logging(Redactor(settings.secrets()))
+    configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     return create_app(settings)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="condaproxy", description="Caching proxy for conda channels"
     )
+    parser.add_argument("--version", action="version", version=f"condaproxy {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    config_help = f"config file (default: ${CONFIG_ENV} or ./proxy.toml)"
+
     serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or ./proxy.toml)")
+    serve.add_argument("--config", help=config_help)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
-    args = parser.parse_args(argv)
 
+    check = sub.add_parser("check-config", help="validate a config; print what it means")
+    check.add_argument("--config", help=config_help)
+
+    token = sub.add_parser("token", help="proxy tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    new = token_sub.add_parser("new", help="print a new token every conda client can carry")
+    new.add_argument("--length", type=int, default=40)
+
+    from .ops.client import DEFAULT_URL, TOKEN_ENV, URL_ENV
+
+    def admin(name: str, text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL), help=f"${URL_ENV}")
+        cmd.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"${TOKEN_ENV}")
+        return cmd
+
+    purge = admin("purge", "purge cached files and metadata (never uploads)")
+    purge.add_argument("scope", nargs="?", default="", help="<channel>[/<subdir>[/<file>]]")
+    purge.add_argument("--package", help="every file of this package name")
+    purge.add_argument("--metadata-only", action="store_true")
+    admin("stats", "what the cache holds, per channel")
+    prefetch = admin("prefetch", "warm the cache with files or match specs")
+    prefetch.add_argument("channel")
+    prefetch.add_argument("subdir")
+    prefetch.add_argument("packages", nargs="+", help="file names or match specs")
+    prefetch.add_argument("--with-dependencies", action="store_true")
+    prefetch.add_argument("--no-wait", action="store_true", help="submit and return")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        from .ops.config_check import new_token
+
+        print(new_token(args.length))
+        return 0
+    if args.command in ("purge", "stats", "prefetch"):
+        return _admin(args)
     try:
         settings = load_settings(args.config)
         check_cache_path(settings)
     except ConfigError as exc:
         print(f"condaproxy: config error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "check-config":
+        return _check_config(settings)
+    return _serve(args, settings)
+
+
+def _check_config(settings: Settings) -> int:
+    from .ops.config_check import effective, warnings
+
+    print(json.dumps(effective(settings), indent=2, sort_keys=True))
+    for warning in warnings(settings):
+        print(f"condaproxy: warning: {warning}", file=sys.stderr)
+    print(f"condaproxy: configuration {settings.source} is ok", file=sys.stderr)
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from .ops.client import AdminClient, ClientError, follow_prefetch, print_json
+
+    client = AdminClient(args.url, args.token)
+    try:
+        if args.command == "purge":
+            print_json(client.purge(args.scope, args.package, args.metadata_only))
+        elif args.command == "stats":
+            print_json(client.stats())
+        else:
+            job = client.prefetch(args.channel, args.subdir, args.packages, args.with_dependencies)
+            if not args.no_wait:
+                job = follow_prefetch(client, job)
+            print_json(job)
+            return 0 if job.get("state") in ("done", "resolving", "fetching") else 1
+    except ClientError as exc:
+        print(f"condaproxy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     workers = args.workers or settings.server.workers
-
     metrics_dir = prepare_metrics_dir(settings.cache.path)
 
+    import structlog
     import uvicorn
 
     from .app import create_app
     from .logs import configure_logging
     from .redact import Redactor
 
-    configure_logging(Redactor(settings.secrets()))
+    configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     # uvicorn's own records go through our pipeline (log_config=None keeps its dictConfig off).
     options: dict[str, Any] = {
         "host": host,
@@ -88,14 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         "log_config": None,
         "proxy_headers": False,  # nothing uses the client address; skip the per-request rewrite
     }
-    import structlog
-
     structlog.get_logger("condaproxy.cli").info(
         "listening",
         url=f"http://{host}:{port}",
         config=os.path.abspath(settings.source),
         workers=workers,
         cache=str(settings.cache.path),
+        version=package_version(),
     )
     try:
         if workers > 1:

@@ -10,14 +10,17 @@ which only an exception does) since the access event already says why.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Awaitable, MutableMapping
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
 
+from .errors import ProxyError
+from .forwarded import Network, client_address, request_id
 from .metrics import Metrics
 from .redact import Redactor
 
@@ -27,9 +30,10 @@ _ROUTINE = {401, 404, 416}
 _ABORTED = "_condaproxy_aborted"  # set on an exception whose abort the access log reported
 
 
-def configure_logging(redact: Redactor, level: str = "info", json: bool | None = None) -> None:
-    """JSON lines when stderr is not a terminal (containers, CI), readable text otherwise."""
-    as_json = not sys.stderr.isatty() if json is None else json
+def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") -> None:
+    """`[log] format`: JSON lines, readable console text, or (auto) JSON unless stderr is a
+    terminal (containers and CI get JSON)."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
 
     def mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
@@ -85,6 +89,23 @@ def _json(event: Any, **_: Any) -> str:
 
 _ENCODER = msgspec.json.Encoder(enc_hook=str)  # anything unexpected is logged as text
 access_log = structlog.get_logger("condaproxy.access")
+_audit_log = structlog.get_logger("condaproxy.audit")
+T = TypeVar("T")
+
+
+async def audited(action: str, token: str | None, target: str, call: Awaitable[T]) -> T:
+    """Run an operation that changes what the proxy holds (upload, delete, purge, prefetch)
+    and leave one `audit` event: which token, what, and how it ended."""
+    try:
+        result = await call
+    except ProxyError as exc:
+        outcome = f"refused {exc.status}: {exc.message}"
+        _audit_log.info("audit", action=action, token=token or "-", target=target, result=outcome)
+        raise
+    _audit_log.info("audit", action=action, token=token or "-", target=target, result="ok")
+    return result
+
+
 _INTERNAL = b'{"error":"internal error: the proxy failed to answer; see its log","status":500}'
 
 
@@ -96,9 +117,12 @@ class AccessLog:
     500 JSON answer and an error event; after it started, the connection is aborted (never a
     complete wrong body) and the event says why."""
 
-    def __init__(self, app: Any, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: Any, metrics: Metrics | None = None, trusted_proxies: tuple[Network, ...] = ()
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.trusted = trusted_proxies
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metrics, labels are bounded
         self._metrics_failed = False
 
@@ -117,11 +141,15 @@ class AccessLog:
         status = 0
         sent = 0
         state = scope.setdefault("state", {})
+        given = _header(scope, b"x-request-id")
+        state["request_id"] = rid = request_id(given, os.urandom(8).hex())
+        rid_header = (b"x-request-id", rid.encode())
 
         async def counting_send(message: dict[str, Any]) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -158,9 +186,14 @@ class AccessLog:
                 if not self._metrics_failed:
                     access_log.error("metrics not recorded", error=f"{type(exc).__name__}: {exc}")
                 self._metrics_failed = True
+        headers = {"x-forwarded-for": _header(scope, b"x-forwarded-for") or ""}
+        peer = scope.get("client")
         fields: dict[str, Any] = {
             "method": scope["method"],
             "path": scope["path"],
+            "client": client_address(peer[0] if peer else None, headers, self.trusted),
+            "user_agent": (_header(scope, b"user-agent") or "")[:200],
+            "request_id": state.get("request_id"),
             "channel": state.get("channel"),
             "status": status,
             "bytes": sent,
@@ -175,7 +208,9 @@ class AccessLog:
             access_log.error("request failed", **fields, exc_info=failure)
         elif failure is not None:
             access_log.warning("response aborted", **fields)
-        elif status >= 500 or (status >= 400 and status not in _ROUTINE):
+        elif status >= 500 or (
+            status >= 400 and status not in _ROUTINE and not state.get("reported")
+        ):
             access_log.warning("request", **fields)  # refused or failed: the cause is in it
         else:
             access_log.info("request", **fields)
@@ -189,6 +224,13 @@ class AccessLog:
             self._child(self.metrics.outcomes, channel, outcome).inc()
             source = "cache" if outcome in _CACHED else "upstream"
             self._child(self.metrics.bytes_served, channel, source).inc(sent)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def _send_internal_error(send: Any) -> None:

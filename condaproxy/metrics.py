@@ -106,6 +106,18 @@ class Metrics:
         self.evicted_bytes = Counter(
             "condaproxy_evicted_bytes", "Bytes evicted to stay under max_size", registry=r
         )
+        self.store_max_bytes = Gauge(
+            "condaproxy_store_max_bytes",
+            "The cache's max_size in bytes (0: unbounded)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.active_downloads = Gauge(
+            "condaproxy_active_downloads",
+            "Upstream downloads of packages and shards in flight",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.store_bytes = Gauge(
             "condaproxy_store_bytes",
             "Bytes held by the cache's blob store",

@@ -17,12 +17,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
+from .errors import ProxyError, ServiceUnavailable
 from .index import FileEntry, Index, MetaEntry
 from .merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
 from .metadata import Built, MetadataCache, write_variant
 from .store import BlobStore
 from .workers import BIG, Workers
+
+log = structlog.get_logger("condaproxy.overlay")
 
 MERGE_FORMAT = "1"  # bump when merge rules change: the digest names the output
 
@@ -106,7 +111,18 @@ class Overlay:
             entry = self.index.get_meta(key)
             if entry is not None and entry.source_url == source:
                 return entry
-            return await build()
+            try:
+                return await build()
+            except ProxyError:
+                raise
+            except Exception as exc:
+                # Never a bare 500, and never the unmerged upstream view (that would re-open
+                # dependency confusion): the client is told to retry, the log says why.
+                log.error("merged view failed", key=key, cause=f"{type(exc).__name__}: {exc}")
+                raise ServiceUnavailable(
+                    f"the merged view {key.partition(':')[2]} cannot be built right now; "
+                    "retry later (the cause is in the proxy's log)"
+                ) from None
 
     async def shard_index(
         self,

@@ -1,40 +1,63 @@
-"""Accepting an upload: auth, streaming to disk with limits and checksums, reading the package,
-recording it. Any refusal leaves nothing behind."""
+"""Accepting an upload: auth, spooling the body to disk with checksums, checking the package
+(every archive member within an unpack budget, every record field), recording it. Any refusal
+leaves nothing behind: the temp file is discarded on every error path."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 import structlog
 
-from .archive import check_filename, check_index, make_record, read_index_json
+from .archive import Budget, check_filename, check_index, make_record, unpack_budget
 from .auth import require
-from .errors import BadRequest, NotFound, PayloadTooLarge, ProxyError
-from .settings import ChannelSettings, TokenSettings
+from .bodies import batches
+from .errors import BadRequest, NotFound, ProxyError
+from .merge import shard_bytes
+from .records_check import InvalidRecord
+from .settings import ChannelSettings, TokenSettings, UploadSettings
 from .store import BlobStore, TempBlob
+from .unpack import read_package
 from .uploads import Upload, UploadStore
 
 log = structlog.get_logger("condaproxy.publish")
-
-_BATCH = 1 << 20
 
 
 class MirrorOnly(ProxyError):
     status = 403
 
 
-def parse_bool(value: str | None, name: str) -> bool:
-    if value is None or value == "":
-        return False
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise BadRequest(f"query parameter '{name}' must be true or false, got {value!r}")
+def check_sha256_param(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise BadRequest("query parameter 'sha256' must be 64 hex digits")
+    return value
+
+
+@dataclass
+class Spool:
+    """One uploaded file on its way to disk: a temp file plus its checksums and size."""
+
+    filename: str
+    temp: TempBlob
+    sha256: Any = field(default_factory=hashlib.sha256)
+    md5: Any = field(default_factory=hashlib.md5)
+    size: int = 0
+
+    def write(self, data: bytes) -> None:
+        self.temp.write(data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+
+    def discard(self) -> None:
+        self.temp.discard()
 
 
 @dataclass
@@ -42,7 +65,11 @@ class Publisher:
     channels: Mapping[str, ChannelSettings]
     uploads: UploadStore
     temp_store: BlobStore
-    max_size: int
+    limits: UploadSettings
+
+    @property
+    def max_size(self) -> int:
+        return self.limits.max_upload_size
 
     def writable_channel(
         self, name: str, who: TokenSettings | None, presented: bool
@@ -55,6 +82,9 @@ class Publisher:
             raise MirrorOnly(f"channel '{name}' is a mirror of its upstream and takes no uploads")
         return channel
 
+    def open_spool(self, filename: str) -> Spool:
+        return Spool(filename, self.temp_store.new_temp())
+
     async def publish(
         self,
         channel: ChannelSettings,
@@ -64,8 +94,22 @@ class Publisher:
         expected_sha256: str | None,
         force: bool,
     ) -> Upload:
-        upload, temp = await self.prepare(channel, filename, body, who, expected_sha256)
+        check_filename(filename)
+        expected_sha256 = check_sha256_param(expected_sha256)
+        spool = await self.receive(filename, body)
+        upload, temp = await self.prepare(channel, spool, who, expected_sha256)
         return await self.commit(upload, temp, force)
+
+    async def receive(self, filename: str, body: AsyncIterator[bytes]) -> Spool:
+        """Stream the body to a temp file in ~1 MiB batches, written and hashed in a thread."""
+        spool = self.open_spool(filename)
+        try:
+            async for batch in batches(body):
+                await asyncio.to_thread(spool.write, batch)
+        except BaseException:
+            spool.discard()
+            raise
+        return spool
 
     async def commit(self, upload: Upload, temp: TempBlob, force: bool) -> Upload:
         try:
@@ -86,68 +130,58 @@ class Publisher:
     async def prepare(
         self,
         channel: ChannelSettings,
-        filename: str,
-        body: AsyncIterator[bytes],
+        spool: Spool,
         who: TokenSettings,
         expected_sha256: str | None,
     ) -> tuple[Upload, TempBlob]:
-        """Receive and check one package; nothing is recorded yet (the temp file holds it)."""
-        check_filename(filename)
-        if expected_sha256 is not None:
-            expected_sha256 = expected_sha256.strip().lower()
-            if len(expected_sha256) != 64 or any(
-                c not in "0123456789abcdef" for c in expected_sha256
-            ):
-                raise BadRequest("query parameter 'sha256' must be 64 hex digits")
-        temp = self.temp_store.new_temp()
+        """Check one received package; nothing is recorded yet (the temp file holds it). The
+        spool is discarded if the package is refused."""
         try:
-            sha256, md5, size = await self._receive(body, temp)
+            check_filename(spool.filename)
+            sha256, md5 = spool.sha256.hexdigest(), spool.md5.hexdigest()
             if expected_sha256 is not None and sha256 != expected_sha256:
                 raise BadRequest(
                     f"sha256 of the body is {sha256}, not the {expected_sha256} given",
                     sha256=sha256,
                 )
-            index = await asyncio.to_thread(read_index_json, str(temp.path), filename)
-            subdir = check_index(index, filename)
+            budget = Budget(
+                unpack_budget(
+                    spool.size, self.limits.max_unpacked_size, self.limits.max_unpacked_ratio
+                )
+            )
+            index = await asyncio.to_thread(
+                read_package,
+                str(spool.temp.path),
+                spool.filename,
+                budget,
+                lambda index: check_index(index, spool.filename),
+            )
+            subdir = check_index(index, spool.filename)
+            record = make_record(index, md5, sha256, spool.size)
+            check_servable(spool.filename, record)
             upload = Upload(
                 channel=channel.name,
                 subdir=subdir,
-                filename=filename,
+                filename=spool.filename,
                 sha256=sha256,
-                size=size,
+                size=spool.size,
                 uploaded_at=0.0,
                 uploaded_by=who.name,
-                record=make_record(index, md5, sha256, size),
+                record=record,
             )
         except BaseException:
-            temp.discard()
+            spool.discard()
             raise
-        return upload, temp
+        return upload, spool.temp
 
-    async def _receive(self, body: AsyncIterator[bytes], temp: TempBlob) -> tuple[str, str, int]:
-        """Stream the body to disk in 1 MiB batches, hashing in a thread; never all in memory."""
-        sha, md5 = hashlib.sha256(), hashlib.md5()
-        size = 0
-        batch: list[bytes] = []
-        pending = 0
 
-        def flush(chunks: list[bytes]) -> None:
-            data = b"".join(chunks)
-            temp.write(data)
-            sha.update(data)
-            md5.update(data)
-
-        async for chunk in body:
-            size += len(chunk)
-            if size > self.max_size:
-                raise PayloadTooLarge(
-                    f"upload is larger than max_upload_size ({self.max_size} bytes)",
-                    max_upload_size=self.max_size,
-                )
-            batch.append(chunk)
-            pending += len(chunk)
-            if pending >= _BATCH:
-                await asyncio.to_thread(flush, batch)
-                batch, pending = [], 0
-        await asyncio.to_thread(flush, batch)
-        return sha.hexdigest(), md5.hexdigest(), size
+def check_servable(filename: str, record: dict[str, Any]) -> None:
+    """The last word: the record goes through the very encoders of the merged repodata.json and
+    of a CEP-16 shard. check_record should make this unreachable."""
+    try:
+        msgspec.json.encode(record)
+        shard_bytes({filename: record})
+    except Exception as exc:
+        raise InvalidRecord(
+            f"info/index.json cannot be served in repodata: {type(exc).__name__}: {exc}"[:300]
+        ) from None

@@ -9,6 +9,7 @@ start-up with one line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -24,6 +25,8 @@ from .values import parse_bool, parse_size
 
 ENV_PREFIX = "CONDAPROXY_"
 CONFIG_ENV = "CONDAPROXY_CONFIG"
+# Read by the admin CLI (`condaproxy purge|prefetch|stats`), not config keys.
+CLIENT_ENV = frozenset({"CONDAPROXY_URL", "CONDAPROXY_TOKEN"})
 DEFAULT_CONFIG = "proxy.toml"
 
 
@@ -69,6 +72,17 @@ class ServerSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # The proxy's address as clients see it (for the status page's snippets); empty: taken from
+    # each request (Host, and X-Forwarded-* from a trusted proxy).
+    external_url: str = ""
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host are
+    # believed: the client address in logs, the external URL shown to users.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+class LogSettings(_Section, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless on a terminal
 
 
 class CacheSettings(_Section, frozen=True):
@@ -139,6 +153,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "upstream": UpstreamSettings,
     "uploads": UploadSettings,
     "metrics": MetricsSettings,
+    "log": LogSettings,
 }
 
 
@@ -148,6 +163,7 @@ class Settings(msgspec.Struct, frozen=True):
     upstream: UpstreamSettings = UpstreamSettings()
     uploads: UploadSettings = UploadSettings()
     metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
     channels: Mapping[str, ChannelSettings] = {}
     tokens: Mapping[str, TokenSettings] = {}
     source: str = "<defaults>"
@@ -207,7 +223,24 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     metrics = sections["metrics"]
     if isinstance(metrics, MetricsSettings) and metrics.token and len(metrics.token.value) < 8:
         raise ConfigError(f"{where}: 'metrics.token' is too short (at least 8 characters)")
+    server = sections["server"]
+    assert isinstance(server, ServerSettings)
+    _check_server(server, where)
     return Settings(channels=channels, tokens=tokens, source=where, **sections)  # type: ignore[arg-type]
+
+
+def _check_server(server: ServerSettings, where: str) -> None:
+    for entry in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: 'server.trusted_proxies' entry {entry!r} is not an address or network"
+            ) from None
+    if server.external_url:
+        parts = urlsplit(server.external_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(f"{where}: 'server.external_url' is not an http(s) URL")
 
 
 # converting one table
@@ -410,7 +443,7 @@ def _apply_env_overrides(
     CONDAPROXY_TOKENS__<NAME>__<KEY> override single keys. Any other CONDAPROXY_* variable
     (a typo) is an error, unless the file refers to it with `env:`."""
     for var, value in env.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var in referenced:
+        if not var.startswith(ENV_PREFIX) or var in {CONFIG_ENV, *CLIENT_ENV} or var in referenced:
             continue
         rest = var[len(ENV_PREFIX) :]
         given = _FromEnv(value, f"environment variable {var}")

@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -135,6 +137,18 @@ class Proxy:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def events_where(
+        self, match: Callable[[dict[str, Any]], bool], count: int = 1, seconds: float = 10
+    ) -> list[dict[str, Any]]:
+        """The log events `match` selects, once at least `count` of them are written (a
+        request's access event is logged just after its response is sent)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = [e for e in self.events() if match(e)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
 
     def events(self) -> list[dict[str, object]]:
         """The proxy's structured log events (JSON lines)."""

@@ -1,13 +1,22 @@
+{{- define "condaproxy.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "condaproxy.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "condaproxy.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "condaproxy.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -22,21 +31,139 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{- define "condaproxy.secretName" -}}
-{{ .Values.existingSecret | default (printf "%s-tokens" (include "condaproxy.fullname" .)) }}
+{{- define "condaproxy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{ .Values.serviceAccount.name | default (include "condaproxy.fullname" .) }}
+{{- else -}}
+{{ .Values.serviceAccount.name | default "default" }}
+{{- end -}}
 {{- end -}}
 
-{{/* The environment variable that carries a token's value into the config. */}}
-{{- define "condaproxy.tokenEnv" -}}
-CONDAPROXY_TOKEN_{{ . | upper | replace "-" "_" }}
+{{/* The Secret this chart writes every credential given as a value into. */}}
+{{- define "condaproxy.secretName" -}}
+{{ include "condaproxy.fullname" . }}-credentials
+{{- end -}}
+
+{{/* The address clients use: clientConfig.url, else the sidecar's loopback, the Ingress, or
+the Service's cluster DNS name. */}}
+{{- define "condaproxy.url" -}}
+{{- if .Values.clientConfig.url -}}
+{{ .Values.clientConfig.url | trimSuffix "/" }}
+{{- else if eq .Values.mode "sidecar" -}}
+http://localhost:8080
+{{- else if .Values.ingress.enabled -}}
+{{ if .Values.ingress.tls }}https{{ else }}http{{ end }}://{{ .Values.ingress.host }}
+{{- else -}}
+http://{{ include "condaproxy.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every secret value the proxy needs, as JSON {"items": [...]}: one item per environment variable,
+with the config key that reads it ("env:NAME"), the Secret key, and either the literal value
+(written to this chart's Secret) or a secretKeyRef (a Secret you manage). Nothing given in
+values is dropped: a value goes to the Secret, a reference to the pod's env.
+*/}}
+{{- define "condaproxy.credentials" -}}
+{{- $items := list -}}
+{{- $seen := dict -}}
+{{- range $tok := .Values.tokens -}}
+{{- $env := printf "CONDAPROXY_TOKEN_%s" (regexReplaceAll "[^A-Z0-9]+" (upper $tok.name) "_") -}}
+{{- $key := printf "token-%s" $tok.name -}}
+{{- $item := dict "env" $env "key" $key "what" (printf "tokens[%s]" $tok.name) -}}
+{{- if $tok.value -}}
+{{- $_ := set $item "value" $tok.value -}}
+{{- else if $.Values.existingSecret -}}
+{{- $_ := set $item "ref" (dict "name" $.Values.existingSecret "key" $key) -}}
+{{- else -}}
+{{- fail (printf "tokens[%s].value is required unless existingSecret is set" $tok.name) -}}
+{{- end -}}
+{{- $items = append $items $item -}}
+{{- end -}}
+{{- range $name, $ch := .Values.channels -}}
+{{- $slug := regexReplaceAll "[^a-z0-9]+" (lower $name) "-" | trimAll "-" -}}
+{{- if hasKey $seen $slug -}}
+{{- fail (printf "channels %q and %q both need credentials named %q: rename one" (get $seen $slug) $name $slug) -}}
+{{- end -}}
+{{- $_ := set $seen $slug $name -}}
+{{- range $field := list "upstreamToken" "upstreamPassword" "upstreamBearer" -}}
+{{- $given := get $ch $field -}}
+{{- if $given -}}
+{{- $setting := snakecase $field -}}
+{{- $env := printf "CONDAPROXY_CHANNEL_%s_%s" (regexReplaceAll "-" (upper $slug) "_") (upper $setting) -}}
+{{- $item := dict "env" $env "key" (printf "channel-%s-%s" $slug (kebabcase $field)) "setting" $setting "channel" $name "what" (printf "channels[%s].%s" $name $field) -}}
+{{- if kindIs "string" $given -}}
+{{- $_ := set $item "value" $given -}}
+{{- else -}}
+{{- $_ := set $item "ref" $given.secretKeyRef -}}
+{{- end -}}
+{{- $items = append $items $item -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.metrics.token -}}
+{{- $item := dict "env" "CONDAPROXY_SCRAPE_TOKEN" "key" "metrics-token" "what" "metrics.token" -}}
+{{- if kindIs "string" . -}}
+{{- $_ := set $item "value" . -}}
+{{- else -}}
+{{- $_ := set $item "ref" .secretKeyRef -}}
+{{- end -}}
+{{- $items = append $items $item -}}
+{{- end -}}
+{{- dict "items" $items | toJson -}}
+{{- end -}}
+
+{{/* The env var (name) a channel's credential field is read from, or "" when not given. */}}
+{{- define "condaproxy.credentialEnv" -}}
+{{- $root := index . 0 -}}
+{{- $what := index . 1 -}}
+{{- range (include "condaproxy.credentials" $root | fromJson).items -}}
+{{- if eq .what $what }}{{ .env }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's env entries for every credential. */}}
+{{- define "condaproxy.credentialEnvVars" -}}
+{{- $secret := include "condaproxy.secretName" . -}}
+{{- range (include "condaproxy.credentials" . | fromJson).items }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      {{- if .ref }}
+      name: {{ .ref.name }}
+      key: {{ .ref.key }}
+      {{- else }}
+      name: {{ $secret }}
+      key: {{ .key }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* A TOML list of strings. */}}
+{{- define "condaproxy.tomlList" -}}
+[{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ $v | toString | quote }}{{ end }}]
+{{- end -}}
+
+{{/* extraConfig.<section>: more keys for a [section] of proxy.toml, after the chart's own. */}}
+{{- define "condaproxy.extra" -}}
+{{- $root := index . 0 -}}
+{{- $section := index . 1 -}}
+{{- $managed := dict "server" (list "host" "port" "workers") "cache" (list "path" "repodata_ttl" "negative_ttl" "max_size" "min_free") "upstream" (list "connect_timeout" "read_timeout") "uploads" (list "max_upload_size") "metrics" (list "token") -}}
+{{- range $key, $value := get $root.Values.extraConfig $section | default dict }}
+{{- if has $key (get $managed $section) }}
+{{- fail (printf "extraConfig.%s.%s is set by the chart's own values: set those instead" $section $key) }}
+{{- end }}
+{{ $key }} = {{ toJson $value }}
+{{- end -}}
 {{- end -}}
 
 {{/* proxy.toml, rendered from values. Paths match the Dockerfile's. */}}
 {{- define "condaproxy.config" -}}
 [server]
-host = "0.0.0.0"
+host = {{ if eq .Values.mode "sidecar" }}"127.0.0.1"{{ else }}"0.0.0.0"{{ end }}
 port = 8080
 workers = {{ .Values.workers }}
+{{- include "condaproxy.extra" (list . "server") }}
 
 [cache]
 path = "/var/cache/condaproxy"
@@ -44,13 +171,24 @@ repodata_ttl = {{ .Values.cache.repodataTtl }}
 negative_ttl = {{ .Values.cache.negativeTtl }}
 max_size = {{ .Values.cache.maxSize | quote }}
 min_free = {{ .Values.cache.minFree | quote }}
+{{- include "condaproxy.extra" (list . "cache") }}
 
 [upstream]
 connect_timeout = {{ .Values.upstream.connectTimeout }}
 read_timeout = {{ .Values.upstream.readTimeout }}
+{{- include "condaproxy.extra" (list . "upstream") }}
 
 [uploads]
 max_upload_size = {{ .Values.uploads.maxUploadSize | quote }}
+{{- include "condaproxy.extra" (list . "uploads") }}
+{{- if or .Values.metrics.token .Values.extraConfig.metrics }}
+
+[metrics]
+{{- if .Values.metrics.token }}
+token = "env:CONDAPROXY_SCRAPE_TOKEN"
+{{- end }}
+{{- include "condaproxy.extra" (list . "metrics") }}
+{{- end }}
 {{- range $name, $ch := .Values.channels }}
 
 [channels.{{ $name | quote }}]
@@ -64,13 +202,24 @@ mirror_only = true
 private = true
 {{- end }}
 {{- with $ch.allowUpstream }}
-allow_upstream = [{{ range $i, $n := . }}{{ if $i }}, {{ end }}{{ $n | quote }}{{ end }}]
+allow_upstream = {{ include "condaproxy.tomlList" . }}
+{{- end }}
+{{- with $ch.allowedOrigins }}
+allowed_origins = {{ include "condaproxy.tomlList" . }}
+{{- end }}
+{{- with $ch.upstreamUsername }}
+upstream_username = {{ . | quote }}
+{{- end }}
+{{- range $field := list "upstreamToken" "upstreamPassword" "upstreamBearer" }}
+{{- if get $ch $field }}
+{{ snakecase $field }} = "env:{{ include "condaproxy.credentialEnv" (list $ (printf "channels[%s].%s" $name $field)) }}"
+{{- end }}
 {{- end }}
 {{- end }}
 {{- range $tok := .Values.tokens }}
 
 [tokens.{{ $tok.name | quote }}]
-token = "env:{{ include "condaproxy.tokenEnv" $tok.name }}"
+token = "env:{{ include "condaproxy.credentialEnv" (list $ (printf "tokens[%s]" $tok.name)) }}"
 roles = { {{ range $i, $c := keys $tok.roles | sortAlpha }}{{ if $i }}, {{ end }}{{ $c | quote }} = {{ index $tok.roles $c | quote }}{{ end }} }
 {{- end }}
 {{- end -}}
