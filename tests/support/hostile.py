@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import subprocess
 import threading
@@ -138,7 +139,7 @@ class HealthProbe(threading.Thread):
     """Polls /healthz every `interval` seconds on one keep-alive connection and records each
     answer's latency (a failed or timed-out answer counts as `timeout`)."""
 
-    def __init__(self, base_url: str, interval: float = 0.02, timeout: float = 2.0) -> None:
+    def __init__(self, base_url: str, interval: float = 0.01, timeout: float = 2.0) -> None:
         super().__init__(daemon=True)
         self.url, self.interval, self.timeout = base_url + "/healthz", interval, timeout
         self.latencies: list[float] = []
@@ -165,8 +166,9 @@ class HealthProbe(threading.Thread):
         self.join(10)
 
     def percentile(self, p: float) -> float:
+        """Nearest rank: the smallest latency that `p` of the answers did not exceed."""
         ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+        return ordered[max(0, math.ceil(len(ordered) * p) - 1)]
 
 
 def _children(pid: int) -> list[int]:
