@@ -293,7 +293,7 @@ class Downloads:
         assert d.relay is not None
         d.written += len(chunk)
         d.notify()
-        await d.relay.put(chunk, d.slowest)
+        await d.relay.put(chunk, d.slowest, d.cut_off)
 
     async def _commit(self, d: Download, entry: FileEntry) -> None:
         assert d.temp is not None

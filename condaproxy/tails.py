@@ -70,6 +70,8 @@ class LocalTail:
         partial = start > 0 or (end is not None and end != size)
         offset = start
         while end is None or offset < end:
+            if self.id in d.cut:
+                raise ClientAbort(f"{d.key}: this client stopped reading while the disk was full")
             if partial and d.relay is not None and not d.verified:
                 self._leave()
                 self.private = self.fallback()

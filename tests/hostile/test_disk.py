@@ -10,6 +10,7 @@ ready and go on serving and caching afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -20,6 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from condaproxy.relay import Relay
+from condaproxy.tails import LocalTail, PrivateStream
+from condaproxy.transfer import ClientAbort, Download, Head
 from tests.support.hostile import (
     Got,
     all_workers_started,
@@ -229,3 +233,42 @@ def test_full_disk_keeps_the_proxy_ready_serving_hits_and_misses(
     assert not_cached(proxy, "low_disk") + not_cached(proxy, "disk_full") >= 1
     assert_nothing_kept(small_disk, disk_files[HUGE])
     no_crash_in_log(proxy.log())
+
+
+async def test_a_client_that_stops_reading_cannot_stall_a_download_on_a_full_disk() -> None:
+    """In-process (the real wait is 30 s): with the disk full, the relay waits for a slow
+    reader, but once no reader has moved for `stall` seconds it cuts the laggard off and the
+    download goes on for the others."""
+    data = os.urandom(64 * 1024)
+    head = Head(len(data), "application/octet-stream", hashlib.sha256(data).hexdigest())
+    d = Download("ch/linux-64/x-1.0-0.conda", None, asyncio.get_running_loop().create_future())
+    d.head.set_result(head)
+    d.relay = Relay(0, limit=4096, stall=0.05)
+
+    def no_fallback() -> PrivateStream:
+        raise AssertionError("no range here")
+
+    reader, stalled = LocalTail(d, None, no_fallback), LocalTail(d, None, no_fallback)
+
+    async def produce() -> None:  # what Downloads._to_relay does, chunk by chunk
+        for i in range(0, len(data), 1024):
+            d.written += 1024
+            d.notify()
+            await d.relay.put(data[i : i + 1024], d.slowest, d.cut_off)
+        d.sha256, d.verified = head.sha256, True
+        d.notify()
+
+    async def read_all() -> bytes:
+        return b"".join([chunk async for chunk in reader.chunks(0, len(data))])
+
+    producer = asyncio.create_task(produce())
+    stopped = stalled.chunks(0, len(data))
+    first = await asyncio.wait_for(anext(stopped), 5)  # reads once, then never again
+    assert data.startswith(first)
+    body = await asyncio.wait_for(read_all(), 10)
+    await asyncio.wait_for(producer, 5)
+    assert body == data
+    with pytest.raises(ClientAbort, match="stopped reading"):
+        await anext(stopped)
+    await reader.aclose()
+    await stalled.aclose()
