@@ -198,8 +198,8 @@ def test_one_client_wrong_claim_aborts_only_that_client(
         start_proxy({"ch": {"upstream": plain.url}}, workers=workers), workers
     )
     data = files[REMOVED]
-    # The body waits 1 s: every client joins the one download before a byte of it arrives.
-    plain.override(f"/{REMOVED}", data, delay=1.0)
+    # The body waits 0.5 s: every client joins the one download before a byte of it arrives.
+    plain.override(f"/{REMOVED}", data, delay=0.5)
     claims = [None, None, sha(data), sha(data).upper(), sha(b"poison"), sha(b"poison")]
     got = get_all(f"{proxy.url}/ch/{REMOVED}", [claim(c) for c in claims], timeout=15)
     for each in got[:4]:
@@ -233,7 +233,7 @@ def test_claim_contradicting_the_channel_record_is_409_naming_the_published_sha2
     assert plain.count("GET", f"/{BIG}") == 0, "nothing was fetched for a refused claim"
 
     # in flight: a client is downloading the file when the poisoned claim comes
-    plain.override(f"/{BIG}", files[BIG], delay=1.0)
+    plain.override(f"/{BIG}", files[BIG], delay=0.5)
     first: list[Got] = []
     thread = threading.Thread(target=lambda: first.append(get_one(url)))
     thread.start()

@@ -32,6 +32,7 @@ from tests.support.processes import Proxy, Upstream, write_config
 
 MiB = 1 << 20
 BOMB = 1 << 30  # what each bomb inflates to
+CAP = 4 * MiB  # what a test reads of any answer
 GROWTH = 400 * MiB  # what the proxy's processes may grow by, at their peak, through it all
 HEAD = b'{"info": {"subdir": "linux-64"}, "repodata_version": 1, "packages": {'
 TAIL = b'}, "packages.conda": {}}'
@@ -128,7 +129,15 @@ class Bombed:
     baseline: dict[int, int]  # resident bytes of each proxy's processes before any bomb
 
     def get(self, label: str, path: str, proxy: Proxy | None = None) -> httpx.Response:
-        return self.client.get(f"{(proxy or self.strict).url}/ch/label/{label}/{path}")
+        """The proxy's answer, read only up to CAP bytes: a proxy that let a bomb through must
+        fail the test, not take the test runner's memory with it."""
+        url = f"{(proxy or self.strict).url}/ch/label/{label}/{path}"
+        body = b""
+        with self.client.stream("GET", url) as response:
+            for chunk in response.iter_raw():
+                body += chunk
+                assert len(body) <= CAP, f"{url}: more than {CAP} bytes: the bomb went through"
+        return httpx.Response(response.status_code, headers=response.headers, content=body)
 
     def prepare(self, label: str, bomb: Bomb) -> None:
         if bomb.path.endswith("repodata.json"):  # fetched only when there is no .zst
