@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import zstandard
 
 from ..rules.codecs import (
     SHARD_LIMIT,
+    TooLarge,
+    decode_content,
     decode_msgpack,
     encode_msgpack,
     zstd_compress,
@@ -35,8 +36,6 @@ from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins, rewrite_repodata, rewrite_shard_index
 from .metadata import Built, file_sha256, write_variant
 from .workers import BIG, Workers
-
-_READ = 4 << 20
 
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
@@ -61,20 +60,30 @@ class _Repodata(msgspec.Struct):
 def check_repodata(document: Any, url: str, subdir: str | None) -> None:
     """Refuse a body that is not a repodata document (PROTOCOL.md): it must not replace a
     good snapshot. `document` is bytes-like (mmap is fine); nothing is materialised."""
+    problem = _repodata_problem(document, subdir)
+    if problem is not None:
+        raise UpstreamError(url, problem[:300])
+
+
+def _repodata_problem(document: Any, subdir: str | None) -> str | None:
+    """What is wrong with `document`, or None. The decoded shape holds views into the
+    document (msgspec.Raw): it must be gone before the caller closes an mmap under it, so it
+    never outlives this frame (an exception raised here would keep it alive)."""
     try:
         shape = msgspec.json.decode(document, type=_Repodata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UpstreamError(url, f"not a repodata document: {exc}"[:300]) from None
+        return f"not a repodata document: {exc}"
     # The first byte of each map, without copying hundreds of MB out of the document.
     maps = [memoryview(m)[:1].tobytes() for m in (shape.packages, shape.packages_conda) if len(m)]
-    if not maps:
-        raise UpstreamError(url, "not a repodata document: no 'packages' or 'packages.conda'")
-    if any(m != b"{" for m in maps):
-        raise UpstreamError(url, "not a repodata document: package maps must be objects")
     given = (shape.info or {}).get("subdir")
+    if not maps:
+        return "not a repodata document: no 'packages' or 'packages.conda'"
+    if any(m != b"{" for m in maps):
+        return "not a repodata document: package maps must be objects"
     if subdir is not None and given is not None and given != subdir:
         # conda raises when info.subdir differs from the subdir it asked for.
-        raise UpstreamError(url, f"repodata is for subdir {given!r}, not {subdir!r}")
+        return f"repodata is for subdir {given!r}, not {subdir!r}"
+    return None
 
 
 def _subdir_of(url: str) -> str | None:
@@ -93,18 +102,14 @@ def decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tu
     found = False
     try:
         with open(body_path, "rb") as src, open(path, "wb") as out:
-            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-            while chunk := reader.read(_READ):
+            for chunk in decode_content(src, "zstd", limit):
                 found = found or _NEEDLE in tail + chunk[: len(_NEEDLE)] or _NEEDLE in chunk
                 tail = chunk[-len(_NEEDLE) :]
                 out.write(chunk)
-                if out.tell() > limit:
-                    raise UpstreamError(
-                        url,
-                        f"repodata decompresses to more than {limit} bytes "
-                        "(cache.max_repodata_size)",
-                    )
-    except zstandard.ZstdError as exc:
+    except TooLarge as exc:
+        os.unlink(path)
+        raise UpstreamError(url, f"repodata {exc} (cache.max_repodata_size)") from None
+    except ValueError as exc:
         os.unlink(path)
         raise UpstreamError(url, f"unusable repodata: {exc}") from None
     except BaseException:
@@ -200,7 +205,7 @@ def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
         if not all(isinstance(v, bytes) and len(v) == 32 for v in index["shards"].values()):
             raise ValueError("'shards' must map names to 32-byte sha256 digests")
         rewritten, origins = rewrite_shard_index(index, url)
-    except (zstandard.ZstdError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # codecs raise ValueError for bad zstd
         raise UpstreamError(url, f"unusable shard index: {exc}"[:300]) from None
     variant = write_variant(tmp_dir, "body", zstd_compress(encode_msgpack(rewritten)))
     return Built(variant[1], {"body": variant}, origins)

@@ -107,7 +107,7 @@ class Downloads:
                 continue
             if active is not None and active.joinable():
                 head = await asyncio.shield(active.head)
-                return head, LocalTail(active, claim), "coalesced"
+                return head, LocalTail(active, claim, private), "coalesced"
             if active is not None:  # not kept, and its window has moved on
                 stream = private()
                 return await stream.open(), stream, "miss"
@@ -121,7 +121,8 @@ class Downloads:
                 if temp_path is None:  # the other worker keeps nothing: stream on our own
                     stream = private()
                     return await stream.open(), stream, "miss"
-                return head, RemoteTail(self, key, temp_path, claim, private), "coalesced"
+                follow = RemoteTail(self, key, temp_path, claim, private, head.size)
+                return head, follow, "coalesced"
             entry = self.cached(key)
             if entry is not None:  # finished by another worker while we looked
                 release(lock_fd)
@@ -137,7 +138,7 @@ class Downloads:
             task = asyncio.create_task(self._run(download, lock_fd, channel, url, expected))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            tail = LocalTail(download, claim)  # registered before the first byte can go by
+            tail = LocalTail(download, claim, private)  # joins before the first byte
             try:
                 head = await asyncio.shield(download.head)
             except BaseException:
@@ -292,7 +293,7 @@ class Downloads:
         assert d.relay is not None
         d.written += len(chunk)
         d.notify()
-        await d.relay.put(chunk, d.slowest)
+        await d.relay.put(chunk, d.slowest, d.cut_off)
 
     async def _commit(self, d: Download, entry: FileEntry) -> None:
         assert d.temp is not None

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from ..rules.codecs import TooLarge, decode_content
 from ..rules.conditional import is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from ..rules.rewrite import Origins
@@ -80,6 +81,23 @@ def write_variant(
     with open(path, "wb") as f:
         f.write(data)
     return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
+
+
+def decode_body(path: str, coding: str, limit: int, url: str) -> None:
+    """Undo the Content-Encoding of the body stored at `path`, in place, never writing more
+    than `limit` bytes."""
+    decoded = path + ".decoded"
+    try:
+        with open(path, "rb") as src, open(decoded, "wb") as out:
+            for piece in decode_content(src, coding, limit):
+                out.write(piece)
+        os.replace(decoded, path)
+    except TooLarge as exc:
+        raise UpstreamError(url, f"body {exc} (cache.max_repodata_size)") from None
+    except ValueError as exc:
+        raise UpstreamError(url, f"unusable {coding} body: {exc}"[:300]) from None
+    finally:
+        Path(decoded).unlink(missing_ok=True)
 
 
 def _identity(body_path: str) -> Built:
@@ -223,8 +241,12 @@ class MetadataCache:
                             return Served(fresh, "revalidated")
                         if response.status == 304:
                             raise UpstreamError(response.url, "answered 304 to a plain request")
+                        # The body as sent: a content coding is undone below, bounded, in a
+                        # thread (a 1 MB gzip body can claim gigabytes).
+                        coding = response.headers.get("content-encoding", "identity")
+                        coding, source = coding.strip().lower(), response.url
                         size = 0
-                        async for chunk in response.iter_decoded():
+                        async for chunk in response.iter_bytes():
                             size += len(chunk)
                             if size > limit:
                                 raise UpstreamError(
@@ -237,6 +259,9 @@ class MetadataCache:
                         raise
                     continue
                 body.close()
+                if coding != "identity":
+                    path = str(body.path)
+                    await self.workers.run(False, decode_body, path, coding, limit, source)
                 built = await build(self.workers, str(body.path), url, str(self.tmp_dir), limit)
                 new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
             finally:

@@ -46,11 +46,19 @@ _ids = itertools.count()
 
 class LocalTail:
     """Follows a download of this process. Registered (and its descriptor taken) when the
-    client joins, so the bytes stay readable whatever the download does meanwhile."""
+    client joins, so the bytes stay readable whatever the download does meanwhile.
 
-    def __init__(self, d: Download, claim: str | None) -> None:
+    A byte range waits for the whole file to be verified. If the disk stops taking bytes
+    before that, the range is fetched on its own: waiting in the relay's window would hold
+    the window, and with it every other client of the download, until the end."""
+
+    def __init__(
+        self, d: Download, claim: str | None, fallback: Callable[[], PrivateStream]
+    ) -> None:
         self.d = d
         self.claim = claim
+        self.fallback = fallback
+        self.private: PrivateStream | None = None
         self.id = next(_ids)
         d.readers[self.id] = 0
         self.fd = os.dup(d.temp.fd) if d.temp is not None and d.temp.fd >= 0 else None
@@ -62,6 +70,14 @@ class LocalTail:
         partial = start > 0 or (end is not None and end != size)
         offset = start
         while end is None or offset < end:
+            if self.id in d.cut:
+                raise ClientAbort(f"{d.key}: this client stopped reading while the disk was full")
+            if partial and d.relay is not None and not d.verified:
+                self._leave()
+                self.private = self.fallback()
+                async for chunk in self.private.chunks(start, end):
+                    yield chunk
+                return
             if d.verified:
                 check_claim(d.key, d.sha256, self.claim)
                 limit = d.written
@@ -96,13 +112,19 @@ class LocalTail:
             raise ClientAbort(f"{d.key}: bytes from {offset} are no longer available")
         return chunk
 
-    async def aclose(self) -> None:
+    def _leave(self) -> None:
+        """Stop counting as a reader: the relay's window no longer waits for this one."""
         self.d.readers.pop(self.id, None)
         if self.d.relay is not None:
             self.d.relay.trim(self.d.slowest())
+
+    async def aclose(self) -> None:
+        self._leave()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        if self.private is not None:
+            await self.private.aclose()
 
 
 class PrivateStream:
@@ -179,8 +201,9 @@ class PrivateStream:
 
 class RemoteTail:
     """Follows another worker's download through its temp file; the index entry written after
-    the commit releases the last byte. If the other worker stops keeping the file (disk full)
-    or its download ends without an entry, this client streams on its own from where it was."""
+    the commit releases the last byte (and a byte range). If the other worker stops keeping the
+    file (disk full) or its download ends without an entry, this client streams on its own from
+    where it was."""
 
     ranges = True
 
@@ -191,9 +214,11 @@ class RemoteTail:
         temp_path: str,
         claim: str | None,
         fallback: Callable[[], PrivateStream],
+        size: int | None,
     ) -> None:
         self.downloads, self.key, self.claim = downloads, key, claim
         self.fallback = fallback
+        self.size = size  # of the whole file, from the other worker's head
         self.private: PrivateStream | None = None
         self.fd: int | None = None
         try:
@@ -205,7 +230,7 @@ class RemoteTail:
 
     async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
         downloads, key = self.downloads, self.key
-        partial = start > 0 or end is not None
+        partial = start > 0 or (end is not None and end != self.size)
         offset = start
         sent = hashlib.sha256()  # what this client got from the other worker's temp file
         while self.fd is not None:
@@ -232,10 +257,10 @@ class RemoteTail:
                     continue
                 break
             await asyncio.sleep(POLL_SECONDS)
-        if partial:
-            raise ClientAbort(f"download of {key} in another worker was not kept")
+        # Not kept over there: the rest comes from our own fetch, which must agree with what
+        # the client already has (a range got nothing yet: it waits for the whole file).
         self.private = self.fallback()
-        async for chunk in self.private.chunks(offset, end, sent if offset else None):
+        async for chunk in self.private.chunks(offset, end, sent if offset > start else None):
             yield chunk
 
     def _other_gave_up(self) -> bool:

@@ -52,6 +52,7 @@ class Download:
     entry: FileEntry | None = None
     error: BaseException | None = None
     readers: dict[int, int] = field(default_factory=dict)  # reader id -> offset
+    cut: set[int] = field(default_factory=set)  # readers dropped for not reading (relay.py)
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # committed or failed
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -66,6 +67,13 @@ class Download:
         """A new reader can get every byte from 0: from the temp file, and from the relay
         only while it still holds all it was given."""
         return self.relay is None or self.relay.complete_from_start
+
+    def cut_off(self, below: int) -> None:
+        """Drop the readers behind `below`: the relay no longer waits for them."""
+        for reader, offset in list(self.readers.items()):
+            if offset < below:
+                del self.readers[reader]
+                self.cut.add(reader)
 
     def slowest(self) -> int:
         floor = self.relay.start if self.relay is not None else 0

@@ -55,11 +55,6 @@ class UpstreamResponse:
         async for chunk in self._guard(self._response.aiter_raw(CHUNK)):
             yield chunk
 
-    async def iter_decoded(self) -> AsyncIterator[bytes]:
-        """The body with any Content-Encoding (gzip) undone."""
-        async for chunk in self._guard(self._response.aiter_bytes(CHUNK)):
-            yield chunk
-
     async def _guard(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:

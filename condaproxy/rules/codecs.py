@@ -1,19 +1,23 @@
-"""The two binary codecs of conda metadata, in one place: zstd (bounded) and msgpack. No I/O
-beyond reading a file header.
+"""The codecs of conda metadata, in one place: zstd and msgpack, and the HTTP content codings
+an upstream may put on a body. No I/O beyond reading the stream a caller hands over.
 
-Decompression never produces more than its limit: a 32 KB zstd frame can claim gigabytes.
+Decompression never produces more than its limit: a 32 KB zstd frame, or a 1 MB gzip body, can
+claim gigabytes. Streaming decoders hand out at most `PIECE` bytes at a time.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+import zlib
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import msgpack
 import zstandard
 
 ZSTD_LEVEL = 1  # the proxy compresses often (merges): speed first; upstream .zst passes through
 SHARD_LIMIT = 64 << 20  # one package name's shard: a few MiB at most in real channels
+PIECE = 4 << 20
 
 
 class TooLarge(ValueError):
@@ -21,13 +25,60 @@ class TooLarge(ValueError):
 
 
 def zstd_decompress(data: bytes, limit: int = SHARD_LIMIT) -> bytes:
-    """Stream-decode (upstream frames may omit the content size: rattler's do), refusing to
-    produce more than `limit` bytes."""
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-    out = reader.read(limit + 1)
-    if len(out) > limit:
-        raise TooLarge(f"decompresses to more than {limit} bytes")
-    return out
+    """Decode a zstd document held in memory, refusing to produce more than `limit` bytes."""
+    return b"".join(decode_content(io.BytesIO(data), "zstd", limit))
+
+
+def decode_content(source: BinaryIO, coding: str, limit: int) -> Iterator[bytes]:
+    """The body read from `source` with one content coding undone (RFC 9110 §8.4.1), piece by
+    piece, never more than `limit` bytes in all. Raises TooLarge past the limit and ValueError
+    for a coding it does not know or bytes that do not decode."""
+    if coding in ("gzip", "x-gzip"):  # RFC 9110 §8.4.1.3
+        pieces = _inflate(source, zlib.MAX_WBITS | 16)
+    elif coding == "deflate":  # §8.4.1.2 says zlib format; some servers send raw deflate
+        pieces = _inflate(source, None)
+    elif coding == "zstd":  # RFC 8878
+        pieces = _unzstd(source)
+    elif coding == "identity":
+        pieces = iter(lambda: source.read(PIECE), b"")
+    else:
+        raise ValueError(f"content coding {coding!r} is not supported")
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        if total > limit:
+            raise TooLarge(f"decompresses to more than {limit} bytes")
+        yield piece
+
+
+def _inflate(source: BinaryIO, wbits: int | None) -> Iterator[bytes]:
+    data = source.read(PIECE)
+    if wbits is None:  # a zlib header (RFC 1950 §2.2), or raw deflate
+        zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        while data and not inflater.eof:
+            piece = inflater.decompress(data, PIECE)  # bounded: the rest stays unconsumed
+            data = inflater.unconsumed_tail or source.read(PIECE)
+            if piece:
+                yield piece
+        if not inflater.eof:
+            raise ValueError("compressed data ends before its end marker")
+        yield inflater.flush()
+    except zlib.error as exc:
+        raise ValueError(f"not valid compressed data: {exc}") from None
+
+
+def _unzstd(source: BinaryIO) -> Iterator[bytes]:
+    # Upstream frames may omit their content size (rattler's do), and may be several. A frame
+    # cut short yields what it holds: the document checks that follow refuse what is left.
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    try:
+        while piece := reader.read(PIECE):
+            yield piece
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"not valid zstd: {exc}") from None
 
 
 def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
