@@ -34,7 +34,7 @@ from ..rules.codecs import (
 )
 from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins, rewrite_repodata, rewrite_shard_index
-from .metadata import Built, file_sha256, write_variant
+from .variants import Built, file_sha256, write_variant
 from .workers import BIG, Workers
 
 # variant name -> (blob variant it is served from, content type)

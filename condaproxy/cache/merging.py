@@ -25,7 +25,8 @@ from ..rules.merge import Record, merge_repodata, merged_shard_index, shard_byte
 from ..storage.blobs import BlobStore
 from ..storage.index import FileEntry, Index, MetaEntry
 from ..storage.keys import MetaKey
-from .metadata import Built, MetadataCache, write_variant
+from .metadata import MetadataCache
+from .variants import Built, write_variant
 from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.overlay")

@@ -18,16 +18,14 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from ..rules.codecs import TooLarge, decode_content
 from ..rules.conditional import is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
-from ..rules.rewrite import Origins
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, new_temp
 from ..storage.index import Index, MetaEntry, Variant
@@ -35,80 +33,18 @@ from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .instruments import Metrics
 from .upstream import UpstreamClient
+from .variants import BuildFn, Built, decode_body, write_variant
 from .workers import Workers
 
 log = structlog.get_logger("condaproxy.cache.metadata")
 
 Clock = Callable[[], float]
-# A variant file ready to adopt: (path, sha256, size).
-VariantFile = tuple[str, str, int]
-
-
-@dataclass(frozen=True)
-class Built:
-    """What a build function makes of an upstream body."""
-
-    digest: str
-    files: dict[str, VariantFile]
-    origins: Origins = field(default_factory=Origins)
-
-
-# (workers, body path, upstream URL, temp dir, size limit) -> Built: each build decides which
-# of its steps run in a thread and which in the worker process (module-level functions).
-BuildFn = Callable[[Workers, str, str, str, int], Awaitable[Built]]
 
 
 @dataclass(frozen=True)
 class Served:
     entry: MetaEntry
     outcome: str  # hit | miss | revalidated | stale | coalesced
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_variant(
-    tmp_dir: str, name: str, data: bytes, blob_name: str | None = None
-) -> VariantFile:
-    """Write a variant to a temp file. Its blob name is the content's sha256, or `blob_name`
-    when the caller already knows a unique name (derived data named after its inputs)."""
-    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
-    with open(path, "wb") as f:
-        f.write(data)
-    return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
-
-
-def decode_body(path: str, coding: str, limit: int, url: str) -> None:
-    """Undo the Content-Encoding of the body stored at `path`, in place, never writing more
-    than `limit` bytes."""
-    decoded = path + ".decoded"
-    try:
-        with open(path, "rb") as src, open(decoded, "wb") as out:
-            for piece in decode_content(src, coding, limit):
-                out.write(piece)
-        os.replace(decoded, path)
-    except TooLarge as exc:
-        raise UpstreamError(url, f"body {exc} (cache.max_repodata_size)") from None
-    except ValueError as exc:
-        raise UpstreamError(url, f"unusable {coding} body: {exc}"[:300]) from None
-    finally:
-        Path(decoded).unlink(missing_ok=True)
-
-
-def _identity(body_path: str) -> Built:
-    sha = file_sha256(body_path)
-    return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
-
-
-async def identity_build(
-    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
-) -> Built:
-    return await workers.run(False, _identity, body_path)
 
 
 class MetadataCache:

@@ -18,9 +18,10 @@ from ..settings import ChannelSettings
 from ..storage.index import MetaEntry
 from ..storage.keys import MetaKey
 from .builds import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
-from .metadata import MetadataCache, Served, identity_build
+from .metadata import MetadataCache, Served
 from .results import STALE_WARNING, Stored
 from .upstream import UpstreamClient, join_url
+from .variants import identity_build
 
 log = structlog.get_logger("condaproxy.cache.views")
 

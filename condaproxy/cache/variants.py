@@ -1,0 +1,80 @@
+"""What a build makes of an upstream body: the variant files to adopt, named by content (or by
+their inputs), and the plain build that keeps the body as it came. File I/O on temp files only;
+metadata.py adopts them into the store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..rules.codecs import TooLarge, decode_content
+from ..rules.errors import UpstreamError
+from ..rules.rewrite import Origins
+from .workers import Workers
+
+# A variant file ready to adopt: (path, sha256, size).
+VariantFile = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a build function makes of an upstream body."""
+
+    digest: str
+    files: dict[str, VariantFile]
+    origins: Origins = field(default_factory=Origins)
+
+
+# (workers, body path, upstream URL, temp dir, size limit) -> Built: each build decides which
+# of its steps run in a thread and which in the worker process (module-level functions).
+BuildFn = Callable[[Workers, str, str, str, int], Awaitable[Built]]
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_variant(
+    tmp_dir: str, name: str, data: bytes, blob_name: str | None = None
+) -> VariantFile:
+    """Write a variant to a temp file. Its blob name is the content's sha256, or `blob_name`
+    when the caller already knows a unique name (derived data named after its inputs)."""
+    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
+
+
+def decode_body(path: str, coding: str, limit: int, url: str) -> None:
+    """Undo the Content-Encoding of the body stored at `path`, in place, never writing more
+    than `limit` bytes."""
+    decoded = path + ".decoded"
+    try:
+        with open(path, "rb") as src, open(decoded, "wb") as out:
+            for piece in decode_content(src, coding, limit):
+                out.write(piece)
+        os.replace(decoded, path)
+    except TooLarge as exc:
+        raise UpstreamError(url, f"body {exc} (cache.max_repodata_size)") from None
+    except ValueError as exc:
+        raise UpstreamError(url, f"unusable {coding} body: {exc}"[:300]) from None
+    finally:
+        Path(decoded).unlink(missing_ok=True)
+
+
+def _identity(body_path: str) -> Built:
+    sha = file_sha256(body_path)
+    return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
+
+
+async def identity_build(
+    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+) -> Built:
+    return await workers.run(False, _identity, body_path)
