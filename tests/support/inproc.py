@@ -154,6 +154,13 @@ def upstream_subdir(
     }
 
 
+def streamed(data: bytes, status: int = 200) -> httpx.Response:
+    """A response for an httpx MockTransport whose body is still to be read, as off a socket
+    (a Response made with `content=` counts as read already, and `aiter_raw` refuses it)."""
+    headers = {"content-length": str(len(data))}
+    return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data))
+
+
 # the app, running
 
 
@@ -205,3 +212,15 @@ def built(workdir: Path, *packages: Any) -> dict[str, bytes]:
         path = build_package(pkg, workdir / f"src{i}", workdir / f"out{i}")
         out[pkg.filename] = path.read_bytes()
     return out
+
+
+def sample(exposition: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` with `labels` in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
