@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,19 +113,28 @@ class Publisher:
         return spool
 
     async def commit(self, upload: Upload, temp: TempBlob, force: bool) -> Upload:
+        (stored,) = await self.commit_all([(upload, temp)], force)
+        return stored
+
+    async def commit_all(
+        self, staged: Sequence[tuple[Upload, TempBlob]], force: bool
+    ) -> list[Upload]:
+        """Record the packages of one request together: all of them, or none."""
         try:
-            stored = await self.uploads.add(upload, temp, force)
+            stored = await self.uploads.add_all(staged, force)
         except BaseException:
-            temp.discard()
+            for _, temp in staged:
+                temp.discard()
             raise
-        log.info(
-            "uploaded",
-            channel=stored.channel,
-            subdir=stored.subdir,
-            filename=stored.filename,
-            bytes=stored.size,
-            by=stored.uploaded_by,
-        )
+        for upload in stored:
+            log.info(
+                "uploaded",
+                channel=upload.channel,
+                subdir=upload.subdir,
+                filename=upload.filename,
+                bytes=upload.size,
+                by=upload.uploaded_by,
+            )
         return stored
 
     async def prepare(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,16 +120,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 def sweep_temp_files(tmp_dir: Path) -> int:
-    """Delete temp files whose writer is gone (no flock held). Returns how many."""
+    """Delete temp files whose writer is gone (no flock held). Returns how many. Only what
+    looks like a file is considered: a directory someone left there is not ours."""
     removed = 0
     if not tmp_dir.is_dir():
         return 0
     for path in tmp_dir.iterdir():
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             continue  # a live writer (maybe another worker) holds it
@@ -137,3 +141,25 @@ def sweep_temp_files(tmp_dir: Path) -> int:
         path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+class Liveness:
+    """A shared flock every process on the cache holds for its lifetime. A process that can
+    take it exclusively is the only one alive: only then may it sweep temp files, since a
+    live process's finished-but-not-yet-adopted files are no longer flock-held."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def alone(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def share(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def close(self) -> None:
+        os.close(self.fd)

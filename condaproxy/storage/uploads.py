@@ -8,11 +8,12 @@ subdir) moves with every change, so merged repodata knows when to be recomputed.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,21 +111,39 @@ class UploadStore:
 
     async def add(self, upload: Upload, temp: TempBlob, force: bool) -> Upload:
         """Make the blob durable, then record it; refuse to replace without `force`."""
-        async with self.locks.hold(f"uploads:{upload.channel}"):
-            manifest = self.manifest(upload.channel, upload.subdir)
-            if upload.filename in manifest and not force:
-                temp.discard()
-                raise Conflict(
-                    f"{upload.subdir}/{upload.filename} already exists in channel "
-                    f"'{upload.channel}'; upload with force=true to replace it"
-                )
-            self.blobs.commit(temp, upload.sha256)
-            upload = dataclasses.replace(upload, uploaded_at=self.clock())
-            self._write(upload.channel, upload.subdir, {**manifest, upload.filename: upload})
-            replaced = manifest.get(upload.filename)
-            if replaced is not None and replaced.sha256 != upload.sha256:
-                self._delete_blob_if_unused(replaced.sha256)
-            return upload
+        (stored,) = await self.add_all([(upload, temp)], force)
+        return stored
+
+    async def add_all(
+        self, staged: Sequence[tuple[Upload, TempBlob]], force: bool
+    ) -> builtins.list[Upload]:
+        """Record every upload of one request, or none: without `force`, any name that
+        exists already refuses them all (409) before a single one is recorded. The temp files
+        are discarded on refusal."""
+        if not staged:
+            return []
+        channel = staged[0][0].channel
+        async with self.locks.hold(f"uploads:{channel}"):
+            if not force:
+                for upload, _ in staged:
+                    if upload.filename in self.manifest(channel, upload.subdir):
+                        for _, temp in staged:
+                            temp.discard()
+                        raise Conflict(
+                            f"{upload.subdir}/{upload.filename} already exists in channel "
+                            f"'{channel}'; upload with force=true to replace it"
+                        )
+            return [self._record(upload, temp) for upload, temp in staged]
+
+    def _record(self, upload: Upload, temp: TempBlob) -> Upload:
+        manifest = self.manifest(upload.channel, upload.subdir)
+        self.blobs.commit(temp, upload.sha256)
+        upload = dataclasses.replace(upload, uploaded_at=self.clock())
+        self._write(upload.channel, upload.subdir, {**manifest, upload.filename: upload})
+        replaced = manifest.get(upload.filename)
+        if replaced is not None and replaced.sha256 != upload.sha256:
+            self._delete_blob_if_unused(replaced.sha256)
+        return upload
 
     async def delete(self, channel: str, subdir: str, filename: str) -> Upload:
         async with self.locks.hold(f"uploads:{channel}"):

@@ -29,7 +29,7 @@ from ..ops.admin import CacheAdmin
 from ..ops.prefetch import Prefetcher
 from ..rules.redact import Redactor
 from ..settings import Settings
-from ..storage.blobs import BlobStore, sweep_temp_files
+from ..storage.blobs import BlobStore, Liveness, sweep_temp_files
 from ..storage.index import Index
 from ..storage.locks import KeyedLocks
 from ..storage.uploads import UploadStore
@@ -56,6 +56,7 @@ class Services:
     publisher: Publisher
     admin: CacheAdmin
     prefetcher: Prefetcher
+    liveness: Liveness
 
     async def aclose(self) -> None:
         """Running downloads finish and are kept; then everything is closed."""
@@ -66,6 +67,7 @@ class Services:
         self.workers.close()
         self.uploads.close()
         self.index.close()
+        self.liveness.close()
 
 
 async def build_services(
@@ -80,7 +82,9 @@ async def build_services(
     of any channel whose upstream changed, and start the evictor."""
     root, tmp = settings.cache.path, settings.cache.path / "tmp"
     root.mkdir(parents=True, exist_ok=True)
-    swept = sweep_temp_files(tmp)
+    liveness = Liveness(root / "alive.lock")
+    swept = sweep_temp_files(tmp) if liveness.alone() else 0  # no other worker is running
+    liveness.share()
     index = Index(root / "index")
     locks = KeyedLocks(root / "locks")
     store = BlobStore(root / "blobs", tmp)
@@ -97,6 +101,7 @@ async def build_services(
         store=store,
         uploads=uploads,
         upstream=upstream,
+        liveness=liveness,
     )
     async with locks.hold("reconcile-upstreams"):
         changed = await asyncio.to_thread(services.admin.forget_changed_upstreams)
@@ -130,6 +135,7 @@ def _engine(
     store: BlobStore,
     uploads: UploadStore,
     upstream: UpstreamClient,
+    liveness: Liveness,
 ) -> Services:
     """The pull-through engine and the operator features over the stores."""
     workers, meta, evictor, downloads, packages = _packages(
@@ -171,6 +177,7 @@ def _engine(
         publisher=Publisher(settings.channels, uploads, store, settings.uploads),
         admin=CacheAdmin(settings.channels, index, store, meta),
         prefetcher=prefetcher,
+        liveness=liveness,
     )
 
 

@@ -17,7 +17,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 import structlog
 from starlette.requests import Request
@@ -138,14 +138,12 @@ async def upload_multipart(
         for _, temp in staged:
             temp.discard()
         raise
-    stored: list[Any] = []
-    for i, (upload, temp) in enumerate(staged):
-        try:
-            stored.append(await publisher.commit(upload, temp, force))
-        except BaseException:
-            for _, rest in staged[i + 1 :]:
-                rest.discard()
-            raise
+    names = [upload.filename for upload, _ in staged]
+    if len(set(names)) != len(names):
+        for _, temp in staged:
+            temp.discard()
+        raise BadRequest("a multipart upload names the same file twice")
+    stored = await publisher.commit_all(staged, force)
     return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
 
 
