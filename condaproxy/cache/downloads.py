@@ -33,6 +33,7 @@ from ..storage.blobs import BlobStore, TempBlob
 from ..storage.index import FileEntry, Index
 from ..storage.locks import POLL_SECONDS, KeyedLocks, release
 from .eviction import Evictor
+from .instruments import Metrics
 from .relay import Relay
 from .tails import Body, LocalTail, PrivateStream, RemoteTail
 from .transfer import (
@@ -62,8 +63,10 @@ class Downloads:
         negative_ttl: float,
         clock: Callable[[], float] = time.time,
         evictor: Evictor | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.evictor = evictor
+        self.metrics = metrics
         self.index = index
         self.store = store
         self.locks = locks
@@ -189,6 +192,8 @@ class Downloads:
         self, d: Download, lock_fd: int, channel: ChannelSettings, url: str, expected: Expected
     ) -> None:
         inflight = self._inflight_path(d.key)
+        if self.metrics is not None:
+            self.metrics.active_downloads.inc()
         try:
             async with self.upstream.open(
                 channel, url, headers={"accept-encoding": "identity"}
@@ -230,6 +235,8 @@ class Downloads:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            if self.metrics is not None:
+                self.metrics.active_downloads.dec()
             self._active.pop(d.key, None)
             inflight.unlink(missing_ok=True)
             if d.temp is not None and d.entry is None:

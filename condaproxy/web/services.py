@@ -225,6 +225,7 @@ def _packages(
         negative_ttl=cache.negative_ttl,
         clock=clock,
         evictor=evictor,
+        metrics=metrics,
     )
     packages = Packages(
         channels=settings.channels,
