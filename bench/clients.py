@@ -87,7 +87,7 @@ def curl(url: str, verify: bool = True, headers: dict[str, str] | None = None) -
 
 @dataclass
 class Storm:
-    first: float  # seconds from the first launch to the first complete body
+    first: float  # seconds from the first launch to the first complete, correct body
     last: float
     bodies_ok: int
     statuses: list[int]
@@ -103,10 +103,13 @@ def storm(url: str, clients: int, sha256: str) -> Storm:
         procs.append((time.perf_counter() - t0, _curl(url, slot, None)))
     # Every transfer ends before any body is hashed: hashing must not slow a transfer.
     gots = [(launched, _parse(proc.communicate(timeout=900)[1])) for launched, proc in procs]
-    finishes = [launched + got.total for launched, got in gots]
+    good = [
+        launched + got.total
+        for i, (launched, got) in enumerate(gots)
+        if got.status == 200 and sha256_file(scratch(i), got.size) == sha256
+    ]
     statuses = [got.status for _, got in gots]
-    ok = sum(sha256_file(scratch(i), got.size) == sha256 for i, (_, got) in enumerate(gots))
-    return Storm(min(finishes), max(finishes), ok, statuses)
+    return Storm(min(good, default=0.0), max(good, default=0.0), len(good), statuses)
 
 
 def wrk(url: str, seconds: int, connections: int = 16) -> float:

@@ -9,7 +9,6 @@ its whole tree for the samplers.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import free_port, group_pids, wait_http
+from bench.procs import free_port, group_pids, stop_group, wait_http
 
 # Immutable by convention (PROTOCOL.md): packages, and shards (named by their own sha256).
 IMMUTABLE = r"~ (\.conda|\.tar\.bz2|/shards/[0-9a-f]+\.msgpack\.zst)$"
@@ -120,13 +119,7 @@ http {{
         return group_pids(self.proc.pid) if self.proc else []
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)  # fast shutdown
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, signal.SIGTERM)  # nginx's fast shutdown
         self.proc = None
 
     def requests(self, path: str, method: str = "GET") -> int:

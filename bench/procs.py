@@ -11,36 +11,28 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from tests.support.processes import free_port, wait_http
 
+__all__ = ["ROOT", "CondaProxy", "free_port", "wait_http"]
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before serving {url}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
+def stop_group(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+    """Send `sig` to a server's process group, then SIGKILL what is left after 30 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -156,13 +148,7 @@ class CondaProxy:
         return group_pids(self.proc.pid) if self.proc else []
 
     def stop(self, keep_cache: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, signal.SIGTERM)
         self.proc = None
         # cli.prepare_metrics_dir keeps prometheus-client's files in shared memory, named
         # after the cache path.

@@ -107,10 +107,10 @@ def build_big(pkg: Pkg, work: Path, out: Path) -> None:
     api.create(str(src), None, pkg.filename, out_folder=str(out / pkg.subdir), compression_level=1)
 
 
-def sha256_of(channel: Path, filename: str) -> str:
-    """The sha256 the channel's linux-64 repodata publishes for `filename`."""
-    document = json.loads((channel / "linux-64" / "repodata.json").read_bytes())
-    return str(document["packages.conda"][filename]["sha256"])
+def published(channel: Path, filename: str) -> tuple[str, int]:
+    """The sha256 and size the channel's linux-64 repodata publishes for `filename`."""
+    record = json.loads((channel / "linux-64" / "repodata.json").read_bytes())["packages.conda"]
+    return str(record[filename]["sha256"]), int(record[filename]["size"])
 
 
 def package_url(base: str, filename: str) -> str:
