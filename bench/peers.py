@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import realchannel
 from bench.clients import MemorySampler, curl, storm, wrk
 from bench.nginx import Nginx, NginxCache, static_server
-from bench.procs import CondaProxy, MiB, free_port, load_average
+from bench.procs import CondaProxy, MiB, free_port, load_average, memory
 from bench.rclient import rattler
 from bench.report import Row, environment, save, table
 
@@ -180,6 +180,8 @@ def rss_row(targets: list[Target], row: Row, i: int, size: int) -> None:
     for target in rotated(targets, i):
         target.start()
         try:
+            idle = row.notes.setdefault("idle_MiB", {}).setdefault(target.name, [])
+            idle.append(round(memory(target.pids())[0] / MiB))  # before the transfer
             with MemorySampler(target.pids) as sampler:
                 got = curl(realchannel.package_url(target.base("fast"), name), verify=False)
             assert got.status == 200 and got.size == size, (target.name, got)

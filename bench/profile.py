@@ -34,24 +34,42 @@ from bench.rclient import rattler
 DATA = Path(os.environ.get("BENCH_DATA", "/var/tmp/condaproxy-bench-data"))
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/condaproxy-profile"))
 LINE = re.compile(r":\d+\)$")
+# A pool thread waiting for work: its leaf is _worker (or, with --native, the queue's get).
+WAITING = re.compile(r"^_worker \(concurrent|_queue_SimpleQueue_get")
+# The top Python frame while uvloop's C loop runs: waiting in epoll, or socket I/O in C.
+LOOP = "Runner.run (asyncio/runners.py)"
 
 
 def summarise(raw: Path, top: int) -> str:
     """Top functions by self samples and by inclusive samples, from py-spy's raw output."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
-    samples = 0
+    samples = waiting = loop = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [LINE.sub(")", f) for f in stack.split(";")[1:]]  # [0] is the process
         if not frames:
             continue
         n = int(count)
+        if any(WAITING.search(f) for f in frames[-3:]):
+            waiting += n
+            continue
+        if frames[-1] == LOOP:
+            loop += n
+            continue
         samples += n
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    out = [f"{samples} samples", "", "self:"]
+    if not samples:
+        return "no busy samples"
+    out = [
+        f"{samples} samples in Python code or below it; besides, {loop} in uvloop's C loop "
+        f"(epoll or socket I/O) and {waiting} of pool threads waiting for work",
+        "shares of the first kind:",
+        "",
+    ]
+    out += ["self:"]
     out += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
     out += ["", "with callees:"]
     out += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top)]
@@ -63,6 +81,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=("miss", "install"))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--native", action="store_true", help="C frames too (py-spy --native)")
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         sys.exit("profile needs py-spy: pip install py-spy")
@@ -79,6 +98,7 @@ def main() -> None:
         [
             *("py-spy", "record", "--subprocesses", "--rate", "250", "--format", "raw"),
             *("--output", str(raw), "--pid", pid),
+            *(["--native"] if args.native else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -91,7 +91,9 @@ def environment() -> dict[str, object]:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "commit": out("git", "rev-parse", "--short", "HEAD"),
-        "dirty": bool(out("git", "status", "--porcelain", "--untracked-files=no")),
+        # What is measured: the last commit that touched the package, and local edits to it.
+        "condaproxy_commit": out("git", "log", "-1", "--format=%h", "--", "condaproxy"),
+        "condaproxy_dirty": bool(out("git", "status", "--porcelain", "--", "condaproxy")),
         "cpus": out("nproc"),
         "kernel": platform.release(),
         "python": platform.python_version(),
