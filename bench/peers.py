@@ -199,7 +199,8 @@ def rotated(targets: list[Target], i: int) -> list[Target]:
 
 
 def make_rows(skip: set[str]) -> dict[str, Row]:
-    link = f"upstream limited to {LINK_RATE}B/s per connection"
+    rate = LINK_RATE.replace("m", " MiB").replace("k", " KiB")  # nginx's size suffixes
+    link = f"upstream limited to {rate}/s per connection"
     rows = {
         "cold_link": Row("cold_link", f"cold install (rattler solve+install), {link}", "s"),
         "cold_fast": Row("cold_fast", "cold install, unthrottled upstream", "s"),
