@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -31,6 +30,7 @@ import msgspec
 import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.procs import group_pids, memory
 from bench.run import WORK, Nginx, wait_http
 from tests.support.channel import Pkg, build_package
 
@@ -90,18 +90,8 @@ def publish_upstream(www: Path, records: int, salt: str) -> int:
 
 
 def process_rss(root_pid: int) -> int:
-    pids = subprocess.run(
-        ["pgrep", "-g", str(root_pid)], capture_output=True, text=True
-    ).stdout.split()
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            continue
-        match = re.search(r"VmRSS:\s+(\d+)", status)
-        total = max(total, int(match.group(1)) * 1024 if match else 0)  # the largest process
-    return total
+    """VmRSS of the largest process in the proxy's process group."""
+    return max((memory([pid])[0] for pid in group_pids(root_pid)), default=0)
 
 
 class Probe(threading.Thread):
