@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -53,6 +55,39 @@ def make_file(path: Path, size: int) -> None:
             n = min(left, 16 * MiB)
             f.write(os.urandom(n))
             left -= n
+
+
+def list_files(subdir: Path) -> None:
+    """The channel's repodata lists every file with its sha256 and size: condaproxy caches only
+    files a record vouches for (an unlisted file is streamed through, never kept). Copies of
+    one file share its digest, so each distinct content is hashed once."""
+    digests: dict[tuple[int, str], str] = {}
+    records = {}
+    for path in sorted(subdir.glob("*.conda")):
+        size = path.stat().st_size
+        source = "64m" if size == 64 * MiB and "1g" not in path.name else path.name
+        key = (size, source)
+        if key not in digests:
+            sha = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(16 * MiB):
+                    sha.update(chunk)
+            digests[key] = sha.hexdigest()
+        name = path.name.rsplit("-", 2)[0]
+        records[path.name] = {
+            "name": name,
+            "version": "1.0",
+            "build": "0",
+            "build_number": 0,
+            "sha256": digests[key],
+            "size": size,
+        }
+    document = {"info": {"subdir": subdir.name}, "packages": {}, "packages.conda": records}
+    (subdir / "repodata.json").write_text(json.dumps(document))
+    noarch = subdir.parent / "noarch"
+    noarch.mkdir(exist_ok=True)
+    empty = {"info": {"subdir": "noarch"}, "packages": {}, "packages.conda": {}}
+    (noarch / "repodata.json").write_text(json.dumps(empty))
 
 
 class Nginx:
@@ -101,6 +136,7 @@ port = {self.port}
 workers = {workers}
 [cache]
 path = "{cache}"
+repodata_ttl = 0  # each new file name below is listed by a fresh repodata.json
 [channels.fast]
 upstream = "http://127.0.0.1:{nginx.fast}"
 [channels.link]
@@ -200,6 +236,7 @@ def bench_cold(nginx: Nginx, proxy: Proxy, rounds: int, channel: str, port: int)
         # A fresh name each round: a cold miss for the proxy, a first read for nginx too.
         name = f"/linux-64/cold-{channel}-{proxy.port}-{i}-1.0-0.conda"
         shutil.copyfile(WORK / "www/linux-64/hit-64m-1.0-0.conda", WORK / f"www{name}")
+        list_files(WORK / "www/linux-64")
         direct = f"http://127.0.0.1:{port}{name}"
         rate, ttfb = curl(direct)
         ref.append(rate)
@@ -227,6 +264,7 @@ async def _many(url: str, n: int) -> list[int]:
 def bench_coalescing(nginx: Nginx, proxy: Proxy) -> list[str]:
     name = f"/linux-64/storm-{proxy.port}-1.0-0.conda"
     shutil.copyfile(WORK / "www/linux-64/hit-64m-1.0-0.conda", WORK / f"www{name}")
+    list_files(WORK / "www/linux-64")
     sizes = asyncio.run(_many(f"{proxy.url}/link{name}", 64))
     row = (
         f"| 64 concurrent cold requests, {proxy.workers} worker(s) | {len(sizes)} complete "
@@ -238,6 +276,7 @@ def bench_coalescing(nginx: Nginx, proxy: Proxy) -> list[str]:
 
 def bench_rss(nginx: Nginx) -> list[str]:
     make_file(WORK / "www/linux-64/big-1g-1.0-0.conda", 1024 * MiB)
+    list_files(WORK / "www/linux-64")
     proxy = Proxy(nginx, 1, WORK / "cache-rss").start()
     rows = []
     try:
@@ -286,6 +325,7 @@ def main() -> None:
     (WORK / "www/linux-64").mkdir(parents=True)
     make_file(WORK / "www/linux-64/hit-1m-1.0-0.conda", MiB)
     make_file(WORK / "www/linux-64/hit-64m-1.0-0.conda", 64 * MiB)
+    list_files(WORK / "www/linux-64")
     nginx = Nginx(WORK / "www")
     nginx.start()
     rows = []

@@ -8,7 +8,6 @@ admin API (ops/client.py). Exit codes: 0 ok, 1 the proxy refused or failed, 2 ba
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from .rules.names import hashed_name
 from .settings import CONFIG_ENV, ConfigError, Settings, check_cache_path, load_settings
 
 SHARED_MEMORY = Path("/dev/shm")
@@ -39,7 +39,7 @@ def prepare_metrics_dir(cache_path: Path) -> Path:
     writes its values through mmap, and a store that fills its disk must not take the metrics
     (or, by SIGBUS, the process) down with it."""
     if os.access(SHARED_MEMORY, os.W_OK):
-        tag = hashlib.sha256(str(cache_path.resolve()).encode()).hexdigest()[:16]
+        tag = hashed_name(str(cache_path.resolve()))
         directory = SHARED_MEMORY / f"condaproxy-metrics-{tag}"
     else:
         directory = cache_path / "metrics"

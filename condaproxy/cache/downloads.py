@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +32,7 @@ from ..storage.blobs import BlobStore, TempBlob
 from ..storage.index import FileEntry, Index
 from ..storage.locks import POLL_SECONDS, KeyedLocks, release
 from .eviction import Evictor
+from .inflight import InflightNotes
 from .instruments import Metrics
 from .relay import Relay
 from .tails import Body, LocalTail, PrivateStream, RemoteTail
@@ -71,8 +71,7 @@ class Downloads:
         self.store = store
         self.locks = locks
         self.upstream = upstream
-        self.inflight_dir = inflight_dir
-        inflight_dir.mkdir(parents=True, exist_ok=True)
+        self.notes = InflightNotes(inflight_dir)
         self.negative_ttl = negative_ttl
         self.clock = clock
         self._active: dict[str, Download] = {}
@@ -173,25 +172,9 @@ class Downloads:
 
     # the one download of a file
 
-    def _inflight_path(self, key: str) -> Path:
-        return self.inflight_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
-
-    def _announce(self, key: str, temp: TempBlob | None, head: Head) -> None:
-        """Tell other workers where the bytes are (None: nowhere they can read). Best effort:
-        on a full disk they find nothing and wait for the lock, then fetch on their own."""
-        info = {"temp": str(temp.path) if temp else None, "size": head.size, "sha256": head.sha256}
-        path = self._inflight_path(key)
-        try:
-            partial = path.with_suffix(".partial")
-            partial.write_text(json.dumps(info))
-            partial.replace(path)
-        except OSError:
-            path.unlink(missing_ok=True)
-
     async def _run(
         self, d: Download, lock_fd: int, channel: ChannelSettings, url: str, expected: Expected
     ) -> None:
-        inflight = self._inflight_path(d.key)
         if self.metrics is not None:
             self.metrics.active_downloads.inc()
         try:
@@ -206,7 +189,7 @@ class Downloads:
                     )
                 size = expected.size if expected.size is not None else size
                 head = Head(size, content_type(d.key), expected.sha256)
-                self._announce(d.key, d.temp, head)
+                self.notes.announce(d.key, d.temp, head)
                 d.head.set_result(head)
                 sha = hashlib.sha256()
                 md5 = hashlib.md5() if expected.md5 and not expected.sha256 else None
@@ -238,7 +221,7 @@ class Downloads:
             if self.metrics is not None:
                 self.metrics.active_downloads.dec()
             self._active.pop(d.key, None)
-            inflight.unlink(missing_ok=True)
+            self.notes.forget(d.key)
             if d.temp is not None and d.entry is None:
                 d.temp.discard()  # readers hold their own descriptors
             elif d.temp is not None:
@@ -293,7 +276,7 @@ class Downloads:
         self.evictor.not_kept("disk_full")
         d.temp.path.unlink(missing_ok=True)  # free the space; readers keep their descriptors
         d.relay = Relay(d.disk_end)
-        self._announce(d.key, None, await asyncio.shield(d.head))
+        self.notes.announce(d.key, None, await asyncio.shield(d.head))
         await self._to_relay(d, chunk)
 
     async def _to_relay(self, d: Download, chunk: bytes) -> None:
@@ -329,17 +312,7 @@ class Downloads:
         entry = self.cached(key)
         if entry is not None:
             raise AlreadyCached(entry)
-        try:
-            info = json.loads(self._inflight_path(key).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return Head(info["size"], content_type(key), info["sha256"]), info["temp"]
+        return self.notes.head(key)
 
     def remote_mode(self, key: str) -> str:
-        """What another worker's download of `key` is doing: `disk`, `memory` (nothing we
-        can read from here) or `gone`."""
-        try:
-            info = json.loads(self._inflight_path(key).read_text())
-        except (FileNotFoundError, ValueError):
-            return "gone"
-        return "disk" if info.get("temp") else "memory"
+        return self.notes.mode(key)

@@ -15,7 +15,6 @@ case that is left, a machine crash between write and writeback.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ import structlog
 
 from ..rules.conditional import is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
+from ..rules.names import hashed_name
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, new_temp
 from ..storage.index import Index, MetaEntry, Variant
@@ -76,7 +76,7 @@ class MetadataCache:
 
     def store_for(self, key: MetaKey) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
-        name = hashlib.sha256(str(key).encode()).hexdigest()[:32]
+        name = hashed_name(str(key))
         return BlobStore(self.root / name, self.tmp_dir)
 
     def variant_path(self, key: MetaKey, variant: Variant) -> Path:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from ..rules.names import hashed_name
 
 POLL_SECONDS = 0.01
 
@@ -21,7 +22,7 @@ class KeyedLocks:
         self._users: dict[str, int] = {}  # holders and waiters per key, to drop idle locks
 
     def _path(self, key: str) -> Path:
-        return self.lock_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+        return self.lock_dir / hashed_name(key, ".lock")
 
     def try_acquire(self, key: str) -> int | None:
         """Take the cross-process lock if free: returns the fd to release, or None."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import diskcache
 
 from ..rules.errors import NotFound, ProxyError
+from ..rules.names import hashed_name
 from .blobs import BlobStore, TempBlob
 from .locks import KeyedLocks
 
@@ -86,7 +86,7 @@ class UploadStore:
     def _marker(self, channel: str, subdir: str) -> str:
         path = self._marker_paths.get((channel, subdir))
         if path is None:
-            name = hashlib.sha256(f"{channel}/{subdir}".encode()).hexdigest()[:32]
+            name = hashed_name(f"{channel}/{subdir}")
             path = self._marker_paths[(channel, subdir)] = os.path.join(self._markers, name)
         return path
 
