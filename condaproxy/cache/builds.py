@@ -14,7 +14,6 @@ snapshot stays (stale), or the client gets a 502.
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import mmap
 import os
@@ -184,10 +183,6 @@ def _rewritten(document: bytes, url: str, tmp_dir: str) -> Built:
         "json": write_variant(tmp_dir, "json", rewritten, f"{digest}-json"),
     }
     return Built(digest, files, origins)
-
-
-def build_bz2(document: bytes) -> bytes:
-    return bz2.compress(document, 9)
 
 
 async def build_shard_index(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
+from ..cache.derived import Derived
 from ..cache.dispatch import Proxy
 from ..cache.downloads import Downloads
 from ..cache.eviction import Evictor
@@ -62,6 +63,7 @@ class Services:
         """Running downloads finish and are kept; then everything is closed."""
         await self.prefetcher.aclose()
         await self.downloads.aclose()
+        await self.packages.views.derived.aclose()
         await self.evictor.stop()
         await self.upstream.aclose()
         self.workers.close()
@@ -227,6 +229,7 @@ def _packages(
         evictor=evictor,
         metrics=metrics,
     )
+    derived = Derived(meta=meta, index=index, locks=locks, workers=workers)
     packages = Packages(
         channels=settings.channels,
         index=index,
@@ -235,5 +238,6 @@ def _packages(
         downloads=downloads,
         upstream=upstream,
         evictor=evictor,
+        derived=derived,
     )
     return workers, meta, evictor, downloads, packages
