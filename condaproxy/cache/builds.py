@@ -39,9 +39,10 @@ from .workers import BIG, Workers
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
     "json": ("json", "application/json"),
-    # current_repodata.json is a subset upstream; the full snapshot is a valid superset for
-    # conda's classic solver and keeps every variant consistent.
+    # current_repodata.json: the upstream's own subset where there is one (views.py); else, and
+    # for merged views, the full snapshot, a valid superset for conda's classic solver.
     "current": ("json", "application/json"),
+    "current_zst": ("zst", "application/zstd"),
     "zst": ("zst", "application/zstd"),
     "bz2": ("bz2", "application/x-bzip2"),
 }

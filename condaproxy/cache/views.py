@@ -65,9 +65,31 @@ class Views:
     async def repodata_result(
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
     ) -> Stored:
+        if rp.filename.startswith("current_repodata.json"):
+            current = await self._current(rp, channel, asked)
+            if current is not None:
+                return current
         key = MetaKey.repodata(rp.subdir_key)
         served = await self.repodata(rp, channel)
         return await self.variant_result(key, served, rp.filename, asked)
+
+    async def _current(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Stored | None:
+        """The upstream's own current_repodata.json (a fraction of the full document), kept
+        and revalidated like repodata; None if the upstream has none (the full snapshot is a
+        valid superset)."""
+        key = MetaKey.current(rp.subdir_key)
+        base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
+        try:
+            served = await self.meta.get(
+                key, channel, [join_url(base, "current_repodata.json")], build_repodata
+            )
+        except NotFound:
+            return None
+        name = "json" if rp.filename.endswith(".json") else "zst"
+        ctype = "application/json" if name == "json" else "application/zstd"
+        return self.result(key, served, name, ctype)
 
     async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
         key = MetaKey.shard_index(rp.subdir_key)
