@@ -228,6 +228,7 @@ def _packages(
         clock=clock,
         evictor=evictor,
         metrics=metrics,
+        workers=workers,
     )
     derived = Derived(meta=meta, index=index, locks=locks, workers=workers)
     packages = Packages(
