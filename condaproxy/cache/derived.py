@@ -1,4 +1,5 @@
-"""Variants derived from a stored snapshot (`repodata.json.bz2`): made once per snapshot, in the
+"""Variants derived from a stored snapshot (`repodata.json.bz2`, and the gzip coding of
+repodata.json): made once per snapshot, in the
 background and in the worker process, streaming, never on the request path of a big snapshot,
 never for a HEAD, and never under the snapshot's own lock (a refresh never waits for one).
 
@@ -14,6 +15,7 @@ import asyncio
 import bz2
 import contextlib
 import dataclasses
+import gzip
 import os
 from collections.abc import Callable
 
@@ -42,8 +44,25 @@ def bz2_file(json_path: str, tmp_dir: str) -> VariantFile:
     return path, file_sha256(path), os.path.getsize(path)
 
 
+def gzip_file(json_path: str, tmp_dir: str) -> VariantFile:
+    """gzip of the JSON variant, for clients that read repodata.json with Accept-Encoding:
+    gzip (conda's classic fetch), streamed."""
+    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.gz.partial")
+    with (
+        open(json_path, "rb") as src,
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
+    ):
+        while piece := src.read(_PIECE):
+            out.write(piece)
+    return path, file_sha256(path), os.path.getsize(path)
+
+
 # variant name -> (the stored variant it is made from, how)
-MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {"bz2": ("json", bz2_file)}
+MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {
+    "bz2": ("json", bz2_file),
+    "gzip": ("json", gzip_file),
+}
 
 
 class Derived:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from ..rules.conditional import remaining_max_age, strong_etag
+from ..rules.encoding import choose
 from ..rules.errors import NotFound, UpstreamError
 from ..rules.routing import REPODATA_VARIANTS as REPODATA_FILES
 from ..rules.routing import ResourcePath
@@ -87,9 +88,9 @@ class Views:
             )
         except NotFound:
             return None
-        name = "json" if rp.filename.endswith(".json") else "zst"
-        ctype = "application/json" if name == "json" else "application/zstd"
-        return self.result(key, served, name, ctype)
+        if rp.filename.endswith(".json"):
+            return await self._negotiated(key, served, "json", asked)
+        return self.result(key, served, "zst", "application/zstd")
 
     async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
         key = MetaKey.shard_index(rp.subdir_key)
@@ -128,7 +129,29 @@ class Views:
             entry = ready
         if fetched_at is not None:
             entry = dataclasses.replace(entry, fetched_at=fetched_at)
+        if blob_variant == "json":
+            return await self._negotiated(key, Served(entry, served.outcome), name, asked)
         return self.result(key, Served(entry, served.outcome), name, ctype, blob_variant)
+
+    async def _negotiated(self, key: MetaKey, served: Served, name: str, asked: Asked) -> Stored:
+        """The JSON document in the coding the client accepts best (rules/encoding.py): the
+        .zst bytes as `zstd`, the gzip variant (made once per snapshot: now if small, else in
+        the background, identity meanwhile), or identity. Each coding its own ETag."""
+        entry = served.entry
+        offered = {"zstd"} if "zst" in entry.variants else set()
+        wants = choose(asked.headers.get("accept-encoding"), offered | {"gzip"})
+        if wants == "gzip" and "gzip" not in entry.variants:
+            head = asked.method == "HEAD"
+            entry = await self.derived.ensure(key, entry, "gzip", asked=True, head=head) or entry
+        offered |= {"gzip"} if "gzip" in entry.variants else set()
+        coding = choose(asked.headers.get("accept-encoding"), offered)
+        blob = {"zstd": "zst", "gzip": "gzip", None: "json"}[coding]
+        result = self.result(key, Served(entry, served.outcome), name, "application/json", blob)
+        result.headers["vary"] = "Accept-Encoding"
+        if coding is not None:
+            result.headers["content-encoding"] = coding
+            result.etag = strong_etag(f"{entry.digest[:40]}-{name}-{coding}")
+        return result
 
     def result(
         self,
