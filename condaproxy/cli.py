@@ -163,6 +163,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     workers = args.workers or settings.server.workers
     metrics_dir = prepare_metrics_dir(settings.cache.path)
 
+    import msgspec
     import structlog
     import uvicorn
 
@@ -190,11 +191,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         if workers > 1:
-            # Each worker builds its own app from the same file; they share the cache.
+            # Each worker builds its own app from the same file; they share the cache (and
+            # know they do: cross-process locks and in-flight notes are on).
             os.environ[CONFIG_ENV] = os.path.abspath(args.config or settings.source)
+            os.environ["CONDAPROXY_SERVER_WORKERS"] = str(workers)
             uvicorn.run("condaproxy.cli:app_factory", factory=True, workers=workers, **options)
         else:
-            uvicorn.run(create_app(settings), **options)
+            server = msgspec.structs.replace(settings.server, workers=1)
+            uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

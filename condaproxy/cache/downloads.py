@@ -219,7 +219,8 @@ class Downloads:
                     )
                 size = expected.size if expected.size is not None else size
                 head = Head(size, content_type(d.key), expected.sha256)
-                self.notes.announce(d.key, d.temp, head, d.kept)
+                if self.locks.shared:  # other workers may join: tell them where to look
+                    await self.workers.io(self.notes.announce, d.key, d.temp, head, d.kept)
                 d.head.set_result(head)
                 sha = hashlib.sha256()
                 md5 = hashlib.md5() if expected.md5 and not expected.sha256 else None
@@ -253,7 +254,8 @@ class Downloads:
             if d.buffer is not None:
                 self._buffered -= d.counted
             self._active.pop(d.key, None)
-            self.notes.forget(d.key)
+            if self.locks.shared:
+                self.notes.forget(d.key)
             if d.temp is not None and d.entry is None:
                 d.temp.discard()  # readers hold their own descriptors
             elif d.temp is not None:
@@ -328,7 +330,8 @@ class Downloads:
         self.evictor.not_kept("disk_full")
         d.temp.path.unlink(missing_ok=True)  # free the space; readers keep their descriptors
         d.relay = Relay(d.disk_end)
-        self.notes.announce(d.key, None, await asyncio.shield(d.head))
+        if self.locks.shared:
+            self.notes.announce(d.key, None, await asyncio.shield(d.head))
         await self._to_relay(d, chunk)
 
     async def _to_relay(self, d: Download, chunk: bytes) -> None:

@@ -88,7 +88,7 @@ async def build_services(
     swept = sweep_temp_files(tmp) if liveness.alone() else 0  # no other worker is running
     liveness.share()
     index = Index(root / "index")
-    locks = KeyedLocks(root / "locks")
+    locks = KeyedLocks(root / "locks", shared=settings.server.workers > 1)
     store = BlobStore(root / "blobs", tmp)
     uploads = UploadStore(root / "uploads", tmp, locks, clock)
     orphans = uploads.sweep_orphans()
