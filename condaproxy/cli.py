@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,10 @@ SHARED_MEMORY = Path("/dev/shm")
 
 
 def package_version() -> str:
-    try:
-        return version("condaproxy")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        from . import __version__
+    """One source: condaproxy/__init__.py (pyproject reads its version from there too)."""
+    from . import __version__
 
-        return __version__
+    return __version__
 
 
 def prepare_metrics_dir(cache_path: Path) -> Path:
