@@ -4,38 +4,23 @@ The channel page lists its subdirs; a subdir page lists package names, 200 a pag
 by a name prefix (`?q=`); a package page (`?name=numpy`) lists its files with size, sha256,
 and whether each is cached or uploaded, linked to download through the proxy.
 
-Where the names come from (ops/listing.py): the subdir's shard index when the channel has
-shards, else its repodata.json; both as clients of the proxy see them (uploads merged in),
-through the engine's own front door, so a page costs what a client's request for the same
-metadata costs and never more: the listing is made once per snapshot and kept, and at most
-`PARALLEL` listings or scans are made at a time in a worker.
+The data comes from catalog.py (a subdir's shard index or repodata, as clients see it); a
+page takes at most PER_PAGE rows of it, and echoes the query only escaped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..cache.results import Asked, Result, Stored, Streamed
-from ..cache.workers import BIG
-from ..ops.listing import (
-    FileRow,
-    Listing,
-    Memo,
-    repodata_listing,
-    scan_repodata,
-    shard_index_listing,
-    shard_rows,
-)
+from ..ops.listing import Listing
 from ..ops.overview import Overview
-from ..rules.codecs import SHARD_LIMIT
-from ..rules.errors import BadRequest, NotFound, ServiceUnavailable
+from ..rules.errors import BadRequest, NotFound
 from ..rules.redact import Redactor
-from ..rules.routing import PACKAGE_NAME_RE, SHARD_INDEX, Kind, ResourcePath
+from ..rules.routing import PACKAGE_NAME_RE
 from ..settings import ChannelSettings, Settings
+from .catalog import Catalog
 from .html import Html, el
 from .page_context import (
     PageRequest,
@@ -54,7 +39,6 @@ from .status import channel_ref, shown_upstream
 PER_PAGE = 200
 MAX_PAGE = 100_000
 MAX_QUERY_TEXT = 100
-PARALLEL = 2
 COMMON_SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64")
 
 
@@ -72,116 +56,10 @@ def paged(total: int, page: int) -> Paged:
     return Paged(page, pages, start, min(start + PER_PAGE, total))
 
 
-async def read_result(result: Result, limit: int) -> bytes:
-    """The whole body of an engine result (a metadata variant or a shard), at most `limit`."""
-    if isinstance(result, Streamed):
-        body, pieces, total = result.body, [], 0
-        if body is None:
-            return b""
-        try:
-            async for chunk in body.chunks(0, result.head.size):
-                total += len(chunk)
-                if total > limit:
-                    raise ServiceUnavailable(f"a metadata file is larger than {limit} bytes")
-                pieces.append(chunk)
-        finally:
-            await body.aclose()
-        return b"".join(pieces)
-    if result.size > limit:
-        raise ServiceUnavailable(f"a metadata file is larger than {limit} bytes")
-    fd = result.open()
-    if result.on_open is not None:
-        result.on_open()
-    try:
-        return await asyncio.to_thread(os.pread, fd, result.size, 0)
-    finally:
-        os.close(fd)
-        if result.on_close is not None:
-            result.on_close()
-
-
-def release(result: Result) -> None:
-    if isinstance(result, Stored) and result.fd is not None:
-        os.close(result.fd)
-        result.fd = None
-
-
 class Browser:
     def __init__(self, settings: Settings, redact: Redactor) -> None:
         self.settings, self.redact = settings, redact
-        self.listings: Memo[Listing] = Memo(8)
-        self.files: Memo[tuple[list[FileRow], bool]] = Memo(128)
-        self._work = asyncio.Semaphore(PARALLEL)
-
-    # data
-
-    async def listing(self, services: Services, channel: ChannelSettings, subdir: str) -> Listing:
-        """The names of the subdir as clients see it: from shards if it has them."""
-        rp = ResourcePath(channel.name, "", subdir, SHARD_INDEX, Kind.SHARD_INDEX)
-        limit = self.settings.cache.max_repodata_size
-        try:
-            result = await services.proxy.serve(rp, Asked({}, "GET"))
-        except NotFound:
-            result = None
-        if result is not None:
-            key = ("shards", channel.name, subdir, getattr(result, "etag", None))
-            if (known := self.listings.peek(key)) is not None:
-                release(result)
-                return known
-
-            async def from_shards() -> Listing:
-                async with self._work:
-                    data = await read_result(result, limit)
-                    return await services.workers.run(False, shard_index_listing, data, limit)
-
-            try:
-                return await self.listings.get(key, from_shards)
-            finally:
-                release(result)
-        path = await services.proxy.repodata_path(channel.name, subdir)
-        if path is None:
-            raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
-
-        async def from_repodata() -> Listing:
-            async with self._work:
-                big = os.path.getsize(path) > BIG
-                return await services.workers.run(big, repodata_listing, str(path))
-
-        try:
-            return await self.listings.get(("repodata", str(path)), from_repodata)
-        except FileNotFoundError:
-            raise ServiceUnavailable(
-                "the subdir's metadata changed while it was read; reload"
-            ) from None
-
-    async def package_files(
-        self, services: Services, channel: ChannelSettings, subdir: str, listing: Listing, name: str
-    ) -> tuple[list[FileRow], bool]:
-        if listing.source == "shards":
-            digest = listing.shards[name]
-            rp = ResourcePath(channel.name, "", subdir, f"{digest}.msgpack.zst", Kind.SHARD)
-
-            async def from_shard() -> tuple[list[FileRow], bool]:
-                async with self._work:
-                    data = await read_result(
-                        await services.proxy.serve(rp, Asked({}, "GET")), SHARD_LIMIT
-                    )
-                    return await asyncio.to_thread(shard_rows, data, name, SHARD_LIMIT), False
-
-            return await self.files.get(("shard", digest, name), from_shard)
-        path = listing.path or ""
-
-        async def scanned() -> tuple[list[FileRow], bool]:
-            async with self._work:
-                big = os.path.getsize(path) > BIG
-                return await services.workers.run(big, scan_repodata, path, name)
-
-        try:
-            return await self.files.get(("scan", path, name), scanned)
-        except FileNotFoundError:
-            raise ServiceUnavailable(
-                "the subdir's metadata changed while it was read; reload"
-            ) from None
+        self.catalog = Catalog(settings)
 
     # pages
 
@@ -242,7 +120,7 @@ class Browser:
     async def subdir_page(
         self, req: PageRequest, services: Services, channel: ChannelSettings, subdir: str
     ) -> PageResponse:
-        listing = await self.listing(services, channel, subdir)
+        listing = await self.catalog.listing(services, channel, subdir)
         name = req.query.get("name")
         if name is not None:
             return await self.package_page(req, services, channel, subdir, listing, name)
@@ -306,7 +184,8 @@ class Browser:
         first, _ = listing.starting_with(name)
         if name not in listing.names[first : first + 1]:
             raise NotFound(f"no package '{name}' in {channel.name}/{subdir}")
-        rows, truncated = await self.package_files(services, channel, subdir, listing, name)
+        rows, truncated = await self.catalog.package_files(services, channel, subdir, listing, name)
+        ref = channel_ref(channel, self.redact)
         page = paged(len(rows), int_param(req.query, "page", 1, MAX_PAGE))
         uploads = services.uploads.current(channel.name, subdir)
         files = []
@@ -330,6 +209,7 @@ class Browser:
             "total": len(rows),
             "truncated": truncated,
             "files": files,
+            "snippets": snippets(req.base, [ref]),
         }
         body = [
             el("h1", f"{name}"),
@@ -344,6 +224,7 @@ class Browser:
             else None,
             _files_table(files, req.now),
             _pager(page, {"name": name}),
+            snippet_section(req.base, [ref]),
         ]
         crumbs = [(channel.name, "../"), (subdir, "./"), (name, "")]
         return answer(req, data, layout(req, f"{name} in {channel.name}/{subdir}", crumbs, *body))

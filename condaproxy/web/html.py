@@ -105,8 +105,7 @@ pre { background: rgba(127,127,127,.12); padding: .7rem 1rem; overflow-x: auto;
        border: 1px solid var(--line); }
 form.filter { margin: .6rem 0; display: flex; gap: .5rem; }
 nav.pages { display: flex; gap: 1rem; margin: .5rem 0; }
-.snippets { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr));
-            gap: 0 1.5rem; }
+.snippets pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 svg.chart { width: 100%; max-width: 48rem; height: auto; }
 svg.chart .cache { fill: var(--cache); }
 svg.chart .upstream { fill: var(--upstream); }

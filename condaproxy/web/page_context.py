@@ -19,7 +19,7 @@ from starlette.datastructures import QueryParams
 from .. import __version__
 from ..rules.errors import BadRequest
 from ..settings import TokenSettings
-from .html import Html, document, el, escape
+from .html import Html, document, el
 from .snippets import ChannelRef, snippets
 
 Scope = dict[str, Any]
@@ -173,9 +173,9 @@ def ago(seconds: float) -> str:
     return f"{int(seconds)} s ago"
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f} %" if whole else "-"
-
-
-def text(value: Any) -> Html:
-    return escape(value)

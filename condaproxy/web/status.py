@@ -27,6 +27,7 @@ from .page_context import (
     answer,
     layout,
     percent,
+    plural,
     size,
     snippet_section,
     when,
@@ -233,7 +234,7 @@ def _channels(channels: list[dict[str, Any]], now: float) -> Html:
                 ),
                 el("td", _state(c)),
                 el("td", when(c["last_revalidated"], now)),
-                el("td", f"{c['files']} files, {size(c['bytes'])}", class_="num"),
+                el("td", f"{plural(c['files'], 'file')}, {size(c['bytes'])}", class_="num"),
                 el(
                     "td",
                     f"{100 * c['hit_ratio']:.0f} %" if c["hit_ratio"] is not None else "-",

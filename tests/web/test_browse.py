@@ -266,3 +266,19 @@ async def test_a_big_shard_index_is_listed_from_its_names_alone(tmp_path, router
     assert listed["total"] == 25_000 and listed["packages"][-1]["name"] == "name24999"
     assert [f["filename"] for f in files["files"]] == ["name00042-1.0-0.conda"]
     assert shard_route.call_count == 1  # one shard fetched, no other (respx refuses others)
+
+
+async def test_a_channel_name_with_slashes_is_browsed_by_relative_links(tmp_path, router):
+    upstream_subdir(router, UP, "noarch", {"tool-1.0-0.conda": b"t"}, sharded=True)
+    settings = make_settings(tmp_path / "cache", [ChannelSettings("org/team", UP)])
+    async with running(create_app(settings, clock=Clock())) as c:
+        root = (await c.get("/")).text
+        channel = (await c.get("/org/team/")).text
+        subdir = await c.get("/org/team/noarch/")
+        package = (await c.get("/org/team/noarch/?name=tool")).text
+        css = await c.get("/static/condaproxy.css")
+    assert 'href="org/team/"' in root
+    assert 'href="noarch/"' in channel and 'href="../../static/condaproxy.css"' in channel
+    assert 'href="?name=tool"' in subdir.text and 'href="../"' in subdir.text
+    assert 'href="tool-1.0-0.conda"' in package
+    assert "http://proxy.test/org/team" in package and css.status_code == 200
