@@ -126,9 +126,11 @@ class Sampler:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _loop(self) -> None:
+        # The first sample a minute after start: start-up is busy enough (and the counters
+        # of a fresh process say nothing yet).
         while True:
+            await asyncio.sleep(INTERVAL)
             try:
                 await self.sample()
             except Exception as exc:  # a missed sample is a gap in a chart, nothing more
                 log.warning("status sample failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(INTERVAL)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +55,16 @@ def _apt(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="session")
-def chromium() -> tuple[Path, Path]:
+def ensure_chromium(apt: Callable[..., Any] = _apt) -> tuple[Path, Path]:
     """Chromium and its driver from Debian's packages, installed if missing. Any failure to
-    install fails the test with apt's own words."""
+    install fails the test with apt's own words: a machine without a browser never skips."""
     if CHROMIUM.exists() and CHROMEDRIVER.exists():
         return CHROMIUM, CHROMEDRIVER
     try:
-        done = _apt("install", "-y", *PACKAGES)
+        done = apt("install", "-y", *PACKAGES)
         if done.returncode != 0:  # a fresh machine may have no package lists yet
-            _apt("update")
-            done = _apt("install", "-y", *PACKAGES)
+            apt("update")
+            done = apt("install", "-y", *PACKAGES)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"cannot install {' '.join(PACKAGES)}: {exc}")
     if done.returncode != 0 or not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -73,6 +73,11 @@ def chromium() -> tuple[Path, Path]:
             f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         )
     return CHROMIUM, CHROMEDRIVER
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[Path, Path]:
+    return ensure_chromium()
 
 
 @pytest.fixture
@@ -226,3 +231,16 @@ def test_a_private_channel_page_needs_its_token_in_the_browser(
     names = [a.text for a in browser.find_elements("css selector", "table.packages a")]
     assert names == ["datatool", "libcore", "libzlib"]
     assert browser.current_url == f"{proxy.url}/t/{READ}/team/linux-64/"
+
+
+def test_a_browser_that_cannot_be_installed_fails_with_apts_words(monkeypatch, tmp_path):
+    calls: list[tuple[str, ...]] = []
+
+    def broken_apt(*args: str) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 100, "", "E: Unable to locate package chromium")
+
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    with pytest.raises(pytest.fail.Exception, match="Unable to locate package chromium"):
+        ensure_chromium(broken_apt)
+    assert calls == [("install", "-y", *PACKAGES), ("update",), ("install", "-y", *PACKAGES)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -175,18 +176,25 @@ HOSTILE = [
 async def test_markup_in_a_query_comes_back_escaped_or_refused(tmp_path, router, text, param):
     upstream_subdir(router, UP, "noarch", {"tool-1.0-0.conda": b"x"})
     async with running(create_app(settings_for(tmp_path), clock=Clock())) as c:
+        answered = []
         for path in ("/", "/cf/", "/cf/noarch/"):
             page = await c.get(path, params={param: text})
+            answered.append(page.status_code)
             assert page.status_code in (200, 400, 401, 404), page.text
             assert not re.search(r"<(script|img|svg)", page.text, re.IGNORECASE), page.text
             if page.status_code >= 400:
                 assert page.headers["content-type"] == "application/json"
+        assert 200 in answered  # pages that ignore or echo it still answer
+        if param == "q":  # echoed back, escaped
+            page = await c.get("/cf/noarch/", params={"q": text})
+            assert page.status_code == 200 and f'value="{html.escape(text)}"' in page.text
 
 
 @pytest.mark.parametrize("path", ["/%3Cscript%3E/", "/cf/%3Cscript%3E/", "/t/%3Cscript%3E/"])
 async def test_markup_in_a_path_is_refused_as_json(tmp_path, path):
     async with running(create_app(settings_for(tmp_path), clock=Clock())) as c:
         page = await c.get(path)
+        assert (await c.get("/")).status_code == 200  # the page a user meant
     assert page.status_code in (400, 404)
     assert page.headers["content-type"] == "application/json"
 
