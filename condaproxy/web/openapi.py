@@ -40,6 +40,16 @@ def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
     }
 
 
+def _page(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "text/html": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+
+
 _CHANNEL = {
     "name": "channel",
     "in": "path",
@@ -206,6 +216,29 @@ def _operations() -> dict[str, Any]:
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The status page: version, the channels the viewer may read, upstream "
+                "reachability, cache size, recent uploads, prefetch jobs; JSON to "
+                "Accept: application/json",
+                "responses": {"200": _page("the status page")},
+            }
+        },
+        "/{channel}/": {
+            "get": {
+                "summary": "A channel's index: its subdirs, with copy-paste client snippets",
+                "parameters": [_CHANNEL],
+                "responses": {"200": _page("the channel index"), **_errors(401, 404)},
+            }
+        },
+        "/{channel}/{subdir}/": {
+            "get": {
+                "summary": "A subdir's packages (size, sha256, cached or uploaded), paged and "
+                "filtered, linking to downloads through the proxy",
+                "parameters": [_CHANNEL, _SUBDIR],
+                "responses": {"200": _page("the subdir index"), **_errors(400, 401, 404, 503)},
             }
         },
         "/{channel}/{subdir}/{file}": {

@@ -24,6 +24,9 @@ def test_the_document_is_valid_and_covers_every_route(tmp_path: Path):
     assert document["info"]["version"] == __version__
     paths = set(document["paths"])
     for route in (
+        "/",
+        "/{channel}/",
+        "/{channel}/{subdir}/",
         "/healthz",
         "/readyz",
         "/metrics",
