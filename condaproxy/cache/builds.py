@@ -154,13 +154,14 @@ def finish_repodata(
                 needs_rewrite = m.find(_NEEDLE) != -1
         if zst and not needs_rewrite:
             # The common case: the upstream's own .zst passes through and its (40 MB, not
-            # 200 MB) hash names the snapshot; the decompressed file is the json variant.
+            # 280 MB) hash names the snapshot. The decompressed file was only for the check:
+            # deleted before writeback, it costs the disk nothing (derived.py makes the JSON
+            # variant again if a reader needs it).
+            inflated = os.path.getsize(json_path)
+            Path(json_path).unlink(missing_ok=True)
             digest = file_sha256(body_path)
-            files = {
-                "zst": (body_path, digest, os.path.getsize(body_path)),
-                "json": (json_path, f"{digest}-json", os.path.getsize(json_path)),
-            }
-            return Built(digest, files, Origins())
+            files = {"zst": (body_path, digest, os.path.getsize(body_path))}
+            return Built(digest, files, Origins(), inflated)
         document = Path(json_path).read_bytes()
     except BaseException:
         if zst:
@@ -179,11 +180,9 @@ def _rewritten(document: bytes, url: str, tmp_dir: str) -> Built:
         raise UpstreamError(url, f"unusable repodata: {exc}"[:300]) from None
     compressed = zstd_compress(rewritten)
     digest = hashlib.sha256(compressed).hexdigest()
-    files = {
-        "zst": write_variant(tmp_dir, "zst", compressed, digest),
-        "json": write_variant(tmp_dir, "json", rewritten, f"{digest}-json"),
-    }
-    return Built(digest, files, origins)
+    # Only the .zst is stored; the JSON is made from it when a reader needs it (derived.py).
+    files = {"zst": write_variant(tmp_dir, "zst", compressed, digest)}
+    return Built(digest, files, origins, len(rewritten))
 
 
 async def build_shard_index(

@@ -23,11 +23,13 @@ from ..rules.conditional import is_fresh
 from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
-from ..storage.index import Index
+from ..storage.index import Index, MetaEntry
 from ..storage.keys import MetaKey
+from .derived import document_size
 from .merging import decode_shard
 from .metadata import MetadataCache, Served
 from .transfer import Expected
+from .workers import BIG
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -84,7 +86,9 @@ class Checksums:
         repodata: Fetch,
         shard_index: Fetch,
         shard: Callable[[ResourcePath], Awaitable[bytes]],
+        with_json: Callable[[MetaKey, MetaEntry], Awaitable[MetaEntry]],
     ) -> None:
+        self._with_json = with_json  # the entry with its JSON variant made (views.py)
         self.index = index
         self.meta = meta
         self._repodata = repodata  # fetch or revalidate a subdir's upstream repodata
@@ -101,7 +105,10 @@ class Checksums:
         """The channel's record of a package file, fetched if need be; None if unlisted."""
         key = MetaKey.repodata(rp.subdir_key)
         entry = self.index.get_meta(key)
-        if entry is not None and "json" in entry.variants:
+        # A JSON document on disk (or small enough to make at once) answers; for a big one
+        # not made yet, the package's own shard (a few KiB) comes before decompressing the
+        # whole document for one record.
+        if entry is not None and ("json" in entry.variants or document_size(entry) <= BIG):
             record = await self._lookup(key, rp.filename)
             if record is not None or is_fresh(entry.fetched_at, self.meta.ttl, self.meta.clock()):
                 return record
@@ -119,8 +126,10 @@ class Checksums:
 
     async def _lookup(self, key: MetaKey, filename: str) -> dict[str, Any] | None:
         entry = self.index.get_meta(key)
-        if entry is None or "json" not in entry.variants:
+        if entry is None:
             return None
+        if "json" not in entry.variants:
+            entry = await self._with_json(key, entry)
         path = str(self.meta.variant_path(key, entry.variants["json"]))
         return await asyncio.to_thread(lookup_record, path, filename)
 

@@ -1,6 +1,7 @@
-"""Variants derived from a stored snapshot (`repodata.json.bz2`, and the gzip coding of
-repodata.json): made once per snapshot, in the
-background and in the worker process, streaming, never on the request path of a big snapshot,
+"""Variants derived from a stored snapshot's .zst (`repodata.json` itself, `repodata.json.bz2`,
+and the gzip coding of repodata.json): made once per snapshot, in the
+background and in the worker process, streaming, never on the request path of a big snapshot
+(except the JSON, for a reader that cannot do without it: `materialise`),
 never for a HEAD, and never under the snapshot's own lock (a refresh never waits for one).
 
 A variant somebody asked for is "wanted" for its key: after each change of the snapshot it is
@@ -17,10 +18,12 @@ import contextlib
 import dataclasses
 import gzip
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
+import zstandard
 
+from ..rules.errors import NotFound
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
@@ -33,36 +36,66 @@ log = structlog.get_logger("condaproxy.cache.derived")
 _PIECE = 4 << 20
 
 
-def bz2_file(json_path: str, tmp_dir: str) -> VariantFile:
-    """bzip2 of the JSON variant, level 9, streamed: bounded memory whatever the size."""
-    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.bz2.partial")
+def _json_pieces(zst_path: str) -> Iterator[bytes]:
+    """The JSON document of a stored .zst variant, in pieces: never whole in memory."""
+    with open(zst_path, "rb") as src, zstandard.ZstdDecompressor().stream_reader(src) as reader:
+        while piece := reader.read(_PIECE):
+            yield piece
+
+
+def _temp(tmp_dir: str, suffix: str) -> str:
+    return os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{suffix}.partial")
+
+
+def json_file(zst_path: str, tmp_dir: str) -> VariantFile:
+    """The JSON variant, decompressed from the .zst one (a snapshot stores only its .zst until
+    somebody needs the JSON: a client without zstd or gzip, a merge, a record lookup)."""
+    path = _temp(tmp_dir, "json")
+    with open(path, "wb") as out:
+        for piece in _json_pieces(zst_path):
+            out.write(piece)
+    return path, file_sha256(path), os.path.getsize(path)
+
+
+def bz2_file(zst_path: str, tmp_dir: str) -> VariantFile:
+    """bzip2 of the JSON document, level 9, streamed: bounded memory whatever the size."""
+    path = _temp(tmp_dir, "bz2")
     compressor = bz2.BZ2Compressor(9)
-    with open(json_path, "rb") as src, open(path, "wb") as out:
-        while piece := src.read(_PIECE):
+    with open(path, "wb") as out:
+        for piece in _json_pieces(zst_path):
             out.write(compressor.compress(piece))
         out.write(compressor.flush())
     return path, file_sha256(path), os.path.getsize(path)
 
 
-def gzip_file(json_path: str, tmp_dir: str) -> VariantFile:
-    """gzip of the JSON variant, for clients that read repodata.json with Accept-Encoding:
+def gzip_file(zst_path: str, tmp_dir: str) -> VariantFile:
+    """gzip of the JSON document, for clients that read repodata.json with Accept-Encoding:
     gzip (conda's classic fetch), streamed."""
-    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.gz.partial")
+    path = _temp(tmp_dir, "gz")
     with (
-        open(json_path, "rb") as src,
         open(path, "wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
     ):
-        while piece := src.read(_PIECE):
+        for piece in _json_pieces(zst_path):
             out.write(piece)
     return path, file_sha256(path), os.path.getsize(path)
 
 
-# variant name -> (the stored variant it is made from, how)
+# variant name -> (the stored variant it is made from, how). Every snapshot has its .zst.
 MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {
-    "bz2": ("json", bz2_file),
-    "gzip": ("json", gzip_file),
+    "json": ("zst", json_file),
+    "bz2": ("zst", bz2_file),
+    "gzip": ("zst", gzip_file),
 }
+
+
+def document_size(entry: MetaEntry) -> int:
+    """How big the JSON document of a snapshot is (what a derived variant costs to make);
+    unknown counts as big."""
+    if "json" in entry.variants:
+        return entry.variants["json"].size
+    zst = entry.variants.get("zst")
+    return zst.inflated if zst is not None and zst.inflated else BIG + 1
 
 
 class Derived:
@@ -101,11 +134,28 @@ class Derived:
             return None
         if asked and not head:
             self._want(key, name)
-        if source.size <= BIG and not head:
+        if document_size(entry) <= BIG and not head:
             return await self._make(key, entry, name)
         if not head:
             self.schedule(key, entry, name)
         return None
+
+    async def materialise(self, key: MetaKey, entry: MetaEntry, name: str) -> MetaEntry:
+        """The entry with variant `name`, made now whatever the snapshot's size (in the worker
+        process when big), for a reader that cannot do without it; remade after each change
+        from then on. Raises NotFound if the snapshot went away meanwhile."""
+        for _ in range(3):
+            if name in entry.variants:
+                return entry
+            self._want(key, name)
+            made = await self._make(key, entry, name)
+            if made is not None and name in made.variants:
+                return made
+            latest = self.index.get_meta(key)
+            if latest is None:
+                break
+            entry = latest  # the snapshot moved on while the variant was made: its own
+        raise NotFound(f"{key}: the snapshot changed while its {name} variant was made; retry")
 
     def after_change(self, key: MetaKey, entry: MetaEntry) -> None:
         """Remake what clients of this key asked for before, for its new snapshot."""
@@ -140,7 +190,7 @@ class Derived:
                 return current
             source_name, make = MAKERS[name]
             source = self.meta.variant_path(key, current.variants[source_name])
-            big = current.variants[source_name].size > BIG
+            big = document_size(current) > BIG
             path, sha, size = await self.workers.run(big, make, str(source), str(self.meta.tmp_dir))
             return await self._adopt(key, entry.digest, name, path, Variant(sha, size))
 

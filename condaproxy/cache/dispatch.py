@@ -79,7 +79,10 @@ class Proxy:
         except NotFound:
             return None
         entry = self.index.get_meta(key)
-        return self.views.meta.variant_path(key, entry.variants["json"]) if entry else None
+        if entry is None:
+            return None
+        entry = await self.views.with_json(key, entry)
+        return self.views.meta.variant_path(key, entry.variants["json"])
 
     async def warm(self, channel_name: str, subdir: str, filename: str) -> str:
         """Make sure a file is in the cache (or is an upload): "hit" if it already was."""

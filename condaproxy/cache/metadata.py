@@ -281,7 +281,7 @@ class MetadataCache:
             final = store.path_for(sha)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
-            variants[name] = Variant(sha, size)
+            variants[name] = Variant(sha, size, built.inflated if name == "zst" else 0)
         unchanged = old is not None and old.digest == built.digest
         now = self.clock()
         entry = MetaEntry(

@@ -75,7 +75,9 @@ class Overlay:
             try:
                 upstream = await self.views.repodata(rp, channel)
                 key = MetaKey.repodata(rp.subdir_key)
-                upstream_path = self.views.meta.variant_path(key, upstream.entry.variants["json"])
+                with_json = await self.views.with_json(key, upstream.entry)
+                upstream = Served(with_json, upstream.outcome)
+                upstream_path = self.views.meta.variant_path(key, with_json.variants["json"])
             except NotFound:
                 pass  # the upstream has no such subdir: the uploads are all there is
         if not local and upstream is None and subdir != "noarch":

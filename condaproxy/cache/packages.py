@@ -51,7 +51,12 @@ class Packages:
         self.evictor = evictor
         self.views = Views(meta, upstream, self.url, derived, meta.clock)
         self.checksums = Checksums(
-            index, meta, self._record_repodata, self._record_shard_index, self._shard_bytes
+            index,
+            meta,
+            self._record_repodata,
+            self._record_shard_index,
+            self._shard_bytes,
+            self.views.with_json,
         )
 
     async def serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:

@@ -26,6 +26,7 @@ class Built:
     digest: str
     files: dict[str, VariantFile]
     origins: Origins = field(default_factory=Origins)
+    inflated: int = 0  # the size of the JSON document a "zst" file holds (0: unknown)
 
 
 # (workers, body path, upstream URL, temp dir, size limit) -> Built: each build decides which

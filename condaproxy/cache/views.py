@@ -16,6 +16,7 @@ from ..rules.errors import NotFound, UpstreamError
 from ..rules.routing import REPODATA_VARIANTS as REPODATA_FILES
 from ..rules.routing import ResourcePath
 from ..settings import ChannelSettings
+from ..storage.index import MetaEntry
 from ..storage.keys import MetaKey
 from .builds import REPODATA_VARIANTS, build_repodata, build_shard_index
 from .derived import Derived
@@ -85,6 +86,11 @@ class Views:
         served = await self.repodata(rp, channel)
         return await self.variant_result(key, served, rp.filename, asked)
 
+    async def with_json(self, key: MetaKey, entry: MetaEntry) -> MetaEntry:
+        """`entry` with its JSON variant on disk (made from the .zst if need be), for readers
+        that need the document itself: merges, record lookups, listings, prefetch."""
+        return await self.derived.materialise(key, entry, "json")
+
     def _followed(self, reader: TapReader) -> Streamed:
         """The upstream's new .zst as it arrives (following.py): no ETag (the digest is known
         only at the end), fresh for the ttl like any refreshed snapshot."""
@@ -137,7 +143,7 @@ class Views:
         blob_variant, ctype = REPODATA_VARIANTS[name]
         entry = served.entry
         self.derived.after_change(key, entry)
-        if blob_variant not in entry.variants:
+        if blob_variant != "json" and blob_variant not in entry.variants:
             head = asked.method == "HEAD"
             ready = await self.derived.ensure(key, entry, blob_variant, asked=True, head=head)
             if ready is None:
@@ -165,6 +171,8 @@ class Views:
         offered |= {"gzip"} if "gzip" in entry.variants else set()
         coding = choose(asked.headers.get("accept-encoding"), offered)
         blob = {"zstd": "zst", "gzip": "gzip", None: "json"}[coding]
+        if blob not in entry.variants:  # the JSON itself, decompressed once per snapshot
+            entry = await self.derived.materialise(key, entry, blob)
         result = self.result(key, Served(entry, served.outcome), name, "application/json", blob)
         result.headers["vary"] = "Accept-Encoding"
         if coding is not None:

@@ -35,6 +35,7 @@ class FileEntry:
 class Variant:
     sha256: str
     size: int
+    inflated: int = 0  # a .zst variant: the size of the JSON inside (0: unknown)
 
 
 @dataclass(frozen=True)

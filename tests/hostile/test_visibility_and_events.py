@@ -102,7 +102,8 @@ def test_a_merged_view_that_cannot_be_built_is_a_503_never_the_unmerged_upstream
     assert "internal-tool-1.0-h0.conda" in good.json()["packages.conda"]
 
     store = cache / "meta" / hashlib.sha256(b"repodata:team/linux-64").hexdigest()[:32]
-    (snapshot,) = [p for p in store.rglob("*-json") if p.is_file()]
+    # The upstream snapshot's JSON document (made from its .zst for the merge).
+    (snapshot,) = [p for p in store.rglob("*") if p.is_file() and p.read_bytes()[:1] == b"{"]
     snapshot.write_bytes(b"\x00" * snapshot.stat().st_size)
     upload(second)  # the uploads moved on: the merged view must be rebuilt
 
