@@ -100,12 +100,13 @@ class _Members:
 
     @cached_property
     def size(self) -> int:
-        """Bytes of `{k1:v1,k2:v2}`, from the encoded keys, a batch at a time."""
+        """Bytes of `{k1:v1,k2:v2}`: braces, keys, colons, values and commas."""
         n = len(self.members)
-        keys, total = iter(self.members), 0
+        keys, encoded_keys = iter(self.members), 0
         while batch := list(itertools.islice(keys, BATCH)):
-            total += len(self.encoder.encode(batch)) - 1 - len(batch)  # `[k1,k2]` less 1 + n
-        return 2 + total + sum(map(len, self.members.values())) + n + max(n - 1, 0)
+            # `[k1,k2]` is the encoded keys, two brackets and one comma less than keys.
+            encoded_keys += len(self.encoder.encode(batch)) - 2 - (len(batch) - 1)
+        return 2 + encoded_keys + n + sum(map(len, self.members.values())) + max(n - 1, 0)
 
     def pieces(self) -> Iterator[Piece]:
         yield b"{"
