@@ -16,7 +16,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from .. import __version__
 from ..cache.instruments import Metrics
 from ..cache.upstream import Resolver, system_resolve
 from ..rules.errors import ProxyError
@@ -27,6 +29,7 @@ from .cache_api import cache_routes
 from .dispatch import ChannelDispatch
 from .health import health_routes
 from .logs import AccessLog
+from .openapi import document
 from .services import Services, build_services
 from .uploads_api import uploads_routes
 
@@ -74,8 +77,12 @@ def create_app(
             {"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code
         )
 
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document(__version__))
+
     app = Starlette(
         routes=[
+            Route("/openapi.json", openapi, methods=["GET"]),
             *health_routes(settings, metrics, lambda: getattr(app.state, "services", None)),
             *uploads_routes(settings, services),
             *cache_routes(settings, services),
