@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -20,6 +20,8 @@ import pytest
 
 from condaproxy.rules.json_search import NEAR, Doubt, closing_quote, first_token, is_escaped
 from condaproxy.rules.merge import (
+    BATCH,
+    MAX_SEARCHES,
     _dropped,
     _Members,
     empty_repodata,
@@ -58,12 +60,17 @@ def old_merge_repodata(upstream, local, subdir, allow_upstream) -> bytes:
 
 
 class Writer:
-    def __init__(self, rng: random.Random, escapes: float, spaces: float, ascii: bool) -> None:
+    def __init__(
+        self, rng: random.Random, escapes: float, spaces: float, ascii: bool, runs: float = 0
+    ) -> None:
         self.rng, self.escapes, self.spaces, self.ascii = rng, escapes, spaces, ascii
+        self.runs = runs  # how often whitespace runs longer than a bounded look (NEAR)
 
     def ws(self) -> str:
         if self.rng.random() > self.spaces:
             return ""
+        if self.rng.random() < self.runs:
+            return " " * self.rng.randrange(NEAR, 3 * NEAR)
         return self.rng.choice([" ", "\n", "\n  ", "\t", "\r\n    ", "  "])
 
     def string(self, s: str) -> str:
@@ -81,6 +88,8 @@ class Writer:
 
     def value(self, v: Any) -> str:
         w = self.ws
+        if isinstance(v, Huge):  # written in C: the character-by-character writer is slow
+            return json.dumps(str(v), ensure_ascii=self.ascii)
         if isinstance(v, Obj):
             body = f",{w()}".join(f"{self.string(k)}{w()}:{w()}{self.value(x)}" for k, x in v)
             return f"{{{w()}{body}{w()}}}"
@@ -93,6 +102,10 @@ class Writer:
 
 class Obj(list):
     """A JSON object as (key, value) pairs."""
+
+
+class Huge(str):
+    """A long string value (hundreds of KB), which the writer writes with json.dumps."""
 
 
 NAMES = ["ours", "ours-extra", "our", "yours", "o", "numpy", "np", "r", "r-base", "x_y", "a.b"]
@@ -193,30 +206,107 @@ def key_order(doc: Any) -> Any:
     ]
 
 
-def test_the_streamed_merge_decodes_to_what_the_full_decode_merge_produced():
+def agrees_with_the_oracle(document: bytes, local: dict[str, Record], allow: list[str]) -> str:
+    """Check the streamed merge against the oracle; return the path the merge took."""
+    try:
+        expected = old_merge_repodata(document, local, "linux-64", allow)
+    except msgspec.ValidationError:
+        with pytest.raises(msgspec.ValidationError):
+            merge_repodata(document, local, "linux-64", allow)
+        return "refused"
+    merged = merged_repodata(document, local, "linux-64", allow)
+    data = b"".join(merged.pieces())
+    assert len(data) == merged.size
+    got = json.loads(data)  # the standard library's strict parser agrees it is JSON
+    want = msgspec.json.decode(expected)
+    assert msgspec.json.decode(data) == want
+    assert got == json.loads(expected)
+    assert key_order(got) == key_order(want)
+    decoded = any(isinstance(p, _Members) for p in merged.parts)
+    return "decoded" if decoded else "spliced" if local else "nothing to splice"
+
+
+Case = tuple[bytes, dict[str, Record], list[str]]
+
+
+def paths_taken(seeds: int, case: Callable[[random.Random], Case]) -> dict[str, int]:
+    """Check `seeds` random cases against the oracle; count the paths the merge took."""
     paths = {"spliced": 0, "decoded": 0, "refused": 0, "nothing to splice": 0}
-    for seed in range(3000):
-        rng = random.Random(seed)
-        document = upstream_document(rng)
-        local, allow = uploads(rng, document)
+    for seed in range(seeds):
+        document, local, allow = case(random.Random(seed))
         try:
-            expected = old_merge_repodata(document, local, "linux-64", allow)
-        except msgspec.ValidationError:
-            with pytest.raises(msgspec.ValidationError):
-                merge_repodata(document, local, "linux-64", allow)
-            paths["refused"] += 1
-            continue
-        merged = merged_repodata(document, local, "linux-64", allow)
-        data = b"".join(merged.pieces())
-        assert len(data) == merged.size, seed
-        got = json.loads(data)  # the standard library's strict parser agrees it is JSON
-        want = msgspec.json.decode(expected)
-        assert msgspec.json.decode(data) == want, (seed, document, local, allow)
-        assert got == json.loads(expected), seed
-        assert key_order(got) == key_order(want), seed
-        decoded = any(isinstance(p, _Members) for p in merged.parts)
-        paths["decoded" if decoded else "spliced" if local else "nothing to splice"] += 1
+            paths[agrees_with_the_oracle(document, local, allow)] += 1
+        except AssertionError as e:
+            raise AssertionError(f"seed {seed}: {document[:2000]!r} {local} {allow}") from e
+    return paths
+
+
+def small_case(rng: random.Random) -> Case:
+    document = upstream_document(rng)
+    return (document, *uploads(rng, document))
+
+
+def test_the_streamed_merge_decodes_to_what_the_full_decode_merge_produced():
+    paths = paths_taken(3000, small_case)
     assert min(paths.values()) >= 50, paths  # every path is exercised
+
+
+# Large maps: more members than one re-encoded batch (BATCH), members of hundreds of KB,
+# whitespace runs past the bounded looks, keys in raw UTF-8, and sometimes more uploaded
+# names than searches (MAX_SEARCHES). Fewer documents, each a few MB.
+
+ODD_NAMES = ["\u00fcn\u00efcode", "\u65e5\u672c", "caf\u00e9-\u00e9", "\U0001f40d"]
+
+
+def large_map(rng: random.Random, ext: str) -> Obj:
+    members = Obj()
+    for i in range(rng.randrange(BATCH - 3, 2 * BATCH + 40)):
+        name = rng.choice(ODD_NAMES) if rng.random() < 0.01 else rng.choice(NAMES)
+        fn = f"{name}-{i}.0-{rng.choice(['0', 'h1_0'])}{ext}"
+        members.append((fn, Obj([("name", name), ("version", f"{i}.0"), ("depends", [])])))
+    for _ in range(rng.randrange(1, 4)):  # huge members, anywhere in the map
+        fn = filename(rng, ext=ext)
+        blob = Huge(
+            rng.choice(["x", "\u00e9", '"', "\\", "\u2028"]) * rng.randrange(100_000, 600_000)
+        )
+        record = Obj([("name", package_name(fn) or ""), ("blob", blob), ("fn", fn)])
+        members.insert(rng.randrange(len(members) + 1), (fn, record))
+    return members
+
+
+def large_document(rng: random.Random) -> bytes:
+    pairs = [("info", Obj([("subdir", "linux-64")])), ("repodata_version", 1)]
+    for key, ext in (("packages", ".tar.bz2"), ("packages.conda", ".conda")):
+        if rng.random() < 0.9:
+            pairs.append((key, large_map(rng, ext)))
+    pairs.append(("removed", [filename(rng) for _ in range(rng.randrange(5))]))
+    rng.shuffle(pairs)
+    writer = Writer(
+        rng,
+        escapes=rng.choice([0, 0, 0.01]),
+        spaces=rng.choice([0, 0.2]),
+        ascii=rng.random() < 0.5,
+        runs=rng.choice([0, 0.001]),
+    )
+    return writer.value(Obj(pairs)).encode()
+
+
+def large_case(rng: random.Random) -> Case:
+    document = large_document(rng)
+    local, allow = uploads(rng, document)
+    roll = rng.random()
+    if roll < 0.5:  # names upstream does not have (spliced, unless a key has an escape)
+        count = rng.randrange(1, 3) if roll < 0.3 else MAX_SEARCHES + 1  # then decoded
+        local = {
+            f"internal{i}-1.0-0.conda": {"name": f"internal{i}", "version": "1.0"}
+            for i in range(count)
+        }
+    return document, local, allow
+
+
+def test_the_streamed_merge_agrees_with_the_oracle_on_large_maps():
+    paths = paths_taken(24, large_case)
+    assert paths["spliced"] >= 3 and paths["decoded"] >= 3, paths
 
 
 # The cases the searches must get right, one by one.
