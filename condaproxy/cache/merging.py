@@ -11,17 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import mmap
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
+import zstandard
 
-from ..rules.codecs import decode_msgpack, encode_msgpack, zstd_compress, zstd_decompress
+from ..rules.codecs import (
+    ZSTD_LEVEL,
+    decode_msgpack,
+    encode_msgpack,
+    zstd_compress,
+    zstd_decompress,
+)
 from ..rules.errors import ProxyError, ServiceUnavailable
-from ..rules.merge import Record, merge_repodata, merged_shard_index, shard_bytes, shard_records
+from ..rules.merge import (
+    MergedDocument,
+    Record,
+    merged_repodata,
+    merged_shard_index,
+    shard_bytes,
+    shard_records,
+)
 from ..storage.blobs import BlobStore
 from ..storage.index import FileEntry, Index, MetaEntry
 from ..storage.keys import MetaKey
@@ -31,7 +47,7 @@ from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.overlay")
 
-MERGE_FORMAT = "1"  # bump when merge rules change: the digest names the output
+MERGE_FORMAT = "2"  # bump when merge rules change: the digest names the output
 
 
 def merge_digest(source: str, subdir: str, allow_upstream: list[str]) -> str:
@@ -49,19 +65,66 @@ def merge_job(
     tmp_dir: str,
     digest: str,
 ) -> Built:
-    """Merge, and write the json and zst variants to temp files. Runs in the worker process
-    for big documents; the upstream file is mapped, not read into a fresh buffer."""
-    if upstream_path:
-        with open(upstream_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            document = merge_repodata(m, local, subdir, allow_upstream)  # type: ignore[arg-type]
-    else:
-        document = merge_repodata(None, local, subdir, allow_upstream)
-    # Write the json while zstd compresses it: both release the GIL, the machine has 2 cores.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        json_file = pool.submit(write_variant, tmp_dir, "json", document, f"{digest}-json")
-        zst_file = write_variant(tmp_dir, "zst", zstd_compress(document), f"{digest}-zst")
-        files = {"json": json_file.result(), "zst": zst_file}
+    """Merge, streaming the json and zst variants into temp files. Runs in the worker process
+    for big documents. The upstream file is mapped: its pages are file-backed (the kernel can
+    drop and re-read them) and the merged document is written piece by piece, most pieces views
+    of that mapping, so anonymous memory stays small whatever the document's size."""
+    if not upstream_path:
+        return write_merged(merged_repodata(None, local, subdir, allow_upstream), tmp_dir, digest)
+    with open(upstream_path, "rb") as f:
+        upstream = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    upstream.madvise(mmap.MADV_SEQUENTIAL)
+    merged = merged_repodata(upstream, local, subdir, allow_upstream)
+    try:
+        return write_merged(merged, tmp_dir, digest)
+    finally:
+        del merged
+        # On an error the traceback may still hold a view; the mapping then goes with it.
+        with contextlib.suppress(BufferError):
+            upstream.close()
+
+
+def write_merged(merged: MergedDocument, tmp_dir: str, digest: str) -> Built:
+    """The json and zst variants of `merged`, written as its pieces come: a thread writes each
+    piece to the json file while this one feeds it to zstd's threads (all release the GIL; the
+    machine has 2 cores), so a piece is made once and at most two are alive. The zstd frame
+    declares the content size, and zstd checks that exactly that many bytes came. Nothing is
+    left behind when a step fails."""
+    paths = {name: _temp_path(tmp_dir, name) for name in ("json", "zst")}
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+    try:
+        with (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
+            open(paths["json"], "wb") as out,
+            open(paths["zst"], "wb") as zst_out,
+        ):
+            # Not a `with`: after a failure, ending the frame would only add a size error.
+            zst = compressor.stream_writer(zst_out, size=merged.size, closefd=False)
+            written: concurrent.futures.Future[int] | None = None
+            for piece in merged.pieces():
+                if written is not None:
+                    written.result()
+                written = pool.submit(out.write, piece)
+                zst.write(piece)
+            if written is not None:
+                written.result()
+            zst.close()  # ends the frame; zstd checks the planned size
+            size = out.tell()
+        if size != merged.size:
+            raise RuntimeError(f"merged repodata: planned {merged.size} bytes, wrote {size}")
+    except BaseException:
+        for path in paths.values():
+            Path(path).unlink(missing_ok=True)
+        raise
+    files = {
+        name: (path, f"{digest}-{name}", os.path.getsize(path)) for name, path in paths.items()
+    }
     return Built(digest, files)
+
+
+def _temp_path(tmp_dir: str, name: str) -> str:
+    """A fresh temp file name, as `variants.write_variant` makes them."""
+    return os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
 
 
 class Merger:

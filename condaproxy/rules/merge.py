@@ -4,25 +4,55 @@ Shadowing (dependency confusion): a package name that exists locally hides every
 record with that name, unless the channel lists the name in `allow_upstream`; a local file with
 the same file name as an upstream one replaces it either way.
 
-conda-forge's linux-64 repodata.json has ~500,000 records in ~235 MB. Decoding and re-encoding
-it takes seconds and gigabytes, so the merge works on the bytes: it finds the upstream records to
-drop with memchr-speed searches, cuts them out, splices the local records in, and repairs the
-commas at each cut. Nothing else of the upstream document is touched (unknown keys survive).
+conda-forge's linux-64 repodata.json has ~500,000 records in ~280 MB. The merged document is
+planned over the upstream bytes and produced as a stream of pieces, most of them views of the
+upstream buffer (an mmap in the proxy), so neither document is ever held in memory whole:
+
+- the top level is decoded into undecoded values (`msgspec.Raw`, views of the buffer), which
+  also proves the whole document well-formed; every key but the two package maps passes through
+  byte for byte (unknown keys such as `v3` survive);
+- when memchr-speed searches of the document prove that no upstream record can be dropped
+  (`_nothing_to_drop`: no key written with an escape, no key starting with a shadowed name or
+  equal to a local file name), each package map passes through byte for byte, with the local
+  records spliced in before its closing brace;
+- otherwise a package map is decoded into its members, records still undecoded (`Raw`: their
+  bytes are not copied), the hidden ones are dropped and the rest written out again in batches.
+  A search alone cannot tell a member of the map from the same key nested in a record (a field
+  of a package's index.json), so cutting at search hits could corrupt a record or the document.
+
+Either way the result decodes to exactly what decoding both maps, deleting, inserting and
+re-encoding gives (tests/rules/test_merge_stream.py compares the two on random documents): the
+same keys in the same order, upstream members first, then the local records by file name.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import msgpack
 import msgspec
 import zstandard
 
+from .json_search import CLOSE, OPEN, QUOTE, Doubt, Searchable, escaped_key, first_token, key_at
 from .routing import PACKAGE_RE
 
 Record = dict[str, Any]
+# What a merged document is made of: small encoded bytes, or views of the upstream buffer.
+Piece = bytes | memoryview
+Upstream = Searchable  # bytes, or the mapped snapshot file
+
+PACKAGE_MAPS = (("packages", ".tar.bz2"), ("packages.conda", ".conda"))
+# Each search is one pass over the document (~0.07 s for 280 MB); decoding both maps' members
+# costs ~0.3 s and ~70 MB for 400,000 records. Past this many searches, decoding is cheaper.
+MAX_SEARCHES = 4
+# Past this many candidate hits (keys to look at, strings with escapes), decoding is cheaper.
+MAX_CANDIDATES = 100_000
+BATCH = 2_000  # members re-encoded at a time (~1.4 MB of output for conda-forge's records)
 
 
 def package_name(filename: str) -> str | None:
@@ -61,28 +91,177 @@ def _dropped(filenames: Iterable[str], shadow: set[str], local: Mapping[str, Rec
     return drop
 
 
-def merge_repodata(
-    upstream: bytes | None, local: Mapping[str, Record], subdir: str, allow_upstream: Iterable[str]
-) -> bytes:
-    """Upstream repodata bytes with the local records over them (see module docstring).
+@dataclass
+class _Members:
+    """A package map written out again from its members: keys encoded, records as they came."""
 
-    Records stay undecoded (`msgspec.Raw`): only the two package maps are split into members,
-    so 500,000 upstream records cost about a second and never become Python dicts.
-    """
-    top = msgspec.json.decode(upstream or empty_repodata(subdir), type=dict[str, msgspec.Raw])
+    members: dict[str, msgspec.Raw]
+    encoder: msgspec.json.Encoder
+
+    @cached_property
+    def size(self) -> int:
+        """Bytes of `{k1:v1,k2:v2}`: braces, keys, colons, values and commas."""
+        n = len(self.members)
+        keys, encoded_keys = iter(self.members), 0
+        while batch := list(itertools.islice(keys, BATCH)):
+            # `[k1,k2]` is the encoded keys, two brackets and one comma less than keys.
+            encoded_keys += len(self.encoder.encode(batch)) - 2 - (len(batch) - 1)
+        return 2 + encoded_keys + n + sum(map(len, self.members.values())) + max(n - 1, 0)
+
+    def pieces(self) -> Iterator[Piece]:
+        yield b"{"
+        items = iter(self.members.items())
+        first = True
+        while batch := dict(itertools.islice(items, BATCH)):
+            if not first:
+                yield b","
+            yield memoryview(self.encoder.encode(batch))[1:-1]
+            first = False
+        yield b"}"
+
+
+@dataclass
+class MergedDocument:
+    """A merged repodata.json as a plan: its size, known before a byte is written, and its
+    pieces in order. Views of the upstream buffer stay valid while this object lives."""
+
+    parts: list[Piece | _Members]
+
+    @cached_property
+    def size(self) -> int:
+        return sum(p.size if isinstance(p, _Members) else len(p) for p in self.parts)
+
+    def pieces(self) -> Iterator[Piece]:
+        for part in self.parts:
+            if isinstance(part, _Members):
+                yield from part.pieces()
+            else:
+                yield part
+
+
+def merged_repodata(
+    upstream: Upstream | None,
+    local: Mapping[str, Record],
+    subdir: str,
+    allow_upstream: Iterable[str],
+) -> MergedDocument:
+    """Upstream repodata with the local records over it (see the module docstring)."""
+    buf = upstream or empty_repodata(subdir)
+    top = msgspec.json.decode(buf, type=dict[str, msgspec.Raw])
     shadow = shadowed_names(local, allow_upstream)
     encoder = msgspec.json.Encoder()
-    for key, ext in (("packages", ".tar.bz2"), ("packages.conda", ".conda")):
-        mine = {fn: r for fn, r in local.items() if fn.endswith(ext)}
-        if key not in top and not mine:
-            continue
-        members = msgspec.json.decode(top[key], type=dict[str, msgspec.Raw]) if key in top else {}
-        for fn in _dropped(list(members), shadow, local):
-            del members[fn]
-        for fn, record in sorted(mine.items()):
-            members[fn] = msgspec.Raw(encoder.encode(record))
-        top[key] = msgspec.Raw(encoder.encode(members))
-    return encoder.encode(top)
+    mine = {
+        key: dict(sorted((fn, r) for fn, r in local.items() if fn.endswith(ext)))
+        for key, ext in PACKAGE_MAPS
+    }
+    maps = [key for key, _ in PACKAGE_MAPS if key in top or mine[key]]
+    verbatim = not any(key in top for key in maps) or _nothing_to_drop(buf, shadow, local)
+    parts: list[Piece | _Members] = [b"{"]
+    for i, key in enumerate([*top, *(key for key in maps if key not in top)]):
+        parts.append((b"," if i else b"") + encoder.encode(key) + b":")
+        if key not in maps:
+            parts.append(memoryview(top[key]))
+        elif key not in top:
+            parts.append(encoder.encode(mine[key]))
+        elif verbatim and _splices(memoryview(top[key])):
+            parts += _spliced(memoryview(top[key]), mine[key], encoder)
+        else:
+            parts.append(_Members(_members(top[key], shadow, local, mine[key], encoder), encoder))
+    parts.append(b"}")
+    return MergedDocument(parts)
+
+
+def merge_repodata(
+    upstream: Upstream | None,
+    local: Mapping[str, Record],
+    subdir: str,
+    allow_upstream: Iterable[str],
+) -> bytes:
+    """The merged document in memory, for small documents (see `merged_repodata`)."""
+    return b"".join(merged_repodata(upstream, local, subdir, allow_upstream).pieces())
+
+
+def _splices(view: memoryview) -> bool:
+    """Whether an upstream map value can be spliced: an object whose first member (or end)
+    is near its opening brace. Anything else is left to decoding (which refuses a non-object
+    as the full decode does)."""
+    try:
+        return view[0] == OPEN and first_token(view, 1) in (QUOTE, CLOSE)
+    except Doubt:
+        return False
+
+
+def _spliced(
+    view: memoryview, mine: Mapping[str, Record], encoder: msgspec.json.Encoder
+) -> list[Piece]:
+    """An upstream map byte for byte, the local records inserted before its closing brace."""
+    if not mine:
+        return [view]
+    # After '{' comes '"' (a member) or '}' (none); `merged_repodata` checked it is near.
+    comma = b"," if first_token(view, 1) == QUOTE else b""
+    return [view[:-1], comma + encoder.encode(mine)[1:-1] + b"}"]
+
+
+def _members(
+    raw: msgspec.Raw,
+    shadow: set[str],
+    local: Mapping[str, Record],
+    mine: Mapping[str, Record],
+    encoder: msgspec.json.Encoder,
+) -> dict[str, msgspec.Raw]:
+    """The members of an upstream map less the hidden ones, then the local records."""
+    members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    for fn in _dropped(list(members), shadow, local):
+        del members[fn]
+    for fn, record in mine.items():
+        members[fn] = msgspec.Raw(encoder.encode(record))
+    return members
+
+
+# Proving by search that nothing is dropped
+
+
+def _nothing_to_drop(buf: Upstream, shadow: set[str], local: Mapping[str, Record]) -> bool:
+    """Whether no key anywhere in `buf` is one the merge would drop, proven by searches.
+
+    Sound because `buf` is valid JSON (decoded before): a key the merge drops is written either
+    with an escape sequence, so a backslash sits inside a key (the first search looks at every
+    string holding one), or as its plain UTF-8 bytes, which start with `"<shadowed name>-` or
+    are `"<local file name>"` (the other searches look at every hit). A hit that is not a key
+    (an escaped quote, a value), or a key the merge keeps, proves nothing and is passed over.
+    Any doubt answers False: decoding the maps is always right, only slower.
+    """
+    prefixes = tuple(f"{name}-" for name in sorted(shadow))
+    plain = [f'"{p}' for p in prefixes] + [f'"{fn}"' for fn in local if not fn.startswith(prefixes)]
+    if not plain:
+        return True
+    if len(plain) > MAX_SEARCHES:
+        return False
+    try:
+        needles = [n.encode() for n in plain]
+        if escaped_key(buf, MAX_CANDIDATES):
+            return False
+        budget = MAX_CANDIDATES
+        for needle in needles:
+            at = buf.find(needle)
+            while at != -1:
+                key = key_at(buf, at)
+                if key is not None and _drops(key, prefixes, shadow, local):
+                    return False
+                budget -= 1
+                if budget < 0:
+                    return False
+                at = buf.find(needle, at + 1)
+    except (Doubt, UnicodeEncodeError):
+        return False
+    return True
+
+
+def _drops(
+    fn: str, prefixes: tuple[str, ...], shadow: set[str], local: Mapping[str, Record]
+) -> bool:
+    """`_dropped` for one file name."""
+    return fn in local or (fn.startswith(prefixes) and package_name(fn) in shadow)
 
 
 # CEP-16 shards
