@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ages import OFF, Age, parse_age
+from .errors import ProxyError
 from .matchspec import MatchSpec, parse_matchspec
 
 DENY, ALLOW, COOLDOWN = "deny", "allow", "cooldown"  # rule kinds: bounded metric labels
+VIEW = "view"  # a shard the policy's own index does not name
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Policy:
     allow: tuple[MatchSpec, ...] = ()
     exempt: tuple[tuple[MatchSpec, Age], ...] = ()
     channels: Mapping[str, Age] = field(default_factory=dict)
+    # compile_policy's arguments: how the worker process rebuilds this (specs hold closures)
+    config: tuple[Any, ...] = field(default=(), compare=False)
 
     def active(self, channel: str) -> bool:
         """Whether any rule can hide a record of `channel`: when False, nothing changes."""
@@ -137,6 +141,7 @@ def compile_policy(
             raise ValueError(f"'{key}' entry {exc}") from None
 
     return Policy(
+        config=(cooldown, tuple(deny), tuple(allow), dict(exempt), dict(channels)),
         cooldown=age("policy.cooldown", cooldown),
         deny=tuple(spec("policy.deny", t) for t in deny),
         allow=tuple(spec("policy.allow", t) for t in allow),
@@ -149,3 +154,24 @@ def compile_policy(
             if value is not None
         },
     )
+
+
+class PolicyRefused(ProxyError):
+    """403: a file the supply-chain policy holds back or denies; the body names the rule and,
+    for a cooldown, when the file is released."""
+
+    status = 403
+
+    def __init__(self, filename: str, verdict: Verdict) -> None:
+        reason = {
+            DENY: "is denied by policy.deny",
+            ALLOW: "matches no policy.allow spec",
+            COOLDOWN: "is held by the cooldown",
+            VIEW: "is not part of the policy's view",
+        }[verdict.kind]
+        when = ""
+        if verdict.kind == COOLDOWN:
+            release = verdict.public()["released_at"]
+            when = f" until {release}" if release else " (published after the cutoff)"
+        super().__init__(f"{filename} {reason} ({verdict.rule}){when}", **verdict.public())
+        self.verdict = verdict
