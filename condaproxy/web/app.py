@@ -30,6 +30,7 @@ from .dispatch import ChannelDispatch
 from .health import health_routes
 from .logs import AccessLog
 from .openapi import document
+from .policy_api import policy_routes
 from .services import Services, build_services
 from .uploads_api import uploads_routes
 
@@ -86,6 +87,7 @@ def create_app(
             *health_routes(settings, metrics, lambda: getattr(app.state, "services", None)),
             *uploads_routes(settings, services),
             *cache_routes(settings, services),
+            *policy_routes(settings, services),
         ],
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
