@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import mmap
+import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -79,16 +80,36 @@ def shards_job(
     store = BlobStore(Path(blob_root), Path(tmp_dir))
     shards: dict[str, bytes] = {}
     stored = []
+    written = 0
     for name, records in sorted(by_name.items()):
         data = shard_bytes(records)
         sha = hashlib.sha256(data)
         if not store.exists(sha.hexdigest()):
-            store.put_bytes(data, sha.hexdigest())
+            _write(store.location(sha.hexdigest()), data, tmp_dir)
+            written += 1
         shards[name] = sha.digest()
         stored.append((sha.hexdigest(), len(data)))
+    if written:
+        # One flush for all of them (an fsync each costs minutes for 60,000 shards); the
+        # caller indexes them only after this, so no entry names a shard a crash could lose.
+        os.sync()
     info = dict(document.get("info") or {})
     info.setdefault("subdir", subdir)
     info["base_url"], info["shards_base_url"] = PACKAGE_BASE, SHARD_BASE
     index = {"version": 1, "info": info, "shards": shards}
     variant = write_variant(tmp_dir, "body", zstd_compress(encode_msgpack(index)))
     return Built(variant[1], {"body": variant}), stored
+
+
+def _write(location: str, data: bytes, tmp_dir: str) -> None:
+    """Whole or not at all: a temp file (swept at start if a crash leaves it), renamed
+    (durability: see shards_job)."""
+    os.makedirs(os.path.dirname(location), exist_ok=True)
+    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.shard.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, location)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
