@@ -16,7 +16,7 @@ import respx
 from condaproxy.web.app import create_app
 from tests.policy.upstream import DAY, T0, Channel, settings
 from tests.support.channel import Pkg
-from tests.support.inproc import Clock, built, decode_index, running, token
+from tests.support.inproc import Clock, built, decode_index, running, services_of, token, until
 
 READ = "reader-token-1234"
 WRITE = "writer-token-1234"
@@ -141,3 +141,36 @@ async def test_an_upload_matching_a_deny_rule_is_never_served(tmp_path: Path, ro
         assert refused.status_code == 403 and refused.json()["rule"] == "deny"
         index = decode_index((await client.get("/cf/noarch/repodata_shards.msgpack.zst")).content)
         assert set(index["shards"]) == {"fresh"}
+
+
+async def test_prefetch_cannot_warm_a_held_file(tmp_path: Path, router) -> None:
+    channel = Channel(router)
+    channel.add("tool-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    clock = Clock(T0)
+    base = config(tmp_path)
+    admin = token("ops", "admin-token-1234", star="admin")
+    app = create_app(
+        msgspec.structs.replace(base, tokens={**base.tokens, "ops": admin}), clock=clock
+    )
+    async with running(app) as client:
+        await client.get("/cf/noarch/repodata.json")
+        channel.add(HELD)
+        clock.now = T0 + 60
+        asked = await client.post(
+            "/api/cache/cf/noarch/prefetch",
+            json=[HELD],
+            headers={"x-api-key": "admin-token-1234"},
+        )
+        if asked.status_code == 202:
+            job = asked.json()["id"]
+            prefetcher = services_of(app).prefetcher
+
+            def state() -> dict:
+                return next(j for j in prefetcher.jobs() if j["id"] == job)
+
+            await until(lambda: state()["state"] in ("done", "failed"))
+            assert state()["state"] == "failed", state()
+            assert "cooldown" in str(state()["failures"]) + str(state()["error"]), state()
+        else:
+            assert asked.status_code in (400, 403), asked.text
+        assert f"noarch/{HELD}" not in channel.fetched
