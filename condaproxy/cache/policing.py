@@ -76,6 +76,7 @@ class Policing:
         self.channels = frozenset(n for n in channels if policy.active(n))
         self.all_channels = channels
         self._lists: OrderedDict[str, Lists] = OrderedDict()
+        self._memo: dict[str, tuple[str, float, MetaEntry]] = {}  # subdir key -> last view
 
     def active(self, channel: str) -> bool:
         return channel in self.channels
@@ -138,11 +139,21 @@ class Policing:
         return Served(entry, source.outcome), fetched_at
 
     def _valid(self, key: MetaKey, origin: str) -> MetaEntry | None:
+        """The stored view if it is still the one to serve. The last one seen is kept in
+        memory (a hit then costs no index read): a view is immutable for its origin until
+        its release time, and any newer one has another origin or comes after that time."""
+        now = self.now()
+        remembered = self._memo.get(key.path)
+        if remembered is not None and remembered[0] == origin and now < remembered[1]:
+            return remembered[2]
         entry = self.index.get_meta(key)
         if entry is None:
             return None
         made_from, _, until = entry.source_url.rpartition("|")
-        return entry if made_from == origin and self.now() < float(until) else None
+        if made_from != origin or now >= float(until):
+            return None
+        self._memo[key.path] = (origin, float(until), entry)
+        return entry
 
     async def _build(
         self,
@@ -156,20 +167,24 @@ class Policing:
     ) -> MetaEntry:
         variant = source.entry.variants["json"]
         path = self.meta.variant_path(source_key, variant)
-        now = self.now()
-        built, next_release = await self.meta.workers.run(
-            variant.size > BIG,
-            filter_job,
-            str(path),
-            times_path(self.root, rp.subdir_key),
-            self.policy.config,
-            channel.name,
-            rp.subdir or "noarch",
-            now,
-            local,
-            str(self.meta.tmp_dir),
-            origin,
-        )
+        # First seen per channel and subdir, whatever the label: a file that appears under a
+        # fresh label is not backfilled from its (backdatable) build time.
+        times = f"{channel.name}/{rp.subdir or 'noarch'}"
+        async with self.meta.locks.hold(f"policy-times:{times}"):
+            now = self.now()
+            built, next_release = await self.meta.workers.run(
+                variant.size > BIG,
+                filter_job,
+                str(path),
+                times_path(self.root, times),
+                self.policy.config,
+                channel.name,
+                rp.subdir or "noarch",
+                now,
+                local,
+                str(self.meta.tmp_dir),
+                origin,
+            )
         until = math.inf
         if next_release is not None:
             until = math.ceil(next_release / self.bucket) * self.bucket

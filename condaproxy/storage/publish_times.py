@@ -1,11 +1,12 @@
 """When the proxy first saw each upstream record (issue 13): the publish time a cooldown trusts.
 
-One file per channel subdir (`<channel>[/label/<l>]/<subdir>`), a msgpack map of file name to
-Unix milliseconds, under `<cache>/policy/` so purges and eviction never touch it (a purge must
-not reset the clock and release everything at once). Written whole to a temp file, fsynced and
-renamed: a reader sees the old map or the new one. Callers hold the subdir's build lock, so
-there is one writer at a time across workers. Plain functions of paths, so the worker process
-can read and write them too.
+One file per channel and subdir (`<channel>/<subdir>`; its labels share it, so a file that
+shows up under a fresh label is not backfilled), a msgpack map of file name to Unix
+milliseconds, under `<cache>/policy/` so purges and eviction never touch it (a purge must not
+reset the clock and release everything at once). Written whole to a temp file, fsynced and
+renamed: a reader sees the old map or the new one. Callers hold the
+`policy-times:<channel>/<subdir>` lock, so there is one writer at a time across workers. Plain
+functions of paths, so the worker process can read and write them too.
 """
 
 from __future__ import annotations

@@ -174,3 +174,22 @@ async def test_prefetch_cannot_warm_a_held_file(tmp_path: Path, router) -> None:
         else:
             assert asked.status_code in (400, 403), asked.text
         assert f"noarch/{HELD}" not in channel.fetched
+
+
+async def test_a_fresh_label_does_not_backfill_a_new_file_from_its_build_time(
+    tmp_path: Path, router
+) -> None:
+    channel = Channel(router)
+    channel.add("tool-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    clock = Clock(T0)
+    async with running(create_app(config(tmp_path), clock=clock)) as client:
+        await client.get("/cf/noarch/repodata.json")  # the channel's first sync
+        channel.add(HELD, timestamp_ms=(T0 - 400 * DAY) * 1000)
+        clock.now = T0 + 60
+        # A label nobody asked for before: its first read must not count as a first sync.
+        listed = msgspec.json.decode(
+            (await client.get("/cf/label/fresh/noarch/repodata.json")).content
+        )
+        assert set(listed["packages.conda"]) == {"tool-1.0-0.conda"}
+        response = await client.get(f"/cf/label/other/noarch/{HELD}")
+        assert response.status_code == 403 and response.json()["rule"] == "cooldown"
