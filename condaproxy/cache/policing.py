@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -76,7 +77,7 @@ class Policing:
         self.channels = frozenset(n for n in channels if policy.active(n))
         self.all_channels = channels
         self._lists: OrderedDict[str, Lists] = OrderedDict()
-        self._memo: dict[str, tuple[str, float, MetaEntry]] = {}  # subdir key -> last view
+        self._memo: dict[str, tuple[str, float, MetaEntry, str]] = {}  # subdir key -> last view
 
     def active(self, channel: str) -> bool:
         return channel in self.channels
@@ -145,14 +146,17 @@ class Policing:
         now = self.now()
         remembered = self._memo.get(key.path)
         if remembered is not None and remembered[0] == origin and now < remembered[1]:
-            return remembered[2]
+            if os.path.exists(remembered[3]):  # a purge drops views: a stat, not an index read
+                return remembered[2]
+            del self._memo[key.path]
         entry = self.index.get_meta(key)
         if entry is None:
             return None
         made_from, _, until = entry.source_url.rpartition("|")
         if made_from != origin or now >= float(until):
             return None
-        self._memo[key.path] = (origin, float(until), entry)
+        json_file = str(self.meta.variant_path(key, entry.variants["json"]))
+        self._memo[key.path] = (origin, float(until), entry, json_file)
         return entry
 
     async def _build(

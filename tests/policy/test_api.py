@@ -77,3 +77,22 @@ async def test_policy_api_needs_an_admin_token(
     async with running(create_app(with_tokens(tmp_path), clock=Clock(T0))) as client:
         response = await client.get(path, headers=headers)
     assert response.status_code in (401, 403) and response.json()["status"] in (401, 403)
+
+
+async def test_a_purge_does_not_reset_first_seen_and_release_the_hold(
+    tmp_path: Path, router
+) -> None:
+    channel = Channel(router)
+    channel.add("tool-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    clock = Clock(T0)
+    async with running(create_app(with_tokens(tmp_path), clock=clock)) as client:
+        await client.get("/cf/noarch/repodata.json")
+        channel.add("tool-2.0-0.conda", timestamp_ms=(T0 - 400 * DAY) * 1000)
+        clock.now = T0 + 60
+        await client.get("/cf/noarch/repodata.json")
+        for scope in ("/api/cache/cf", "/api/cache"):
+            purged = await client.delete(scope, headers={"x-api-key": ADMIN})
+            assert purged.status_code == 200, purged.text
+            listed = msgspec.json.decode((await client.get("/cf/noarch/repodata.json")).content)
+            assert set(listed["packages.conda"]) == {"tool-1.0-0.conda"}
+            assert (await client.get("/cf/noarch/tool-2.0-0.conda")).status_code == 403
