@@ -6,8 +6,8 @@ A synthetic linux-64 repodata.json (bench/merge.py's shape) is filtered as the p
 (cache/policy_builds.py), each step in a fresh process so its peak RSS is its own:
 1. the first sync (every record backfilled, the first-seen map written);
 2. the upstream changes (1,000 new records, held by a 7-day cooldown);
-3. the shard index and 25,000+ shards made from the filtered view (the first time: every shard
-   is new; the second time: only changed shards are written).
+3. the shard index and 60,000 shards made from the first view (every shard new), then from the
+   changed view (only the names whose records changed get a new shard).
 The baseline is the unfiltered work the proxy does anyway for a merged view (bench/merge.py)."""
 
 from __future__ import annotations
@@ -42,13 +42,20 @@ def _filter(args: tuple[str, str, str, float], out: multiprocessing.Queue) -> No
     )
 
 
-def _shards(args: tuple[str, str, str], out: multiprocessing.Queue) -> None:
-    json_path, blobs, tmp = args
+def _shards(args: tuple[str, str, str, str | None], out: multiprocessing.Queue) -> None:
+    json_path, blobs, tmp, previous = args
     start = time.perf_counter()
-    _, stored = shards_job(json_path, "linux-64", blobs, tmp)
+    built, stored = shards_job(json_path, "linux-64", blobs, tmp, previous)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put({"seconds": round(seconds, 2), "peak_rss_mib": round(peak), "shards": len(stored)})
+    out.put(
+        {
+            "seconds": round(seconds, 2),
+            "peak_rss_mib": round(peak),
+            "new_shards": len(stored),
+            "names": built.files["names"][0],
+        }
+    )
 
 
 def measured(target, args):  # type: ignore[no-untyped-def]
@@ -76,12 +83,14 @@ def main() -> None:
         times = str(work / "policy" / "times.msgpack")
         report = {"records": options.records, "json_mib": round(first.stat().st_size / 2**20)}
         report["first_sync"] = measured(_filter, (str(first), times, str(tmp), NOW))
+        first_json = report["first_sync"]["json"]
         report["first_seen_map_mib"] = round(Path(times).stat().st_size / 2**20, 1)
         changed = measured(_filter, (str(second), times, str(tmp), NOW + 600))
         report["upstream_change"] = changed
         blobs = str(work / "blobs")
-        report["shards_first"] = measured(_shards, (changed["json"], blobs, str(tmp)))
-        report["shards_again"] = measured(_shards, (changed["json"], blobs, str(tmp)))
+        report["shards_first"] = measured(_shards, (first_json, blobs, str(tmp), None))
+        names = report["shards_first"]["names"]
+        report["shards_after_change"] = measured(_shards, (changed["json"], blobs, str(tmp), names))
         print(json.dumps(report, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

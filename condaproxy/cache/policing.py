@@ -250,6 +250,8 @@ class Policing:
 
     async def _shards(self, key: MetaKey, view: MetaEntry, rp: ResourcePath) -> MetaEntry:
         variant = view.variants["json"]
+        before = self.index.get_meta(key)
+        names = before.variants.get("names") if before is not None else None
         built, stored = await self.meta.workers.run(
             variant.size > BIG,
             shards_job,
@@ -257,6 +259,7 @@ class Policing:
             rp.subdir or "noarch",
             str(self.overlay.packages.store.root),
             str(self.meta.tmp_dir),
+            str(self.meta.variant_path(key, names)) if names is not None else None,
         )
 
         def adopt() -> MetaEntry:

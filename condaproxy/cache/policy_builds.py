@@ -11,6 +11,7 @@ the worker process and the event loop never waits on it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import mmap
 import os
@@ -66,39 +67,72 @@ def filter_job(
     return Built(digest, files), filtered.next_release
 
 
-def shards_job(
-    json_path: str, subdir: str, blob_root: str, tmp_dir: str
-) -> tuple[Built, list[tuple[str, int]]]:
-    """Shards of the filtered view, stored as blobs; returns the index and (sha256, size) of
-    every shard it names."""
-    document = msgspec.json.decode(Path(json_path).read_bytes())
-    by_name: dict[str, dict[str, Any]] = {}
+class _Name(msgspec.Struct):
+    name: Any = ""
+
+
+_NAME = msgspec.json.Decoder(_Name)
+
+
+def _grouped(document: bytes) -> tuple[dict[str, Any], dict[str, dict[str, msgspec.Raw]]]:
+    """The document's info, and its records grouped by package name, still undecoded."""
+    top = msgspec.json.decode(document, type=dict[str, msgspec.Raw])
+    by_name: dict[str, dict[str, msgspec.Raw]] = {}
     for key in ("packages", "packages.conda"):
-        for filename, record in (document.get(key) or {}).items():
-            if isinstance(record, dict):
-                by_name.setdefault(str(record.get("name", "")), {})[filename] = record
+        if key not in top:
+            continue
+        for filename, raw in msgspec.json.decode(top[key], type=dict[str, msgspec.Raw]).items():
+            try:
+                name = str(_NAME.decode(raw).name)
+            except msgspec.DecodeError:
+                continue  # not a record object: nothing a shard could carry
+            by_name.setdefault(name, {})[filename] = raw
+    info = msgspec.json.decode(top["info"]) if "info" in top else {}
+    return info if isinstance(info, dict) else {}, by_name
+
+
+def shards_job(
+    json_path: str, subdir: str, blob_root: str, tmp_dir: str, previous: str | None
+) -> tuple[Built, list[tuple[str, int]]]:
+    """Shards of the filtered view, stored as blobs. A name whose records are byte for byte
+    those of the previous build (`previous`: its "names" variant) keeps its shard, so an
+    upstream change costs the names it touched. Returns the index (and the new "names"
+    variant) and the (sha256, size) of each shard not named by the previous build."""
+    info, by_name = _grouped(Path(json_path).read_bytes())
+    before: dict[str, list[Any]] = {}
+    if previous is not None:
+        with contextlib.suppress(OSError, ValueError):
+            before = msgpack.unpackb(Path(previous).read_bytes())
     store = BlobStore(Path(blob_root), Path(tmp_dir))
     shards: dict[str, bytes] = {}
-    stored = []
-    written = 0
-    for name, records in sorted(by_name.items()):
-        data = shard_bytes(records)
-        sha = hashlib.sha256(data)
-        if not store.exists(sha.hexdigest()):
-            _write(store.location(sha.hexdigest()), data, tmp_dir)
-            written += 1
-        shards[name] = sha.digest()
-        stored.append((sha.hexdigest(), len(data)))
-    if written:
+    names: dict[str, list[Any]] = {}
+    new = []
+    for name, raws in sorted(by_name.items()):
+        inputs = hashlib.sha256()
+        for filename, raw in sorted(raws.items()):
+            inputs.update(b"%d:%s%d:" % (len(filename), filename.encode(), len(raw)))
+            inputs.update(raw)
+        seen = before.get(name)
+        if seen is not None and seen[0] == inputs.hexdigest() and store.exists(seen[1]):
+            sha_hex, size = seen[1], seen[2]
+        else:
+            data = shard_bytes({fn: msgspec.json.decode(raw) for fn, raw in raws.items()})
+            sha_hex, size = hashlib.sha256(data).hexdigest(), len(data)
+            if not store.exists(sha_hex):
+                _write(store.location(sha_hex), data, tmp_dir)
+            new.append((sha_hex, size))
+        shards[name] = bytes.fromhex(sha_hex)
+        names[name] = [inputs.hexdigest(), sha_hex, size]
+    if new:
         # One flush for all of them (an fsync each costs minutes for 60,000 shards); the
         # caller indexes them only after this, so no entry names a shard a crash could lose.
         os.sync()
-    info = dict(document.get("info") or {})
     info.setdefault("subdir", subdir)
     info["base_url"], info["shards_base_url"] = PACKAGE_BASE, SHARD_BASE
     index = {"version": 1, "info": info, "shards": shards}
     variant = write_variant(tmp_dir, "body", zstd_compress(encode_msgpack(index)))
-    return Built(variant[1], {"body": variant}), stored
+    files = {"body": variant, "names": write_variant(tmp_dir, "names", msgpack.packb(names))}
+    return Built(variant[1], files), new
 
 
 def _write(location: str, data: bytes, tmp_dir: str) -> None:
