@@ -55,9 +55,13 @@ def stamps_everywhere(channel: str, filename: str) -> set[object]:
     return found
 
 
-@pytest.mark.parametrize("sharded", [True, False], ids=["shards", "repodata-json"])
+@pytest.mark.parametrize(
+    ("sharded", "workers"),
+    [(True, 1), (False, 1), (True, 2)],
+    ids=["shards", "repodata-json", "shards-2-workers"],
+)
 def test_cooldown_exemption_and_deny_hold_for_a_real_client(
-    start_proxy, tmp_path: Path, sharded: bool
+    start_proxy, tmp_path: Path, sharded: bool, workers: int
 ) -> None:
     root = build_channel(tmp_path / "channel", tmp_path / "work", FIRST)
     evil_sha = hashlib.sha256((root / "noarch" / "evil-1.0-0.conda").read_bytes()).hexdigest()
@@ -71,7 +75,9 @@ def test_cooldown_exemption_and_deny_hold_for_a_real_client(
             f'[policy]\ncooldown = "7d"\ndeny = ["evil[sha256={evil_sha}]"]\n'
             f'test_clock_file = "{clock_file}"\n[policy.exempt]\n"openssl" = "0"\n'
         )
-        proxy = start_proxy({"local": {"upstream": upstream.url}}, ttl=0, extra=policy)
+        proxy = start_proxy(
+            {"local": {"upstream": upstream.url}}, ttl=0, extra=policy, workers=workers
+        )
         channel = f"{proxy.url}/local"
         # The first sync: everything already published is served (backfilled times).
         first = versions(rattler_install(channel, tmp_path / "a", sharded, "pytool", "openssl"))
