@@ -7,6 +7,8 @@ Each is a 403 naming the rule, with nothing fetched upstream."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -193,3 +195,31 @@ async def test_a_fresh_label_does_not_backfill_a_new_file_from_its_build_time(
         assert set(listed["packages.conda"]) == {"tool-1.0-0.conda"}
         response = await client.get(f"/cf/label/other/noarch/{HELD}")
         assert response.status_code == 403 and response.json()["rule"] == "cooldown"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('[policy]\ncooldown = "7 days"\n', "'policy.cooldown'"),
+        ('[policy]\ncooldown = "-7d"\n', "'policy.cooldown'"),
+        ('[policy]\ndeny = ["numpy (>=1"]\n', "'policy.deny'"),
+        ('[policy.exempt]\n"python 3.13.*" = "P1M"\n', "'policy.exempt.\"python 3.13.*\"'"),
+    ],
+)
+def test_a_half_understood_policy_never_serves(tmp_path: Path, body: str, key: str) -> None:
+    """The proxy refuses to start (exit 2, one line naming the key, no traceback)."""
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'[cache]\npath = "{tmp_path / "cache"}"\n{body}'
+        '[channels.cf]\nupstream = "https://up.example/cf"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "condaproxy", "serve", "--config", str(config), "--port", "1"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert key in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
