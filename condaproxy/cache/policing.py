@@ -75,6 +75,7 @@ class Policing:
         self.test_clock_file = test_clock_file
         self.bucket = max(float(self.meta.ttl), 1.0)
         self.channels = frozenset(n for n in channels if policy.active(n))
+        self._digests = {n: policy.digest(n) for n in self.channels}
         self.all_channels = channels
         self._lists: OrderedDict[str, Lists] = OrderedDict()
         self._memo: dict[str, tuple[str, float, MetaEntry, str]] = {}  # subdir key -> last view
@@ -126,7 +127,8 @@ class Policing:
         else:
             source = await self.views.repodata(repodata_rp, channel)
             source_key = MetaKey.repodata(rp.subdir_key)
-        origin = f"{source_key}|{source.entry.digest}|{self.policy.digest(channel.name)}"
+            fetched_at = source.entry.fetched_at  # the view is as fresh as its source
+        origin = f"{source_key}|{source.entry.digest}|{self._digests[channel.name]}"
         key = MetaKey.policy(rp.subdir_key)
         entry = self._valid(key, origin)
         if entry is not None:

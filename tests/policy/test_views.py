@@ -148,3 +148,21 @@ async def test_denied_sha256_is_never_served_and_exemptions_release_at_once(
         assert refused.status_code == 403 and refused.json()["rule"] == "deny"
         assert "released_at" not in refused.json()
         assert "noarch/evil-1.0-0.conda" not in channel.fetched
+
+
+async def test_a_filtered_view_is_as_fresh_as_the_upstream_copy_it_came_from(
+    tmp_path: Path, router
+) -> None:
+    channel, clock = old_channel(router)
+    config = settings(tmp_path)
+    config = msgspec.structs.replace(
+        config, cache=msgspec.structs.replace(config.cache, repodata_ttl=60)
+    )
+    async with running(create_app(config, clock=clock)) as client:
+        for name in ("repodata.json", "repodata.json.zst"):
+            first = await client.get(f"/cf/noarch/{name}")
+            assert first.headers["cache-control"] == "public, max-age=60"
+        clock.now = T0 + 45
+        later = await client.get("/cf/noarch/repodata.json.zst")
+        assert later.headers["cache-control"] == "public, max-age=15"
+        assert channel.fetched.count("noarch/repodata.json.zst") == 1
