@@ -27,7 +27,7 @@ import msgpack
 import structlog
 
 from ..rules.errors import NotFound, ProxyError, ServiceUnavailable
-from ..rules.policy import COOLDOWN, VIEW, Policy, PolicyRefused, Verdict
+from ..rules.policy import COOLDOWN, DENY, VIEW, Policy, PolicyRefused, Verdict
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath, parse_path
 from ..settings import ChannelSettings
 from ..storage.index import FileEntry, MetaEntry
@@ -312,19 +312,28 @@ class Policing:
         if rp.filename in lists.served:
             return None
         # Not listed (yet): a file uploaded upstream a minute ago must not slip through by URL.
-        # Judged by what its name says, as published now.
+        # Judged by what its name says (and its sha256, if cached), as published now.
         match = PACKAGE_RE.match(rp.filename)
         if match is None:
             return None
+        cached = self.index.get_file(rp.key)
         record = {
             "name": match["name"],
             "version": match["version"],
             "build": match["build"],
             "subdir": rp.subdir,
             "fn": rp.filename,
+            "sha256": cached.sha256 if cached is not None else None,
         }
         now = self.now()
-        return self.policy.decide(channel.name, record, now, now)
+        verdict = self.policy.decide(channel.name, record, now, now)
+        if verdict is None:
+            unknown = {"sha256", "md5"} if cached is None else {"md5"}
+            for spec in self.policy.deny:
+                if spec.checksums & unknown and spec.may_match(record):
+                    # A delisted file a deny rule names by checksum must not pass unchecked.
+                    return Verdict(DENY, f"{spec.text} (an unlisted file's checksum is unknown)")
+        return verdict
 
     def _refused(self, rp: ResourcePath, verdict: Verdict) -> None:
         self.metrics.policy_refused.labels(rp.channel, verdict.kind).inc()

@@ -38,9 +38,15 @@ Record = Mapping[str, Any]
 class MatchSpec:
     text: str
     tests: tuple[Callable[[Record], bool], ...] = field(default=(), compare=False)
+    checksums: frozenset[str] = frozenset()  # the checksum keys it tests (sha256, md5)
+    loose: tuple[Callable[[Record], bool], ...] = field(default=(), compare=False)
 
     def matches(self, record: Record) -> bool:
         return all(test(record) for test in self.tests)
+
+    def may_match(self, record: Record) -> bool:
+        """Whether it matches as far as can be told without the file's checksums."""
+        return all(test(record) for test in self.loose)
 
 
 def _field(name: str, record: Record) -> str:
@@ -122,7 +128,8 @@ def parse_matchspec(text: object) -> MatchSpec:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{text!r} is not a MatchSpec")
     source = text.strip()
-    head, tests = source, []
+    head, tests, checksum_tests = source, [], []
+    keys = set()
     if "[" in source:
         bracket = _BRACKET.match(source)
         if bracket is None:
@@ -132,8 +139,14 @@ def parse_matchspec(text: object) -> MatchSpec:
             found = _PAIR.match(pair)
             if found is None:
                 raise ValueError(f"{source!r}: {pair.strip()!r} is not key=value")
-            tests.append(_key_test(found["key"], found["value"].strip()))
+            test = _key_test(found["key"], found["value"].strip())
+            if found["key"] in _HEX:
+                keys.add(found["key"])
+                checksum_tests.append(test)
+            else:
+                tests.append(test)
     try:
-        return MatchSpec(source, (*_head(head), *tests))
+        loose = (*_head(head), *tests)
+        return MatchSpec(source, (*loose, *checksum_tests), frozenset(keys), loose)
     except ValueError as exc:
         raise ValueError(f"{source!r} is not a MatchSpec this proxy takes: {exc}") from None

@@ -223,3 +223,22 @@ def test_a_half_understood_policy_never_serves(tmp_path: Path, body: str, key: s
     assert result.returncode == 2
     assert key in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_delisted_file_denied_by_checksum_is_not_fetched_unchecked(
+    tmp_path: Path, router
+) -> None:
+    """Deny rules only (no cooldown): the upstream drops the bad file from its listing but
+    still serves it, and a lock file asks for it by URL."""
+    channel = Channel(router)
+    data = channel.add("evil-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    channel.add("fine-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    sha = hashlib.sha256(data).hexdigest()
+    del channel.records["evil-1.0-0.conda"]
+    config_ = config(tmp_path, cooldown=0, deny=(f"evil[sha256={sha}]",))
+    async with running(create_app(config_, clock=Clock(T0))) as client:
+        refused = await client.get("/cf/noarch/evil-1.0-0.conda")
+        assert refused.status_code == 403 and refused.json()["rule"] == "deny"
+        assert "noarch/evil-1.0-0.conda" not in channel.fetched
+        channel.files["fine-2.0-0.conda"] = b"unlisted but not named by any rule"
+        assert (await client.get("/cf/noarch/fine-2.0-0.conda")).status_code == 200
