@@ -30,6 +30,7 @@ from .rules.config_text import (
     resolve_references,
 )
 from .rules.paths import RESERVED_SEGMENTS, valid_channel_name
+from .rules.policy import Policy, compile_policy
 
 # Byte counts: written `2GiB`, `500MB` or as a number; parsed by values.parse_size.
 _BYTES = {"unit": "bytes"}
@@ -95,6 +96,19 @@ class MetricsSettings(_Section, frozen=True):
     token: Secret | None = None  # a bearer token that sees private channel names in /metrics
 
 
+class PolicySettings(_Section, frozen=True):
+    """Supply-chain policy (issue 13, README "Supply-chain policy"): checked strictly at load
+    (rules/policy.py); an age is text like "7d", "P7D", an RFC 3339 cutoff, or 0 (off)."""
+
+    cooldown: str | int = 0
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    exempt: dict[str, str | int] = {}
+    # TEST ONLY: a file holding a number of seconds added to the policy's clock (the end-to-end
+    # tests move time forward in a running proxy). Never set it in a deployment.
+    test_clock_file: str = ""
+
+
 class TokenSettings(_Section, frozen=True):
     """A proxy-side token: a name (for logs and listings), its value and a role per channel
     (`*` stands for every channel)."""
@@ -120,6 +134,7 @@ class ChannelSettings(_Section, frozen=True):
     # Extra origins (scheme://host[:port]) that metadata may send the proxy to, beyond those
     # whose address is of the same class (public, private, loopback) as the upstream's.
     allowed_origins: tuple[str, ...] = ()
+    cooldown: str | int | None = None  # this channel's age, over [policy] cooldown
 
     def secrets(self) -> list[str]:
         held = (self.upstream_token, self.upstream_password, self.upstream_bearer)
@@ -135,6 +150,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "uploads": UploadSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
+    "policy": PolicySettings,
 }
 
 
@@ -145,6 +161,7 @@ class Settings(msgspec.Struct, frozen=True):
     uploads: UploadSettings = UploadSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    policy: PolicySettings = PolicySettings()
     channels: Mapping[str, ChannelSettings] = {}
     tokens: Mapping[str, TokenSettings] = {}
     source: str = "<defaults>"
@@ -154,6 +171,10 @@ class Settings(msgspec.Struct, frozen=True):
         channel_secrets = [s for ch in self.channels.values() for s in ch.secrets()]
         metrics = [self.metrics.token.value] if self.metrics.token else []
         return channel_secrets + [t.token.value for t in self.tokens.values()] + metrics
+
+    def policy_rules(self) -> Policy:
+        """The compiled policy (checked at load, so this cannot fail for loaded settings)."""
+        return _policy(self.policy, self.channels, self.source)
 
 
 def load_settings(
@@ -200,6 +221,9 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     server = sections["server"]
     assert isinstance(server, ServerSettings)
     _check_server(server, where)
+    policy = sections["policy"]
+    assert isinstance(policy, PolicySettings)
+    _policy(policy, channels, where)  # refused here, with the key, or never
     return Settings(channels=channels, tokens=tokens, source=where, **sections)  # type: ignore[arg-type]
 
 
@@ -215,6 +239,19 @@ def _check_server(server: ServerSettings, where: str) -> None:
         parts = urlsplit(server.external_url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ConfigError(f"{where}: 'server.external_url' is not an http(s) URL")
+
+
+def _policy(policy: PolicySettings, channels: Mapping[str, ChannelSettings], where: str) -> Policy:
+    try:
+        return compile_policy(
+            policy.cooldown,
+            policy.deny,
+            policy.allow,
+            policy.exempt,
+            {name: ch.cooldown for name, ch in channels.items()},
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 # converting one table

@@ -87,3 +87,40 @@ def test_bad_config_names_the_file_and_key(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+# supply-chain policy (issue 13): refused at load, one line naming the key
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('[policy]\ncooldown = "7y"\n', "'policy.cooldown' '7y' has an unknown unit"),
+        ('[policy]\ncooldown = "-1d"\n', "'policy.cooldown' '-1d' is negative"),
+        ('[policy]\ndeny = ["numpy[sha256=12]"]\n', "'policy.deny' entry"),
+        ('[policy]\nallow = ["a::b"]\n', "'policy.allow' entry"),
+        ('[policy.exempt]\n"openssl" = "soon"\n', "'policy.exempt.\"openssl\"'"),
+        ('[policy]\ncolour = "red"\n', "unknown key 'policy.colour'"),
+        (
+            '[channels.cf]\nupstream = "https://x.example/cf"\ncooldown = "3x"\n',
+            "'channels.cf.cooldown'",
+        ),
+    ],
+)
+def test_bad_policy_is_refused_at_load_naming_the_key(tmp_path: Path, body: str, says: str) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(body)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_policy_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('[channels.cf]\nupstream = "https://x.example/cf"\n')
+    settings = load_settings(
+        config,
+        environ={"CONDAPROXY_POLICY_COOLDOWN": "P7D", "CONDAPROXY_CHANNELS__CF__COOLDOWN": "3d"},
+    )
+    rules = settings.policy_rules()
+    assert rules.cooldown.seconds == 7 * 86400 and rules.channels["cf"].seconds == 3 * 86400

@@ -16,6 +16,7 @@ from ..storage.index import Index
 from ..storage.keys import MetaKey
 from .overlay import Overlay
 from .packages import Packages
+from .policing import Policing
 from .results import Asked, Result
 
 
@@ -26,8 +27,10 @@ class Proxy:
         index: Index,
         packages: Packages,
         overlay: Overlay,
+        policing: Policing | None = None,
     ) -> None:
         self.channels = channels
+        self.policing = policing  # None when no channel has a policy: nothing else changes
         self.index = index
         self.packages = packages
         self.overlay = overlay
@@ -35,6 +38,13 @@ class Proxy:
 
     async def serve(self, rp: ResourcePath, asked: Asked) -> Result:
         channel = self.channels[rp.channel]
+        if self.policing is not None and self.policing.active(rp.channel):
+            return await self.policing.serve(
+                rp, channel, asked, lambda: self._serve(rp, channel, asked)
+            )
+        return await self._serve(rp, channel, asked)
+
+    async def _serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:
         if rp.kind is Kind.PACKAGE and (upload := self.overlay.upload_hit(channel, rp)):
             return upload
         if rp.kind in (Kind.REPODATA, Kind.SHARD_INDEX) and self.overlay.covers(channel, rp):
@@ -70,6 +80,10 @@ class Proxy:
         rp = self._resource(channel_name, subdir, "repodata.json")
         channel = self.channels[channel_name]
         try:
+            if self.policing is not None and self.policing.active(channel_name):
+                served, _ = await self.policing.view(rp, channel)
+                key = MetaKey.policy(rp.subdir_key)
+                return self.views.meta.variant_path(key, served.entry.variants["json"])
             if self.overlay.covers(channel, rp):
                 await self.overlay.repodata(rp, channel)
                 key = MetaKey.merged(rp.subdir_key)
@@ -88,6 +102,8 @@ class Proxy:
         """Make sure a file is in the cache (or is an upload): "hit" if it already was."""
         rp = self._resource(channel_name, subdir, filename)
         channel = self.channels[channel_name]
+        if self.policing is not None and self.policing.active(channel_name):
+            await self.policing.check_package(rp, channel)
         if self.overlay.upload(channel, rp) is not None:
             return "hit"
         return await self.packages.warm(rp, channel)

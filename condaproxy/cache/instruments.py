@@ -22,6 +22,7 @@ class Metrics:
         self._requests(self.registry)
         self._upstream(self.registry)
         self._store(self.registry)
+        self._policy(self.registry)
 
     def _requests(self, r: CollectorRegistry) -> None:
         """What clients asked and got."""
@@ -97,4 +98,20 @@ class Metrics:
             "Bytes held by the cache's blob store",
             registry=r,
             multiprocess_mode="max",
+        )
+
+    def _policy(self, r: CollectorRegistry) -> None:
+        """The supply-chain policy (issue 13); `rule` is deny, allow or cooldown."""
+        self.policy_held = Gauge(
+            "condaproxy_policy_held_records",
+            "Records the policy hides in the latest view of each channel, by rule kind",
+            ["channel", "rule"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.policy_refused = Counter(
+            "condaproxy_policy_refused",
+            "Downloads refused by the policy, by rule kind",
+            ["channel", "rule"],
+            registry=r,
         )

@@ -16,6 +16,8 @@ class MetaKind(enum.Enum):
     SHARD_INDEX = "shards"  # a subdir's upstream CEP-16 shard index
     MERGED = "merged"  # repodata with uploads merged over the upstream's
     MERGED_SHARDS = "merged-shards"  # the shard index with uploads merged in
+    POLICY = "policy"  # repodata as the supply-chain policy lets clients see it
+    POLICY_SHARDS = "policy-shards"  # the shard index made from that view
     FILE = "meta"  # other revalidated files (channeldata.json, run_exports.json ...)
 
 
@@ -59,6 +61,14 @@ class MetaKey:
     @classmethod
     def merged_shards(cls, subdir_key: str) -> MetaKey:
         return cls(MetaKind.MERGED_SHARDS, subdir_key)
+
+    @classmethod
+    def policy(cls, subdir_key: str) -> MetaKey:
+        return cls(MetaKind.POLICY, subdir_key)
+
+    @classmethod
+    def policy_shards(cls, subdir_key: str) -> MetaKey:
+        return cls(MetaKind.POLICY_SHARDS, subdir_key)
 
     @classmethod
     def file(cls, file_key: str) -> MetaKey:

@@ -31,6 +31,7 @@ from .health import health_routes
 from .logs import AccessLog
 from .openapi import document
 from .pages import StatusPages, static_routes
+from .policy_api import policy_routes
 from .services import Services, build_services
 from .uploads_api import uploads_routes
 
@@ -92,6 +93,7 @@ def create_app(
             *health_routes(settings, metrics, lambda: getattr(app.state, "services", None)),
             *uploads_routes(settings, services),
             *cache_routes(settings, services),
+            *policy_routes(settings, services),
         ],
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},

@@ -198,6 +198,26 @@ def _cache_api() -> dict[str, Any]:
     }
 
 
+def _policy_api() -> dict[str, Any]:
+    return {
+        "/api/policy": {
+            "get": {
+                "summary": "The effective supply-chain policy (admin token)",
+                "security": _AUTH,
+                "responses": {"200": _json("the rules"), **_errors(401, 403)},
+            }
+        },
+        "/api/policy/{channel}/held": {
+            "get": {
+                "summary": "Records the policy holds back or denies, with rule and release time",
+                "security": _AUTH,
+                "parameters": [_CHANNEL],
+                "responses": {"200": _json("held records"), **_errors(401, 403, 404)},
+            }
+        },
+    }
+
+
 def _operations() -> dict[str, Any]:
     return {
         "/healthz": {"get": {"summary": "Alive", "responses": {"200": _json("ok")}}},
@@ -255,6 +275,13 @@ def _operations() -> dict[str, Any]:
                     "206": {"description": "a byte range"},
                     "304": {"description": "not modified"},
                     **_errors(400, 401, 404, 409, 414, 502, 503, 504),
+                    "403": {
+                        "description": "held or denied by the supply-chain policy (the body "
+                        "names the rule and, for a cooldown, released_at)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
                 },
             }
         },
@@ -269,7 +296,7 @@ def document(version: str) -> dict[str, Any]:
             "version": version,
             "description": "A caching proxy for conda channels: its admin and upload API.",
         },
-        "paths": {**_operations(), **_channel_api(), **_cache_api()},
+        "paths": {**_operations(), **_channel_api(), **_cache_api(), **_policy_api()},
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

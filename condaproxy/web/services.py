@@ -23,6 +23,7 @@ from ..cache.merging import Merger
 from ..cache.metadata import MetadataCache
 from ..cache.overlay import Overlay
 from ..cache.packages import Packages
+from ..cache.policing import Policing
 from ..cache.publish import Publisher
 from ..cache.upstream import Resolver, UpstreamClient, system_resolve
 from ..cache.workers import Workers
@@ -153,7 +154,25 @@ def _engine(
         meta=meta, index=index, store=store, tmp_dir=settings.cache.path / "tmp", workers=workers
     )
     overlay = Overlay(uploads=uploads, merger=merger, packages=packages)
-    proxy = Proxy(channels=settings.channels, index=index, packages=packages, overlay=overlay)
+    policy = settings.policy_rules()
+    policing = None
+    if any(policy.active(name) for name in settings.channels):
+        policing = Policing(
+            policy,
+            dict(settings.channels),
+            overlay,
+            metrics,
+            settings.cache.path / "policy",
+            clock,
+            settings.policy.test_clock_file,
+        )
+    proxy = Proxy(
+        channels=settings.channels,
+        index=index,
+        packages=packages,
+        overlay=overlay,
+        policing=policing,
+    )
     prefetcher = Prefetcher(
         index,
         proxy.repodata_path,
