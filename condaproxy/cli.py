@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,10 @@ SHARED_MEMORY = Path("/dev/shm")
 
 
 def package_version() -> str:
-    try:
-        return version("condaproxy")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        from . import __version__
+    """One source: condaproxy/__init__.py (pyproject reads its version from there too)."""
+    from . import __version__
 
-        return __version__
+    return __version__
 
 
 def prepare_metrics_dir(cache_path: Path) -> Path:
@@ -163,6 +160,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     workers = args.workers or settings.server.workers
     metrics_dir = prepare_metrics_dir(settings.cache.path)
 
+    import msgspec
     import structlog
     import uvicorn
 
@@ -190,11 +188,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         if workers > 1:
-            # Each worker builds its own app from the same file; they share the cache.
+            # Each worker builds its own app from the same file; they share the cache (and
+            # know they do: cross-process locks and in-flight notes are on).
             os.environ[CONFIG_ENV] = os.path.abspath(args.config or settings.source)
+            os.environ["CONDAPROXY_SERVER_WORKERS"] = str(workers)
             uvicorn.run("condaproxy.cli:app_factory", factory=True, workers=workers, **options)
         else:
-            uvicorn.run(create_app(settings), **options)
+            server = msgspec.structs.replace(settings.server, workers=1)
+            uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -10,7 +10,7 @@ import os
 import re
 import runpy
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,9 @@ def test_python_dash_m_condaproxy_runs_the_same_main(monkeypatch, capsys):
     assert re.fullmatch(r"[A-Za-z0-9]{8}\n", capsys.readouterr().out)
 
 
-def test_version_falls_back_to_the_source_tree(monkeypatch, capsys):
-    def not_installed(name: str) -> str:
-        raise PackageNotFoundError(name)
-
-    monkeypatch.setattr(cli, "version", not_installed)
-    assert cli.package_version() == __version__
+def test_the_version_has_one_source():
+    """pyproject reads it from condaproxy/__init__.py: the installed metadata agrees."""
+    assert cli.package_version() == __version__ == version("condaproxy")
 
 
 def test_check_config_prints_effective_settings_and_warnings(tmp_path, capsys):

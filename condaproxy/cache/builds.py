@@ -14,7 +14,6 @@ snapshot stays (stale), or the client gets a 502.
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import mmap
 import os
@@ -40,9 +39,10 @@ from .workers import BIG, Workers
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
     "json": ("json", "application/json"),
-    # current_repodata.json is a subset upstream; the full snapshot is a valid superset for
-    # conda's classic solver and keeps every variant consistent.
+    # current_repodata.json: the upstream's own subset where there is one (views.py); else, and
+    # for merged views, the full snapshot, a valid superset for conda's classic solver.
     "current": ("json", "application/json"),
+    "current_zst": ("zst", "application/zstd"),
     "zst": ("zst", "application/zstd"),
     "bz2": ("bz2", "application/x-bzip2"),
 }
@@ -184,10 +184,6 @@ def _rewritten(document: bytes, url: str, tmp_dir: str) -> Built:
         "json": write_variant(tmp_dir, "json", rewritten, f"{digest}-json"),
     }
     return Built(digest, files, origins)
-
-
-def build_bz2(document: bytes) -> bytes:
-    return bz2.compress(document, 9)
 
 
 async def build_shard_index(

@@ -39,14 +39,14 @@ class Proxy:
             return upload
         if rp.kind in (Kind.REPODATA, Kind.SHARD_INDEX) and self.overlay.covers(channel, rp):
             if rp.kind is Kind.REPODATA:
-                return await self.overlay.repodata_result(rp, channel)
+                return await self.overlay.repodata_result(rp, channel, asked)
             return await self.overlay.shard_index_result(rp, channel)
         if channel.upstream is None:
             return self._local_only(rp, channel)
         if rp.kind in (Kind.PACKAGE, Kind.SHARD):
             return await self.packages.serve(rp, channel, asked)
         if rp.kind is Kind.REPODATA:
-            return await self.views.repodata_result(rp, channel)
+            return await self.views.repodata_result(rp, channel, asked)
         if rp.kind is Kind.SHARD_INDEX:
             return await self.views.shard_index_result(rp, channel)
         return await self.views.file_result(rp, channel)

@@ -48,8 +48,14 @@ from .transfer import (
     verify,
 )
 from .upstream import UpstreamClient
+from .workers import Workers
 
 log = structlog.get_logger("condaproxy.cache.downloads")
+
+SMALL_BODY = 1 << 20  # a listed file this size or smaller is gathered in memory
+BUFFER_BUDGET = 64 << 20  # at most this much of small files in memory at once
+# A file of unknown size gathered in memory (a shard: a few KiB) is refused past this.
+MAX_SMALL_SURPRISE = 16 << 20
 
 
 class Downloads:
@@ -64,9 +70,12 @@ class Downloads:
         clock: Callable[[], float] = time.time,
         evictor: Evictor | None = None,
         metrics: Metrics | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.evictor = evictor
         self.metrics = metrics
+        self.workers = workers or Workers()
+        self._buffered = 0  # bytes of small downloads held in memory right now
         self.index = index
         self.store = store
         self.locks = locks
@@ -119,7 +128,11 @@ class Downloads:
                 if remote is None:
                     await asyncio.sleep(POLL_SECONDS)
                     continue
-                head, temp_path = remote
+                head, temp_path, kept = remote
+                if temp_path is None and kept:
+                    # A small file in the other worker's memory: it is cached in a moment.
+                    await asyncio.sleep(POLL_SECONDS)
+                    continue
                 if temp_path is None:  # the other worker keeps nothing: stream on our own
                     stream = private()
                     return await stream.open(), stream, "miss"
@@ -132,10 +145,7 @@ class Downloads:
             if self.index.is_missing(key, self.clock()):
                 release(lock_fd)
                 raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
-            temp = self._temp_for(key, expected)
-            download = Download(key, temp, asyncio.get_running_loop().create_future())
-            if temp is None:
-                download.relay = Relay(0)
+            download = self._new_download(key, expected)
             self._active[key] = download
             task = asyncio.create_task(self._run(download, lock_fd, channel, url, expected))
             self._tasks.add(task)
@@ -147,6 +157,26 @@ class Downloads:
                 await tail.aclose()
                 raise
             return head, tail, "miss"
+
+    def _new_download(self, key: str, expected: Expected) -> Download:
+        """Where the bytes will be: a small listed file in memory (no temp file, no thread
+        hop per chunk; made durable after the client has its last byte), a bigger one in a
+        temp file, and one the cache cannot keep in the relay."""
+        head = asyncio.get_running_loop().create_future()
+        size = expected.size if expected.size is not None else 0
+        if (
+            expected.listed
+            and size <= SMALL_BODY
+            and self._buffered + size <= BUFFER_BUDGET
+            and (self.evictor is None or self.evictor.has_room(size))
+        ):
+            self._buffered += size
+            return Download(key, None, head, buffer=bytearray(), counted=size)
+        temp = self._temp_for(key, expected)
+        download = Download(key, temp, head)
+        if temp is None:
+            download.relay = Relay(0)
+        return download
 
     def _temp_for(self, key: str, expected: Expected) -> TempBlob | None:
         """A temp file to keep the download in, or None: the file is not listed, or the disk
@@ -189,7 +219,8 @@ class Downloads:
                     )
                 size = expected.size if expected.size is not None else size
                 head = Head(size, content_type(d.key), expected.sha256)
-                self.notes.announce(d.key, d.temp, head)
+                if self.locks.shared:  # other workers may join: tell them where to look
+                    await self.workers.io(self.notes.announce, d.key, d.temp, head, d.kept)
                 d.head.set_result(head)
                 sha = hashlib.sha256()
                 md5 = hashlib.md5() if expected.md5 and not expected.sha256 else None
@@ -200,7 +231,7 @@ class Downloads:
             d.sha256 = sha.hexdigest()
             d.verified = True
             d.notify()
-            if d.temp is not None and d.relay is None:
+            if d.kept:
                 entry = FileEntry(d.sha256, d.written, self.clock(), head.content_type)
                 await self._commit(d, entry)
         except BaseException as exc:
@@ -220,8 +251,11 @@ class Downloads:
         finally:
             if self.metrics is not None:
                 self.metrics.active_downloads.dec()
+            if d.buffer is not None:
+                self._buffered -= d.counted
             self._active.pop(d.key, None)
-            self.notes.forget(d.key)
+            if self.locks.shared:
+                self.notes.forget(d.key)
             if d.temp is not None and d.entry is None:
                 d.temp.discard()  # readers hold their own descriptors
             elif d.temp is not None:
@@ -240,6 +274,9 @@ class Downloads:
         """Hash and store every chunk: to the temp file while the disk takes them, then to the
         relay. Two-stage pipeline on disk: the previous chunk is written and hashed in a thread
         while this one arrives; the event loop never waits on disk or hashing."""
+        if d.buffer is not None:
+            await self._receive_small(d, chunks, sha, md5)
+            return
         pending: asyncio.Future[bool] | None = None
         pending_chunk = b""
         try:
@@ -249,11 +286,11 @@ class Downloads:
                     pending = None
                 if d.relay is None and d.temp is not None:
                     pending = asyncio.ensure_future(
-                        asyncio.to_thread(hash_and_write, d.temp, chunk, sha, md5)
+                        self.workers.io(hash_and_write, d.temp, chunk, sha, md5)
                     )
                     pending_chunk = chunk
                 else:
-                    await asyncio.to_thread(hash_chunk, chunk, sha, md5)
+                    await self.workers.io(hash_chunk, chunk, sha, md5)
                     await self._to_relay(d, chunk)
             if pending is not None:
                 await self._settle(d, await pending, pending_chunk)
@@ -263,6 +300,23 @@ class Downloads:
                 # The body broke off while a write was running: let it finish before the temp
                 # file is closed (never close a descriptor under a pending write).
                 await asyncio.gather(pending, return_exceptions=True)
+
+    async def _receive_small(
+        self,
+        d: Download,
+        chunks: AsyncIterator[bytes],
+        sha: hashlib._Hash,
+        md5: hashlib._Hash | None,
+    ) -> None:
+        """A small file, gathered in memory as it arrives and hashed once, in one hop."""
+        assert d.buffer is not None
+        async for chunk in chunks:
+            d.buffer += chunk
+            d.written += len(chunk)
+            if d.written > MAX_SMALL_SURPRISE:
+                raise IntegrityError(d.key, f"body passed {MAX_SMALL_SURPRISE} bytes")
+            d.notify()
+        await self.workers.io(hash_chunk, bytes(d.buffer), sha, md5)
 
     async def _settle(self, d: Download, stored: bool, chunk: bytes) -> None:
         if stored:
@@ -276,7 +330,8 @@ class Downloads:
         self.evictor.not_kept("disk_full")
         d.temp.path.unlink(missing_ok=True)  # free the space; readers keep their descriptors
         d.relay = Relay(d.disk_end)
-        self.notes.announce(d.key, None, await asyncio.shield(d.head))
+        if self.locks.shared:
+            self.notes.announce(d.key, None, await asyncio.shield(d.head))
         await self._to_relay(d, chunk)
 
     async def _to_relay(self, d: Download, chunk: bytes) -> None:
@@ -286,9 +341,12 @@ class Downloads:
         await d.relay.put(chunk, d.slowest, d.cut_off)
 
     async def _commit(self, d: Download, entry: FileEntry) -> None:
-        assert d.temp is not None
         try:
-            await asyncio.to_thread(self.store.commit, d.temp, entry.sha256, False)
+            if d.buffer is not None:
+                await self.workers.durable(self.store.put_bytes, bytes(d.buffer), entry.sha256)
+            else:
+                assert d.temp is not None
+                await self.workers.durable(self.store.commit, d.temp, entry.sha256, False)
             self.index.put_file(d.key, entry)  # only after the blob is durable
         except (OSError, sqlite3.Error) as exc:
             # The clients have their bytes (the temp file stays readable); the cache keeps
@@ -307,7 +365,7 @@ class Downloads:
             self.evictor.added(entry.size)
         log.info("cached", key=self.upstream.redact(d.key), bytes=entry.size, sha256=entry.sha256)
 
-    async def _remote_head(self, key: str) -> tuple[Head, str | None] | None:
+    async def _remote_head(self, key: str) -> tuple[Head, str | None, bool] | None:
         """The head of a download another worker runs, once it has one."""
         entry = self.cached(key)
         if entry is not None:

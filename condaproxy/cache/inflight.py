@@ -21,10 +21,16 @@ class InflightNotes:
     def path(self, key: str) -> Path:
         return self.directory / hashed_name(key, ".json")
 
-    def announce(self, key: str, temp: TempBlob | None, head: Head) -> None:
-        """Tell other workers where the bytes are (None: nowhere they can read). Best effort:
-        on a full disk they find nothing and wait for the lock, then fetch on their own."""
-        info = {"temp": str(temp.path) if temp else None, "size": head.size, "sha256": head.sha256}
+    def announce(self, key: str, temp: TempBlob | None, head: Head, kept: bool = True) -> None:
+        """Tell other workers where the bytes are (None: nowhere they can read) and whether
+        the file will be cached (then they wait for it rather than fetch it themselves). Best
+        effort: on a full disk they find nothing and wait for the lock, then fetch alone."""
+        info = {
+            "temp": str(temp.path) if temp else None,
+            "kept": kept,
+            "size": head.size,
+            "sha256": head.sha256,
+        }
         path = self.path(key)
         try:
             partial = path.with_suffix(".partial")
@@ -36,13 +42,14 @@ class InflightNotes:
     def forget(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
-    def head(self, key: str) -> tuple[Head, str | None] | None:
-        """The head of another worker's download and its temp file, once it has them."""
+    def head(self, key: str) -> tuple[Head, str | None, bool] | None:
+        """The head of another worker's download, its temp file, and whether it is kept."""
         try:
             info = json.loads(self.path(key).read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return Head(info["size"], content_type(key), info["sha256"]), info["temp"]
+        head = Head(info["size"], content_type(key), info["sha256"])
+        return head, info["temp"], bool(info.get("kept", info["temp"]))
 
     def mode(self, key: str) -> str:
         """What another worker's download of `key` is doing: `disk`, `memory` (nothing we

@@ -33,7 +33,7 @@ from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .instruments import Metrics
 from .upstream import UpstreamClient
-from .variants import BuildFn, Built, decode_body, write_variant
+from .variants import BuildFn, Built, decode_body
 from .workers import Workers
 
 log = structlog.get_logger("condaproxy.cache.metadata")
@@ -244,22 +244,3 @@ class MetadataCache:
         """Adopt files derived from `source` rather than fetched (merged repodata, merged
         shard indexes)."""
         return self._adopt(key, source, None, None, built)
-
-    async def add_variant(
-        self, key: MetaKey, entry: MetaEntry, name: str, make: Callable[[MetaEntry], bytes]
-    ) -> MetaEntry:
-        """Derive a variant lazily (e.g. .bz2) from the current snapshot, once across workers."""
-        async with self.locks.hold(key.lock):
-            current = self.index.get_meta(key) or entry
-            if name in current.variants:
-                return current
-            data = await self.workers.run(False, make, current)
-            path, sha, size = write_variant(str(self.tmp_dir), name, data)
-            final = self.store_for(key).path_for(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, final)
-            updated = dataclasses.replace(
-                current, variants={**current.variants, name: Variant(sha, size)}
-            )
-            self.index.put_meta(key, updated)
-            return updated

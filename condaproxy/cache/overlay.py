@@ -26,7 +26,7 @@ from ..storage.uploads import UploadStore
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
-from .results import Stored
+from .results import Asked, Stored
 from .transfer import content_type
 from .views import SHARD_TYPE, Views
 
@@ -94,10 +94,12 @@ class Overlay:
         outcome = upstream.outcome if upstream else "hit"
         return Served(merged, outcome), upstream.entry.fetched_at if upstream else None
 
-    async def repodata_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+    async def repodata_result(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Stored:
         served, fetched_at = await self.repodata(rp, channel)
         key = MetaKey.merged(rp.subdir_key)
-        return await self.views.variant_result(key, served, rp.filename, fetched_at)
+        return await self.views.variant_result(key, served, rp.filename, asked, fetched_at)
 
     async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
         subdir = rp.subdir or "noarch"

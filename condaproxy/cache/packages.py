@@ -20,6 +20,7 @@ from ..storage.blobs import BlobStore
 from ..storage.index import FileEntry, Index
 from ..storage.keys import MetaKey
 from .checksums import Checksums, client_claim, reconcile
+from .derived import Derived
 from .downloads import Downloads
 from .eviction import Evictor
 from .metadata import MetadataCache, Served
@@ -40,6 +41,7 @@ class Packages:
         downloads: Downloads,
         upstream: UpstreamClient,
         evictor: Evictor,
+        derived: Derived,
     ) -> None:
         self.channels = channels
         self.index = index
@@ -47,7 +49,7 @@ class Packages:
         self.downloads = downloads
         self.upstream = upstream
         self.evictor = evictor
-        self.views = Views(meta, upstream, self.url, meta.clock)
+        self.views = Views(meta, upstream, self.url, derived, meta.clock)
         self.checksums = Checksums(
             index, meta, self._record_repodata, self._record_shard_index, self._shard_bytes
         )

@@ -104,7 +104,9 @@ class LocalTail:
     def _read(self, offset: int, limit: int) -> bytes:
         d = self.d
         chunk = b""
-        if offset < d.disk_end and self.fd is not None:
+        if d.buffer is not None:
+            chunk = bytes(d.buffer[offset : min(limit, offset + READ_CHUNK)])
+        elif offset < d.disk_end and self.fd is not None:
             chunk = os.pread(self.fd, min(READ_CHUNK, min(limit, d.disk_end) - offset), offset)
         elif offset >= d.disk_end and d.relay is not None:
             chunk = d.relay.read(offset, min(limit, offset + READ_CHUNK))

@@ -42,8 +42,10 @@ class Download:
     """A download in this process: where its bytes are, and who is waiting on them."""
 
     key: str
-    temp: TempBlob | None  # None: nothing is kept (unlisted file or low disk)
+    temp: TempBlob | None  # None: in memory (`buffer`), or nothing is kept (`relay`)
     head: asyncio.Future[Head]
+    buffer: bytearray | None = None  # a small file, whole in memory; committed once verified
+    counted: int = 0  # bytes of `buffer` counted against the memory budget
     written: int = 0  # bytes received, hashed and readable
     disk_end: int = 0  # bytes readable from the temp file; the rest is in `relay`
     relay: Relay | None = None
@@ -67,6 +69,11 @@ class Download:
         """A new reader can get every byte from 0: from the temp file, and from the relay
         only while it still holds all it was given."""
         return self.relay is None or self.relay.complete_from_start
+
+    @property
+    def kept(self) -> bool:
+        """Whether the file will be cached once verified (on disk, or small in memory)."""
+        return self.relay is None
 
     def cut_off(self, below: int) -> None:
         """Drop the readers behind `below`: the relay no longer waits for them."""

@@ -11,15 +11,16 @@ from collections.abc import Callable
 import structlog
 
 from ..rules.conditional import remaining_max_age, strong_etag
+from ..rules.encoding import choose
 from ..rules.errors import NotFound, UpstreamError
 from ..rules.routing import REPODATA_VARIANTS as REPODATA_FILES
 from ..rules.routing import ResourcePath
 from ..settings import ChannelSettings
-from ..storage.index import MetaEntry
 from ..storage.keys import MetaKey
-from .builds import REPODATA_VARIANTS, build_bz2, build_repodata, build_shard_index
+from .builds import REPODATA_VARIANTS, build_repodata, build_shard_index
+from .derived import Derived
 from .metadata import MetadataCache, Served
-from .results import STALE_WARNING, Stored
+from .results import STALE_WARNING, Asked, Stored
 from .upstream import UpstreamClient, join_url
 from .variants import identity_build
 
@@ -34,8 +35,10 @@ class Views:
         meta: MetadataCache,
         upstream: UpstreamClient,
         url: Callable[[ChannelSettings, ResourcePath], str],
+        derived: Derived,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.derived = derived
         self.meta = meta
         self.upstream = upstream
         self.url = url  # where a resource really is upstream (packages.Packages.url)
@@ -60,9 +63,34 @@ class Views:
 
     # answered
 
-    async def repodata_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
+    async def repodata_result(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Stored:
+        if rp.filename.startswith("current_repodata.json"):
+            current = await self._current(rp, channel, asked)
+            if current is not None:
+                return current
         key = MetaKey.repodata(rp.subdir_key)
-        return await self.variant_result(key, await self.repodata(rp, channel), rp.filename)
+        served = await self.repodata(rp, channel)
+        return await self.variant_result(key, served, rp.filename, asked)
+
+    async def _current(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Stored | None:
+        """The upstream's own current_repodata.json (a fraction of the full document), kept
+        and revalidated like repodata; None if the upstream has none (the full snapshot is a
+        valid superset)."""
+        key = MetaKey.current(rp.subdir_key)
+        base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
+        try:
+            served = await self.meta.get(
+                key, channel, [join_url(base, "current_repodata.json")], build_repodata
+            )
+        except NotFound:
+            return None
+        if rp.filename.endswith(".json"):
+            return await self._negotiated(key, served, "json", asked)
+        return self.result(key, served, "zst", "application/zstd")
 
     async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
         key = MetaKey.shard_index(rp.subdir_key)
@@ -75,24 +103,55 @@ class Views:
         return self.result(key, served, "body", ctype)
 
     async def variant_result(
-        self, key: MetaKey, served: Served, filename: str, fetched_at: float | None = None
+        self,
+        key: MetaKey,
+        served: Served,
+        filename: str,
+        asked: Asked,
+        fetched_at: float | None = None,
     ) -> Stored:
-        """The variant `filename` names of a snapshot (upstream or merged); .bz2 is made on
-        first request. `fetched_at` overrides the entry's, for the freshness shown."""
+        """The variant `filename` names of a snapshot (upstream or merged). A derived one
+        (.bz2) not made yet is made now for a small snapshot, else in the background, with a
+        404 meanwhile (derived.py). `fetched_at` overrides the entry's, for the freshness
+        shown."""
         name = REPODATA_FILES[filename]
         blob_variant, ctype = REPODATA_VARIANTS[name]
         entry = served.entry
+        self.derived.after_change(key, entry)
         if blob_variant not in entry.variants:
-            entry = await self.meta.add_variant(key, entry, blob_variant, self._bz2_of(key))
+            head = asked.method == "HEAD"
+            ready = await self.derived.ensure(key, entry, blob_variant, asked=True, head=head)
+            if ready is None:
+                raise NotFound(
+                    f"{filename} is being made from the current snapshot; "
+                    "repodata.json.zst and repodata.json are ready"
+                )
+            entry = ready
         if fetched_at is not None:
             entry = dataclasses.replace(entry, fetched_at=fetched_at)
+        if blob_variant == "json":
+            return await self._negotiated(key, Served(entry, served.outcome), name, asked)
         return self.result(key, Served(entry, served.outcome), name, ctype, blob_variant)
 
-    def _bz2_of(self, key: MetaKey) -> Callable[[MetaEntry], bytes]:
-        def make(entry: MetaEntry) -> bytes:
-            return build_bz2(self.meta.variant_path(key, entry.variants["json"]).read_bytes())
-
-        return make
+    async def _negotiated(self, key: MetaKey, served: Served, name: str, asked: Asked) -> Stored:
+        """The JSON document in the coding the client accepts best (rules/encoding.py): the
+        .zst bytes as `zstd`, the gzip variant (made once per snapshot: now if small, else in
+        the background, identity meanwhile), or identity. Each coding its own ETag."""
+        entry = served.entry
+        offered = {"zstd"} if "zst" in entry.variants else set()
+        wants = choose(asked.headers.get("accept-encoding"), offered | {"gzip"})
+        if wants == "gzip" and "gzip" not in entry.variants:
+            head = asked.method == "HEAD"
+            entry = await self.derived.ensure(key, entry, "gzip", asked=True, head=head) or entry
+        offered |= {"gzip"} if "gzip" in entry.variants else set()
+        coding = choose(asked.headers.get("accept-encoding"), offered)
+        blob = {"zstd": "zst", "gzip": "gzip", None: "json"}[coding]
+        result = self.result(key, Served(entry, served.outcome), name, "application/json", blob)
+        result.headers["vary"] = "Accept-Encoding"
+        if coding is not None:
+            result.headers["content-encoding"] = coding
+            result.etag = strong_etag(f"{entry.digest[:40]}-{name}-{coding}")
+        return result
 
     def result(
         self,

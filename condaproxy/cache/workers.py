@@ -1,5 +1,12 @@
-"""Where heavy metadata work runs: a thread for small documents, a separate process for big
-ones, so decoding or scanning hundreds of megabytes never holds the event loop's GIL."""
+"""Where work off the event loop runs.
+
+- `run`: heavy metadata work: a thread for small documents, a separate process for big ones, so
+  decoding or scanning hundreds of megabytes never holds the event loop's GIL.
+- `io`: the download pipeline's hashing and writing (hashlib and os.write release the GIL), in
+  threads of its own.
+- `durable`: fsync, rename and directory fsync of finished downloads, in threads of their own, so
+  a slow disk flush never queues the bytes clients are waiting for behind it.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,27 @@ T = TypeVar("T")
 BIG = 8 << 20  # bytes of input from which work goes to the worker process
 
 
+IO_THREADS = 8
+DURABLE_THREADS = 2
+
+
 class Workers:
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None
+        self._durable: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._io is None:
+            self._io = concurrent.futures.ThreadPoolExecutor(IO_THREADS, "condaproxy-io")
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def durable(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._durable is None:
+            self._durable = concurrent.futures.ThreadPoolExecutor(
+                DURABLE_THREADS, "condaproxy-durable"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._durable, fn, *args)
 
     async def run(self, big: bool, fn: Callable[..., T], *args: Any) -> T:
         if not big:
@@ -28,5 +53,6 @@ class Workers:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._pool, self._io, self._durable):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)

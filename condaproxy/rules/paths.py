@@ -115,6 +115,24 @@ def is_own_route(segments: Sequence[str]) -> bool:
     return not segments or segments[0] in ROUTE_SEGMENTS
 
 
+def page_target(raw: bytes) -> tuple[str | None, list[str]] | None:
+    """A page of the proxy's own (web/pages.py): the root `/`, `/t/<token>/`, and any path
+    that ends in `/` below a channel (`/<channel>/`, `/<channel>/<subdir>/`). Returns the path
+    token and the checked segments before the final slash; None for a file path, and for a
+    trailing slash under the proxy's routes (`/api/...`), which keep their own rules. Channel
+    files never end in `/`, so no conda client request is taken for a page."""
+    if not raw.endswith(b"/"):
+        return None
+    # `//` at the end is an empty segment: split as sent, so it is refused like any other.
+    segments = split_raw_path(raw if raw.endswith(b"//") else raw[:-1] or b"/")
+    if len(segments) == 2 and segments[0] == TOKEN_SEGMENT:
+        return check_token(segments[1]), []
+    token, rest = split_token(segments)
+    if rest and is_own_route(rest):
+        return None
+    return token, rest
+
+
 def valid_channel_name(name: str) -> bool:
     """A usable channel name: `/`-separated segments of `[A-Za-z0-9_][A-Za-z0-9_.+-]*`, none
     of them `t` (the path-token marker), the first not a reserved route, at most MAX_SEGMENT."""

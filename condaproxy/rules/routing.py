@@ -36,6 +36,7 @@ REPODATA_VARIANTS = {
     "repodata.json.zst": "zst",
     "repodata.json.bz2": "bz2",
     "current_repodata.json": "current",
+    "current_repodata.json.zst": "current_zst",
 }
 SHARD_INDEX = "repodata_shards.msgpack.zst"
 # Other metadata a client may ask for: passed through, revalidated like repodata.

@@ -47,6 +47,7 @@ class BlobStore:
         self.root = root
         self._root = str(root)
         self.tmp_dir = tmp_dir
+        self._dirs: set[str] = set()  # fan-out directories known to exist
         root.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -86,8 +87,15 @@ class BlobStore:
         With close=False the descriptor stays open for readers tailing it."""
         os.fsync(temp.fd)
         final = self.path_for(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp.path, final)
+        if str(final.parent) not in self._dirs:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(str(final.parent))
+        try:
+            os.replace(temp.path, final)
+        except FileNotFoundError:  # the directory went away behind our back: make it again
+            self._dirs.discard(str(final.parent))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp.path, final)
         _fsync_dir(final.parent)
         if close:
             temp.close()

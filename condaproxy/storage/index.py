@@ -2,6 +2,9 @@
 
 diskcache (SQLite) makes it durable and safe across uvicorn workers; a small cachetools LRU in
 front keeps hot package lookups off SQLite. An entry is written only after its blob is durable.
+Keys are strings `<table>:<key>` (diskcache stores a str key as is; a tuple key is pickled on
+every lookup, which cost more than the lookup). Indexes written with tuple keys are converted
+once, when opened.
 """
 
 from __future__ import annotations
@@ -48,10 +51,35 @@ class MetaEntry:
     origins: Origins = field(default_factory=Origins)
 
 
+def _key(table: str, key: str) -> str:
+    return f"{table}:{key}"
+
+
 class Index:
     def __init__(self, directory: Path, hot_entries: int = 4096) -> None:
         self._db = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
         self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
+        self._convert_tuple_keys()
+
+    def _convert_tuple_keys(self) -> None:
+        """Indexes of earlier versions keyed entries by tuples: keep them, under str keys."""
+        old = [k for k in self._db.iterkeys() if isinstance(k, tuple)]
+        if not old:
+            return
+        with self._db.transact():
+            for key in old:
+                value = self._db.get(key)
+                if value is not None:
+                    self._db.set(_key(key[0], "\x1f".join(map(str, key[1:]))), value)
+                self._db.delete(key)
+
+    def _iter(self, table: str) -> list[str]:
+        prefix = table + ":"
+        return [
+            k[len(prefix) :]
+            for k in self._db.iterkeys()
+            if isinstance(k, str) and k.startswith(prefix)
+        ]
 
     def close(self) -> None:
         self._db.close()
@@ -60,74 +88,68 @@ class Index:
     def get_file(self, key: str) -> FileEntry | None:
         entry = self._hot.get(key)
         if entry is None:
-            entry = self._db.get(("file", key))
+            entry = self._db.get(_key("file", key))
             if entry is not None:
                 self._hot[key] = entry
         return entry
 
     def put_file(self, key: str, entry: FileEntry) -> None:
-        self._db.set(("file", key), entry)
+        self._db.set(_key("file", key), entry)
         self._hot[key] = entry
 
     def forget_file(self, key: str) -> None:
         self._hot.pop(key, None)
-        self._db.delete(("file", key))
+        self._db.delete(_key("file", key))
 
     def iter_files(self) -> list[tuple[str, FileEntry]]:
         return [
-            (key[1], entry)
-            for key in list(self._db.iterkeys())
-            if isinstance(key, tuple) and key[0] == "file"
-            if (entry := self._db.get(key)) is not None
+            (key, entry)
+            for key in self._iter("file")
+            if (entry := self._db.get(_key("file", key))) is not None
         ]
 
     def iter_meta(self) -> list[tuple[MetaKey, MetaEntry]]:
         return [
             (meta_key, entry)
-            for key in list(self._db.iterkeys())
-            if isinstance(key, tuple) and key[0] == "meta"
-            if (meta_key := MetaKey.parse(key[1])) is not None
-            if (entry := self._db.get(key)) is not None
+            for key in self._iter("meta")
+            if (meta_key := MetaKey.parse(key)) is not None
+            if (entry := self._db.get(_key("meta", key))) is not None
         ]
 
     # small shared records (prefetch jobs)
     def get_value(self, key: tuple[str, ...], default: Any) -> Any:
-        return self._db.get(("value", *key), default)
+        return self._db.get(_key("value", "\x1f".join(key)), default)
 
     def set_value(self, key: tuple[str, ...], value: Any) -> None:
-        self._db.set(("value", *key), value)
+        self._db.set(_key("value", "\x1f".join(key)), value)
 
     def transact(self) -> Any:
         return self._db.transact()
 
     # revalidated metadata
     def get_meta(self, key: MetaKey) -> MetaEntry | None:
-        entry: Any = self._db.get(("meta", str(key)))
+        entry: Any = self._db.get(_key("meta", str(key)))
         return entry
 
     def put_meta(self, key: MetaKey, entry: MetaEntry) -> None:
-        self._db.set(("meta", str(key)), entry)
+        self._db.set(_key("meta", str(key)), entry)
 
     def forget_meta(self, key: MetaKey) -> None:
-        self._db.delete(("meta", str(key)))
+        self._db.delete(_key("meta", str(key)))
 
     # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
     def remember_missing(self, key: str | MetaKey, until: float, ttl: float) -> None:
         """Remember a 404 until `until` (our clock); diskcache's expiry only collects garbage.
         Keys are a file's key or a metadata key."""
         if ttl > 0:
-            self._db.set(("missing", str(key)), until, expire=ttl + 60)
+            self._db.set(_key("missing", str(key)), until, expire=ttl + 60)
 
     def is_missing(self, key: str | MetaKey, now: float) -> bool:
-        until = self._db.get(("missing", str(key)))
+        until = self._db.get(_key("missing", str(key)))
         return until is not None and now < until
 
     def iter_missing(self) -> list[str]:
-        return [
-            key[1]
-            for key in list(self._db.iterkeys())
-            if isinstance(key, tuple) and key[0] == "missing"
-        ]
+        return self._iter("missing")
 
     def forget_missing(self, key: str | MetaKey) -> None:
-        self._db.delete(("missing", str(key)))
+        self._db.delete(_key("missing", str(key)))

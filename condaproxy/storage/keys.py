@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 class MetaKind(enum.Enum):
     REPODATA = "repodata"  # a subdir's upstream repodata snapshot and its variants
+    CURRENT = "current"  # a subdir's upstream current_repodata.json (conda's classic solver)
     SHARD_INDEX = "shards"  # a subdir's upstream CEP-16 shard index
     MERGED = "merged"  # repodata with uploads merged over the upstream's
     MERGED_SHARDS = "merged-shards"  # the shard index with uploads merged in
@@ -42,6 +43,10 @@ class MetaKey:
     @classmethod
     def repodata(cls, subdir_key: str) -> MetaKey:
         return cls(MetaKind.REPODATA, subdir_key)
+
+    @classmethod
+    def current(cls, subdir_key: str) -> MetaKey:
+        return cls(MetaKind.CURRENT, subdir_key)
 
     @classmethod
     def shard_index(cls, subdir_key: str) -> MetaKey:

@@ -1,4 +1,8 @@
-"""Per-key locks that work within one process (asyncio) and across uvicorn workers (flock)."""
+"""Per-key locks that work within one process (asyncio) and across uvicorn workers (flock).
+
+With one worker (`shared=False`), nothing else can take a lock on the cache, so no lock file is
+touched: in-process exclusion (asyncio locks, and the synchronous sections between awaits)
+is all there is to keep, and the hot path saves an open, a flock and a close per miss."""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ from pathlib import Path
 from ..rules.names import hashed_name
 
 POLL_SECONDS = 0.01
+UNSHARED = -1  # the "descriptor" of a lock nobody else can take
 
 
 class KeyedLocks:
-    def __init__(self, lock_dir: Path) -> None:
+    def __init__(self, lock_dir: Path, shared: bool = True) -> None:
         self.lock_dir = lock_dir
+        self.shared = shared
         lock_dir.mkdir(parents=True, exist_ok=True)
         self._local: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # holders and waiters per key, to drop idle locks
@@ -26,6 +32,8 @@ class KeyedLocks:
 
     def try_acquire(self, key: str) -> int | None:
         """Take the cross-process lock if free: returns the fd to release, or None."""
+        if not self.shared:
+            return UNSHARED
         fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -65,6 +73,8 @@ class KeyedLocks:
 
 
 def release(fd: int) -> None:
+    if fd == UNSHARED:
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -16,7 +16,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from .. import __version__
 from ..cache.instruments import Metrics
 from ..cache.upstream import Resolver, system_resolve
 from ..rules.errors import ProxyError
@@ -27,6 +29,8 @@ from .cache_api import cache_routes
 from .dispatch import ChannelDispatch
 from .health import health_routes
 from .logs import AccessLog
+from .openapi import document
+from .pages import StatusPages, static_routes
 from .services import Services, build_services
 from .uploads_api import uploads_routes
 
@@ -42,15 +46,18 @@ def create_app(
 ) -> Any:
     redact = Redactor(settings.secrets())
     metrics = Metrics()
+    trusted = networks(settings.server.trusted_proxies)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = await build_services(
             settings, metrics=metrics, clock=clock, transport=transport, resolver=resolver
         )
+        pages.start(app.state.services)
         try:
             yield
         finally:
+            await pages.stop()
             await app.state.services.aclose()
             log.info("stopped", reason="shutdown complete")
 
@@ -74,8 +81,14 @@ def create_app(
             {"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code
         )
 
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document(__version__))
+
+    pages = StatusPages(settings, services, metrics, trusted, clock)
     app = Starlette(
         routes=[
+            Route("/openapi.json", openapi, methods=["GET"]),
+            *static_routes(),
             *health_routes(settings, metrics, lambda: getattr(app.state, "services", None)),
             *uploads_routes(settings, services),
             *cache_routes(settings, services),
@@ -83,5 +96,5 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
-    trusted = networks(settings.server.trusted_proxies)
-    return AccessLog(ChannelDispatch(app, settings, services, error_response), metrics, trusted)
+    dispatch = ChannelDispatch(app, settings, services, error_response, pages)
+    return AccessLog(dispatch, metrics, trusted)

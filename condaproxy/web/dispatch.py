@@ -4,7 +4,9 @@ routes (Starlette) or the engine.
 Channel files are the hot path of every cache hit, so they skip Starlette's router and
 middleware stack: plain ASGI in, the engine called, its typed result turned into a response,
 errors translated here. A request goes to Starlette only when its first segment (after any
-`/t/<token>/`) is one of paths.ROUTE_SEGMENTS, exactly: `healthz-mirror` is a channel."""
+`/t/<token>/`) is one of paths.ROUTE_SEGMENTS, exactly: `healthz-mirror` is a channel. A path
+that ends in `/` (the root, `/<channel>/`, `/<channel>/<subdir>/`) is a page for people
+(pages.py): no channel file ends so."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from starlette.applications import Starlette
 from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
 from ..rules.errors import MethodNotAllowed, ProxyError
-from ..rules.paths import is_own_route, raw_path_of, split_raw_path, split_token
+from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.routing import UnknownChannel, parse_segments, unknown_channel
 from ..settings import Settings
+from .pages import StatusPages
 from .responses import respond
 from .services import Services
 
@@ -30,11 +33,13 @@ class ChannelDispatch:
         settings: Settings,
         services: Callable[[], Services],
         error_response: Callable[[ProxyError], Any],
+        pages: StatusPages | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.services = services
         self.error_response = error_response
+        self.pages = pages
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -44,6 +49,13 @@ class ChannelDispatch:
         headers: dict[str, str] = {}
         try:
             raw = raw_path_of(scope)
+            page = page_target(raw) if self.pages is not None else None
+            if page is not None and self.pages is not None:
+                state["kind"] = "page"
+                headers = _headers(scope)
+                response = await self.pages.respond(scope, headers, *page)
+                await response(scope, receive, send)
+                return
             segments = split_raw_path(raw)
             path_token, rest = split_token(segments)
             if is_own_route(rest):
@@ -51,7 +63,7 @@ class ChannelDispatch:
                 return
             if scope["method"] not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            headers = _headers(scope)
             rp = parse_segments(segments, self.settings.channels)
             state["channel"], state["kind"] = rp.channel, rp.kind.value
             if self.settings.channels[rp.channel].private:
@@ -86,3 +98,7 @@ class ChannelDispatch:
         token = presented_token(headers, exc.token)
         who = identify(token, self.settings.tokens.values())
         return unknown_channel(exc.message, self.settings.channels, who)
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

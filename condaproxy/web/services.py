@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
+from ..cache.derived import Derived
 from ..cache.dispatch import Proxy
 from ..cache.downloads import Downloads
 from ..cache.eviction import Evictor
@@ -62,6 +63,7 @@ class Services:
         """Running downloads finish and are kept; then everything is closed."""
         await self.prefetcher.aclose()
         await self.downloads.aclose()
+        await self.packages.views.derived.aclose()
         await self.evictor.stop()
         await self.upstream.aclose()
         self.workers.close()
@@ -86,7 +88,7 @@ async def build_services(
     swept = sweep_temp_files(tmp) if liveness.alone() else 0  # no other worker is running
     liveness.share()
     index = Index(root / "index")
-    locks = KeyedLocks(root / "locks")
+    locks = KeyedLocks(root / "locks", shared=settings.server.workers > 1)
     store = BlobStore(root / "blobs", tmp)
     uploads = UploadStore(root / "uploads", tmp, locks, clock)
     orphans = uploads.sweep_orphans()
@@ -226,7 +228,9 @@ def _packages(
         clock=clock,
         evictor=evictor,
         metrics=metrics,
+        workers=workers,
     )
+    derived = Derived(meta=meta, index=index, locks=locks, workers=workers)
     packages = Packages(
         channels=settings.channels,
         index=index,
@@ -235,5 +239,6 @@ def _packages(
         downloads=downloads,
         upstream=upstream,
         evictor=evictor,
+        derived=derived,
     )
     return workers, meta, evictor, downloads, packages

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from condaproxy.cache.instruments import Metrics
 from condaproxy.cache.results import Asked, Stored, Streamed
 from condaproxy.cache.transfer import ClientAbort
 from condaproxy.rules.routing import parse_path
-from condaproxy.settings import ChannelSettings
+from condaproxy.settings import ChannelSettings, ServerSettings
 from condaproxy.storage.blobs import TempBlob
 from condaproxy.web.services import Services, build_services
 from tests.support.inproc import Clock, make_settings, record, repodata, streamed
@@ -99,8 +100,10 @@ def upstream() -> Upstream:
 
 @contextlib.asynccontextmanager
 async def worker(tmp_path: Path, upstream: Upstream, **cache: Any) -> AsyncIterator[Services]:
-    """One worker's services over the cache directory at tmp_path/cache."""
+    """One worker's services over the cache directory at tmp_path/cache, in a deployment of
+    two workers (cross-process locks and in-flight notes on)."""
     settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)], **cache)
+    settings = msgspec.structs.replace(settings, server=ServerSettings(workers=2))
     services = await build_services(
         settings, metrics=Metrics(), clock=Clock(), transport=upstream.transport()
     )

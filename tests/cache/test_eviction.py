@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import respx
 from starlette.testclient import TestClient
@@ -19,7 +20,7 @@ from structlog.testing import capture_logs
 
 from condaproxy.cache.eviction import Evictor
 from condaproxy.cache.instruments import Metrics
-from condaproxy.settings import ChannelSettings
+from condaproxy.settings import ChannelSettings, ServerSettings
 from condaproxy.storage.blobs import BlobStore
 from condaproxy.storage.index import Index
 from condaproxy.storage.locks import KeyedLocks, release
@@ -56,13 +57,14 @@ def router() -> Iterator[respx.MockRouter]:
 @pytest.fixture
 def start(tmp_path: Path, router) -> Start:
     @contextlib.contextmanager
-    def run(**cache: Any) -> Iterator[TestClient]:
+    def run(workers: int = 1, **cache: Any) -> Iterator[TestClient]:
         settings = make_settings(
             tmp_path / "cache",
             [ChannelSettings("cf", UP), ChannelSettings("local")],
             [token("ci", WRITE, local="write")],
             **cache,
         )
+        settings = msgspec.structs.replace(settings, server=ServerSettings(workers=workers))
         with TestClient(create_app(settings, clock=Clock())) as client:
             yield client
 
@@ -160,7 +162,7 @@ def test_a_blob_being_served_survives_until_it_is_closed(start):
 
 
 def test_one_worker_evicts_at_a_time(start):
-    with start(max_size=1) as client:
+    with start(workers=2, max_size=1) as client:
         services = stopped(client)
         fetch_all(client, services)
         other_worker = services.locks.try_acquire("evictor")

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from helm_python import Chart, HelmError, lint
 
+import condaproxy
 from condaproxy.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +115,8 @@ def test_default_cluster_cache_renders_valid_objects(tmp_path: Path):
 def test_chart_matches_the_dockerfile(tmp_path: Path):
     docs = render()
     container = pod_of(docs)["containers"][0]
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # pyproject reads the version from the package; the chart must say the same.
+    version = condaproxy.__version__
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == version
     assert container["image"].endswith(f":{version}")

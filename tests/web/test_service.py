@@ -130,6 +130,8 @@ def test_repodata_is_revalidated_with_the_upstream_etag(client, router, clock):
 
 
 def test_every_variant_describes_the_same_snapshot(client, router, clock):
+    # An upstream without a current_repodata.json of its own: the full snapshot stands in.
+    router.get(f"{UP}/noarch/current_repodata.json").respond(404)
     route = router.get(f"{UP}/noarch/repodata.json.zst").respond(
         200,
         content=zstandard.compress(repodata(info={"subdir": "noarch"})),

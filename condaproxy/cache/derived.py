@@ -1,0 +1,169 @@
+"""Variants derived from a stored snapshot (`repodata.json.bz2`, and the gzip coding of
+repodata.json): made once per snapshot, in the
+background and in the worker process, streaming, never on the request path of a big snapshot,
+never for a HEAD, and never under the snapshot's own lock (a refresh never waits for one).
+
+A variant somebody asked for is "wanted" for its key: after each change of the snapshot it is
+made again right away, so the next client finds it ready. A big snapshot's variant that is not
+ready yet is a 404 (clients fall back to repodata.json.zst or repodata.json); a small one is
+made on the spot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import contextlib
+import dataclasses
+import gzip
+import os
+from collections.abc import Callable
+
+import structlog
+
+from ..storage.index import Index, MetaEntry, Variant
+from ..storage.keys import MetaKey
+from ..storage.locks import KeyedLocks
+from .metadata import MetadataCache
+from .variants import VariantFile, file_sha256
+from .workers import BIG, Workers
+
+log = structlog.get_logger("condaproxy.cache.derived")
+
+_PIECE = 4 << 20
+
+
+def bz2_file(json_path: str, tmp_dir: str) -> VariantFile:
+    """bzip2 of the JSON variant, level 9, streamed: bounded memory whatever the size."""
+    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.bz2.partial")
+    compressor = bz2.BZ2Compressor(9)
+    with open(json_path, "rb") as src, open(path, "wb") as out:
+        while piece := src.read(_PIECE):
+            out.write(compressor.compress(piece))
+        out.write(compressor.flush())
+    return path, file_sha256(path), os.path.getsize(path)
+
+
+def gzip_file(json_path: str, tmp_dir: str) -> VariantFile:
+    """gzip of the JSON variant, for clients that read repodata.json with Accept-Encoding:
+    gzip (conda's classic fetch), streamed."""
+    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.gz.partial")
+    with (
+        open(json_path, "rb") as src,
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
+    ):
+        while piece := src.read(_PIECE):
+            out.write(piece)
+    return path, file_sha256(path), os.path.getsize(path)
+
+
+# variant name -> (the stored variant it is made from, how)
+MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {
+    "bz2": ("json", bz2_file),
+    "gzip": ("json", gzip_file),
+}
+
+
+class Derived:
+    def __init__(
+        self, meta: MetadataCache, index: Index, locks: KeyedLocks, workers: Workers
+    ) -> None:
+        self.meta = meta
+        self.index = index
+        self.locks = locks
+        self.workers = workers
+        self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._wanted: dict[str, set[str]] = {}  # read once per key and process; rarely grows
+
+    def wanted(self, key: MetaKey) -> set[str]:
+        found = self._wanted.get(str(key))
+        if found is None:
+            found = self._wanted[str(key)] = set(self.index.get_value(("wanted", str(key)), ()))
+        return found
+
+    def _want(self, key: MetaKey, name: str) -> None:
+        wanted = self.wanted(key)
+        if name not in wanted:
+            wanted.add(name)
+            stored = set(self.index.get_value(("wanted", str(key)), ()))
+            self.index.set_value(("wanted", str(key)), stored | wanted)
+
+    async def ensure(
+        self, key: MetaKey, entry: MetaEntry, name: str, *, asked: bool, head: bool
+    ) -> MetaEntry | None:
+        """The entry with variant `name`, made now if the snapshot is small; else None, with
+        the variant under way in the background (unless only a HEAD asked)."""
+        if name in entry.variants:
+            return entry
+        source = entry.variants.get(MAKERS[name][0])
+        if source is None:
+            return None
+        if asked and not head:
+            self._want(key, name)
+        if source.size <= BIG and not head:
+            return await self._make(key, entry, name)
+        if not head:
+            self.schedule(key, entry, name)
+        return None
+
+    def after_change(self, key: MetaKey, entry: MetaEntry) -> None:
+        """Remake what clients of this key asked for before, for its new snapshot."""
+        for name in self.wanted(key):
+            if name not in entry.variants and MAKERS[name][0] in entry.variants:
+                self.schedule(key, entry, name)
+
+    def schedule(self, key: MetaKey, entry: MetaEntry, name: str) -> None:
+        task_key = (str(key), entry.digest, name)
+        if task_key in self._tasks:
+            return
+        task = asyncio.create_task(self._background(key, entry, name))
+        self._tasks[task_key] = task
+        task.add_done_callback(lambda _: self._tasks.pop(task_key, None))
+
+    async def _background(self, key: MetaKey, entry: MetaEntry, name: str) -> None:
+        try:
+            await self._make(key, entry, name)
+        except Exception as exc:  # logged; a client asking again schedules it again
+            log.warning(
+                "derived variant failed", key=str(key), variant=name, error=f"{exc!r}"[:300]
+            )
+
+    async def _make(self, key: MetaKey, entry: MetaEntry, name: str) -> MetaEntry | None:
+        """Make the variant once across workers, then add it to the entry, if the snapshot
+        is still the one it was made from."""
+        async with self.locks.hold(f"derive:{key}:{name}"):
+            current = self.index.get_meta(key)
+            if current is None or current.digest != entry.digest:
+                return current if current is not None and name in current.variants else None
+            if name in current.variants:
+                return current
+            source_name, make = MAKERS[name]
+            source = self.meta.variant_path(key, current.variants[source_name])
+            big = current.variants[source_name].size > BIG
+            path, sha, size = await self.workers.run(big, make, str(source), str(self.meta.tmp_dir))
+            return await self._adopt(key, entry.digest, name, path, Variant(sha, size))
+
+    async def _adopt(
+        self, key: MetaKey, digest: str, name: str, path: str, variant: Variant
+    ) -> MetaEntry | None:
+        async with self.locks.hold(key.lock):  # a moment: one rename and one index write
+            current = self.index.get_meta(key)
+            if current is None or current.digest != digest:
+                os.unlink(path)  # the snapshot moved on while this was being made
+                return None
+            final = self.meta.variant_path(key, variant)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+            updated = dataclasses.replace(current, variants={**current.variants, name: variant})
+            self.index.put_meta(key, updated)
+            log.info("derived variant ready", key=str(key), variant=name, bytes=variant.size)
+            return updated
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

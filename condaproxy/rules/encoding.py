@@ -1,0 +1,41 @@
+"""Pure rules of content negotiation for repodata.json (RFC 9110 §12.5.3, §8.4): which stored
+coding of the same document a client accepts. No I/O.
+
+A client that accepts `zstd` gets the snapshot's .zst bytes as `Content-Encoding: zstd` (no
+work at all); one that accepts `gzip` gets the gzip variant made once per snapshot; anyone else
+the identity document. Each coding is its own representation: its own ETag, and every answer
+says `Vary: Accept-Encoding`.
+"""
+
+from __future__ import annotations
+
+PREFERENCE = ("zstd", "gzip")  # cheapest for us first
+
+
+def accepted(header: str | None) -> dict[str, float]:
+    """Codings in an Accept-Encoding header with their q-values (`*` included)."""
+    found: dict[str, float] = {}
+    for item in (header or "").split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        if not name:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        found[name.lower()] = q
+    return found
+
+
+def choose(header: str | None, available: set[str]) -> str | None:
+    """The coding to send among `available` (None: identity)."""
+    codings = accepted(header)
+    for coding in PREFERENCE:
+        q = codings[coding] if coding in codings else codings.get("*", 0.0)
+        if coding in available and q > 0:
+            return coding
+    return None

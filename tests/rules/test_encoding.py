@@ -1,0 +1,31 @@
+"""Pure rules: which coding of repodata.json a client gets."""
+
+import pytest
+
+from condaproxy.rules.encoding import accepted, choose
+
+BOTH = {"zstd", "gzip"}
+
+
+@pytest.mark.parametrize(
+    ("header", "available", "chosen"),
+    [
+        ("gzip, deflate, br, zstd", BOTH, "zstd"),
+        ("gzip, deflate", BOTH, "gzip"),
+        ("gzip;q=0, zstd;q=0", BOTH, None),
+        ("zstd", {"gzip"}, None),
+        ("gzip", {"zstd"}, None),
+        ("*", BOTH, "zstd"),
+        ("*;q=0.5, zstd;q=0", BOTH, "gzip"),
+        ("identity", BOTH, None),
+        (None, BOTH, None),
+        ("", BOTH, None),
+        ("gzip;q=bogus, zstd", BOTH, "zstd"),
+    ],
+)
+def test_the_cheapest_coding_the_client_accepts(header, available, chosen):
+    assert choose(header, available) == chosen
+
+
+def test_q_values_are_read():
+    assert accepted("gzip;q=0.8, br") == {"gzip": 0.8, "br": 1.0}
