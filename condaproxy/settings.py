@@ -70,6 +70,11 @@ class CacheSettings(_Section, frozen=True):
     # Largest decompressed upstream metadata document (repodata.json, shard index) accepted;
     # conda-forge's linux-64 repodata.json is ~300 MB, so this leaves room to spare.
     max_repodata_size: DocumentSize = 768 * 1024**2
+    # Pass a changed upstream repodata.json.zst through to the client that asked while it is
+    # checked behind it (first byte at once, last byte held until the snapshot is adopted).
+    # Off by default: a body the proxy refuses then ends that client's transfer early, where
+    # otherwise it would get the previous snapshot or a 502 (cache/following.py).
+    refresh_passthrough: bool = False
 
 
 class UpstreamSettings(_Section, frozen=True):

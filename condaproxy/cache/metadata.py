@@ -14,10 +14,11 @@ case that is left, a machine crash between write and writeback.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..storage.blobs import BlobStore, new_temp
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
+from .following import Tap, TapReader
 from .instruments import Metrics
 from .upstream import UpstreamClient
 from .variants import BuildFn, Built, decode_body
@@ -61,7 +63,9 @@ class MetadataCache:
         clock: Clock = time.time,
         metrics: Metrics | None = None,
         max_document: int = 768 << 20,
+        passthrough: bool = False,
     ) -> None:
+        self.passthrough = passthrough  # cache.refresh_passthrough: `follow` may stream
         self.metrics = metrics
         self.max_document = max_document  # bytes of a (decompressed) upstream document
         self.index = index
@@ -73,6 +77,7 @@ class MetadataCache:
         self.negative_ttl = negative_ttl
         self.workers = workers
         self.clock = clock
+        self._taps: dict[MetaKey, Tap] = {}  # refreshes being followed, in this process
 
     def store_for(self, key: MetaKey) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
@@ -99,6 +104,58 @@ class MetadataCache:
         `urls` are tried in order on a first fetch (e.g. repodata.json.zst, then .json);
         afterwards the URL that answered is the one revalidated.
         """
+        return await self._get(key, channel, urls, build, None)
+
+    async def follow(
+        self,
+        key: MetaKey,
+        channel: ChannelSettings,
+        urls: Sequence[str],
+        build: BuildFn,
+        variant: str,
+    ) -> Served | TapReader:
+        """Like `get`, except that when a refresh downloads a new `.zst` body, a reader of
+        that body is returned as soon as it starts (following.py): its last byte goes out only
+        if the snapshot adopted has exactly those bytes as `variant`. Clients of this process
+        asking meanwhile follow the same refresh. The refresh runs to its end whether or not
+        anyone still reads."""
+        if not self.passthrough:
+            return await self.get(key, channel, urls, build)
+        entry = self._current(key, urls)
+        if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
+            return Served(entry, "hit")
+        tap = self._taps.get(key)
+        if tap is None:
+            tap = self._taps[key] = Tap(variant)
+            task = asyncio.ensure_future(self._followed(key, channel, urls, build, tap))
+            task.add_done_callback(lambda _t: None)
+        await asyncio.shield(tap.started)
+        if tap.done.done() or tap.fd is None:
+            return await asyncio.shield(tap.done)
+        return TapReader(tap, str(key))
+
+    async def _followed(
+        self, key: MetaKey, channel: ChannelSettings, urls: Sequence[str], build: BuildFn, tap: Tap
+    ) -> None:
+        try:
+            served = await self._get(key, channel, urls, build, tap)
+        except BaseException as exc:  # the followers get it; the task itself ends quietly
+            tap.finish(None, exc)
+        else:
+            tap.finish(served, None)
+        finally:
+            if self._taps.get(key) is tap:
+                del self._taps[key]
+            tap.close()
+
+    async def _get(
+        self,
+        key: MetaKey,
+        channel: ChannelSettings,
+        urls: Sequence[str],
+        build: BuildFn,
+        tap: Tap | None,
+    ) -> Served:
         entry = self._current(key, urls)
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
@@ -113,7 +170,7 @@ class MetadataCache:
             ):
                 return Served(latest, "coalesced")
             try:
-                return await self._refresh(key, channel, latest, urls, build)
+                return await self._refresh(key, channel, latest, urls, build, tap)
             except UpstreamNotFound:
                 self.index.remember_missing(
                     key, self.clock() + self.negative_ttl, self.negative_ttl
@@ -146,6 +203,7 @@ class MetadataCache:
         entry: MetaEntry | None,
         urls: Sequence[str],
         build: BuildFn,
+        tap: Tap | None = None,
     ) -> Served:
         candidates = [entry.source_url] if entry is not None else list(urls)
         for i, url in enumerate(candidates):
@@ -181,6 +239,9 @@ class MetadataCache:
                         # thread (a 1 MB gzip body can claim gigabytes).
                         coding = response.headers.get("content-encoding", "identity")
                         coding, source = coding.strip().lower(), response.url
+                        followed = tap if coding == "identity" and url.endswith(".zst") else None
+                        if followed is not None:
+                            followed.begin(body.fd, _length(response.headers))
                         size = 0
                         async for chunk in response.iter_bytes():
                             size += len(chunk)
@@ -190,6 +251,8 @@ class MetadataCache:
                                     f"body is larger than {limit} bytes (cache.max_repodata_size)",
                                 )
                             body.write(chunk)  # a page-cache write of <= 1 MiB
+                            if followed is not None:
+                                followed.wrote(len(chunk))
                 except UpstreamNotFound:
                     if i == len(candidates) - 1:
                         raise
@@ -244,3 +307,9 @@ class MetadataCache:
         """Adopt files derived from `source` rather than fetched (merged repodata, merged
         shard indexes)."""
         return self._adopt(key, source, None, None, built)
+
+
+def _length(headers: Mapping[str, str]) -> int | None:
+    """The upstream's Content-Length, if it is one number (RFC 9110 §8.6)."""
+    value = headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() and len(value) < 19 else None

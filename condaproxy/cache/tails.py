@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..rules.errors import IntegrityError
 from ..settings import ChannelSettings
 from ..storage.locks import POLL_SECONDS
+from .following import TapReader
 from .transfer import (
     READ_CHUNK,
     ClientAbort,
@@ -278,4 +279,4 @@ class RemoteTail:
             await self.private.aclose()
 
 
-Body = LocalTail | RemoteTail | PrivateStream
+Body = LocalTail | RemoteTail | PrivateStream | TapReader

@@ -19,8 +19,10 @@ from ..settings import ChannelSettings
 from ..storage.keys import MetaKey
 from .builds import REPODATA_VARIANTS, build_repodata, build_shard_index
 from .derived import Derived
+from .following import TapReader
 from .metadata import MetadataCache, Served
-from .results import STALE_WARNING, Asked, Stored
+from .results import STALE_WARNING, Asked, Stored, Streamed
+from .transfer import Head
 from .upstream import UpstreamClient, join_url
 from .variants import identity_build
 
@@ -46,9 +48,12 @@ class Views:
 
     # fetched or revalidated as the ttl requires
 
-    async def repodata(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
+    def _repodata_urls(self, rp: ResourcePath, channel: ChannelSettings) -> list[str]:
         base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
-        urls = [join_url(base, "repodata.json.zst"), join_url(base, "repodata.json")]
+        return [join_url(base, "repodata.json.zst"), join_url(base, "repodata.json")]
+
+    async def repodata(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
+        urls = self._repodata_urls(rp, channel)
         return await self.meta.get(MetaKey.repodata(rp.subdir_key), channel, urls, build_repodata)
 
     async def shard_index(self, rp: ResourcePath, channel: ChannelSettings) -> Served:
@@ -65,14 +70,28 @@ class Views:
 
     async def repodata_result(
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
-    ) -> Stored:
+    ) -> Stored | Streamed:
         if rp.filename.startswith("current_repodata.json"):
             current = await self._current(rp, channel, asked)
             if current is not None:
                 return current
         key = MetaKey.repodata(rp.subdir_key)
+        if rp.filename == "repodata.json.zst" and asked.method == "GET":
+            urls = self._repodata_urls(rp, channel)
+            got = await self.meta.follow(key, channel, urls, build_repodata, "zst")
+            if isinstance(got, TapReader):
+                return self._followed(got)
+            return await self.variant_result(key, got, rp.filename, asked)
         served = await self.repodata(rp, channel)
         return await self.variant_result(key, served, rp.filename, asked)
+
+    def _followed(self, reader: TapReader) -> Streamed:
+        """The upstream's new .zst as it arrives (following.py): no ETag (the digest is known
+        only at the end), fresh for the ttl like any refreshed snapshot."""
+        size = reader.tap.started.result()
+        head = Head(size=size, content_type="application/zstd", sha256=None)
+        max_age = int(self.meta.ttl)
+        return Streamed(head, reader, "miss", cache_control=f"public, max-age={max_age}")
 
     async def _current(
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked

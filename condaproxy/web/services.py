@@ -208,6 +208,7 @@ def _packages(
         clock=clock,
         metrics=metrics,
         max_document=cache.max_repodata_size,
+        passthrough=cache.refresh_passthrough,
     )
     metrics.store_max_bytes.set(cache.max_size)
     evictor = Evictor(

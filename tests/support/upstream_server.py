@@ -9,8 +9,9 @@ Run as `python -m tests.support.upstream_server DIR PORT`. Control endpoints:
   POST /_override         -> JSON {"path": "/x", "status": 200, "headers": {...},
                              "body_b64": "...", "delay": seconds before the body,
                              "break_after": send this many body bytes, then drop the connection,
-                             "trickle": seconds between 1-byte chunks}: a hostile answer for one
-                             path (exact match), until reset
+                             "trickle": seconds between 1-byte chunks,
+                             "pause_after": [n, seconds]: n bytes, a pause, the rest}:
+                             a hostile answer for one path (exact match), until reset
   GET  /_seen             -> [{"path", "method", "headers"}] of the last 200 requests
 """
 
@@ -159,6 +160,11 @@ async def _override(send, method, spec):  # type: ignore[no-untyped-def]
             {"type": "http.response.body", "body": body[: spec["break_after"]], "more_body": True}
         )
         raise ConnectionAbortedError("broken off on purpose")
+    if "pause_after" in spec:  # [n, seconds]: n bytes, a pause, then the rest
+        n, pause = spec["pause_after"]
+        await send({"type": "http.response.body", "body": body[:n], "more_body": True})
+        await asyncio.sleep(pause)
+        return await send({"type": "http.response.body", "body": body[n:]})
     if "trickle" in spec:
         for i in range(len(body)):
             await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": True})
