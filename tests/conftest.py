@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 
+from condaproxy.cache import transports
 from tests.support.channel import build_channel
 from tests.support.processes import Proxy, Upstream, write_config
+
+
+@pytest.fixture(autouse=True)
+def in_process_upstreams_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests describe upstreams to respx, which mocks httpx: an app built here
+    fetches through the httpx fetcher. Real `condaproxy serve` processes use production's
+    (aiohttp); tests/cache/test_fetchers.py runs both against a real upstream."""
+    monkeypatch.setattr(transports, "production_fetcher", transports.HttpxFetcher)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,15 @@
 """Name resolution and connection pinning for upstream requests.
 
 The client checks a foreign origin's addresses (origins.refusal) and then connects to exactly
-those addresses: `PinnedBackend` is an httpcore network backend that, for a checked request,
-never resolves the host a second time. That closes DNS rebinding (a name that answers a
-public address to the check and 169.254.169.254 to the connect). TLS still verifies the
-certificate against the host name: httpcore passes the name as SNI/server_hostname whatever
-address the stream was opened to.
+those addresses, never resolving the host a second time: `PinnedResolver` for aiohttp (the
+production fetcher, transports.py), `PinnedBackend` for httpcore (the httpx fetcher). That
+closes DNS rebinding (a name that answers a public address to the check and 169.254.169.254
+to the connect). TLS still verifies the certificate against the host name: both libraries
+pass the URL's name as SNI/server_hostname whatever address the socket was opened to.
 
-The check travels from the client to the backend in a context variable: httpcore connects
-lazily inside the request's own task, so the value set around `send` is the one the backend
+The check travels from the client to the connection in a context variable: httpcore and
+aiohttp (with its DNS cache off: its cache shares one lookup task between requests) connect
+inside the request's own task, so the value set around `send` is the one the connection
 sees, and concurrent requests never see each other's.
 """
 
@@ -24,8 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..rules.origins import normal_host
 
@@ -163,8 +166,42 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+class PinnedResolver(AbstractResolver):
+    """aiohttp's name resolution: a pinned request gets exactly its checked addresses, in
+    order, without a lookup; any other request the system's answer (getaddrinfo in a thread,
+    per new connection, as httpcore does). The connector must run with use_dns_cache=False."""
+
+    def __init__(self) -> None:
+        self._system = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        pin = _PIN.get()
+        if pin is None:
+            return await self._system.resolve(host, port, family)
+        if (normal_host(host), port) != (pin.host, pin.port):
+            raise OSError(f"connection to {host}:{port} was not checked")
+        if not pin.addresses:
+            raise OSError(f"{host} does not resolve")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in pin.addresses
+        ]
+
+    async def close(self) -> None:
+        await self._system.close()
+
+
 def environment_proxies() -> bool:
     """An egress proxy from the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) resolves
-    names itself: the proxy's connection cannot be pinned, and httpx honours these only
-    when it builds its own transport."""
+    names itself: the proxy's connection cannot be pinned. httpx honours these (and
+    NO_PROXY) when it builds its own transport, so the httpx fetcher does then."""
     return any(key in {"http", "https", "all"} for key in urllib.request.getproxies())

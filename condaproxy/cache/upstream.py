@@ -1,5 +1,6 @@
-"""The upstream HTTP client: httpx at the edge, domain exceptions out. No httpx exception
-escapes this module, and no credential reaches an error message."""
+"""The upstream client: redirects, credentials and origin checks above a fetcher
+(transports.py: aiohttp in production, httpx under tests and behind an egress proxy). Domain
+exceptions out, no library exception escapes, and no credential reaches an error message."""
 
 from __future__ import annotations
 
@@ -18,20 +19,11 @@ from ..rules.errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
 from ..settings import ChannelSettings, UpstreamSettings
-from .egress import (
-    CachedResolver,
-    Pin,
-    PinnedTransport,
-    Resolver,
-    environment_proxies,
-    pinned,
-    system_resolve,
-    unpin,
-)
+from . import transports
+from .egress import CachedResolver, Pin, Resolver, pinned, system_resolve, unpin
 from .instruments import Metrics
+from .transports import Fetcher, HttpxFetcher, Reply
 
-CHUNK = 1 << 20
-USER_AGENT = "condaproxy/0.1"
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -41,28 +33,19 @@ log = structlog.get_logger("condaproxy.cache.upstream")
 @dataclass
 class UpstreamResponse:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive
     url: str  # masked, for messages
-    _response: httpx.Response
+    _reply: Reply
 
     @property
     def content_length(self) -> int | None:
         value = self.headers.get("content-length")
         return int(value) if value and value.isdigit() else None
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """The body as sent (no content decoding); broken or truncated raises UpstreamError."""
-        async for chunk in self._guard(self._response.aiter_raw(CHUNK)):
-            yield chunk
-
-    async def _guard(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield chunk
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(self.url, "timed out while reading the body") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(self.url, f"body broken off: {type(exc).__name__}") from None
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as sent (no content decoding), in pieces of at most 1 MiB; broken
+        or truncated raises UpstreamError, stalled UpstreamTimeout."""
+        return self._reply.raw()
 
 
 class OriginRefused(UpstreamError):
@@ -82,29 +65,20 @@ class UpstreamClient:
         metrics: Metrics | None = None,
         resolver: Resolver = system_resolve,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        fetcher: Fetcher | None = None,
     ) -> None:
+        """`transport` (tests: respx, a real upstream) puts httpx under the client; else
+        `fetcher`, else the production fetcher."""
         self.metrics = metrics
-        timeout = httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.read_timeout,
-            write=settings.read_timeout,
-            pool=settings.connect_timeout,
-        )
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        if transport is None and not environment_proxies():
-            transport = PinnedTransport(limits)  # connect only to addresses checked here
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,  # followed in `_follow`, each hop checked
-            transport=transport,
-            headers={"user-agent": USER_AGENT},
-            limits=limits,
-        )
+        if transport is not None:
+            fetcher = HttpxFetcher(settings, transport)
+        self._fetcher = fetcher or transports.production_fetcher(settings)
         self._resolve = CachedResolver(resolver, settings.connect_timeout, clock=clock)
         self.redact = redact
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._fetcher.aclose()
 
     @staticmethod
     def url_for(channel: ChannelSettings, relative: str) -> str:
@@ -133,12 +107,12 @@ class UpstreamClient:
                 time.perf_counter() - started
             )
         try:
-            if response.status_code in (404, 410):
+            if response.status in (404, 410):
                 raise UpstreamNotFound(shown)
-            if response.status_code != 304 and not 200 <= response.status_code < 300:
+            if response.status != 304 and not 200 <= response.status < 300:
                 self._failed(channel)
-                raise UpstreamError(shown, f"HTTP {response.status_code}")
-            yield UpstreamResponse(response.status_code, response.headers, shown, response)
+                raise UpstreamError(shown, f"HTTP {response.status}")
+            yield UpstreamResponse(response.status, response.headers, shown, response)
         finally:
             await response.aclose()
 
@@ -149,7 +123,7 @@ class UpstreamClient:
         method: str,
         headers: Mapping[str, str],
         shown: str,
-    ) -> httpx.Response:
+    ) -> Reply:
         """Follow redirects (RFC 9110 §15.4) ourselves, at most MAX_REDIRECTS of them, each
         hop checked and credentialed on its own."""
         try:
@@ -159,14 +133,14 @@ class UpstreamClient:
         for _ in range(MAX_REDIRECTS + 1):
             response = await self._hop(channel, hop, method, headers, shown)
             location = response.headers.get("location")
-            if response.status_code not in REDIRECTS or not location:
+            if response.status not in REDIRECTS or not location:
                 return response
             await response.aclose()
             try:
                 hop = hop.join(location).copy_with(fragment=None)
             except httpx.InvalidURL:
                 raise UpstreamError(shown, "redirected to an invalid URL") from None
-            if response.status_code == 303 and method != "HEAD":
+            if response.status == 303 and method != "HEAD":
                 method = "GET"
         raise UpstreamError(shown, f"more than {MAX_REDIRECTS} redirects")
 
@@ -177,7 +151,7 @@ class UpstreamClient:
         method: str,
         headers: Mapping[str, str],
         shown: str,
-    ) -> httpx.Response:
+    ) -> Reply:
         """One request, to an origin the rules allow, with credentials only for the
         upstream's own origin. URL userinfo is never sent as such: credentials come from
         the channel's configuration."""
@@ -190,16 +164,10 @@ class UpstreamClient:
         sent = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         if carries_credentials(target, upstream):
             sent.update(credentials(channel))
-        request = self._client.build_request(
-            method, url.copy_with(username=None, password=None), headers=sent
-        )
+        bare = url.copy_with(username=None, password=None)
         token = pinned(pin)
         try:
-            return await self._client.send(request, stream=True, auth=None)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(shown, "timed out") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(shown, f"{type(exc).__name__}: cannot connect") from None
+            return await self._fetcher.send(method, bare, sent, shown)
         finally:
             unpin(token)
 
