@@ -148,6 +148,15 @@ def status_page(
         _uploads(data["channels"], req.now),
         _jobs(data["prefetch"], req.now),
         snippet_section(req.base, refs) if refs else None,
+        el(
+            "p",
+            "The admin and upload API: ",
+            el("a", "/openapi.json", href=f"{req.base}/openapi.json"),
+            " (OpenAPI 3.1), and ",
+            el("a", "/metrics", href=f"{req.base}/metrics"),
+            ".",
+            class_="muted",
+        ),
     ]
     if not req.who:
         body.insert(1, _signin_hint(req, settings.channels))

@@ -96,6 +96,9 @@ async def test_the_root_page_shows_version_channels_and_the_cache(tmp_path, rout
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         for shown in ("version 0.1.0", ">cf<", ">org<", "https://up.example/cf", "1.0 GiB"):
             assert shown in page.text, shown
+        # The API's description is one link away.
+        (link,) = re.findall(r'href="([^"]*/openapi\.json)"', page.text)
+        assert (await c.get(link)).json()["openapi"].startswith("3.1")
         data = (await c.get("/", headers=JSON)).json()
     assert data["version"] == "0.1.0"
     assert [ch["name"] for ch in data["channels"]] == ["cf", "org"]
