@@ -77,3 +77,15 @@ def channel_counts(metrics: Metrics) -> dict[str, dict[str, float]]:
             name = sample.name.removeprefix("condaproxy_").removesuffix("_total")
             totals[channel][sample.labels.get("outcome", name)] += sample.value
     return {channel: dict(counts) for channel, counts in totals.items()}
+
+
+def policy_held(metrics: Metrics) -> dict[str, dict[str, int]]:
+    """Per channel, the records its latest policy views hold back, by rule kind."""
+    held: dict[str, dict[str, int]] = defaultdict(dict)
+    for family in _reading(metrics).collect():
+        for sample in family.samples:
+            if sample.name == "condaproxy_policy_held_records" and sample.labels.get("channel"):
+                rule = sample.labels.get("rule", "?")
+                channel = held[sample.labels["channel"]]
+                channel[rule] = channel.get(rule, 0) + int(sample.value)
+    return dict(held)

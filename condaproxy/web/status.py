@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .. import __version__
+from ..ops.metrics import policy_held
 from ..ops.overview import Overview
 from ..ops.series import Point, current_counts, deltas, read_series, window_totals
+from ..rules.policy import Policy
 from ..rules.redact import Redactor
 from ..rules.routing import readable_channels
 from ..settings import ChannelSettings, Settings
@@ -71,6 +73,20 @@ def upstream_state(channel: ChannelSettings, fetched_at: float | None, points: l
     return "ok" if fetched_at is not None else "not contacted yet"
 
 
+def _policy(rules: Policy, channel: str, held: dict[str, int]) -> dict[str, Any] | None:
+    """The supply-chain policy over `channel` (issue 13), None if nothing can hide a record:
+    the age that applies and how many records its latest views hold, by rule kind."""
+    if not rules.active(channel):
+        return None
+    age = rules.channels.get(channel, rules.cooldown)
+    return {
+        "cooldown": None if age.off else age.text,
+        "deny_rules": len(rules.deny),
+        "allow_rules": len(rules.allow),
+        "held": held,
+    }
+
+
 def status_data(
     req: PageRequest, settings: Settings, services: Services, overview: Overview, redact: Redactor
 ) -> dict[str, Any]:
@@ -78,6 +94,7 @@ def status_data(
     counts = current_counts(services.metrics)
     series = read_series(services.index)
     live = [*series, {"t": req.now, "c": counts}]
+    held, rules = policy_held(services.metrics), settings.policy_rules()
     channels = []
     for name in visible:
         channel = settings.channels[name]
@@ -108,6 +125,7 @@ def status_data(
                 "upstream_state": upstream_state(channel, fetched, points),
                 "subdirs": sorted(state.subdirs) if state else [],
                 "recent_uploads": overview.uploads.get(name, []),
+                "policy": _policy(rules, name, held.get(name, {})),
             }
         )
     jobs = [j for j in services.prefetcher.jobs() if j.get("channel") in visible]
@@ -214,6 +232,13 @@ def _state(c: dict[str, Any]) -> Html:
     return el("span", state, class_="muted")
 
 
+def _policy_text(policy: dict[str, Any]) -> str:
+    parts = [f"cooldown {policy['cooldown']}"] if policy["cooldown"] else []
+    parts += [f"{n} {kind} rules" for kind in ("deny", "allow") if (n := policy[f"{kind}_rules"])]
+    held = sum(policy["held"].values())
+    return "policy: " + ", ".join([*parts, f"{held} held"])
+
+
 def _channels(channels: list[dict[str, Any]], now: float) -> Html:
     head = el(
         "tr",
@@ -231,6 +256,8 @@ def _channels(channels: list[dict[str, Any]], now: float) -> Html:
             for t in ("private", "mirror only")
             if c[t.replace(" ", "_")]
         ]
+        if c["policy"] is not None:
+            tags.append(el("span", _policy_text(c["policy"]), class_="tag"))
         rows.append(
             el(
                 "tr",

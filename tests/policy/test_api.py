@@ -96,3 +96,27 @@ async def test_a_purge_does_not_reset_first_seen_and_release_the_hold(
             listed = msgspec.json.decode((await client.get("/cf/noarch/repodata.json")).content)
             assert set(listed["packages.conda"]) == {"tool-1.0-0.conda"}
             assert (await client.get("/cf/noarch/tool-2.0-0.conda")).status_code == 403
+
+
+async def test_the_status_page_shows_each_channels_policy_and_what_it_holds(
+    tmp_path: Path, router
+) -> None:
+    channel = Channel(router)
+    channel.add("tool-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    channel.add("evil-1.0-0.conda", timestamp_ms=(T0 - 30 * DAY) * 1000)
+    clock = Clock(T0)
+    async with running(create_app(with_tokens(tmp_path, deny=("evil",)), clock=clock)) as client:
+        await client.get("/cf/noarch/repodata.json")
+        channel.add("tool-2.0-0.conda")
+        clock.now = T0 + 100
+        await client.get("/cf/noarch/repodata.json")
+        data = (await client.get("/", headers={"accept": "application/json"})).json()
+        page = (await client.get("/")).text
+    (cf,) = [c for c in data["channels"] if c["name"] == "cf"]
+    assert cf["policy"] == {
+        "cooldown": "7d",
+        "deny_rules": 1,
+        "allow_rules": 0,
+        "held": {"deny": 1, "cooldown": 1, "allow": 0},
+    }
+    assert "policy: cooldown 7d, 1 deny rules, 2 held" in page
