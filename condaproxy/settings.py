@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -123,6 +124,42 @@ class ChannelSettings(_Section, frozen=True):
         return [s for s in [*found, password] if s]
 
 
+class StorageSettings(_Section, frozen=True):
+    """[storage]: an S3-compatible bucket shared by every replica; the local cache is its L1.
+    Absent, the proxy is a single node and nothing below is ever touched."""
+
+    url: str  # s3://bucket[/prefix]
+    endpoint: str = ""  # an S3-compatible endpoint (MinIO, Ceph RGW, R2...); empty: AWS
+    region: str = "us-east-1"
+    # Both or neither; neither: the SDK's ambient credentials (IRSA, instance profile...).
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    allow_http: bool = False  # an http:// endpoint sends requests (not keys) in clear
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0  # to the first byte
+    # After a failure the store is taken as down for this long: misses go upstream (kept in
+    # L1 only), uploads get a 503, /readyz says so; then it is tried again.
+    retry_after: Annotated[float, msgspec.Meta(gt=0, le=600)] = 15.0
+
+    @property
+    def bucket(self) -> str:
+        return urlsplit(self.url).netloc
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix, "" or ending in "/"."""
+        path = urlsplit(self.url).path.strip("/")
+        return f"{path}/" if path else ""
+
+
+class ClusterSettings(_Section, frozen=True):
+    """[cluster]: how replicas sharing [storage] learn of each other's changes."""
+
+    redis_url: Secret | None = None  # redis:// or rediss://; none: polling only
+    poll_interval: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0  # upload visibility bound
+    replica_id: str = ""  # empty: host name and process id
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "server": ServerSettings,
     "cache": CacheSettings,
@@ -131,6 +168,8 @@ _SECTIONS: dict[str, type[_Section]] = {
     "metrics": MetricsSettings,
     "log": LogSettings,
 }
+# Sections that exist only when written (or named by a CONDAPROXY_<SECTION>_* variable).
+_OPTIONAL: dict[str, type[_Section]] = {"storage": StorageSettings, "cluster": ClusterSettings}
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -140,6 +179,8 @@ class Settings(msgspec.Struct, frozen=True):
     uploads: UploadSettings = UploadSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    storage: StorageSettings | None = None
+    cluster: ClusterSettings | None = None
     channels: Mapping[str, ChannelSettings] = {}
     tokens: Mapping[str, TokenSettings] = {}
     source: str = "<defaults>"
@@ -148,7 +189,15 @@ class Settings(msgspec.Struct, frozen=True):
         """Every credential value, so log and error output can mask them."""
         channel_secrets = [s for ch in self.channels.values() for s in ch.secrets()]
         metrics = [self.metrics.token.value] if self.metrics.token else []
-        return channel_secrets + [t.token.value for t in self.tokens.values()] + metrics
+        shared = []
+        if self.storage is not None:
+            held = (self.storage.access_key_id, self.storage.secret_access_key)
+            shared += [s.value for s in held if s is not None]
+        if self.cluster is not None and self.cluster.redis_url is not None:
+            url = self.cluster.redis_url.value
+            shared += [url, *[p for p in [urlsplit(url).password] if p]]
+        tokens = [t.token.value for t in self.tokens.values()]
+        return channel_secrets + tokens + metrics + shared
 
 
 def load_settings(
@@ -169,12 +218,12 @@ def load_settings(
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
     referenced = set(env_references(raw))
-    apply_env_overrides(raw, env, referenced, where, _SECTIONS)
+    apply_env_overrides(raw, env, referenced, where, {**_SECTIONS, **_OPTIONAL})
     return build_settings(raw, where, env)
 
 
 def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
-    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens"}
+    unknown = set(raw) - set(_SECTIONS) - set(_OPTIONAL) - {"channels", "tokens"}
     if unknown:
         raise ConfigError(f"{where}: unknown section or key '{sorted(unknown)[0]}'")
     resolved = resolve_references(raw, "", where, env)
@@ -195,7 +244,13 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     server = sections["server"]
     assert isinstance(server, ServerSettings)
     _check_server(server, where)
-    return Settings(channels=channels, tokens=tokens, source=where, **sections)  # type: ignore[arg-type]
+    optional = {
+        name: convert(resolved[name], cls, name, where)
+        for name, cls in _OPTIONAL.items()
+        if name in resolved
+    }
+    _check_shared(optional.get("storage"), optional.get("cluster"), where)
+    return Settings(channels=channels, tokens=tokens, source=where, **sections, **optional)  # type: ignore[arg-type]
 
 
 def _check_server(server: ServerSettings, where: str) -> None:
@@ -210,6 +265,53 @@ def _check_server(server: ServerSettings, where: str) -> None:
         parts = urlsplit(server.external_url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ConfigError(f"{where}: 'server.external_url' is not an http(s) URL")
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _check_shared(storage: _Section | None, cluster: _Section | None, where: str) -> None:
+    """[storage] names a bucket the SDK can reach; [cluster] only makes sense with it."""
+    if cluster is not None and storage is None:
+        raise ConfigError(f"{where}: [cluster] needs [storage] (the bucket replicas share)")
+    redis = cluster.redis_url if isinstance(cluster, ClusterSettings) else None
+    if (
+        redis is not None
+        and redis.value
+        and urlsplit(redis.value).scheme not in {"redis", "rediss"}
+    ):
+        raise ConfigError(f"{where}: 'cluster.redis_url' is not a redis:// or rediss:// URL")
+    if not isinstance(storage, StorageSettings):
+        return
+    parts = urlsplit(storage.url)
+    if parts.scheme != "s3" or not _BUCKET.match(parts.netloc) or ".." in parts.netloc:
+        raise ConfigError(
+            f"{where}: 'storage.url' must be s3://<bucket>[/<prefix>] with a valid bucket name"
+        )
+    segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    if (
+        parts.query
+        or parts.fragment
+        or not all(_KEY_SEGMENT.match(s) and s not in {".", ".."} for s in segments)
+    ):
+        raise ConfigError(
+            f"{where}: 'storage.url' prefix must be plain path segments (letters, digits, '._-')"
+        )
+    if storage.endpoint:
+        end = urlsplit(storage.endpoint)
+        if end.scheme not in {"http", "https"} or not end.hostname or end.query or end.username:
+            raise ConfigError(f"{where}: 'storage.endpoint' is not an http(s) URL")
+        if end.scheme == "http" and not storage.allow_http:
+            raise ConfigError(
+                f"{where}: 'storage.endpoint' is plain http: use https, or set "
+                "storage.allow_http = true for a store on a trusted network"
+            )
+    if (storage.access_key_id is None) != (storage.secret_access_key is None):
+        raise ConfigError(
+            f"{where}: 'storage.access_key_id' and 'storage.secret_access_key' go together "
+            "(set both, or neither for ambient credentials)"
+        )
 
 
 # converting one table

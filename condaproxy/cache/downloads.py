@@ -35,6 +35,7 @@ from .eviction import Evictor
 from .inflight import InflightNotes
 from .instruments import Metrics
 from .relay import Relay
+from .shared import SharedBlobs
 from .tails import Body, LocalTail, PrivateStream, RemoteTail
 from .transfer import (
     DISK_FULL,
@@ -71,7 +72,9 @@ class Downloads:
         evictor: Evictor | None = None,
         metrics: Metrics | None = None,
         workers: Workers | None = None,
+        shared: SharedBlobs | None = None,
     ) -> None:
+        self.shared = shared  # the bucket behind L1 ([storage]), or None
         self.evictor = evictor
         self.metrics = metrics
         self.workers = workers or Workers()
@@ -207,10 +210,14 @@ class Downloads:
     ) -> None:
         if self.metrics is not None:
             self.metrics.active_downloads.inc()
+        from_shared = None
         try:
-            async with self.upstream.open(
+            if self.shared is not None and expected.sha256 and expected.listed:
+                from_shared = await self.shared.open(expected.sha256)
+            source = from_shared or self.upstream.open(
                 channel, url, headers={"accept-encoding": "identity"}
-            ) as response:
+            )
+            async with source as response:
                 size = response.content_length
                 if expected.size is not None and size is not None and size != expected.size:
                     raise IntegrityError(
@@ -234,8 +241,12 @@ class Downloads:
             if d.kept:
                 entry = FileEntry(d.sha256, d.written, self.clock(), head.content_type)
                 await self._commit(d, entry)
+            if d.entry is not None and self.shared is not None and from_shared is None:
+                self.shared.replicate(d.entry.sha256)  # verified and in L1: now shared
         except BaseException as exc:
             d.error = exc
+            if from_shared is not None and isinstance(exc, IntegrityError) and expected.sha256:
+                await self.shared.corrupt(expected.sha256, str(exc))  # type: ignore[union-attr]
             if isinstance(exc, NotFound):
                 self.index.remember_missing(
                     d.key, self.clock() + self.negative_ttl, self.negative_ttl

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
+from ..cache.cluster import Cluster
 from ..cache.derived import Derived
 from ..cache.dispatch import Proxy
 from ..cache.downloads import Downloads
@@ -24,6 +25,7 @@ from ..cache.metadata import MetadataCache
 from ..cache.overlay import Overlay
 from ..cache.packages import Packages
 from ..cache.publish import Publisher
+from ..cache.shared import SharedBlobs
 from ..cache.upstream import Resolver, UpstreamClient, system_resolve
 from ..cache.workers import Workers
 from ..ops.admin import CacheAdmin
@@ -58,11 +60,14 @@ class Services:
     admin: CacheAdmin
     prefetcher: Prefetcher
     liveness: Liveness
+    cluster: Cluster | None = None  # [storage]: the shared bucket (and [cluster] coordination)
 
     async def aclose(self) -> None:
         """Running downloads finish and are kept; then everything is closed."""
         await self.prefetcher.aclose()
         await self.downloads.aclose()
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.packages.views.derived.aclose()
         await self.evictor.stop()
         await self.upstream.aclose()
@@ -94,6 +99,7 @@ async def build_services(
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
     upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
+    cluster = Cluster.build(settings, store, uploads) if settings.storage is not None else None
     services = _engine(
         settings,
         metrics=metrics,
@@ -104,7 +110,10 @@ async def build_services(
         uploads=uploads,
         upstream=upstream,
         liveness=liveness,
+        cluster=cluster,
     )
+    if cluster is not None:
+        await cluster.start()
     async with locks.hold("reconcile-upstreams"):
         changed = await asyncio.to_thread(services.admin.forget_changed_upstreams)
     for name, old in changed.items():
@@ -138,6 +147,7 @@ def _engine(
     uploads: UploadStore,
     upstream: UpstreamClient,
     liveness: Liveness,
+    cluster: Cluster | None = None,
 ) -> Services:
     """The pull-through engine and the operator features over the stores."""
     workers, meta, evictor, downloads, packages = _packages(
@@ -148,6 +158,7 @@ def _engine(
         locks=locks,
         store=store,
         upstream=upstream,
+        shared=cluster.blobs if cluster is not None else None,
     )
     merger = Merger(
         meta=meta, index=index, store=store, tmp_dir=settings.cache.path / "tmp", workers=workers
@@ -180,6 +191,7 @@ def _engine(
         admin=CacheAdmin(settings.channels, index, store, meta),
         prefetcher=prefetcher,
         liveness=liveness,
+        cluster=cluster,
     )
 
 
@@ -192,6 +204,7 @@ def _packages(
     locks: KeyedLocks,
     store: BlobStore,
     upstream: UpstreamClient,
+    shared: SharedBlobs | None = None,
 ) -> tuple[Workers, MetadataCache, Evictor, Downloads, Packages]:
     """Revalidated metadata, the bounded store, verified downloads, and the package path."""
     cache, tmp = settings.cache, settings.cache.path / "tmp"
@@ -229,6 +242,7 @@ def _packages(
         evictor=evictor,
         metrics=metrics,
         workers=workers,
+        shared=shared,
     )
     derived = Derived(meta=meta, index=index, locks=locks, workers=workers)
     packages = Packages(

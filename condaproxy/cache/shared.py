@@ -1,0 +1,120 @@
+"""The shared bucket as L2 behind each replica's local blob store (L1).
+
+- Only verified blobs enter the bucket: a blob is replicated from L1 after the download that
+  verified it has committed it, named by its sha256 (`layout.blob_key`). Writes are blind
+  overwrites: whoever writes a key writes the same bytes.
+- A blob read back from the bucket is never trusted: it is streamed through the same download
+  path as an upstream body (hashed as it arrives, the last byte held back until size and sha256
+  match) before any client gets it whole or L1 keeps it. A corrupt object is deleted, so the
+  next request fetches the file from upstream again.
+- The store being down costs nothing but the shared copy: a read failure is a miss (the
+  download goes upstream), and blobs that could not be replicated are kept in a pending set and
+  pushed once the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+
+from ..storage.blobs import BlobStore
+from ..storage.layout import blob_key
+from ..storage.objectstore import ObjectStore, Opened, StoreUnavailable
+
+log = structlog.get_logger("condaproxy.cache.shared")
+
+MAX_PENDING = 10_000  # blobs remembered for replication while the store is down
+
+
+@dataclass
+class SharedBody:
+    """A bucket object read like an upstream response (the download code's interface)."""
+
+    opened: Opened
+    url: str
+
+    @property
+    def content_length(self) -> int:
+        return self.opened.size
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        return self.opened.iter_bytes()
+
+    async def __aenter__(self) -> SharedBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.opened.close()
+
+
+class SharedBlobs:
+    def __init__(self, store: ObjectStore, blobs: BlobStore, parallel: int = 4) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.pending: set[str] = set()
+        self._slots = asyncio.Semaphore(parallel)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, sha256: str) -> SharedBody | None:
+        """The bucket's copy of a blob, to be verified by the reader; None on a miss or when
+        the store cannot be asked (the caller then goes upstream)."""
+        if not self.store.available:
+            return None
+        try:
+            opened = await self.store.open(blob_key(sha256))
+        except StoreUnavailable as exc:
+            log.warning("shared storage unavailable: fetching from upstream", error=exc.message)
+            return None
+        if opened is None:
+            return None
+        return SharedBody(opened, f"{self.store.describe()}{blob_key(sha256)}")
+
+    async def corrupt(self, sha256: str, reason: str) -> None:
+        """A bucket object failed verification: delete it, so the next miss goes upstream."""
+        log.error("corrupt object in shared storage deleted", sha256=sha256, reason=reason)
+        with contextlib.suppress(StoreUnavailable, FileNotFoundError):
+            await self.store.delete(blob_key(sha256))
+
+    def replicate(self, sha256: str) -> None:
+        """Copy a verified, committed L1 blob to the bucket in the background."""
+        task = asyncio.create_task(self._put(sha256))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _put(self, sha256: str) -> None:
+        if not self.store.available:
+            self._remember(sha256)
+            return
+        path = self.blobs.path_for(sha256)
+        async with self._slots:
+            if not path.is_file():
+                return  # evicted from L1 meanwhile: nothing to copy
+            try:
+                await self.store.put_file(blob_key(sha256), path)
+            except StoreUnavailable:
+                self._remember(sha256)
+                return
+        self.pending.discard(sha256)
+        log.info("replicated to shared storage", sha256=sha256)
+
+    def _remember(self, sha256: str) -> None:
+        if len(self.pending) < MAX_PENDING:
+            self.pending.add(sha256)
+
+    def flush_pending(self) -> int:
+        """Push the blobs the store missed while it was down (called by the poller)."""
+        if not self.pending or not self.store.available:
+            return 0
+        batch = list(self.pending)[:64]
+        for sha in batch:
+            self.pending.discard(sha)
+            self.replicate(sha)
+        return len(batch)
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
