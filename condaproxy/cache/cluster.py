@@ -19,6 +19,7 @@ import structlog
 
 from ..settings import ClusterSettings, Settings
 from ..storage.blobs import BlobStore
+from ..storage.manifests import SharedManifests
 from ..storage.objectstore import ObjectStore, StoreUnavailable
 from ..storage.uploads import UploadStore
 from .shared import SharedBlobs
@@ -40,6 +41,10 @@ class Cluster:
         self.store = store
         self.blobs = blobs
         self.uploads = uploads
+        self.manifests = SharedManifests(store, uploads, self.replica)
+        uploads.shared = self.manifests
+        # Channels that can have uploads: their manifests are what the poll re-reads.
+        self.upload_channels = sorted(n for n, c in settings.channels.items() if not c.mirror_only)
         self._poller: asyncio.Task[None] | None = None
 
     @classmethod
@@ -68,8 +73,13 @@ class Cluster:
         return body
 
     async def poll_once(self) -> None:
+        """One round: every upload manifest (or, with none, a liveness read), then pending
+        replication once the store answers."""
         try:
-            await self.store.get_doc("control/alive")
+            if not self.upload_channels:
+                await self.store.get_doc("control/alive")
+            for channel in self.upload_channels:
+                await self.manifests.refresh(channel)
         except StoreUnavailable as exc:
             log.warning("shared storage unavailable", error=exc.message)
             return

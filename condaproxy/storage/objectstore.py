@@ -30,7 +30,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from ..rules.errors import ServiceUnavailable
-from ..settings import StorageSettings
+from ..settings import ConfigError, Settings, StorageSettings
 
 T = TypeVar("T")
 READ_CHUNK = 1 << 20
@@ -234,3 +234,26 @@ class ObjectStore:
 
 class _NotModified(Exception):
     pass
+
+
+def check_conditional_writes(settings: Settings, replica: str) -> str | None:
+    """Start-up gate: a store that ignores preconditions stops the proxy with one line naming
+    `storage.url` (it would lose concurrent uploads). A store that cannot be reached is only
+    a warning (returned): the proxy serves meanwhile, and probes again before any upload."""
+    if settings.storage is None:
+        return None
+    store = ObjectStore(settings.storage)
+
+    async def probe() -> None:
+        try:
+            await store.probe(replica)
+        finally:
+            store.close()
+
+    try:
+        asyncio.run(probe())
+    except CasNotHonoured as exc:
+        raise ConfigError(f"{settings.source}: 'storage.url' {exc}") from None
+    except (StoreUnavailable, FileNotFoundError) as exc:
+        return f"shared storage not reachable at start-up ({exc}); uploads wait for it"
+    return None

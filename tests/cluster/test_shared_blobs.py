@@ -4,38 +4,21 @@ without the upstream, and nothing unverified ever enters or leaves the bucket.""
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.s3 import STORAGE_ENV, S3Server, storage_section
+from tests.cluster.replicas import start_replicas, wait_for
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.integration
 
 PKG = "/linux-64/datatool-1.0-h2.conda"
 
 
-def wait_for(predicate, seconds: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
-def replicas(start_proxy, upstream, tmp_path: Path, s3: S3Server, bucket: str, n: int = 2):  # type: ignore[no-untyped-def]
-    return [
-        start_proxy(
-            {"local": {"upstream": upstream.url}},
-            cache=tmp_path / f"l1-{i}",
-            extra=storage_section(s3, bucket),
-            env=STORAGE_ENV,
-        )
-        for i in range(n)
-    ]
+def replicas(start_proxy, upstream, tmp_path: Path, s3: S3Server, bucket: str):  # type: ignore[no-untyped-def]
+    return start_replicas(start_proxy, upstream.url, tmp_path, s3, bucket, 2)
 
 
 def fetched_through(proxy, s3: S3Server, bucket: str, channel_dir: Path) -> tuple[bytes, str]:  # type: ignore[no-untyped-def]
