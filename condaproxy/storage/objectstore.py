@@ -218,15 +218,19 @@ class ObjectStore:
         name = f"control/probe/{replica}-{secrets.token_hex(6)}"
         await self.put_doc(name, b"1", create=True)
         try:
-            for kwargs in ({"create": True}, {"if_match": '"0000-condaproxy-probe"'}):
+            checks = [
+                ("If-None-Match: *", {"create": True}),
+                ("If-Match with a wrong ETag", {"if_match": '"0000-condaproxy-probe"'}),
+            ]
+            for header, kwargs in checks:
                 try:
                     await self.put_doc(name, b"2", **kwargs)  # type: ignore[arg-type]
                 except PreconditionFailed:
                     continue
                 raise CasNotHonoured(
-                    f"{self.describe()} accepted a write whose precondition "
-                    f"({next(iter(kwargs))}) should have failed: it does not honour conditional "
-                    "writes, so concurrent uploads would be lost"
+                    f"{self.describe()} accepted a PUT with {header} that it had to refuse "
+                    "(412): the store does not honour conditional writes, so concurrent "
+                    "uploads would be lost"
                 )
         finally:
             await self.delete(name)

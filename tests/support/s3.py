@@ -6,11 +6,13 @@ survives), never by killing it. Each test gets a bucket of its own.
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,3 +106,55 @@ def storage_section(server: S3Server, bucket: str, prefix: str = "prod", **extra
 
 
 STORAGE_ENV = {"TEST_S3_KEY_ID": KEY_ID, "TEST_S3_SECRET": SECRET}
+
+
+class IgnoringPreconditions:
+    """A store in front of `target` that drops If-Match / If-None-Match before forwarding:
+    one that accepts every conditional write, as some S3-compatible stores do."""
+
+    DROPPED = frozenset({"if-match", "if-none-match", "host", "content-length"})
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.port = free_port()
+        handler = self._handler()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> IgnoringPreconditions:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in outer.DROPPED}
+                got = httpx.request(
+                    self.command, outer.target + self.path, headers=headers, content=body
+                )
+                self.send_response(got.status_code)
+                for k, v in got.headers.items():
+                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(got.content)))
+                self.end_headers()
+                self.wfile.write(got.content)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        return Handler
