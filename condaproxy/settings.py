@@ -158,6 +158,10 @@ class ClusterSettings(_Section, frozen=True):
     redis_url: Secret | None = None  # redis:// or rediss://; none: polling only
     poll_interval: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0  # upload visibility bound
     replica_id: str = ""  # empty: host name and process id
+    # With Redis: a download's lease (renewed while it runs), and how long another replica
+    # waits for the owner's copy in the bucket before fetching the file itself.
+    lease: Annotated[float, msgspec.Meta(ge=1, le=600)] = 15.0
+    owner_wait: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
 
 
 _SECTIONS: dict[str, type[_Section]] = {

@@ -22,6 +22,7 @@ from ..storage.blobs import BlobStore
 from ..storage.manifests import SharedManifests
 from ..storage.objectstore import ObjectStore, StoreUnavailable
 from ..storage.uploads import UploadStore
+from .coordination import Coordinator
 from .shared import SharedBlobs
 
 log = structlog.get_logger("condaproxy.cache.cluster")
@@ -34,6 +35,7 @@ class Cluster:
         store: ObjectStore,
         blobs: SharedBlobs,
         uploads: UploadStore,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.settings = settings
         self.cluster = settings.cluster or ClusterSettings()
@@ -41,8 +43,12 @@ class Cluster:
         self.store = store
         self.blobs = blobs
         self.uploads = uploads
+        self.coordinator = coordinator
         self.manifests = SharedManifests(store, uploads, self.replica)
         uploads.shared = self.manifests
+        self.manifests.changed = self._announce
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
         # Channels that can have uploads: their manifests are what the poll re-reads.
         self.upload_channels = sorted(n for n, c in settings.channels.items() if not c.mirror_only)
         self._poller: asyncio.Task[None] | None = None
@@ -50,27 +56,69 @@ class Cluster:
     @classmethod
     def build(cls, settings: Settings, l1: BlobStore, uploads: UploadStore) -> Cluster:
         assert settings.storage is not None
+        cluster = settings.cluster or ClusterSettings()
         store = ObjectStore(settings.storage)
-        return cls(settings, store, SharedBlobs(store, l1), uploads)
+        coordinator = None
+        if cluster.redis_url is not None and cluster.redis_url.value:
+            namespace = f"{settings.storage.bucket}/{settings.storage.prefix}"
+            coordinator = Coordinator(cluster.redis_url.value, namespace)
+        blobs = SharedBlobs(
+            store, l1, coordinator=coordinator, lease=cluster.lease, owner_wait=cluster.owner_wait
+        )
+        return cls(settings, store, blobs, uploads, coordinator)
 
     async def start(self) -> None:
         await self.poll_once()
         self._poller = asyncio.create_task(self._poll_forever())
+        if self.coordinator is not None:
+            self._listener = asyncio.create_task(self.coordinator.listen(self._notice))
 
     async def aclose(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._listener, *self._tasks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.blobs.aclose()
+        if self.coordinator is not None:
+            await self.coordinator.aclose()
         self.store.close()
 
     def status(self) -> dict[str, Any]:
-        """For /readyz: which shared dependency is down, if any."""
+        """For /readyz: which shared dependency is down, if any (the proxy still serves)."""
         body: dict[str, Any] = {"storage": "ok" if self.store.available else "unavailable"}
         if not self.store.available:
             body["storage_error"] = self.store.last_error
+        if self.coordinator is None:
+            body["coordination"] = "polling"
+        elif self.coordinator.up:
+            body["coordination"] = "ok"
+        else:
+            body["coordination"] = "degraded"
+            body["coordination_error"] = f"redis unavailable: {self.coordinator.last_error}"
         return body
+
+    # notices (Redis pub/sub): at most once, so the poll stays the bound
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _announce(self, channel: str) -> None:
+        if self.coordinator is not None:
+            self._spawn(self.coordinator.publish(f"uploads {channel}"))
+
+    def _notice(self, message: str) -> None:
+        kind, _, channel = message.partition(" ")
+        if kind == "uploads" and channel in self.upload_channels:
+            self._spawn(self._refresh(channel))
+
+    async def _refresh(self, channel: str) -> None:
+        try:
+            await self.manifests.refresh(channel)
+        except StoreUnavailable as exc:
+            log.warning("shared storage unavailable", error=exc.message)
 
     async def poll_once(self) -> None:
         """One round: every upload manifest (or, with none, a liveness read), then pending

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,7 +36,6 @@ from .eviction import Evictor
 from .inflight import InflightNotes
 from .instruments import Metrics
 from .relay import Relay
-from .shared import SharedBlobs
 from .tails import Body, LocalTail, PrivateStream, RemoteTail
 from .transfer import (
     DISK_FULL,
@@ -50,6 +50,9 @@ from .transfer import (
 )
 from .upstream import UpstreamClient
 from .workers import Workers
+
+if TYPE_CHECKING:  # only with [storage]
+    from .shared import SharedBlobs
 
 log = structlog.get_logger("condaproxy.cache.downloads")
 
@@ -210,10 +213,10 @@ class Downloads:
     ) -> None:
         if self.metrics is not None:
             self.metrics.active_downloads.inc()
-        from_shared = None
+        from_shared = lease = None
         try:
             if self.shared is not None and expected.sha256 and expected.listed:
-                from_shared = await self.shared.open(expected.sha256)
+                from_shared, lease = await self.shared.claim(expected.sha256)
             source = from_shared or self.upstream.open(
                 channel, url, headers={"accept-encoding": "identity"}
             )
@@ -242,7 +245,8 @@ class Downloads:
                 entry = FileEntry(d.sha256, d.written, self.clock(), head.content_type)
                 await self._commit(d, entry)
             if d.entry is not None and self.shared is not None and from_shared is None:
-                self.shared.replicate(d.entry.sha256)  # verified and in L1: now shared
+                self.shared.replicate(d.entry.sha256, lease)  # verified and in L1: now shared
+                lease = None  # released once the bucket has it
         except BaseException as exc:
             d.error = exc
             if from_shared is not None and isinstance(exc, IntegrityError) and expected.sha256:
@@ -267,6 +271,8 @@ class Downloads:
             self._active.pop(d.key, None)
             if self.locks.shared:
                 self.notes.forget(d.key)
+            if lease is not None:
+                await lease.release()
             if d.temp is not None and d.entry is None:
                 d.temp.discard()  # readers hold their own descriptors
             elif d.temp is not None:

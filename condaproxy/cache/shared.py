@@ -24,10 +24,12 @@ import structlog
 from ..storage.blobs import BlobStore
 from ..storage.layout import blob_key
 from ..storage.objectstore import ObjectStore, Opened, StoreUnavailable
+from .coordination import Coordinator, Lease
 
 log = structlog.get_logger("condaproxy.cache.shared")
 
 MAX_PENDING = 10_000  # blobs remembered for replication while the store is down
+WAIT_POLL = 0.2  # seconds between looks at the bucket while another replica downloads
 
 
 @dataclass
@@ -52,9 +54,20 @@ class SharedBody:
 
 
 class SharedBlobs:
-    def __init__(self, store: ObjectStore, blobs: BlobStore, parallel: int = 4) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        blobs: BlobStore,
+        parallel: int = 4,
+        coordinator: Coordinator | None = None,
+        lease: float = 15.0,
+        owner_wait: float = 30.0,
+    ) -> None:
         self.store = store
         self.blobs = blobs
+        self.coordinator = coordinator
+        self.lease_ttl = lease
+        self.owner_wait = owner_wait
         self.pending: set[str] = set()
         self._slots = asyncio.Semaphore(parallel)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,17 +86,51 @@ class SharedBlobs:
             return None
         return SharedBody(opened, f"{self.store.describe()}{blob_key(sha256)}")
 
+    async def claim(self, sha256: str) -> tuple[SharedBody | None, Lease | None]:
+        """The bucket's copy of a blob, or else the go-ahead to fetch it from upstream: with
+        Redis, the lease `dl:<sha256>`, so one replica of the cluster fetches while the others
+        wait (up to `owner_wait` seconds, then fetch themselves) and read the bucket's copy
+        once the owner has stored it."""
+        body = await self.open(sha256)
+        if body is not None or self.coordinator is None:
+            return body, None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.owner_wait
+        while True:
+            lease = await self.coordinator.lease(f"dl:{sha256}", self.lease_ttl)
+            if lease is not None:
+                body = await self.open(sha256)  # the owner may have finished just now
+                if body is not None:
+                    await lease.release()
+                    return body, None
+                return None, lease
+            if loop.time() > deadline:
+                log.warning("gave up waiting for another replica's download", sha256=sha256)
+                return None, None
+            await asyncio.sleep(WAIT_POLL)
+            body = await self.open(sha256)
+            if body is not None:
+                return body, None
+
     async def corrupt(self, sha256: str, reason: str) -> None:
         """A bucket object failed verification: delete it, so the next miss goes upstream."""
         log.error("corrupt object in shared storage deleted", sha256=sha256, reason=reason)
         with contextlib.suppress(StoreUnavailable, FileNotFoundError):
             await self.store.delete(blob_key(sha256))
 
-    def replicate(self, sha256: str) -> None:
-        """Copy a verified, committed L1 blob to the bucket in the background."""
-        task = asyncio.create_task(self._put(sha256))
+    def replicate(self, sha256: str, lease: Lease | None = None) -> None:
+        """Copy a verified, committed L1 blob to the bucket in the background; the download's
+        lease (if any) is released once the copy is there for the waiting replicas."""
+        task = asyncio.create_task(self._put_then_release(sha256, lease))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _put_then_release(self, sha256: str, lease: Lease | None) -> None:
+        try:
+            await self._put(sha256)
+        finally:
+            if lease is not None:
+                await lease.release()
 
     async def _put(self, sha256: str) -> None:
         if not self.store.available:

@@ -79,6 +79,7 @@ class SharedManifests:
         self.etags: dict[str, str] = {}  # channel -> ETag of the manifest adopted here
         self.cas_retries = 0
         self.probed = False
+        self.changed: Callable[[str], None] | None = None  # told of each change made here
 
     # changes (called by UploadStore under its `uploads:<channel>` lock)
 
@@ -110,6 +111,8 @@ class SharedManifests:
                 temp.discard()
             raise
         self._adopt(channel, manifest, etag)
+        if self.changed is not None:
+            self.changed(channel)
         return stamped
 
     async def delete(self, channel: str, subdir: str, filename: str) -> Upload:
@@ -125,6 +128,8 @@ class SharedManifests:
         await self._ready()
         manifest, etag = await self._update(channel, change)
         self._adopt(channel, manifest, etag)
+        if self.changed is not None:
+            self.changed(channel)
         return removed[0]
 
     async def _ready(self) -> None:

@@ -10,11 +10,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
 
-from ..cache.cluster import Cluster
 from ..cache.derived import Derived
 from ..cache.dispatch import Proxy
 from ..cache.downloads import Downloads
@@ -25,7 +25,6 @@ from ..cache.metadata import MetadataCache
 from ..cache.overlay import Overlay
 from ..cache.packages import Packages
 from ..cache.publish import Publisher
-from ..cache.shared import SharedBlobs
 from ..cache.upstream import Resolver, UpstreamClient, system_resolve
 from ..cache.workers import Workers
 from ..ops.admin import CacheAdmin
@@ -36,6 +35,10 @@ from ..storage.blobs import BlobStore, Liveness, sweep_temp_files
 from ..storage.index import Index
 from ..storage.locks import KeyedLocks
 from ..storage.uploads import UploadStore
+
+if TYPE_CHECKING:  # imported only with [storage]: no cloud SDK in a single node's memory
+    from ..cache.cluster import Cluster
+    from ..cache.shared import SharedBlobs
 
 log = structlog.get_logger("condaproxy.web.services")
 
@@ -99,7 +102,11 @@ async def build_services(
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
     upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
-    cluster = Cluster.build(settings, store, uploads) if settings.storage is not None else None
+    cluster = None
+    if settings.storage is not None:
+        from ..cache.cluster import Cluster
+
+        cluster = Cluster.build(settings, store, uploads)
     services = _engine(
         settings,
         metrics=metrics,

@@ -30,10 +30,13 @@ def start_replicas(
     bucket: str,
     n: int = 2,
     poll_interval: float = 0.5,
+    redis_url: str = "",
     **storage: object,
 ) -> list[Any]:
     """`n` proxies, each with its own L1 directory, one shared [storage] and [cluster]."""
     extra = storage_section(s3, bucket, **storage) + f"[cluster]\npoll_interval = {poll_interval}\n"
+    if redis_url:
+        extra += f'redis_url = "{redis_url}"\n'
     return [
         start_proxy(
             {"local": {"upstream": upstream_url}, "internal": {}},
