@@ -1,0 +1,83 @@
+"""The chart's multi-replica mode: several replicas only with a shared bucket, each pod with an
+emptyDir L1, rolling updates, credentials by Secret, and a proxy.toml condaproxy accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helm_python import HelmError
+
+from tests.deploy.test_helm import by_kind, load_config, pod_of, render, validate
+
+SHARED: dict[str, Any] = {
+    "replicaCount": 3,
+    "storage": {
+        "url": "s3://team-cache/condaproxy",
+        "endpoint": "https://minio.storage:9000",
+        "accessKeyId": {"secretKeyRef": {"name": "s3", "key": "id"}},
+        "secretAccessKey": {"secretKeyRef": {"name": "s3", "key": "secret"}},
+    },
+    "coordination": {"redisUrl": "redis://valkey.infra:6379/0", "pollInterval": 5},
+}
+
+
+def test_several_replicas_share_the_bucket_with_an_emptydir_l1(tmp_path: Path) -> None:
+    docs = render(SHARED)
+    validate(docs)
+    kinds = by_kind(docs)
+    assert "PersistentVolumeClaim" not in kinds
+    deployment = kinds["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = pod_of(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}}
+    env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in pod["containers"][0]["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert env["CONDAPROXY_S3_ACCESS_KEY_ID"] == {"name": "s3", "key": "id"}
+    assert env["CONDAPROXY_S3_SECRET_ACCESS_KEY"] == {"name": "s3", "key": "secret"}
+    assert env["CONDAPROXY_REDIS_URL"]["key"] == "redis-url"  # a value: the chart's Secret
+    names = {e["name"] for e in pod["containers"][0]["env"]}
+    assert "POD_NAME" in names
+    settings = load_config(
+        docs,
+        tmp_path,
+        {
+            "CONDAPROXY_S3_ACCESS_KEY_ID": "id",
+            "CONDAPROXY_S3_SECRET_ACCESS_KEY": "secret",
+            "CONDAPROXY_REDIS_URL": "redis://valkey.infra:6379/0",
+            "POD_NAME": "cache-condaproxy-abc",
+        },
+    )
+    assert settings.storage is not None and settings.cluster is not None
+    assert (settings.storage.bucket, settings.storage.prefix) == ("team-cache", "condaproxy/")
+    assert settings.cluster.replica_id == "cache-condaproxy-abc"
+    assert settings.cluster.poll_interval == 5
+
+
+def test_a_single_replica_without_storage_is_unchanged() -> None:
+    pod = pod_of(render())
+    assert "persistentVolumeClaim" in {v["name"]: v for v in pod["volumes"]}["cache"]
+    assert by_kind(render())["Deployment"]["spec"]["strategy"]["type"] == "Recreate"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 2}, "replicaCount 2 needs storage.url"),
+        ({"coordination": {"redisUrl": "redis://r:6379"}}, "needs storage.url"),
+        ({"storage": {"url": "gs://bucket"}}, "storage.url"),
+        ({"storage": {"url": "s3://bucket", "region": ""}}, "storage.region"),
+        ({"storage": {"url": "s3://bucket", "bucket": "x"}}, "bucket"),
+    ],
+)
+def test_replicas_without_a_bucket_or_a_malformed_storage_value_fail_to_render(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(HelmError, match=message):
+        render(values)
