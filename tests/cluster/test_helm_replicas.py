@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from helm_python import HelmError
 
 from tests.deploy.test_helm import by_kind, load_config, pod_of, render, validate
@@ -81,3 +82,13 @@ def test_replicas_without_a_bucket_or_a_malformed_storage_value_fail_to_render(
 ) -> None:
     with pytest.raises(HelmError, match=message):
         render(values)
+
+
+def test_the_readme_scale_out_values_render_valid_objects() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## Running several replicas", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    docs = render(yaml.safe_load(block))
+    validate(docs)
+    assert by_kind(docs)["Deployment"]["spec"]["replicas"] == 3
+    assert "PodDisruptionBudget" in by_kind(docs)
