@@ -160,7 +160,7 @@ class ClusterSettings(_Section, frozen=True):
     replica_id: str = ""  # empty: host name and process id
     # With Redis: a download's lease (renewed while it runs), and how long another replica
     # waits for the owner's copy in the bucket before fetching the file itself.
-    lease: Annotated[float, msgspec.Meta(ge=1, le=600)] = 15.0
+    lease: Annotated[float, msgspec.Meta(ge=1, le=600)] = 6.0
     owner_wait: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
 
 

@@ -60,7 +60,7 @@ class SharedBlobs:
         blobs: BlobStore,
         parallel: int = 4,
         coordinator: Coordinator | None = None,
-        lease: float = 15.0,
+        lease: float = 6.0,
         owner_wait: float = 30.0,
     ) -> None:
         self.store = store

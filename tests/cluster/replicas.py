@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import toml_value
 from tests.support.s3 import STORAGE_ENV, S3Server, storage_section
 
 WRITE = "ci-write-token-1"
@@ -31,12 +32,15 @@ def start_replicas(
     n: int = 2,
     poll_interval: float = 0.5,
     redis_url: str = "",
+    cluster: dict[str, object] | None = None,
     **storage: object,
 ) -> list[Any]:
     """`n` proxies, each with its own L1 directory, one shared [storage] and [cluster]."""
     extra = storage_section(s3, bucket, **storage) + f"[cluster]\npoll_interval = {poll_interval}\n"
     if redis_url:
         extra += f'redis_url = "{redis_url}"\n'
+    extra += "".join(f"{k} = {toml_value(v)}\n" for k, v in (cluster or {}).items())
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return [
         start_proxy(
             {"local": {"upstream": upstream_url}, "internal": {}},
