@@ -123,14 +123,13 @@ class Cluster:
     async def poll_once(self) -> None:
         """One round: every upload manifest (or, with none, a liveness read), then pending
         replication once the store answers."""
-        try:
-            if not self.upload_channels:
+        if not self.upload_channels:
+            try:
                 await self.store.get_doc("control/alive")
-            for channel in self.upload_channels:
-                await self.manifests.refresh(channel)
-        except StoreUnavailable as exc:
-            log.warning("shared storage unavailable", error=exc.message)
-            return
+            except StoreUnavailable as exc:
+                log.warning("shared storage unavailable", error=exc.message)
+        for channel in self.upload_channels:
+            await self._refresh(channel)  # one channel's trouble never stops the others
         self.blobs.flush_pending()
 
     async def _poll_forever(self) -> None:

@@ -60,8 +60,18 @@ class Manifest(msgspec.Struct):
         }
 
 
-def decode(doc: Doc | None) -> Manifest:
-    return Manifest() if doc is None else msgspec.json.decode(doc.body, type=Manifest)
+def decode(doc: Doc | None, key: str) -> Manifest:
+    """The manifest, or StoreUnavailable naming the object if it is not one this proxy wrote
+    (uploads to that channel then wait: nothing is written over what cannot be read)."""
+    if doc is None:
+        return Manifest()
+    try:
+        manifest = msgspec.json.decode(doc.body, type=Manifest)
+        for subdir in manifest.subdirs:
+            manifest.files(subdir)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+        raise StoreUnavailable(f"{key} in shared storage is not a manifest: {exc}") from None
+    return manifest
 
 
 class SharedManifests:
@@ -149,7 +159,7 @@ class SharedManifests:
         key = manifest_key(channel)
         for attempt in range(MAX_TRIES):
             doc = await self.store.get_doc(key)
-            manifest = decode(doc)
+            manifest = decode(doc, key)
             change(manifest)
             body = msgspec.json.encode(manifest)
             try:
@@ -185,7 +195,7 @@ class SharedManifests:
         doc = await self.store.get_doc(manifest_key(channel), if_none_match=seen)
         if doc is None or (seen is not None and doc.etag == seen and not doc.body):
             return False
-        manifest = decode(doc)
+        manifest = decode(doc, manifest_key(channel))
         for subdir in manifest.subdirs:
             for upload in manifest.files(subdir).values():
                 await self._fetch_blob(upload)

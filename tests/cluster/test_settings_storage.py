@@ -82,3 +82,17 @@ def test_a_bad_shared_storage_config_is_refused_naming_the_key(
         load(tmp_path, text)
     assert message in str(raised.value)
     assert "very-secret-value" not in str(raised.value)
+
+
+def test_check_config_shows_shared_storage_with_its_secrets_masked(tmp_path: Path) -> None:
+    from condaproxy.ops.config_check import effective
+
+    settings = load(
+        tmp_path,
+        '[storage]\nurl = "s3://my-bucket"\naccess_key_id = "env:KEY_ID"\n'
+        'secret_access_key = "env:SECRET"\n[cluster]\nredis_url = "env:REDIS"\n',
+    )
+    shown = effective(settings)
+    assert shown["storage"]["url"] == "s3://my-bucket"
+    text = str(shown)
+    assert "very-secret-value" not in text and "AKIAEXAMPLEKEY" not in text and ":pw@" not in text

@@ -105,3 +105,18 @@ def test_concurrent_uploads_across_replicas_lose_nothing(
     names = {p.name for p in many}
     for proxy in proxies:
         assert wait_for(lambda p=proxy: listed(p.url, "internal") >= names, POLL + 5), proxy.url
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"not json", b'{"subdirs": {"linux-64": {"files": {"x": 1}}}}']
+)
+def test_a_manifest_this_proxy_cannot_read_is_never_overwritten(
+    replicas, s3_server: S3Server, bucket: str, packages, garbage: bytes
+) -> None:
+    (a,) = replicas(1)
+    key = "prod/uploads/manifests/internal.json"
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=garbage)
+    refused = post(a.url, "internal", packages[1])
+    assert refused.status_code == 503, refused.text
+    assert "is not a manifest" in refused.json()["error"]
+    assert s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read() == garbage
