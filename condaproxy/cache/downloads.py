@@ -13,6 +13,9 @@ What is kept: only files verified against what the channel publishes. A file no 
 `X-Expected-Sha256` when it sends one, and never cached. When the disk is below `min_free` as a
 miss starts, or fills up while it runs, the clients still get the whole verified file: bytes go
 through a bounded window in memory (relay.py) and nothing is kept.
+
+With [storage], the bytes may come from the shared bucket instead of the upstream (shared.py):
+they are verified the same way, and a kept file is copied to the bucket once committed.
 """
 
 from __future__ import annotations
