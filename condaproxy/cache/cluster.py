@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -21,6 +22,7 @@ from ..settings import ClusterSettings, Settings
 from ..storage.blobs import BlobStore
 from ..storage.manifests import SharedManifests
 from ..storage.objectstore import ObjectStore, StoreUnavailable
+from ..storage.purges import PurgeLog
 from ..storage.uploads import UploadStore
 from .coordination import Coordinator
 from .shared import SharedBlobs
@@ -49,6 +51,10 @@ class Cluster:
         self.manifests.changed = self._announce
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
+        self.purges = PurgeLog(store)
+        # Set by the composition root: purge this replica's cache by scope (a dict of
+        # ops.admin.Scope's fields), adding the sha256 of every blob dropped to the list.
+        self.purger: Callable[[dict[str, Any], list[str]], dict[str, int]] | None = None
         # Channels that can have uploads: their manifests are what the poll re-reads.
         self.upload_channels = sorted(n for n, c in settings.channels.items() if not c.mirror_only)
         self._poller: asyncio.Task[None] | None = None
@@ -113,6 +119,40 @@ class Cluster:
         kind, _, channel = message.partition(" ")
         if kind == "uploads" and channel in self.upload_channels:
             self._spawn(self._refresh(channel))
+        elif kind == "purge":
+            self._spawn(self._apply_purges())
+
+    # purges: recorded in the bucket's log first, then applied on every replica
+
+    async def purge(self, scope: dict[str, Any]) -> dict[str, int]:
+        """Purge `scope` on every replica: logged in the bucket (a 503 while it is down, and
+        nothing purged), applied here at once, elsewhere on the notice or the next poll."""
+        assert self.purger is not None
+        await self.purges.append(scope)
+        removed = await self._purge_here(scope)
+        if self.coordinator is not None:
+            self._spawn(self.coordinator.publish("purge"))
+        return removed
+
+    async def _purge_here(self, scope: dict[str, Any]) -> dict[str, int]:
+        assert self.purger is not None
+        forgotten: list[str] = []
+        removed = await asyncio.to_thread(self.purger, scope, forgotten)
+        for sha in forgotten:  # the bucket's copies too: the next miss goes upstream
+            self._spawn(self.blobs.forget(sha))
+        return removed
+
+    async def _apply_purges(self) -> None:
+        if self.purger is None:
+            return
+        try:
+            scopes = await self.purges.unseen()
+        except StoreUnavailable as exc:
+            log.warning("shared storage unavailable", error=exc.message)
+            return
+        for scope in scopes:
+            removed = await self._purge_here(scope)
+            log.info("purged on another replica's request", scope=scope, **removed)
 
     async def _refresh(self, channel: str) -> None:
         try:
@@ -130,6 +170,7 @@ class Cluster:
                 log.warning("shared storage unavailable", error=exc.message)
         for channel in self.upload_channels:
             await self._refresh(channel)  # one channel's trouble never stops the others
+        await self._apply_purges()
         self.blobs.flush_pending()
 
     async def _poll_forever(self) -> None:

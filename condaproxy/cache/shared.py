@@ -115,6 +115,11 @@ class SharedBlobs:
     async def corrupt(self, sha256: str, reason: str) -> None:
         """A bucket object failed verification: delete it, so the next miss goes upstream."""
         log.error("corrupt object in shared storage deleted", sha256=sha256, reason=reason)
+        await self.forget(sha256)
+
+    async def forget(self, sha256: str) -> None:
+        """Delete the bucket's copy of a blob (a purge, or a corrupt object)."""
+        self.pending.discard(sha256)
         with contextlib.suppress(StoreUnavailable, FileNotFoundError):
             await self.store.delete(blob_key(sha256))
 

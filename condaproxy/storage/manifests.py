@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,12 +30,11 @@ import structlog
 from ..rules.errors import NotFound, ServiceUnavailable
 from .blobs import TempBlob
 from .layout import manifest_key, upload_blob_key
-from .objectstore import CasNotHonoured, Doc, ObjectStore, PreconditionFailed, StoreUnavailable
+from .objectstore import CasNotHonoured, Doc, ObjectStore, StoreUnavailable
 from .uploads import Conflict, Upload, UploadStore
 
 log = structlog.get_logger("condaproxy.storage.manifests")
 
-MAX_TRIES = 12  # CAS attempts per change before giving up with a 503
 FORMAT = 1
 
 
@@ -155,27 +153,19 @@ class SharedManifests:
     async def _update(
         self, channel: str, change: Callable[[Manifest], None]
     ) -> tuple[Manifest, str]:
-        """Read, change, write back only if nobody wrote meanwhile; retry with jitter."""
+        """The channel's manifest changed by compare-and-swap (ObjectStore.update)."""
         key = manifest_key(channel)
-        for attempt in range(MAX_TRIES):
-            doc = await self.store.get_doc(key)
+        changed: list[Manifest] = []
+
+        def apply(doc: Doc | None) -> bytes:
             manifest = decode(doc, key)
             change(manifest)
-            body = msgspec.json.encode(manifest)
-            try:
-                if doc is None:
-                    etag = await self.store.put_doc(key, body, create=True)
-                else:
-                    etag = await self.store.put_doc(key, body, if_match=doc.etag)
-            except PreconditionFailed:
-                self.cas_retries += 1
-                await asyncio.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 6)))
-                continue
-            return manifest, etag
-        raise ServiceUnavailable(
-            f"the upload manifest of channel '{channel}' changed {MAX_TRIES} times while "
-            "this upload tried to record itself: try again"
-        )
+            changed[:] = [manifest]
+            return msgspec.json.encode(manifest)
+
+        etag, races = await self.store.update(key, apply)
+        self.cas_retries += races
+        return changed[0], etag
 
     def _adopt(self, channel: str, manifest: Manifest, etag: str) -> None:
         # A subdir never leaves the manifest (emptied, it stays with its generation), so the

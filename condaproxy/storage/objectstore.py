@@ -15,6 +15,7 @@ on a dead store, uploads get a 503 and /readyz says so.
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +35,7 @@ from ..settings import ConfigError, Settings, StorageSettings
 
 T = TypeVar("T")
 READ_CHUNK = 1 << 20
+CAS_TRIES = 12  # compare-and-swap attempts per change before giving up with a 503
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
@@ -208,6 +210,25 @@ class ObjectStore:
             self._client.put_object, Bucket=self.bucket, Key=self._key(name), Body=body, **extra
         )
         return str(put["ETag"])
+
+    async def update(self, name: str, change: Callable[[Doc | None], bytes]) -> tuple[str, int]:
+        """Compare-and-swap: read the object, `change` it, write it back only if nobody wrote
+        meanwhile (If-Match; If-None-Match: * for the first write), else read again, with
+        jittered backoff. `change` may raise to give up. Returns the new ETag and the number
+        of lost races."""
+        for attempt in range(CAS_TRIES):
+            doc = await self.get_doc(name)
+            body = change(doc)
+            try:
+                if doc is None:
+                    return await self.put_doc(name, body, create=True), attempt
+                return await self.put_doc(name, body, if_match=doc.etag), attempt
+            except PreconditionFailed:
+                await asyncio.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 6)))
+        raise ServiceUnavailable(
+            f"{self.describe()}{name} changed {CAS_TRIES} times while this change tried to "
+            "record itself: try again"
+        )
 
     async def delete(self, name: str) -> None:
         await self._run(self._client.delete_object, Bucket=self.bucket, Key=self._key(name))

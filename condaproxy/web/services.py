@@ -27,7 +27,7 @@ from ..cache.packages import Packages
 from ..cache.publish import Publisher
 from ..cache.upstream import Resolver, UpstreamClient, system_resolve
 from ..cache.workers import Workers
-from ..ops.admin import CacheAdmin
+from ..ops.admin import CacheAdmin, Scope
 from ..ops.prefetch import Prefetcher
 from ..rules.redact import Redactor
 from ..settings import Settings
@@ -120,6 +120,8 @@ async def build_services(
         cluster=cluster,
     )
     if cluster is not None:
+        admin = services.admin
+        cluster.purger = lambda scope, forgotten: admin.purge(Scope(**scope), forgotten)
         await cluster.start()
     async with locks.hold("reconcile-upstreams"):
         changed = await asyncio.to_thread(services.admin.forget_changed_upstreams)
