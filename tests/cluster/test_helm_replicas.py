@@ -10,7 +10,7 @@ import pytest
 import yaml
 from helm_python import HelmError
 
-from tests.deploy.test_helm import by_kind, load_config, pod_of, render, validate
+from tests.deploy.test_helm import by_kind, load_config, named, pod_of, render, validate
 
 SHARED: dict[str, Any] = {
     "replicaCount": 3,
@@ -71,7 +71,8 @@ def test_a_single_replica_without_storage_is_unchanged() -> None:
     ("values", "message"),
     [
         ({"replicaCount": 2}, "replicaCount 2 needs storage.url"),
-        ({"coordination": {"redisUrl": "redis://r:6379"}}, "needs storage.url"),
+        ({"coordination": {"redisUrl": "redis://r:6379"}}, "coordination needs storage.url"),
+        ({"coordination": {"valkey": {"enabled": True}}}, "coordination needs storage.url"),
         ({"storage": {"url": "gs://bucket"}}, "storage.url"),
         ({"storage": {"url": "s3://bucket", "region": ""}}, "storage.region"),
         ({"storage": {"url": "s3://bucket", "bucket": "x"}}, "bucket"),
@@ -92,3 +93,36 @@ def test_the_readme_scale_out_values_render_valid_objects() -> None:
     validate(docs)
     assert by_kind(docs)["Deployment"]["spec"]["replicas"] == 3
     assert "PodDisruptionBudget" in by_kind(docs)
+
+
+def test_the_charts_own_valkey_renders_and_the_replicas_use_it(tmp_path: Path) -> None:
+    values = {
+        **SHARED,
+        "coordination": {"valkey": {"enabled": True}},
+        "podDisruptionBudget": {"enabled": True},
+    }
+    docs = render(values)
+    validate(docs)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    valkey = deployments["cache-condaproxy-valkey"]
+    container = valkey["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "--appendonly" in container["args"] and "--save" in container["args"]
+    # The proxy's Service and PDB must never select the Valkey pod.
+    pod_labels = set(valkey["spec"]["template"]["metadata"]["labels"].items())
+    for kind in ("Service", "PodDisruptionBudget"):
+        proxy_side = named(docs, kind, "cache-condaproxy")["spec"]["selector"]
+        assert not set(proxy_side.get("matchLabels", proxy_side).items()) <= pod_labels
+    settings = load_config(
+        docs,
+        tmp_path,
+        {
+            "CONDAPROXY_S3_ACCESS_KEY_ID": "i",
+            "CONDAPROXY_S3_SECRET_ACCESS_KEY": "s",
+            "POD_NAME": "p",
+        },
+    )
+    assert settings.cluster is not None and settings.cluster.redis_url is not None
+    assert settings.cluster.redis_url.value == "redis://cache-condaproxy-valkey:6379/0"
+    with pytest.raises(HelmError, match="not both"):
+        render({**values, "coordination": {"valkey": {"enabled": True}, "redisUrl": "redis://x"}})

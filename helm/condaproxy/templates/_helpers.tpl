@@ -131,8 +131,11 @@ values is dropped: a value goes to the Secret, a reference to the pod's env.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.storage.url) -}}
 {{- fail (printf "replicaCount %d needs storage.url (an S3-compatible bucket the replicas share): each replica's cache volume is its own, so without it every pod would be a separate cache and uploads would land on one pod only" (int .Values.replicaCount)) -}}
 {{- end -}}
-{{- if and (not .Values.storage.url) .Values.coordination.redisUrl -}}
-{{- fail "coordination.redisUrl needs storage.url: Redis coordinates replicas that share a bucket" -}}
+{{- if and (not .Values.storage.url) (or .Values.coordination.redisUrl .Values.coordination.valkey.enabled) -}}
+{{- fail "coordination needs storage.url: Redis/Valkey coordinates replicas that share a bucket" -}}
+{{- end -}}
+{{- if and .Values.coordination.redisUrl .Values.coordination.valkey.enabled -}}
+{{- fail "set coordination.redisUrl or coordination.valkey.enabled, not both" -}}
 {{- end -}}
 {{- end -}}
 
@@ -235,6 +238,8 @@ replica_id = "env:POD_NAME"
 poll_interval = {{ $.Values.coordination.pollInterval }}
 {{- if $.Values.coordination.redisUrl }}
 redis_url = "env:CONDAPROXY_REDIS_URL"
+{{- else if $.Values.coordination.valkey.enabled }}
+redis_url = "redis://{{ printf "%s-valkey" (include "condaproxy.fullname" $) | trunc 63 | trimSuffix "-" }}:6379/0"
 {{- end }}
 {{- end }}{{ end }}
 {{- range $name, $ch := .Values.channels }}
