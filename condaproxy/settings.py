@@ -162,6 +162,12 @@ class ClusterSettings(_Section, frozen=True):
     # waits for the owner's copy in the bucket before fetching the file itself.
     lease: Annotated[float, msgspec.Meta(ge=1, le=600)] = 6.0
     owner_wait: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+    # With Redis: this replica's address for the others (http://$(POD_IP):8080). A replica
+    # waiting on this one's download then streams it from here as it arrives (verifying it),
+    # authenticated by `peer_token`, a read token for every channel shared by the replicas.
+    peer_url: str = ""
+    peer_token: Secret | None = None
+    peer_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0  # no byte for this long
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -253,7 +259,12 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         for name, cls in _OPTIONAL.items()
         if name in resolved
     }
-    _check_shared(optional.get("storage"), optional.get("cluster"), where)
+    cluster = optional.get("cluster")
+    _check_shared(optional.get("storage"), cluster, where)
+    if isinstance(cluster, ClusterSettings) and cluster.peer_token is not None:
+        if PEER_TOKEN in tokens:
+            raise ConfigError(f"{where}: 'tokens.{PEER_TOKEN}' is reserved for cluster peers")
+        tokens[PEER_TOKEN] = TokenSettings(PEER_TOKEN, cluster.peer_token, {"*": "read"})
     return Settings(channels=channels, tokens=tokens, source=where, **sections, **optional)  # type: ignore[arg-type]
 
 
@@ -271,6 +282,7 @@ def _check_server(server: ServerSettings, where: str) -> None:
             raise ConfigError(f"{where}: 'server.external_url' is not an http(s) URL")
 
 
+PEER_TOKEN = "cluster-peer"  # the token name replicas read each other's downloads with
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -279,13 +291,8 @@ def _check_shared(storage: _Section | None, cluster: _Section | None, where: str
     """[storage] names a bucket the SDK can reach; [cluster] only makes sense with it."""
     if cluster is not None and storage is None:
         raise ConfigError(f"{where}: [cluster] needs [storage] (the bucket replicas share)")
-    redis = cluster.redis_url if isinstance(cluster, ClusterSettings) else None
-    if (
-        redis is not None
-        and redis.value
-        and urlsplit(redis.value).scheme not in {"redis", "rediss"}
-    ):
-        raise ConfigError(f"{where}: 'cluster.redis_url' is not a redis:// or rediss:// URL")
+    if isinstance(cluster, ClusterSettings):
+        _check_cluster(cluster, where)
     if not isinstance(storage, StorageSettings):
         return
     parts = urlsplit(storage.url)
@@ -315,6 +322,19 @@ def _check_shared(storage: _Section | None, cluster: _Section | None, where: str
         raise ConfigError(
             f"{where}: 'storage.access_key_id' and 'storage.secret_access_key' go together "
             "(set both, or neither for ambient credentials)"
+        )
+
+
+def _check_cluster(cluster: ClusterSettings, where: str) -> None:
+    redis = cluster.redis_url.value if cluster.redis_url is not None else ""
+    if redis and urlsplit(redis).scheme not in {"redis", "rediss"}:
+        raise ConfigError(f"{where}: 'cluster.redis_url' is not a redis:// or rediss:// URL")
+    peer = urlsplit(cluster.peer_url)
+    if cluster.peer_url and (peer.scheme not in {"http", "https"} or not peer.hostname):
+        raise ConfigError(f"{where}: 'cluster.peer_url' is not an http(s) URL")
+    if cluster.peer_url and (cluster.peer_token is None or len(cluster.peer_token.value) < 16):
+        raise ConfigError(
+            f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"
         )
 
 

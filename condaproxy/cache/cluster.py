@@ -25,6 +25,7 @@ from ..storage.objectstore import ObjectStore, StoreUnavailable
 from ..storage.purges import PurgeLog
 from ..storage.uploads import UploadStore
 from .coordination import Coordinator
+from .peers import Peers
 from .shared import SharedBlobs
 
 log = structlog.get_logger("condaproxy.cache.cluster")
@@ -68,8 +69,16 @@ class Cluster:
         if cluster.redis_url is not None and cluster.redis_url.value:
             namespace = f"{settings.storage.bucket}/{settings.storage.prefix}"
             coordinator = Coordinator(cluster.redis_url.value, namespace)
+        peers = None
+        if coordinator is not None and cluster.peer_url and cluster.peer_token is not None:
+            peers = Peers(cluster.peer_url, cluster.peer_token.value, cluster.peer_timeout)
         blobs = SharedBlobs(
-            store, l1, coordinator=coordinator, lease=cluster.lease, owner_wait=cluster.owner_wait
+            store,
+            l1,
+            coordinator=coordinator,
+            lease=cluster.lease,
+            owner_wait=cluster.owner_wait,
+            peers=peers,
         )
         return cls(settings, store, blobs, uploads, coordinator)
 

@@ -34,10 +34,14 @@ class Lease:
     """Held until released (renewed every third of its time meanwhile). `held` is False for
     the stand-in handed out while Redis is down: releasing it does nothing."""
 
-    def __init__(self, coordinator: Coordinator | None, key: str, ttl: float) -> None:
+    def __init__(
+        self, coordinator: Coordinator | None, key: str, ttl: float, peer_url: str = ""
+    ) -> None:
         self.coordinator = coordinator
         self.key = key
-        self.token = secrets.token_hex(12)
+        # The value: a token only this holder knows, then where other replicas can read the
+        # download from while it runs (empty: they wait for the bucket's copy).
+        self.token = f"{secrets.token_hex(12)} {peer_url}".rstrip()
         self.ttl_ms = int(ttl * 1000)
         self._renewer: asyncio.Task[None] | None = None
 
@@ -99,10 +103,10 @@ class Coordinator:
         self.last_error = type(exc).__name__
         self._down_until = self.clock() + DOWN_FOR
 
-    async def lease(self, name: str, ttl: float) -> Lease | None:
+    async def lease(self, name: str, ttl: float, peer_url: str = "") -> Lease | None:
         """A lease on `name`; None while another replica holds it. With Redis down, a stand-in
         that holds nothing (the caller goes ahead: single flight per replica)."""
-        lease = Lease(self, f"{self.ns}:lease:{name}", ttl)
+        lease = Lease(self, f"{self.ns}:lease:{name}", ttl, peer_url)
         won = await self.call("set", lease.key, lease.token, px=lease.ttl_ms, nx=True)
         if won:
             lease.start_renewing()
@@ -110,6 +114,13 @@ class Coordinator:
         if not self.up:
             return Lease(None, lease.key, ttl)
         return None
+
+    async def holder(self, name: str) -> str:
+        """The peer URL the holder of lease `name` serves its download at ("" if none)."""
+        value = await self.call("get", f"{self.ns}:lease:{name}")
+        if not isinstance(value, bytes):
+            return ""
+        return value.decode("utf-8", "replace").partition(" ")[2]
 
     async def publish(self, message: str) -> None:
         await self.call("publish", f"{self.ns}:events", message)

@@ -219,7 +219,7 @@ class Downloads:
         from_shared = lease = None
         try:
             if self.shared is not None and expected.sha256 and expected.listed:
-                from_shared, lease = await self.shared.claim(expected.sha256)
+                from_shared, lease = await self.shared.claim(expected.sha256, d.key)
             source = from_shared or self.upstream.open(
                 channel, url, headers={"accept-encoding": "identity"}
             )
@@ -252,7 +252,8 @@ class Downloads:
                 lease = None  # released once the bucket has it
         except BaseException as exc:
             d.error = exc
-            if from_shared is not None and isinstance(exc, IntegrityError) and expected.sha256:
+            bucket_copy = from_shared is not None and from_shared.from_bucket
+            if bucket_copy and isinstance(exc, IntegrityError) and expected.sha256:
                 await self.shared.corrupt(expected.sha256, str(exc))  # type: ignore[union-attr]
             if isinstance(exc, NotFound):
                 self.index.remember_missing(

@@ -25,6 +25,7 @@ from ..storage.blobs import BlobStore
 from ..storage.layout import blob_key
 from ..storage.objectstore import ObjectStore, Opened, StoreUnavailable
 from .coordination import Coordinator, Lease
+from .peers import PeerBody, Peers
 
 log = structlog.get_logger("condaproxy.cache.shared")
 
@@ -38,6 +39,7 @@ class SharedBody:
 
     opened: Opened
     url: str
+    from_bucket = True  # a bad copy is deleted (a peer's stream is not the bucket's)
 
     @property
     def content_length(self) -> int:
@@ -62,10 +64,12 @@ class SharedBlobs:
         coordinator: Coordinator | None = None,
         lease: float = 6.0,
         owner_wait: float = 30.0,
+        peers: Peers | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.coordinator = coordinator
+        self.peers = peers
         self.lease_ttl = lease
         self.owner_wait = owner_wait
         self.pending: set[str] = set()
@@ -86,24 +90,31 @@ class SharedBlobs:
             return None
         return SharedBody(opened, f"{self.store.describe()}{blob_key(sha256)}")
 
-    async def claim(self, sha256: str) -> tuple[SharedBody | None, Lease | None]:
+    async def claim(
+        self, sha256: str, key: str
+    ) -> tuple[SharedBody | PeerBody | None, Lease | None]:
         """The bucket's copy of a blob, or else the go-ahead to fetch it from upstream: with
         Redis, the lease `dl:<sha256>`, so one replica of the cluster fetches while the others
-        wait (up to `owner_wait` seconds, then fetch themselves) and read the bucket's copy
-        once the owner has stored it."""
+        stream it from that owner as it arrives (with `peer_url`), or wait (up to `owner_wait`
+        seconds, then fetch themselves) and read the bucket's copy once the owner stored it."""
         body = await self.open(sha256)
         if body is not None or self.coordinator is None:
             return body, None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.owner_wait
+        own = self.peers.own_url if self.peers is not None else ""
         while True:
-            lease = await self.coordinator.lease(f"dl:{sha256}", self.lease_ttl)
+            lease = await self.coordinator.lease(f"dl:{sha256}", self.lease_ttl, own)
             if lease is not None:
                 body = await self.open(sha256)  # the owner may have finished just now
                 if body is not None:
                     await lease.release()
                     return body, None
                 return None, lease
+            owner = await self.coordinator.holder(f"dl:{sha256}")
+            if self.peers is not None and owner and owner != own:
+                # Stream it from the owner; if it cannot serve it, fetch it ourselves.
+                return await self.peers.open(owner, key, sha256), None
             if loop.time() > deadline:
                 log.warning("gave up waiting for another replica's download", sha256=sha256)
                 return None, None
@@ -170,3 +181,5 @@ class SharedBlobs:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.peers is not None:
+            await self.peers.aclose()

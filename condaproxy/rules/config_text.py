@@ -128,7 +128,7 @@ def _decode_custom(kind: type, value: Any) -> Any:
 
 _SECRET_FIELDS = frozenset(
     {"token", "upstream_token", "upstream_password", "upstream_bearer"}
-    | {"access_key_id", "secret_access_key", "redis_url"}
+    | {"access_key_id", "secret_access_key", "redis_url", "peer_token"}
 )
 _EXPECTED = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
 

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.cluster.replicas import start_replicas
+from tests.support.channel import Pkg, build_package, index_channel
+from tests.support.processes import Upstream
 from tests.support.redis_server import RedisServer
 from tests.support.s3 import S3Server
 
@@ -39,3 +43,28 @@ def replicas(upstream, start_proxy, tmp_path, s3_server, bucket):  # type: ignor
         )
 
     return start
+
+
+@pytest.fixture
+def started() -> Iterator[list]:  # type: ignore[type-arg]
+    """Proxies a test starts by hand: stopped at teardown."""
+    proxies: list = []  # type: ignore[type-arg]
+    yield proxies
+    for proxy in proxies:
+        proxy.stop()
+
+
+BIG = Pkg("bigtool", "1.0", "h0", "linux-64", payload_size=8 << 20)
+BIG_PATH = f"/linux-64/{BIG.filename}"
+
+
+@pytest.fixture
+def big_upstream(channel_dir: Path, tmp_path: Path) -> Iterator[Upstream]:
+    """The test channel plus an 8 MiB package: in slow mode, 0.2 s per MiB."""
+    directory = tmp_path / "big-channel"
+    shutil.copytree(channel_dir, directory)
+    build_package(BIG, tmp_path / "work", directory)
+    index_channel(directory)
+    server = Upstream(directory).start()
+    yield server
+    server.stop()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import toml_value
+from tests.support.processes import Proxy, free_port, toml_value, write_config
 from tests.support.s3 import STORAGE_ENV, S3Server, storage_section
 
 WRITE = "ci-write-token-1"
@@ -51,3 +51,37 @@ def start_replicas(
         )
         for i in range(n)
     ]
+
+
+PEER_TOKEN = "cluster-peer-token-0123456789"
+
+
+def start_peers(
+    started: list[Any],
+    upstream_url: str,
+    tmp_path: Path,
+    s3: S3Server,
+    bucket: str,
+    redis_url: str,
+    n: int = 2,
+    cluster: dict[str, object] | None = None,
+) -> list[Any]:
+    """Replicas that stream each other's downloads: each knows its own port in advance, so
+    its `peer_url` can be written into its config (`started` collects them for teardown)."""
+    proxies = []
+    for i in range(n):
+        port = free_port()
+        peer = {"peer_url": f"http://127.0.0.1:{port}", "peer_token": PEER_TOKEN}
+        extra = storage_section(s3, bucket) + f'[cluster]\nredis_url = "{redis_url}"\n'
+        extra += "".join(f"{k} = {toml_value(v)}\n" for k, v in {**peer, **(cluster or {})}.items())
+        config = write_config(
+            tmp_path / f"peer{i}.toml",
+            tmp_path / f"peer-l1-{i}",
+            {"local": {"upstream": upstream_url}, "internal": {}},
+            extra=extra,
+            tokens=TOKENS,
+        )
+        proxy = Proxy(config, port=port, env=STORAGE_ENV)
+        started.append(proxy)
+        proxies.append(proxy.start())
+    return proxies

@@ -6,38 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.cluster.conftest import BIG_PATH
 from tests.cluster.replicas import start_replicas, wait_for
-from tests.support.channel import Pkg, build_package, index_channel
 from tests.support.processes import Upstream
 from tests.support.redis_server import RedisServer
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.integration
-
-BIG = Pkg("bigtool", "1.0", "h0", "linux-64", payload_size=8 << 20)
-BIG_PATH = f"/linux-64/{BIG.filename}"
-
-
-@pytest.fixture
-def big_upstream(channel_dir: Path, tmp_path: Path) -> Iterator[Upstream]:
-    """The test channel plus an 8 MiB package: in slow mode, 0.2 s per MiB."""
-    directory = tmp_path / "big-channel"
-    shutil.copytree(channel_dir, directory)
-    build_package(BIG, tmp_path / "work", directory)
-    index_channel(directory)
-    server = Upstream(directory).start()
-    yield server
-    server.stop()
 
 
 def test_owner_killed_mid_download_aborts_its_clients_and_another_replica_serves_next(
