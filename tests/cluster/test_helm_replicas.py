@@ -126,3 +126,29 @@ def test_the_charts_own_valkey_renders_and_the_replicas_use_it(tmp_path: Path) -
     assert settings.cluster.redis_url.value == "redis://cache-condaproxy-valkey:6379/0"
     with pytest.raises(HelmError, match="not both"):
         render({**values, "coordination": {"valkey": {"enabled": True}, "redisUrl": "redis://x"}})
+
+
+def test_with_a_peer_token_each_replica_is_reachable_at_its_pod_ip(tmp_path: Path) -> None:
+    values = {**SHARED, "coordination": {**SHARED["coordination"], "peerToken": "p" * 24}}
+    docs = render(values)
+    validate(docs)
+    env = {e["name"]: e for e in pod_of(docs)["containers"][0]["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["CONDAPROXY_PEER_URL"]["value"] == "http://$(POD_IP):8080"
+    names = list(env)
+    assert names.index("POD_IP") < names.index("CONDAPROXY_PEER_URL")  # $(POD_IP) expands
+    assert env["CONDAPROXY_PEER_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "peer-token"
+    settings = load_config(
+        docs,
+        tmp_path,
+        {
+            "CONDAPROXY_S3_ACCESS_KEY_ID": "i",
+            "CONDAPROXY_S3_SECRET_ACCESS_KEY": "s",
+            "CONDAPROXY_REDIS_URL": "redis://r:6379/0",
+            "CONDAPROXY_PEER_URL": "http://10.1.2.3:8080",
+            "CONDAPROXY_PEER_TOKEN": "p" * 24,
+            "POD_NAME": "p",
+        },
+    )
+    assert settings.cluster is not None and settings.cluster.peer_url == "http://10.1.2.3:8080"
+    assert "cluster-peer" in settings.tokens

@@ -73,6 +73,26 @@ def test_storage_url_alone_is_enough_and_an_override_can_set_it(tmp_path: Path) 
             "'cluster.poll_interval'",
         ),
         ('[storage]\nurl = "s3://bucket"\nsecret_access_key = 5\n', "***"),
+        (
+            '[storage]\nurl = "s3://bucket"\n[cluster]\npeer_url = "ftp://x"\npeer_token = "'
+            + "p" * 20
+            + '"\n',
+            "'cluster.peer_url' is not an http(s) URL",
+        ),
+        (
+            '[storage]\nurl = "s3://bucket"\n[cluster]\npeer_url = "http://10.0.0.1:8080"\n',
+            "needs 'cluster.peer_token'",
+        ),
+        (
+            '[storage]\nurl = "s3://bucket"\n[cluster]\npeer_url = "http://p:1"\n'
+            'peer_token = "short"\n',
+            "at least 16 characters",
+        ),
+        (
+            '[storage]\nurl = "s3://bucket"\n[cluster]\npeer_token = "' + "p" * 20 + '"\n'
+            '[tokens.cluster-peer]\ntoken = "' + "t" * 20 + '"\n',
+            "reserved for cluster peers",
+        ),
     ],
 )
 def test_a_bad_shared_storage_config_is_refused_naming_the_key(
@@ -96,3 +116,14 @@ def test_check_config_shows_shared_storage_with_its_secrets_masked(tmp_path: Pat
     assert shown["storage"]["url"] == "s3://my-bucket"
     text = str(shown)
     assert "very-secret-value" not in text and "AKIAEXAMPLEKEY" not in text and ":pw@" not in text
+
+
+def test_the_peer_token_reads_every_channel_and_nothing_more(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        '[storage]\nurl = "s3://bucket"\n[cluster]\npeer_url = "http://10.0.0.7:8080"\n'
+        'peer_token = "env:SECRET"\n',
+    )
+    peer = settings.tokens["cluster-peer"]
+    assert peer.token.value == "very-secret-value"
+    assert peer.role_for("local") == "read" and peer.roles == {"*": "read"}

@@ -110,7 +110,7 @@ values is dropped: a value goes to the Secret, a reference to the pod's env.
 {{- end -}}
 {{- $items = append $items $item -}}
 {{- end -}}
-{{- $shared := list (list .Values.storage.accessKeyId "CONDAPROXY_S3_ACCESS_KEY_ID" "s3-access-key-id" "storage.accessKeyId") (list .Values.storage.secretAccessKey "CONDAPROXY_S3_SECRET_ACCESS_KEY" "s3-secret-access-key" "storage.secretAccessKey") (list .Values.coordination.redisUrl "CONDAPROXY_REDIS_URL" "redis-url" "coordination.redisUrl") -}}
+{{- $shared := list (list .Values.storage.accessKeyId "CONDAPROXY_S3_ACCESS_KEY_ID" "s3-access-key-id" "storage.accessKeyId") (list .Values.storage.secretAccessKey "CONDAPROXY_S3_SECRET_ACCESS_KEY" "s3-secret-access-key" "storage.secretAccessKey") (list .Values.coordination.redisUrl "CONDAPROXY_REDIS_URL" "redis-url" "coordination.redisUrl") (list .Values.coordination.peerToken "CONDAPROXY_PEER_TOKEN" "peer-token" "coordination.peerToken") -}}
 {{- range $shared -}}
 {{- $given := index . 0 -}}
 {{- if $given -}}
@@ -240,6 +240,10 @@ poll_interval = {{ $.Values.coordination.pollInterval }}
 redis_url = "env:CONDAPROXY_REDIS_URL"
 {{- else if $.Values.coordination.valkey.enabled }}
 redis_url = "redis://{{ printf "%s-valkey" (include "condaproxy.fullname" $) | trunc 63 | trimSuffix "-" }}:6379/0"
+{{- end }}
+{{- if $.Values.coordination.peerToken }}
+peer_url = "env:CONDAPROXY_PEER_URL"
+peer_token = "env:CONDAPROXY_PEER_TOKEN"
 {{- end }}
 {{- end }}{{ end }}
 {{- range $name, $ch := .Values.channels }}
