@@ -35,6 +35,18 @@ def first_byte_and_body(url: str, out: dict[str, object]) -> None:
         out["error"] = type(exc).__name__
 
 
+def owner_streaming(upstream: Upstream, a) -> tuple[bytes, dict[str, object], threading.Thread]:  # type: ignore[no-untyped-def]
+    """A client of replica `a` (the owner) receiving the big file from a slow upstream (0.2 s
+    per MiB, about 1.6 s in all): the file's bytes, what the client saw, its thread."""
+    expected = (Path(upstream.directory) / BIG_PATH.lstrip("/")).read_bytes()
+    upstream.mode("slow")
+    owner: dict[str, object] = {}
+    first = threading.Thread(target=first_byte_and_body, args=(f"{a.url}/local{BIG_PATH}", owner))
+    first.start()
+    assert wait_for(lambda: "first_byte" in owner, 20)
+    return expected, owner, first
+
+
 @pytest.fixture
 def pair(big_upstream, started, tmp_path, s3_server, bucket, redis_server):  # type: ignore[no-untyped-def]
     """Two peers sharing the bucket and Redis, their repodata warm; the dead owner's lease
@@ -57,13 +69,8 @@ def test_a_waiting_replica_streams_the_owners_download_as_it_arrives(
     big_upstream: Upstream, pair
 ) -> None:
     a, b = pair
-    expected = (Path(big_upstream.directory) / BIG_PATH.lstrip("/")).read_bytes()
-    big_upstream.mode("slow")  # 0.2 s per MiB: about 1.6 s for the whole file
-    owner: dict[str, object] = {}
+    expected, owner, first = owner_streaming(big_upstream, a)
     waiter: dict[str, object] = {}
-    first = threading.Thread(target=first_byte_and_body, args=(f"{a.url}/local{BIG_PATH}", owner))
-    first.start()
-    assert wait_for(lambda: "first_byte" in owner, 20)
     second = threading.Thread(target=first_byte_and_body, args=(f"{b.url}/local{BIG_PATH}", waiter))
     second.start()
     first.join(60)
@@ -79,12 +86,7 @@ def test_a_waiter_whose_owner_is_gone_fetches_at_once_instead_of_waiting_out_the
     big_upstream: Upstream, pair
 ) -> None:
     a, b = pair
-    expected = (Path(big_upstream.directory) / BIG_PATH.lstrip("/")).read_bytes()
-    big_upstream.mode("slow")
-    owner: dict[str, object] = {}
-    first = threading.Thread(target=first_byte_and_body, args=(f"{a.url}/local{BIG_PATH}", owner))
-    first.start()
-    assert wait_for(lambda: "first_byte" in owner, 20)
+    expected, owner, first = owner_streaming(big_upstream, a)
     a.stop(kill=True)  # its lease (30 s) outlives it
     first.join(30)
     assert owner.get("body") != expected
@@ -99,12 +101,7 @@ def test_an_owner_paused_past_its_lease_is_given_up_and_resumes_without_harm(
     big_upstream: Upstream, pair, s3_server: S3Server, bucket: str
 ) -> None:
     a, b = pair
-    expected = (Path(big_upstream.directory) / BIG_PATH.lstrip("/")).read_bytes()
-    big_upstream.mode("slow")
-    owner: dict[str, object] = {}
-    first = threading.Thread(target=first_byte_and_body, args=(f"{a.url}/local{BIG_PATH}", owner))
-    first.start()
-    assert wait_for(lambda: "first_byte" in owner, 20)
+    expected, owner, first = owner_streaming(big_upstream, a)
     assert a.proc is not None
     os.killpg(a.proc.pid, signal.SIGSTOP)  # a GC pause, a frozen node
     try:
