@@ -13,6 +13,14 @@ from tests.support.redis_server import RedisServer
 from tests.support.s3 import S3Server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is in the `cluster` group (`pytest -m cluster`)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.cluster)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     server = S3Server().start()
