@@ -115,6 +115,8 @@ class SharedBlobs:
             if self.peers is not None and owner and owner != own:
                 # Stream it from the owner; if it cannot serve it, fetch it ourselves.
                 return await self.peers.open(owner, key, sha256), None
+            if not self.store.available:
+                return None, None  # the owner's copy cannot reach us through the bucket
             if loop.time() > deadline:
                 log.warning("gave up waiting for another replica's download", sha256=sha256)
                 return None, None

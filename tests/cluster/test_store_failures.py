@@ -4,9 +4,11 @@ conditional writes is refused at start-up, naming storage.url."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 
 from tests.cluster.replicas import WRITE, start_replicas, wait_for
 from tests.support.processes import ROOT, free_port, write_config
+from tests.support.redis_server import RedisServer
 from tests.support.s3 import STORAGE_ENV, IgnoringPreconditions, S3Server, storage_section
 
 pytestmark = pytest.mark.integration
@@ -100,3 +103,30 @@ def test_a_store_that_ignores_conditional_writes_is_refused_at_start_naming_stor
     assert len(lines) == 1, proc.stderr
     assert "'storage.url'" in lines[0] and "conditional writes" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_store_down_with_redis_a_waiting_replica_does_not_wait_for_a_bucket_copy(
+    upstream, replicas, s3_server: S3Server, redis_server: RedisServer, channel_dir: Path
+) -> None:
+    a, b = replicas(2, 0.5, redis_server.url)
+    for proxy in (a, b):
+        assert httpx.get(f"{proxy.url}/local/linux-64/repodata.json", timeout=30).is_success
+    s3_server.pause()
+    try:
+        assert wait_for(
+            lambda: readyz(a.url)["storage"] == readyz(b.url)["storage"] == "unavailable", 20
+        )
+        upstream.mode("slow")
+        start = time.monotonic()
+        got = asyncio.run(both([f"{a.url}/local{COLD}", f"{b.url}/local{COLD}"]))
+        took = time.monotonic() - start
+    finally:
+        s3_server.resume()
+    expected = (channel_dir / COLD.lstrip("/")).read_bytes()
+    assert all(r.status_code == 200 and r.content == expected for r in got)
+    assert took < 5, f"{took:.1f}s: a replica waited for a copy the bucket could not hold"
+
+
+async def both(urls: list[str]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        return await asyncio.gather(*(client.get(u) for u in urls))
