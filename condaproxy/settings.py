@@ -140,6 +140,11 @@ class StorageSettings(_Section, frozen=True):
     # After a failure the store is taken as down for this long: misses go upstream (kept in
     # L1 only), uploads get a 503, /readyz says so; then it is tried again.
     retry_after: Annotated[float, msgspec.Meta(gt=0, le=600)] = 15.0
+    # Bytes of cached blobs (`cas/`) the bucket may hold; 0: unbounded (a lifecycle rule on
+    # `cas/` bounds it instead). Checked every `evict_interval` seconds by one replica at a
+    # time (with Redis), oldest first; uploads are never evicted.
+    max_size: Size = 0
+    evict_interval: Annotated[float, msgspec.Meta(ge=0.1, le=86400)] = 300.0
 
     @property
     def bucket(self) -> str:

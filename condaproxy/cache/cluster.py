@@ -27,6 +27,7 @@ from ..storage.uploads import UploadStore
 from .coordination import Coordinator
 from .peers import Peers
 from .shared import SharedBlobs
+from .shared_eviction import SharedEvictor
 
 log = structlog.get_logger("condaproxy.cache.cluster")
 
@@ -53,6 +54,10 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
         self.purges = PurgeLog(store)
+        storage = settings.storage
+        assert storage is not None
+        self.evictor = SharedEvictor(store, storage.max_size, storage.evict_interval, coordinator)
+        self._evicting: asyncio.Task[None] | None = None
         # Set by the composition root: purge this replica's cache by scope (a dict of
         # ops.admin.Scope's fields), adding the sha256 of every blob dropped to the list.
         self.purger: Callable[[dict[str, Any], list[str]], dict[str, int]] | None = None
@@ -87,9 +92,11 @@ class Cluster:
         self._poller = asyncio.create_task(self._poll_forever())
         if self.coordinator is not None:
             self._listener = asyncio.create_task(self.coordinator.listen(self._notice))
+        if self.evictor.max_size > 0:
+            self._evicting = asyncio.create_task(self._evict_forever())
 
     async def aclose(self) -> None:
-        for task in (self._poller, self._listener, *self._tasks):
+        for task in (self._poller, self._listener, self._evicting, *self._tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -181,6 +188,14 @@ class Cluster:
             await self._refresh(channel)  # one channel's trouble never stops the others
         await self._apply_purges()
         self.blobs.flush_pending()
+
+    async def _evict_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.evictor.interval)
+            try:
+                await self.evictor.run_once()
+            except Exception as exc:  # the loop must outlive any one failure
+                log.error("shared eviction failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _poll_forever(self) -> None:
         while True:

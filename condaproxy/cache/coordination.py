@@ -103,13 +103,17 @@ class Coordinator:
         self.last_error = type(exc).__name__
         self._down_until = self.clock() + DOWN_FOR
 
-    async def lease(self, name: str, ttl: float, peer_url: str = "") -> Lease | None:
-        """A lease on `name`; None while another replica holds it. With Redis down, a stand-in
-        that holds nothing (the caller goes ahead: single flight per replica)."""
+    async def lease(
+        self, name: str, ttl: float, peer_url: str = "", renew: bool = True
+    ) -> Lease | None:
+        """A lease on `name` (renewed while held, unless `renew` is False: then it just runs
+        out); None while another replica holds it. With Redis down, a stand-in that holds
+        nothing (the caller goes ahead: single flight per replica)."""
         lease = Lease(self, f"{self.ns}:lease:{name}", ttl, peer_url)
         won = await self.call("set", lease.key, lease.token, px=lease.ttl_ms, nx=True)
         if won:
-            lease.start_renewing()
+            if renew:
+                lease.start_renewing()
             return lease
         if not self.up:
             return Lease(None, lease.key, ttl)

@@ -230,6 +230,21 @@ class ObjectStore:
             "record itself: try again"
         )
 
+    async def list(self, prefix: str) -> list[tuple[str, int, float]]:
+        """Every object below `prefix`: (name below the store's prefix, size, mtime)."""
+
+        def listing() -> list[tuple[str, int, float]]:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            return [
+                (o["Key"][len(self.prefix) :], int(o["Size"]), o["LastModified"].timestamp())
+                for page in pages
+                for o in page.get("Contents", [])
+            ]
+
+        return await self._run(listing)
+
     async def delete(self, name: str) -> None:
         await self._run(self._client.delete_object, Bucket=self.bucket, Key=self._key(name))
 

@@ -19,6 +19,7 @@ SHARED: dict[str, Any] = {
         "endpoint": "https://minio.storage:9000",
         "accessKeyId": {"secretKeyRef": {"name": "s3", "key": "id"}},
         "secretAccessKey": {"secretKeyRef": {"name": "s3", "key": "secret"}},
+        "maxSize": "500GiB",
     },
     "coordination": {"redisUrl": "redis://valkey.infra:6379/0", "pollInterval": 5},
 }
@@ -59,6 +60,7 @@ def test_several_replicas_share_the_bucket_with_an_emptydir_l1(tmp_path: Path) -
     assert (settings.storage.bucket, settings.storage.prefix) == ("team-cache", "condaproxy/")
     assert settings.cluster.replica_id == "cache-condaproxy-abc"
     assert settings.cluster.poll_interval == 5
+    assert settings.storage.max_size == 500 * 1024**3
 
 
 def test_a_single_replica_without_storage_is_unchanged() -> None:

@@ -220,6 +220,7 @@ token = "env:CONDAPROXY_SCRAPE_TOKEN"
 [storage]
 url = {{ .url | quote }}
 region = {{ .region | quote }}
+max_size = {{ .maxSize | default "0" | quote }}
 {{- with .endpoint }}
 endpoint = {{ . | quote }}
 {{- end }}
