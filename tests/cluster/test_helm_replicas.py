@@ -30,6 +30,7 @@ def test_several_replicas_share_the_bucket_with_an_emptydir_l1(tmp_path: Path) -
     validate(docs)
     kinds = by_kind(docs)
     assert "PersistentVolumeClaim" not in kinds
+    assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 1  # on by itself
     deployment = kinds["Deployment"]
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"

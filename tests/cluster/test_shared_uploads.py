@@ -27,7 +27,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     base = tmp_path_factory.mktemp("cluster-uploads")
     tool = Pkg("internal-tool", "1.0", "h0", "linux-64", ("libcore >=2", "pyutil"))
     built = [build_package(tool, base / "work", base / "out")]
-    for i in range(15):
+    for i in range(30):
         pkg = Pkg(f"many{i}", "1.0", "h0", "linux-64")
         built.append(build_package(pkg, base / "work", base / "out"))
     return built
