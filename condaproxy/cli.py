@@ -113,12 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         check_cache_path(settings)
+        if args.command == "serve" and settings.storage is not None:
+            _check_storage(settings)
     except ConfigError as exc:
         print(f"condaproxy: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         return _check_config(settings)
     return _serve(args, settings)
+
+
+def _check_storage(settings: Settings) -> None:
+    from .storage.objectstore import check_conditional_writes
+
+    warning = check_conditional_writes(settings, f"start-{os.getpid()}")
+    if warning:
+        print(f"condaproxy: warning: {warning}", file=sys.stderr)
 
 
 def _check_config(settings: Settings) -> int:

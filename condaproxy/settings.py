@@ -31,6 +31,7 @@ from .rules.config_text import (
 )
 from .rules.paths import RESERVED_SEGMENTS, valid_channel_name
 from .rules.policy import Policy, compile_policy
+from .rules.shared_config import check_shared
 
 # Byte counts: written `2GiB`, `500MB` or as a number; parsed by values.parse_size.
 _BYTES = {"unit": "bytes"}
@@ -143,6 +144,57 @@ class ChannelSettings(_Section, frozen=True):
         return [s for s in [*found, password] if s]
 
 
+class StorageSettings(_Section, frozen=True):
+    """[storage]: an S3-compatible bucket shared by every replica; the local cache is its L1.
+    Absent, the proxy is a single node and nothing below is ever touched."""
+
+    url: str  # s3://bucket[/prefix]
+    endpoint: str = ""  # an S3-compatible endpoint (MinIO, Ceph RGW, R2...); empty: AWS
+    region: str = "us-east-1"
+    # Both or neither; neither: the SDK's ambient credentials (IRSA, instance profile...).
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    allow_http: bool = False  # an http:// endpoint sends requests (not keys) in clear
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0  # to the first byte
+    # After a failure the store is taken as down for this long: misses go upstream (kept in
+    # L1 only), uploads get a 503, /readyz says so; then it is tried again.
+    retry_after: Annotated[float, msgspec.Meta(gt=0, le=600)] = 15.0
+    # Bytes of cached blobs (`cas/`) the bucket may hold; 0: unbounded (a lifecycle rule on
+    # `cas/` bounds it instead). Checked every `evict_interval` seconds by one replica at a
+    # time (with Redis), oldest first; uploads are never evicted.
+    max_size: Size = 0
+    evict_interval: Annotated[float, msgspec.Meta(ge=0.1, le=86400)] = 300.0
+
+    @property
+    def bucket(self) -> str:
+        return urlsplit(self.url).netloc
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix, "" or ending in "/"."""
+        path = urlsplit(self.url).path.strip("/")
+        return f"{path}/" if path else ""
+
+
+class ClusterSettings(_Section, frozen=True):
+    """[cluster]: how replicas sharing [storage] learn of each other's changes."""
+
+    redis_url: Secret | None = None  # redis:// or rediss://; none: polling only
+    poll_interval: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 2.0  # upload visibility bound
+    replica_id: str = ""  # empty: host name and process id
+    # With Redis: a download's lease (renewed while it runs), and how long another replica
+    # waits for the owner's copy in the bucket before fetching the file itself.
+    lease: Annotated[float, msgspec.Meta(ge=1, le=600)] = 6.0
+    owner_wait: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+    # With Redis: this replica's address for the others (http://$(POD_IP):8080). A replica
+    # waiting on this one's download then streams it from here as it arrives (verifying it),
+    # authenticated by `peer_token`, a read token for every channel shared by the replicas.
+    peer_url: str = ""
+    peer_token: Secret | None = None
+    peer_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0  # no byte for this long
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "server": ServerSettings,
     "cache": CacheSettings,
@@ -152,6 +204,8 @@ _SECTIONS: dict[str, type[_Section]] = {
     "log": LogSettings,
     "policy": PolicySettings,
 }
+# Sections that exist only when written (or named by a CONDAPROXY_<SECTION>_* variable).
+_OPTIONAL: dict[str, type[_Section]] = {"storage": StorageSettings, "cluster": ClusterSettings}
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -162,6 +216,8 @@ class Settings(msgspec.Struct, frozen=True):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     policy: PolicySettings = PolicySettings()
+    storage: StorageSettings | None = None
+    cluster: ClusterSettings | None = None
     channels: Mapping[str, ChannelSettings] = {}
     tokens: Mapping[str, TokenSettings] = {}
     source: str = "<defaults>"
@@ -170,7 +226,15 @@ class Settings(msgspec.Struct, frozen=True):
         """Every credential value, so log and error output can mask them."""
         channel_secrets = [s for ch in self.channels.values() for s in ch.secrets()]
         metrics = [self.metrics.token.value] if self.metrics.token else []
-        return channel_secrets + [t.token.value for t in self.tokens.values()] + metrics
+        shared = []
+        if self.storage is not None:
+            held = (self.storage.access_key_id, self.storage.secret_access_key)
+            shared += [s.value for s in held if s is not None]
+        if self.cluster is not None and self.cluster.redis_url is not None:
+            url = self.cluster.redis_url.value
+            shared += [url, *[p for p in [urlsplit(url).password] if p]]
+        tokens = [t.token.value for t in self.tokens.values()]
+        return channel_secrets + tokens + metrics + shared
 
     def policy_rules(self) -> Policy:
         """The compiled policy (checked at load, so this cannot fail for loaded settings)."""
@@ -195,12 +259,12 @@ def load_settings(
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
     referenced = set(env_references(raw))
-    apply_env_overrides(raw, env, referenced, where, _SECTIONS)
+    apply_env_overrides(raw, env, referenced, where, {**_SECTIONS, **_OPTIONAL})
     return build_settings(raw, where, env)
 
 
 def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
-    unknown = set(raw) - set(_SECTIONS) - {"channels", "tokens"}
+    unknown = set(raw) - set(_SECTIONS) - set(_OPTIONAL) - {"channels", "tokens"}
     if unknown:
         raise ConfigError(f"{where}: unknown section or key '{sorted(unknown)[0]}'")
     resolved = resolve_references(raw, "", where, env)
@@ -224,7 +288,18 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     policy = sections["policy"]
     assert isinstance(policy, PolicySettings)
     _policy(policy, channels, where)  # refused here, with the key, or never
-    return Settings(channels=channels, tokens=tokens, source=where, **sections)  # type: ignore[arg-type]
+    optional = {
+        name: convert(resolved[name], cls, name, where)
+        for name, cls in _OPTIONAL.items()
+        if name in resolved
+    }
+    cluster = optional.get("cluster")
+    check_shared(optional.get("storage"), cluster, where)
+    if isinstance(cluster, ClusterSettings) and cluster.peer_token is not None:
+        if PEER_TOKEN in tokens:
+            raise ConfigError(f"{where}: 'tokens.{PEER_TOKEN}' is reserved for cluster peers")
+        tokens[PEER_TOKEN] = TokenSettings(PEER_TOKEN, cluster.peer_token, {"*": "read"})
+    return Settings(channels=channels, tokens=tokens, source=where, **sections, **optional)  # type: ignore[arg-type]
 
 
 def _check_server(server: ServerSettings, where: str) -> None:
@@ -254,6 +329,7 @@ def _policy(policy: PolicySettings, channels: Mapping[str, ChannelSettings], whe
         raise ConfigError(f"{where}: {exc}") from None
 
 
+PEER_TOKEN = "cluster-peer"  # the token name replicas read each other's downloads with
 # converting one table
 
 

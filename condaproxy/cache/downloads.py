@@ -13,6 +13,9 @@ What is kept: only files verified against what the channel publishes. A file no 
 `X-Expected-Sha256` when it sends one, and never cached. When the disk is below `min_free` as a
 miss starts, or fills up while it runs, the clients still get the whole verified file: bytes go
 through a bounded window in memory (relay.py) and nothing is kept.
+
+With [storage], the bytes may come from the shared bucket instead of the upstream (shared.py):
+they are verified the same way, and a kept file is copied to the bucket once committed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -50,6 +54,9 @@ from .transfer import (
 from .upstream import UpstreamClient
 from .workers import Workers
 
+if TYPE_CHECKING:  # only with [storage]
+    from .shared import SharedBlobs
+
 log = structlog.get_logger("condaproxy.cache.downloads")
 
 SMALL_BODY = 1 << 20  # a listed file this size or smaller is gathered in memory
@@ -71,7 +78,9 @@ class Downloads:
         evictor: Evictor | None = None,
         metrics: Metrics | None = None,
         workers: Workers | None = None,
+        shared: SharedBlobs | None = None,
     ) -> None:
+        self.shared = shared  # the bucket behind L1 ([storage]), or None
         self.evictor = evictor
         self.metrics = metrics
         self.workers = workers or Workers()
@@ -207,10 +216,14 @@ class Downloads:
     ) -> None:
         if self.metrics is not None:
             self.metrics.active_downloads.inc()
+        from_shared = lease = None
         try:
-            async with self.upstream.open(
+            if self.shared is not None and expected.sha256 and expected.listed:
+                from_shared, lease = await self.shared.claim(expected.sha256, d.key)
+            source = from_shared or self.upstream.open(
                 channel, url, headers={"accept-encoding": "identity"}
-            ) as response:
+            )
+            async with source as response:
                 size = response.content_length
                 if expected.size is not None and size is not None and size != expected.size:
                     raise IntegrityError(
@@ -234,8 +247,14 @@ class Downloads:
             if d.kept:
                 entry = FileEntry(d.sha256, d.written, self.clock(), head.content_type)
                 await self._commit(d, entry)
+            if d.entry is not None and self.shared is not None and from_shared is None:
+                self.shared.replicate(d.entry.sha256, lease)  # verified and in L1: now shared
+                lease = None  # released once the bucket has it
         except BaseException as exc:
             d.error = exc
+            bucket_copy = from_shared is not None and from_shared.from_bucket
+            if bucket_copy and isinstance(exc, IntegrityError) and expected.sha256:
+                await self.shared.corrupt(expected.sha256, str(exc))  # type: ignore[union-attr]
             if isinstance(exc, NotFound):
                 self.index.remember_missing(
                     d.key, self.clock() + self.negative_ttl, self.negative_ttl
@@ -256,6 +275,8 @@ class Downloads:
             self._active.pop(d.key, None)
             if self.locks.shared:
                 self.notes.forget(d.key)
+            if lease is not None:
+                await lease.release()
             if d.temp is not None and d.entry is None:
                 d.temp.discard()  # readers hold their own descriptors
             elif d.temp is not None:

@@ -57,7 +57,9 @@ class CacheAdmin:
         except Exception:  # keys of channels no longer configured
             return None
 
-    def purge(self, scope: Scope) -> dict[str, int]:
+    def purge(self, scope: Scope, forgotten: list[str] | None = None) -> dict[str, int]:
+        """Drop what `scope` covers; the sha256 of each file blob dropped is added to
+        `forgotten` (the shared bucket's copies go too, with [storage])."""
         files = size = metadata = 0
         if not scope.metadata_only:
             for key, entry in self.index.iter_files():
@@ -69,6 +71,8 @@ class CacheAdmin:
                 self.index.forget_file(key)
                 size += self.store.delete(entry.sha256)
                 files += 1
+                if forgotten is not None:
+                    forgotten.append(entry.sha256)
         if scope.filename is None and scope.package is None:
             for meta_key, meta_entry in self.index.iter_meta():
                 parts = meta_key.path.split("/")

@@ -126,7 +126,10 @@ def _decode_custom(kind: type, value: Any) -> Any:
     raise TypeError(f"Expected `{kind.__name__.lower()}` (text)")
 
 
-_SECRET_FIELDS = frozenset({"token", "upstream_token", "upstream_password", "upstream_bearer"})
+_SECRET_FIELDS = frozenset(
+    {"token", "upstream_token", "upstream_password", "upstream_bearer"}
+    | {"access_key_id", "secret_access_key", "redis_url", "peer_token"}
+)
 _EXPECTED = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
 
 

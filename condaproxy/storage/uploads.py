@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import diskcache
 
@@ -27,6 +27,16 @@ from .locks import KeyedLocks
 
 class Conflict(ProxyError):
     status = 409
+
+
+class SharedRecorder(Protocol):
+    """Records uploads in the shared bucket first (manifests.py), then adopts them locally."""
+
+    async def add_all(
+        self, staged: Sequence[tuple[Upload, TempBlob]], force: bool
+    ) -> builtins.list[Upload]: ...
+
+    async def delete(self, channel: str, subdir: str, filename: str) -> Upload: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,9 @@ class UploadStore:
         self.clock = clock
         self._marker_paths: dict[tuple[str, str], str] = {}
         self._manifests: dict[tuple[str, str], tuple[tuple[int, int], dict[str, Upload]]] = {}
+        # With [storage], the bucket's manifests are the truth and this store their local copy:
+        # changes go through `shared` (manifests.py), which then adopts them here.
+        self.shared: SharedRecorder | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -124,6 +137,8 @@ class UploadStore:
             return []
         channel = staged[0][0].channel
         async with self.locks.hold(f"uploads:{channel}"):
+            if self.shared is not None:
+                return await self.shared.add_all(staged, force)
             if not force:
                 for upload, _ in staged:
                     if upload.filename in self.manifest(channel, upload.subdir):
@@ -147,6 +162,8 @@ class UploadStore:
 
     async def delete(self, channel: str, subdir: str, filename: str) -> Upload:
         async with self.locks.hold(f"uploads:{channel}"):
+            if self.shared is not None:
+                return await self.shared.delete(channel, subdir, filename)
             manifest = self.manifest(channel, subdir)
             if filename not in manifest:
                 raise NotFound(f"no upload {subdir}/{filename} in channel '{channel}'")
@@ -155,7 +172,21 @@ class UploadStore:
             self._delete_blob_if_unused(removed.sha256)
             return removed
 
-    def _write(self, channel: str, subdir: str, manifest: dict[str, Upload]) -> None:
+    def adopt(self, channel: str, subdir: str, files: dict[str, Upload], generation: int) -> None:
+        """Take a subdir's manifest as the shared bucket has it (its blobs are already here),
+        generation included, so every replica names the same merged repodata the same way."""
+        before = self.manifest(channel, subdir)
+        self._write(channel, subdir, files, generation)
+        for gone in {u.sha256 for u in before.values()} - {u.sha256 for u in files.values()}:
+            self._delete_blob_if_unused(gone)
+
+    def _write(
+        self,
+        channel: str,
+        subdir: str,
+        manifest: dict[str, Upload],
+        generation: int | None = None,
+    ) -> None:
         with self._db.transact():
             self._db.set(("manifest", channel, subdir), manifest)
             subdirs = set(self._db.get(("subdirs", channel), set()))
@@ -164,7 +195,10 @@ class UploadStore:
             else:
                 subdirs.discard(subdir)
             self._db.set(("subdirs", channel), subdirs)
-            generation = self._db.incr(("generation", channel, subdir), default=0)
+            if generation is None:
+                generation = self._db.incr(("generation", channel, subdir), default=0)
+            else:
+                self._db.set(("generation", channel, subdir), generation)
         marker = self._marker(channel, subdir)
         temp = f"{marker}.{os.getpid()}.tmp"
         with open(temp, "w") as f:

@@ -79,6 +79,9 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
 
         async def run() -> Any:
             require(who, presented, scope.channel or "*", "admin")
+            cluster = services().cluster
+            if cluster is not None:  # every replica's cache, and the shared bucket's copies
+                return await cluster.purge(dataclasses.asdict(scope))
             return await asyncio.to_thread(services().admin.purge, scope)
 
         target = json.dumps(describe(scope), sort_keys=True)

@@ -49,6 +49,8 @@ def health_routes(
         body.update({"free_disk": free, "min_free": settings.cache.min_free, "caching": caching})
         if not caching:
             body["caching_off_because"] = why
+        if built is not None and built.cluster is not None:
+            body.update(built.cluster.status())  # a shared store down still serves: 200
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -27,7 +28,7 @@ from ..cache.policing import Policing
 from ..cache.publish import Publisher
 from ..cache.upstream import Resolver, UpstreamClient, system_resolve
 from ..cache.workers import Workers
-from ..ops.admin import CacheAdmin
+from ..ops.admin import CacheAdmin, Scope
 from ..ops.prefetch import Prefetcher
 from ..rules.redact import Redactor
 from ..settings import Settings
@@ -35,6 +36,10 @@ from ..storage.blobs import BlobStore, Liveness, sweep_temp_files
 from ..storage.index import Index
 from ..storage.locks import KeyedLocks
 from ..storage.uploads import UploadStore
+
+if TYPE_CHECKING:  # imported only with [storage]: no cloud SDK in a single node's memory
+    from ..cache.cluster import Cluster
+    from ..cache.shared import SharedBlobs
 
 log = structlog.get_logger("condaproxy.web.services")
 
@@ -59,11 +64,14 @@ class Services:
     admin: CacheAdmin
     prefetcher: Prefetcher
     liveness: Liveness
+    cluster: Cluster | None = None  # [storage]: the shared bucket (and [cluster] coordination)
 
     async def aclose(self) -> None:
         """Running downloads finish and are kept; then everything is closed."""
         await self.prefetcher.aclose()
         await self.downloads.aclose()
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.packages.views.derived.aclose()
         await self.evictor.stop()
         await self.upstream.aclose()
@@ -95,6 +103,11 @@ async def build_services(
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
     upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
+    cluster = None
+    if settings.storage is not None:
+        from ..cache.cluster import Cluster
+
+        cluster = Cluster.build(settings, store, uploads)
     services = _engine(
         settings,
         metrics=metrics,
@@ -105,7 +118,12 @@ async def build_services(
         uploads=uploads,
         upstream=upstream,
         liveness=liveness,
+        cluster=cluster,
     )
+    if cluster is not None:
+        admin = services.admin
+        cluster.purger = lambda scope, forgotten: admin.purge(Scope(**scope), forgotten)
+        await cluster.start()
     async with locks.hold("reconcile-upstreams"):
         changed = await asyncio.to_thread(services.admin.forget_changed_upstreams)
     for name, old in changed.items():
@@ -139,6 +157,7 @@ def _engine(
     uploads: UploadStore,
     upstream: UpstreamClient,
     liveness: Liveness,
+    cluster: Cluster | None = None,
 ) -> Services:
     """The pull-through engine and the operator features over the stores."""
     workers, meta, evictor, downloads, packages = _packages(
@@ -149,6 +168,7 @@ def _engine(
         locks=locks,
         store=store,
         upstream=upstream,
+        shared=cluster.blobs if cluster is not None else None,
     )
     merger = Merger(
         meta=meta, index=index, store=store, tmp_dir=settings.cache.path / "tmp", workers=workers
@@ -199,6 +219,7 @@ def _engine(
         admin=CacheAdmin(settings.channels, index, store, meta),
         prefetcher=prefetcher,
         liveness=liveness,
+        cluster=cluster,
     )
 
 
@@ -211,6 +232,7 @@ def _packages(
     locks: KeyedLocks,
     store: BlobStore,
     upstream: UpstreamClient,
+    shared: SharedBlobs | None = None,
 ) -> tuple[Workers, MetadataCache, Evictor, Downloads, Packages]:
     """Revalidated metadata, the bounded store, verified downloads, and the package path."""
     cache, tmp = settings.cache, settings.cache.path / "tmp"
@@ -249,6 +271,7 @@ def _packages(
         evictor=evictor,
         metrics=metrics,
         workers=workers,
+        shared=shared,
     )
     derived = Derived(meta=meta, index=index, locks=locks, workers=workers)
     packages = Packages(

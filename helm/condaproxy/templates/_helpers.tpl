@@ -110,7 +110,33 @@ values is dropped: a value goes to the Secret, a reference to the pod's env.
 {{- end -}}
 {{- $items = append $items $item -}}
 {{- end -}}
+{{- $shared := list (list .Values.storage.accessKeyId "CONDAPROXY_S3_ACCESS_KEY_ID" "s3-access-key-id" "storage.accessKeyId") (list .Values.storage.secretAccessKey "CONDAPROXY_S3_SECRET_ACCESS_KEY" "s3-secret-access-key" "storage.secretAccessKey") (list .Values.coordination.redisUrl "CONDAPROXY_REDIS_URL" "redis-url" "coordination.redisUrl") (list .Values.coordination.peerToken "CONDAPROXY_PEER_TOKEN" "peer-token" "coordination.peerToken") -}}
+{{- range $shared -}}
+{{- $given := index . 0 -}}
+{{- if $given -}}
+{{- $item := dict "env" (index . 1) "key" (index . 2) "what" (index . 3) -}}
+{{- if kindIs "string" $given -}}
+{{- $_ := set $item "value" $given -}}
+{{- else -}}
+{{- $_ := set $item "ref" $given.secretKeyRef -}}
+{{- end -}}
+{{- $items = append $items $item -}}
+{{- end -}}
+{{- end -}}
 {{- dict "items" $items | toJson -}}
+{{- end -}}
+
+{{/* Several replicas need the shared bucket: RWO volumes cannot be shared between pods. */}}
+{{- define "condaproxy.checkReplicas" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.storage.url) -}}
+{{- fail (printf "replicaCount %d needs storage.url (an S3-compatible bucket the replicas share): each replica's cache volume is its own, so without it every pod would be a separate cache and uploads would land on one pod only" (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if and (not .Values.storage.url) (or .Values.coordination.redisUrl .Values.coordination.valkey.enabled) -}}
+{{- fail "coordination needs storage.url: Redis/Valkey coordinates replicas that share a bucket" -}}
+{{- end -}}
+{{- if and .Values.coordination.redisUrl .Values.coordination.valkey.enabled -}}
+{{- fail "set coordination.redisUrl or coordination.valkey.enabled, not both" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The env var (name) a channel's credential field is read from, or "" when not given. */}}
@@ -189,6 +215,38 @@ token = "env:CONDAPROXY_SCRAPE_TOKEN"
 {{- end }}
 {{- include "condaproxy.extra" (list . "metrics") }}
 {{- end }}
+{{- with .Values.storage }}{{ if .url }}
+
+[storage]
+url = {{ .url | quote }}
+region = {{ .region | quote }}
+max_size = {{ .maxSize | default "0" | quote }}
+{{- with .endpoint }}
+endpoint = {{ . | quote }}
+{{- end }}
+{{- if .allowHttp }}
+allow_http = true
+{{- end }}
+{{- if .accessKeyId }}
+access_key_id = "env:CONDAPROXY_S3_ACCESS_KEY_ID"
+{{- end }}
+{{- if .secretAccessKey }}
+secret_access_key = "env:CONDAPROXY_S3_SECRET_ACCESS_KEY"
+{{- end }}
+
+[cluster]
+replica_id = "env:POD_NAME"
+poll_interval = {{ $.Values.coordination.pollInterval }}
+{{- if $.Values.coordination.redisUrl }}
+redis_url = "env:CONDAPROXY_REDIS_URL"
+{{- else if $.Values.coordination.valkey.enabled }}
+redis_url = "redis://{{ printf "%s-valkey" (include "condaproxy.fullname" $) | trunc 63 | trimSuffix "-" }}:6379/0"
+{{- end }}
+{{- if $.Values.coordination.peerToken }}
+peer_url = "env:CONDAPROXY_PEER_URL"
+peer_token = "env:CONDAPROXY_PEER_TOKEN"
+{{- end }}
+{{- end }}{{ end }}
 {{- range $name, $ch := .Values.channels }}
 
 [channels.{{ $name | quote }}]

@@ -1,0 +1,66 @@
+"""The rules a [storage] and [cluster] configuration must meet (issue 9), checked at load: a
+bucket name S3 accepts and a prefix of plain segments, an http(s) endpoint (plain http only
+when asked for), credentials both or neither, a redis:// URL, a peer URL with its token. Pure:
+the sections are read by attribute (settings.py defines them)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config_text import ConfigError
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_shared(storage: Any, cluster: Any, where: str) -> None:
+    """[storage] names a bucket the SDK can reach; [cluster] only makes sense with it."""
+    if cluster is not None and storage is None:
+        raise ConfigError(f"{where}: [cluster] needs [storage] (the bucket replicas share)")
+    if cluster is not None:
+        _check_cluster(cluster, where)
+    if storage is None:
+        return
+    parts = urlsplit(storage.url)
+    if parts.scheme != "s3" or not _BUCKET.match(parts.netloc) or ".." in parts.netloc:
+        raise ConfigError(
+            f"{where}: 'storage.url' must be s3://<bucket>[/<prefix>] with a valid bucket name"
+        )
+    segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    if (
+        parts.query
+        or parts.fragment
+        or not all(_KEY_SEGMENT.match(s) and s not in {".", ".."} for s in segments)
+    ):
+        raise ConfigError(
+            f"{where}: 'storage.url' prefix must be plain path segments (letters, digits, '._-')"
+        )
+    if storage.endpoint:
+        end = urlsplit(storage.endpoint)
+        if end.scheme not in {"http", "https"} or not end.hostname or end.query or end.username:
+            raise ConfigError(f"{where}: 'storage.endpoint' is not an http(s) URL")
+        if end.scheme == "http" and not storage.allow_http:
+            raise ConfigError(
+                f"{where}: 'storage.endpoint' is plain http: use https, or set "
+                "storage.allow_http = true for a store on a trusted network"
+            )
+    if (storage.access_key_id is None) != (storage.secret_access_key is None):
+        raise ConfigError(
+            f"{where}: 'storage.access_key_id' and 'storage.secret_access_key' go together "
+            "(set both, or neither for ambient credentials)"
+        )
+
+
+def _check_cluster(cluster: Any, where: str) -> None:
+    redis = cluster.redis_url.value if cluster.redis_url is not None else ""
+    if redis and urlsplit(redis).scheme not in {"redis", "rediss"}:
+        raise ConfigError(f"{where}: 'cluster.redis_url' is not a redis:// or rediss:// URL")
+    peer = urlsplit(cluster.peer_url)
+    if cluster.peer_url and (peer.scheme not in {"http", "https"} or not peer.hostname):
+        raise ConfigError(f"{where}: 'cluster.peer_url' is not an http(s) URL")
+    if cluster.peer_url and (cluster.peer_token is None or len(cluster.peer_token.value) < 16):
+        raise ConfigError(
+            f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"
+        )

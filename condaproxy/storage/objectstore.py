@@ -1,0 +1,299 @@
+"""The shared bucket: an S3-compatible object store behind seven small operations.
+
+boto3 (botocore) is the client, run in a thread pool of its own so that a slow store never takes
+the event loop's default threads from disk I/O. Why boto3 and not obstore, which the design
+study preferred: it is mature, speaks conditional writes (`IfMatch` / `IfNoneMatch` on
+PutObject) and has no interpreter-exit abort to work around; its CPU cost per request only
+matters on a miss, which pays an upstream or bucket round trip anyway.
+
+Availability: an answer of the store (404, 412, 304) is an answer; anything else (refused,
+timed out, 5xx, access denied) marks the store down for `storage.retry_after` seconds. While it
+is down every call fails at once with `StoreUnavailable`, so misses go upstream without waiting
+on a dead store, uploads get a 503 and /readyz says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import boto3.exceptions
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from ..rules.errors import ServiceUnavailable
+from ..settings import ConfigError, Settings, StorageSettings
+
+T = TypeVar("T")
+READ_CHUNK = 1 << 20
+CAS_TRIES = 12  # compare-and-swap attempts per change before giving up with a 503
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
+
+
+# What a store that cannot answer raises (refused, reset, timed out, a failed transfer).
+_DOWN = (
+    TimeoutError,
+    ConnectionError,
+    botocore.exceptions.BotoCoreError,
+    boto3.exceptions.S3UploadFailedError,
+)
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The shared store cannot be used right now (the message says why, never a secret)."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object changed (If-Match) or exists (If-None-Match)."""
+
+
+class CasNotHonoured(Exception):
+    """The store accepted a write its precondition should have refused."""
+
+
+@dataclass(frozen=True)
+class Doc:
+    body: bytes
+    etag: str
+
+
+@dataclass
+class Opened:
+    """An object being read: its size, and its bytes as they arrive (close when done)."""
+
+    name: str
+    size: int
+    etag: str
+    _body: Any
+    _store: ObjectStore
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._store._run(self._body.read, READ_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._body.close()
+
+
+def client_for(settings: StorageSettings, pool: int = 32) -> Any:
+    """A boto3 S3 client for `settings`: path-style addressing for a custom endpoint (MinIO and
+    moto want it), bounded timeouts, one retry, checksums only where the API requires them."""
+    config = botocore.config.Config(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.timeout,
+        retries={"max_attempts": 2, "mode": "standard"},
+        max_pool_connections=pool,
+        s3={"addressing_style": "path"} if settings.endpoint else {},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    keys = settings.access_key_id, settings.secret_access_key
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint or None,
+        region_name=settings.region,
+        aws_access_key_id=keys[0].value if keys[0] else None,
+        aws_secret_access_key=keys[1].value if keys[1] else None,
+        config=config,
+    )
+
+
+class ObjectStore:
+    def __init__(
+        self,
+        settings: StorageSettings,
+        clock: Callable[[], float] = time.monotonic,
+        client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.prefix = settings.prefix
+        self.clock = clock
+        self._client = client or client_for(settings)
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="objectstore")
+        self._down_until = 0.0
+        self.last_error = ""
+        # Large blobs go up in 64 MiB parts, one part at a time (bounded memory).
+        self._transfer = TransferConfig(
+            multipart_threshold=64 << 20, multipart_chunksize=64 << 20, use_threads=False
+        )
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def available(self) -> bool:
+        return self.clock() >= self._down_until
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # calls
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if not self.available:
+            raise StoreUnavailable(f"shared storage unavailable: {self.last_error}")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in _MISSING or (status == "404" and code != "NoSuchBucket"):
+                raise FileNotFoundError(code) from None
+            if code in _PRECONDITION or status in {"412", "409"}:
+                raise PreconditionFailed(code) from None
+            if status == "304":
+                raise _NotModified() from None
+            raise self._down(f"{code or status} from the store") from None
+        except _DOWN as exc:
+            raise self._down(type(exc).__name__) from None
+
+    def _down(self, why: str) -> StoreUnavailable:
+        self.last_error = f"{self.describe()}: {why}"
+        self._down_until = self.clock() + self.settings.retry_after
+        return StoreUnavailable(f"shared storage unavailable: {self.last_error}")
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    async def open(self, name: str) -> Opened | None:
+        """The object's bytes as a stream, or None if there is no such object."""
+        try:
+            got = await self._run(self._client.get_object, Bucket=self.bucket, Key=self._key(name))
+        except FileNotFoundError:
+            return None
+        return Opened(name, int(got["ContentLength"]), got.get("ETag", ""), got["Body"], self)
+
+    async def put_file(self, name: str, path: Path) -> None:
+        """Upload a local file (multipart past 64 MiB); a blind overwrite."""
+        await self._run(
+            self._client.upload_file, str(path), self.bucket, self._key(name), Config=self._transfer
+        )
+
+    async def get_doc(self, name: str, if_none_match: str | None = None) -> Doc | None:
+        """A small object and its ETag; None if absent. With `if_none_match`, an unchanged
+        object comes back as the same Doc with an empty body (304)."""
+        extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
+
+        def read() -> Doc:
+            got = self._client.get_object(Bucket=self.bucket, Key=self._key(name), **extra)
+            return Doc(got["Body"].read(), got["ETag"])
+
+        try:
+            return await self._run(read)
+        except FileNotFoundError:
+            return None
+        except _NotModified:
+            return Doc(b"", if_none_match or "")
+
+    async def put_doc(
+        self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False
+    ) -> str:
+        """Write a small object only if it is still `if_match` (or, with `create`, does not
+        exist yet); raises PreconditionFailed otherwise. Returns the new ETag."""
+        extra = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if create else {}
+        put = await self._run(
+            self._client.put_object, Bucket=self.bucket, Key=self._key(name), Body=body, **extra
+        )
+        return str(put["ETag"])
+
+    async def update(self, name: str, change: Callable[[Doc | None], bytes]) -> tuple[str, int]:
+        """Compare-and-swap: read the object, `change` it, write it back only if nobody wrote
+        meanwhile (If-Match; If-None-Match: * for the first write), else read again, with
+        jittered backoff. `change` may raise to give up. Returns the new ETag and the number
+        of lost races."""
+        for attempt in range(CAS_TRIES):
+            doc = await self.get_doc(name)
+            body = change(doc)
+            try:
+                if doc is None:
+                    return await self.put_doc(name, body, create=True), attempt
+                return await self.put_doc(name, body, if_match=doc.etag), attempt
+            except PreconditionFailed:
+                await asyncio.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 6)))
+        raise ServiceUnavailable(
+            f"{self.describe()}{name} changed {CAS_TRIES} times while this change tried to "
+            "record itself: try again"
+        )
+
+    async def list(self, prefix: str) -> list[tuple[str, int, float]]:
+        """Every object below `prefix`: (name below the store's prefix, size, mtime)."""
+
+        def listing() -> list[tuple[str, int, float]]:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            return [
+                (o["Key"][len(self.prefix) :], int(o["Size"]), o["LastModified"].timestamp())
+                for page in pages
+                for o in page.get("Contents", [])
+            ]
+
+        return await self._run(listing)
+
+    async def delete(self, name: str) -> None:
+        await self._run(self._client.delete_object, Bucket=self.bucket, Key=self._key(name))
+
+    async def probe(self, replica: str) -> None:
+        """Refuse a store that ignores preconditions: it would lose concurrent uploads. Raises
+        CasNotHonoured (or StoreUnavailable when it cannot be asked)."""
+        name = f"control/probe/{replica}-{secrets.token_hex(6)}"
+        await self.put_doc(name, b"1", create=True)
+        try:
+            checks = [
+                ("If-None-Match: *", {"create": True}),
+                ("If-Match with a wrong ETag", {"if_match": '"0000-condaproxy-probe"'}),
+            ]
+            for header, kwargs in checks:
+                try:
+                    await self.put_doc(name, b"2", **kwargs)  # type: ignore[arg-type]
+                except PreconditionFailed:
+                    continue
+                raise CasNotHonoured(
+                    f"{self.describe()} accepted a PUT with {header} that it had to refuse "
+                    "(412): the store does not honour conditional writes, so concurrent "
+                    "uploads would be lost"
+                )
+        finally:
+            await self.delete(name)
+
+
+class _NotModified(Exception):
+    pass
+
+
+def check_conditional_writes(settings: Settings, replica: str) -> str | None:
+    """Start-up gate: a store that ignores preconditions stops the proxy with one line naming
+    `storage.url` (it would lose concurrent uploads). A store that cannot be reached is only
+    a warning (returned): the proxy serves meanwhile, and probes again before any upload."""
+    if settings.storage is None:
+        return None
+    store = ObjectStore(settings.storage)
+
+    async def probe() -> None:
+        try:
+            await store.probe(replica)
+        finally:
+            store.close()
+
+    try:
+        asyncio.run(probe())
+    except CasNotHonoured as exc:
+        raise ConfigError(f"{settings.source}: 'storage.url' {exc}") from None
+    except (StoreUnavailable, FileNotFoundError) as exc:
+        return f"shared storage not reachable at start-up ({exc}); uploads wait for it"
+    return None
