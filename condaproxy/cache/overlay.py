@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 import zstandard
+from cachetools import LRUCache
 
 from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.errors import NotFound, UpstreamError
@@ -28,7 +29,7 @@ from ..storage.uploads import UploadStore
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
-from .results import Asked, Stored
+from .results import Asked, Result, Stored
 from .transfer import content_type
 from .views import SHARD_TYPE, Views
 
@@ -41,6 +42,9 @@ class Overlay:
         self.merger = merger
         self.packages = packages
         self.views: Views = packages.views
+        # Upstream shards checked and found clean, by uploads generation (a shard is immutable:
+        # its name is its sha256).
+        self._clean_shards: LRUCache[tuple[str, int], bool] = LRUCache(maxsize=4096)
 
     def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
         """Uploads live at the channel root (not under labels); a local-only channel is all
@@ -76,6 +80,45 @@ class Overlay:
             raise NotFound(
                 f"'{rp.relative}' is hidden in channel '{channel.name}': a package of that "
                 "name is uploaded there (list the name in allow_upstream to show both)"
+            )
+
+    async def shard_result(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Result:
+        """A shard through a subdir with uploads. The merged index points local names at their
+        merged shards, every other name at the upstream's shard; an upstream shard is named by
+        a package name but holds records of any `name`, and the index cannot tell which. So an
+        upstream shard holding a record the uploads hide (a record named `ours` in the shard of
+        `zzz`) is refused with a 404: the client stops, it never sees the impostor."""
+        entry = self.packages.index.get_file(rp.key)
+        if entry is None or not entry.local:  # merged shards of local names are ours
+            subdir = rp.subdir or "noarch"
+            verdict = (rp.key, self.uploads.generation(channel.name, subdir))
+            if verdict not in self._clean_shards:
+                local = self._local_records(channel, subdir)
+                shadow = shadowed_names(local, channel.allow_upstream)
+                await self._refuse_hiding_shard(rp, channel, shadow, local)
+                self._clean_shards[verdict] = True
+        return await self.packages.serve(rp, channel, asked)
+
+    async def _refuse_hiding_shard(
+        self,
+        rp: ResourcePath,
+        channel: ChannelSettings,
+        shadow: set[str],
+        local: Mapping[str, Record],
+    ) -> None:
+        data = await self.packages.bytes_of(rp, channel)
+        try:
+            records = await asyncio.to_thread(decode_shard, data)
+        except (ValueError, TypeError, zstandard.ZstdError) as exc:
+            raise UpstreamError(rp.key, f"unusable shard: {exc}"[:300]) from None
+        hidden = sorted(fn for fn, r in records.items() if hides(fn, r.get("name"), shadow, local))
+        if hidden:
+            log.warning("shard with hidden records refused", path=rp.relative, files=hidden[:5])
+            raise NotFound(
+                f"upstream shard '{rp.relative}' holds records hidden in channel "
+                f"'{channel.name}' by its uploads ({', '.join(hidden[:3])})"
             )
 
     def _local_records(self, channel: ChannelSettings, subdir: str) -> dict[str, Record]:
