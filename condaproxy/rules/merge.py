@@ -184,8 +184,9 @@ def _members(
     encoder: msgspec.json.Encoder,
 ) -> dict[str, msgspec.Raw]:
     """The members of an upstream map less the hidden ones, then the local records."""
+    hidden = _hidden(raw, shadow, local)
     members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
-    for fn in dropped(_names(raw, members), shadow, local):
+    for fn in hidden:
         del members[fn]
     for fn, record in mine.items():
         members[fn] = msgspec.Raw(encoder.encode(record))
@@ -198,15 +199,16 @@ class _Named(msgspec.Struct):
     name: Any = None
 
 
-def _names(raw: msgspec.Raw, members: Mapping[str, msgspec.Raw]) -> dict[str, Any]:
-    """{file name: `name` field} of a package map; None where a record has none. The same
-    last-member-wins as `members` for duplicate keys and fields."""
-    if not members:
-        return {}
+def _hidden(raw: msgspec.Raw, shadow: set[str], local: Mapping[str, Record]) -> list[str]:
+    """The file names of an upstream map the rule hides, read from the records' `name` fields
+    in a pass of their own, before the members are decoded: the two are never in memory
+    together. Duplicate keys and fields: the last one counts, as in the members."""
     try:
-        return {fn: r.name for fn, r in msgspec.json.decode(raw, type=dict[str, _Named]).items()}
-    except msgspec.ValidationError:  # some record is not an object: look at them one by one
-        return {fn: _name_of(record) for fn, record in members.items()}
+        named = msgspec.json.decode(raw, type=dict[str, _Named])
+    except msgspec.ValidationError:  # a record (or the map) is not an object: one by one
+        members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        return dropped(((fn, _name_of(r)) for fn, r in members.items()), shadow, local)
+    return dropped(((fn, r.name) for fn, r in named.items()), shadow, local)
 
 
 def _name_of(record: msgspec.Raw) -> Any:

@@ -45,14 +45,16 @@ def hides(filename: str, name: object, shadow: set[str], local: Mapping[str, Any
     return filename in local or package_name(filename) in shadow or normalised(name) in shadow
 
 
-def dropped(names: Mapping[str, object], shadow: set[str], local: Mapping[str, Any]) -> list[str]:
-    """The upstream file names `hides` hides, of a package map given as {file name: `name`
-    field}. The same rule, in fewer Python steps per member (hundreds of thousands of them):
-    the file name is parsed only when it starts with a shadowed name."""
+def dropped(
+    names: Iterable[tuple[str, object]], shadow: set[str], local: Mapping[str, Any]
+) -> list[str]:
+    """The upstream file names `hides` hides, of a package map given as (file name, `name`
+    field) pairs. The same rule, in fewer Python steps per member (hundreds of thousands of
+    them): the file name is parsed only when it starts with a shadowed name."""
     prefixes = tuple(f"{n}-" for n in shadow)
     return [
         fn
-        for fn, name in names.items()
+        for fn, name in names
         if fn in local
         or (isinstance(name, str) and name.lower() in shadow)
         or (fn.lower().startswith(prefixes) and package_name(fn) in shadow)
