@@ -15,9 +15,9 @@ upstream buffer (an mmap in the proxy), so neither document is ever held in memo
   (shadow_search.py: no escaped key, no key or `name` value naming a shadowed name in any
   case, no key equal to a local file name), each package map passes through byte for byte,
   with the local records spliced in before its closing brace;
-- otherwise a package map is decoded into its members, records still undecoded (`Raw`: their
-  bytes are not copied) and, in a second pass, into their `name` fields alone; the hidden ones
-  are dropped and the rest written out again in batches.
+- otherwise a package map is decoded twice: into its records' `name` fields alone, which
+  tells the hidden ones, then into its members, records still undecoded (`Raw`: their bytes
+  are not copied); the hidden ones are dropped and the rest written out again in batches.
   A search alone cannot tell a member of the map from the same key nested in a record (a field
   of a package's index.json), so cutting at search hits could corrupt a record or the document.
 

@@ -56,8 +56,8 @@ def nothing_to_drop(buf: Searchable, shadow: set[str], local: Mapping[str, Any])
     files = sorted(fn for fn in local if package_name(fn) not in shadow)
     if not shadow and not files:
         return True
-    if len(shadow) + len(files) > MAX_SEARCHES:
-        return False
+    if len(shadow) + len(files) > MAX_SEARCHES or not all(name.isascii() for name in shadow):
+        return False  # (a non-ASCII name may have case forms `_either_case` does not know)
     try:
         if _escaped_string_may_hide(buf, shadow):
             return False
