@@ -11,6 +11,7 @@ download of the impostor by URL; and end to end with py-rattler (test_shadowing_
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,10 +165,16 @@ def upload(client: TestClient, data: bytes, filename: str) -> None:
 def repodata_views(client: TestClient) -> dict[str, dict[str, Any]]:
     """Every repodata document a client may read for the subdir, decoded."""
     views = {}
-    for path in ("repodata.json", "repodata.json.zst", "current_repodata.json"):
+    for path in (
+        "repodata.json",
+        "repodata.json.zst",
+        "repodata.json.bz2",
+        "current_repodata.json",
+    ):
         got = client.get(f"/team/{SUBDIR}/{path}")
         assert got.status_code == 200, got.text
         body = zstd_decompress(got.content) if path.endswith(".zst") else got.content
+        body = bz2.decompress(body) if path.endswith(".bz2") else body
         views[path] = msgspec.json.decode(body)
     return views
 
