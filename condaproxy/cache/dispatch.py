@@ -51,6 +51,8 @@ class Proxy:
             if rp.kind is Kind.REPODATA:
                 return await self.overlay.repodata_result(rp, channel, asked)
             return await self.overlay.shard_index_result(rp, channel)
+        if rp.kind is Kind.SHARD and channel.upstream and self.overlay.covers(channel, rp):
+            return await self.overlay.shard_result(rp, channel, asked)
         if channel.upstream is None:
             return self._local_only(rp, channel)
         if rp.kind in (Kind.PACKAGE, Kind.SHARD):

@@ -47,7 +47,8 @@ from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.overlay")
 
-MERGE_FORMAT = "2"  # bump when merge rules change: the digest names the output
+MERGE_FORMAT = "3"  # bump when merge rules change: the digest names the output
+# 3: names compare case-insensitively, and by the record's `name` field too (shadowing.py)
 
 
 def merge_digest(source: str, subdir: str, allow_upstream: list[str]) -> str:
@@ -55,6 +56,12 @@ def merge_digest(source: str, subdir: str, allow_upstream: list[str]) -> str:
     without hashing 200 MB of output."""
     inputs = f"{MERGE_FORMAT}|{source}|{subdir}|{','.join(sorted(allow_upstream))}"
     return hashlib.sha256(inputs.encode()).hexdigest()
+
+
+def _versioned(source: str) -> str:
+    """A merged entry's source, with the rules it was made by: a stored entry made by older
+    rules is rebuilt, not served (it may show records the rules now hide)."""
+    return f"{source}|merge {MERGE_FORMAT}"
 
 
 def merge_job(
@@ -147,6 +154,7 @@ class Merger:
         allow_upstream: tuple[str, ...],
     ) -> MetaEntry:
         """The merged repodata entry for `source` (upstream digest + uploads generation)."""
+        source = _versioned(source)
 
         async def build() -> MetaEntry:
             big = upstream_path is not None and upstream_path.stat().st_size > BIG
@@ -199,8 +207,10 @@ class Merger:
         subdir: str,
         upstream_shards: Mapping[str, dict[str, Record]],
     ) -> MetaEntry:
-        """The merged CEP-16 index: one new shard per local name (local records, plus the
-        upstream's for names in `allow_upstream`, passed in as `upstream_shards`)."""
+        """The merged CEP-16 index: one new shard per local name, lowercased (local records,
+        plus the upstream's for names in `allow_upstream`, passed in as `upstream_shards` by
+        lowercased name)."""
+        source = _versioned(source)
         return await self._derived(
             key,
             source,
@@ -226,9 +236,11 @@ class Merger:
         subdir: str,
         upstream_shards: Mapping[str, dict[str, Record]],
     ) -> MetaEntry:
+        # One shard per normalised name (clients fold case: rattler asks for the lowercased
+        # name), which replaces the upstream shard of that name in every case.
         by_name: dict[str, dict[str, Record]] = {}
         for filename, record in local.items():
-            by_name.setdefault(str(record["name"]), {})[filename] = record
+            by_name.setdefault(str(record["name"]).lower(), {})[filename] = record
         shards = {}
         for name, records in by_name.items():
             data = shard_bytes({**upstream_shards.get(name, {}), **records})

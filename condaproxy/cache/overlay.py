@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 import zstandard
+from cachetools import LRUCache
 
 from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.errors import NotFound, UpstreamError
 from ..rules.merge import Record
 from ..rules.routing import Kind, ResourcePath
+from ..rules.shadowing import hides, shadowed_names
 from ..settings import ChannelSettings
 from ..storage.index import FileEntry
 from ..storage.keys import MetaKey
@@ -26,9 +29,11 @@ from ..storage.uploads import UploadStore
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
-from .results import Asked, Stored
+from .results import Asked, Result, Stored
 from .transfer import content_type
 from .views import SHARD_TYPE, Views
+
+log = structlog.get_logger("condaproxy.cache.overlay")
 
 
 class Overlay:
@@ -37,6 +42,9 @@ class Overlay:
         self.merger = merger
         self.packages = packages
         self.views: Views = packages.views
+        # Upstream shards checked and found clean, by uploads generation (a shard is immutable:
+        # its name is its sha256).
+        self._clean_shards: LRUCache[tuple[str, int], bool] = LRUCache(maxsize=4096)
 
     def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
         """Uploads live at the channel root (not under labels); a local-only channel is all
@@ -55,9 +63,63 @@ class Overlay:
         return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
 
     def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
-        """An uploaded file by this name, served from the upload store."""
+        """An uploaded file by this name, served from the upload store. An upstream file the
+        uploads hide from the merged view (rules/shadowing.py) is not served either: 404."""
         entry = self.upload(channel, rp)
-        return None if entry is None else self.packages.hit(entry, self.uploads.blobs)
+        if entry is None:
+            self._refuse_hidden(channel, rp)
+            return None
+        return self.packages.hit(entry, self.uploads.blobs)
+
+    def _refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
+        if channel.upstream is None or not self.covers(channel, rp):
+            return
+        local = self._local_records(channel, rp.subdir or "noarch")
+        if hides(rp.filename, None, shadowed_names(local, channel.allow_upstream), local):
+            log.warning("hidden upstream package refused", channel=channel.name, path=rp.relative)
+            raise NotFound(
+                f"'{rp.relative}' is hidden in channel '{channel.name}': a package of that "
+                "name is uploaded there (list the name in allow_upstream to show both)"
+            )
+
+    async def shard_result(
+        self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
+    ) -> Result:
+        """A shard through a subdir with uploads. The merged index points local names at their
+        merged shards, every other name at the upstream's shard; an upstream shard is named by
+        a package name but holds records of any `name`, and the index cannot tell which. So an
+        upstream shard holding a record the uploads hide (a record named `ours` in the shard of
+        `zzz`) is refused with a 404: the client stops, it never sees the impostor."""
+        entry = self.packages.index.get_file(rp.key)
+        if entry is None or not entry.local:  # merged shards of local names are ours
+            subdir = rp.subdir or "noarch"
+            verdict = (rp.key, self.uploads.generation(channel.name, subdir))
+            if verdict not in self._clean_shards:
+                local = self._local_records(channel, subdir)
+                shadow = shadowed_names(local, channel.allow_upstream)
+                await self._refuse_hiding_shard(rp, channel, shadow, local)
+                self._clean_shards[verdict] = True
+        return await self.packages.serve(rp, channel, asked)
+
+    async def _refuse_hiding_shard(
+        self,
+        rp: ResourcePath,
+        channel: ChannelSettings,
+        shadow: set[str],
+        local: Mapping[str, Record],
+    ) -> None:
+        data = await self.packages.bytes_of(rp, channel)
+        try:
+            records = await asyncio.to_thread(decode_shard, data)
+        except (ValueError, TypeError, zstandard.ZstdError) as exc:
+            raise UpstreamError(rp.key, f"unusable shard: {exc}"[:300]) from None
+        hidden = sorted(fn for fn, r in records.items() if hides(fn, r.get("name"), shadow, local))
+        if hidden:
+            log.warning("shard with hidden records refused", path=rp.relative, files=hidden[:5])
+            raise NotFound(
+                f"upstream shard '{rp.relative}' holds records hidden in channel "
+                f"'{channel.name}' by its uploads ({', '.join(hidden[:3])})"
+            )
 
     def _local_records(self, channel: ChannelSettings, subdir: str) -> dict[str, Record]:
         return {fn: u.record for fn, u in self.uploads.current(channel.name, subdir).items()}
@@ -135,20 +197,25 @@ class Overlay:
         local: Mapping[str, Record],
     ) -> dict[str, dict[str, Any]]:
         """Upstream records of local names listed in allow_upstream, read from their shards."""
-        allowed = {str(r["name"]) for r in local.values()} & set(channel.allow_upstream)
+        local_names = {str(r["name"]).lower() for r in local.values()}
+        allowed = local_names & {n.lower() for n in channel.allow_upstream}
         if not allowed:
             return {}
         index = decode_msgpack(zstd_decompress(upstream_index, self.views.meta.max_document))
-        found = {}
-        for name in sorted(allowed):
-            digest = (index.get("shards") or {}).get(name)
-            if not isinstance(digest, bytes):
-                continue
+        shards = index.get("shards")
+        found: dict[str, dict[str, Any]] = {}
+        # Names compare lowercased (rules/shadowing.py): `Ours` upstream is `ours` allowed.
+        wanted = sorted(
+            (name, digest)
+            for name, digest in (shards.items() if isinstance(shards, dict) else ())
+            if isinstance(name, str) and name.lower() in allowed and isinstance(digest, bytes)
+        )
+        for name, digest in wanted:
             filename = f"{digest.hex()}.msgpack.zst"
             shard_rp = dataclasses.replace(rp, filename=filename, kind=Kind.SHARD)
             data = await self.packages.bytes_of(shard_rp, channel)
             try:
-                found[name] = decode_shard(data)
+                found.setdefault(name.lower(), {}).update(decode_shard(data))
             except (ValueError, TypeError, zstandard.ZstdError) as exc:
                 raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
         return found

@@ -1,8 +1,8 @@
 """Pure rules for putting uploaded packages over an upstream channel. No I/O.
 
-Shadowing (dependency confusion): a package name that exists locally hides every upstream
-record with that name, unless the channel lists the name in `allow_upstream`; a local file with
-the same file name as an upstream one replaces it either way.
+Shadowing (dependency confusion, shadowing.py): an uploaded package name hides every upstream
+record whose `name` field or file name names it in any case, unless the channel lists the name
+in `allow_upstream`; an uploaded file replaces the upstream file of the same file name either way.
 
 conda-forge's linux-64 repodata.json has ~500,000 records in ~280 MB. The merged document is
 planned over the upstream bytes and produced as a stream of pieces, most of them views of the
@@ -11,12 +11,13 @@ upstream buffer (an mmap in the proxy), so neither document is ever held in memo
 - the top level is decoded into undecoded values (`msgspec.Raw`, views of the buffer), which
   also proves the whole document well-formed; every key but the two package maps passes through
   byte for byte (unknown keys such as `v3` survive);
-- when memchr-speed searches of the document prove that no upstream record can be dropped
-  (`_nothing_to_drop`: no key written with an escape, no key starting with a shadowed name or
-  equal to a local file name), each package map passes through byte for byte, with the local
-  records spliced in before its closing brace;
-- otherwise a package map is decoded into its members, records still undecoded (`Raw`: their
-  bytes are not copied), the hidden ones are dropped and the rest written out again in batches.
+- when searches of the document in C prove that no upstream record can be dropped
+  (shadow_search.py: no escaped key, no key or `name` value naming a shadowed name in any
+  case, no key equal to a local file name), each package map passes through byte for byte,
+  with the local records spliced in before its closing brace;
+- otherwise a package map is decoded twice: into its records' `name` fields alone, which
+  tells the hidden ones, then into its members, records still undecoded (`Raw`: their bytes
+  are not copied); the hidden ones are dropped and the rest written out again in batches.
   A search alone cannot tell a member of the map from the same key nested in a record (a field
   of a package's index.json), so cutting at search hits could corrupt a record or the document.
 
@@ -38,8 +39,9 @@ import msgpack
 import msgspec
 import zstandard
 
-from .json_search import CLOSE, OPEN, QUOTE, Doubt, Searchable, escaped_key, first_token, key_at
-from .routing import PACKAGE_RE
+from .json_search import CLOSE, OPEN, QUOTE, Doubt, Searchable, first_token
+from .shadow_search import MAX_SEARCHES, nothing_to_drop
+from .shadowing import dropped, package_name, shadowed_names
 
 Record = dict[str, Any]
 # What a merged document is made of: small encoded bytes, or views of the upstream buffer.
@@ -47,22 +49,8 @@ Piece = bytes | memoryview
 Upstream = Searchable  # bytes, or the mapped snapshot file
 
 PACKAGE_MAPS = (("packages", ".tar.bz2"), ("packages.conda", ".conda"))
-# Each search is one pass over the document (~0.07 s for 280 MB); decoding both maps' members
-# costs ~0.3 s and ~70 MB for 400,000 records. Past this many searches, decoding is cheaper.
-MAX_SEARCHES = 4
-# Past this many candidate hits (keys to look at, strings with escapes), decoding is cheaper.
-MAX_CANDIDATES = 100_000
 BATCH = 2_000  # members re-encoded at a time (~1.4 MB of output for conda-forge's records)
-
-
-def package_name(filename: str) -> str | None:
-    match = PACKAGE_RE.match(filename)
-    return match["name"].lower() if match else None
-
-
-def shadowed_names(local: Mapping[str, Record], allow_upstream: Iterable[str]) -> set[str]:
-    names = {str(r["name"]).lower() for r in local.values()}
-    return names - {n.lower() for n in allow_upstream}
+__all__ = ["MAX_SEARCHES", "package_name", "shadowed_names"]
 
 
 def empty_repodata(subdir: str) -> bytes:
@@ -75,20 +63,6 @@ def empty_repodata(subdir: str) -> bytes:
             "repodata_version": 1,
         }
     )
-
-
-def _dropped(filenames: Iterable[str], shadow: set[str], local: Mapping[str, Record]) -> list[str]:
-    """Upstream file names hidden by the local packages."""
-    prefixes = tuple(f"{name}-" for name in shadow)
-    drop = [fn for fn in filenames if fn in local]
-    if prefixes:
-        # str.startswith with a tuple runs in C; the exact name check only on the few hits.
-        drop += [
-            fn
-            for fn in filenames
-            if fn.startswith(prefixes) and package_name(fn) in shadow and fn not in local
-        ]
-    return drop
 
 
 @dataclass
@@ -155,7 +129,7 @@ def merged_repodata(
         for key, ext in PACKAGE_MAPS
     }
     maps = [key for key, _ in PACKAGE_MAPS if key in top or mine[key]]
-    verbatim = not any(key in top for key in maps) or _nothing_to_drop(buf, shadow, local)
+    verbatim = not any(key in top for key in maps) or nothing_to_drop(buf, shadow, local)
     parts: list[Piece | _Members] = [b"{"]
     for i, key in enumerate([*top, *(key for key in maps if key not in top)]):
         parts.append((b"," if i else b"") + encoder.encode(key) + b":")
@@ -210,58 +184,36 @@ def _members(
     encoder: msgspec.json.Encoder,
 ) -> dict[str, msgspec.Raw]:
     """The members of an upstream map less the hidden ones, then the local records."""
+    hidden = _hidden(raw, shadow, local)
     members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
-    for fn in _dropped(list(members), shadow, local):
+    for fn in hidden:
         del members[fn]
     for fn, record in mine.items():
         members[fn] = msgspec.Raw(encoder.encode(record))
     return members
 
 
-# Proving by search that nothing is dropped
+class _Named(msgspec.Struct):
+    """A record's `name` field alone (msgspec skips the other fields without building them)."""
+
+    name: Any = None
 
 
-def _nothing_to_drop(buf: Upstream, shadow: set[str], local: Mapping[str, Record]) -> bool:
-    """Whether no key anywhere in `buf` is one the merge would drop, proven by searches.
-
-    Sound because `buf` is valid JSON (decoded before): a key the merge drops is written either
-    with an escape sequence, so a backslash sits inside a key (the first search looks at every
-    string holding one), or as its plain UTF-8 bytes, which start with `"<shadowed name>-` or
-    are `"<local file name>"` (the other searches look at every hit). A hit that is not a key
-    (an escaped quote, a value), or a key the merge keeps, proves nothing and is passed over.
-    Any doubt answers False: decoding the maps is always right, only slower.
-    """
-    prefixes = tuple(f"{name}-" for name in sorted(shadow))
-    plain = [f'"{p}' for p in prefixes] + [f'"{fn}"' for fn in local if not fn.startswith(prefixes)]
-    if not plain:
-        return True
-    if len(plain) > MAX_SEARCHES:
-        return False
+def _hidden(raw: msgspec.Raw, shadow: set[str], local: Mapping[str, Record]) -> list[str]:
+    """The file names of an upstream map the rule hides, read from the records' `name` fields
+    in a pass of their own, before the members are decoded: the two are never in memory
+    together. Duplicate keys and fields: the last one counts, as in the members."""
     try:
-        needles = [n.encode() for n in plain]
-        if escaped_key(buf, MAX_CANDIDATES):
-            return False
-        budget = MAX_CANDIDATES
-        for needle in needles:
-            at = buf.find(needle)
-            while at != -1:
-                key = key_at(buf, at)
-                if key is not None and _drops(key, prefixes, shadow, local):
-                    return False
-                budget -= 1
-                if budget < 0:
-                    return False
-                at = buf.find(needle, at + 1)
-    except (Doubt, UnicodeEncodeError):
-        return False
-    return True
+        named = msgspec.json.decode(raw, type=dict[str, _Named])
+    except msgspec.ValidationError:  # a record (or the map) is not an object: one by one
+        members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        return dropped(((fn, _name_of(r)) for fn, r in members.items()), shadow, local)
+    return dropped(((fn, r.name) for fn, r in named.items()), shadow, local)
 
 
-def _drops(
-    fn: str, prefixes: tuple[str, ...], shadow: set[str], local: Mapping[str, Record]
-) -> bool:
-    """`_dropped` for one file name."""
-    return fn in local or (fn.startswith(prefixes) and package_name(fn) in shadow)
+def _name_of(record: msgspec.Raw) -> Any:
+    value = msgspec.json.decode(record)
+    return value.get("name") if isinstance(value, dict) else None
 
 
 # CEP-16 shards
@@ -303,13 +255,21 @@ def shard_records(shard: Mapping[str, Any]) -> dict[str, Record]:
 def merged_shard_index(
     upstream: Mapping[str, Any] | None, local_shards: Mapping[str, bytes], subdir: str
 ) -> dict[str, Any]:
-    """The shard index with each local name pointing at its merged shard (sha256 bytes)."""
+    """The shard index with each local name pointing at its merged shard (sha256 bytes). An
+    upstream shard whose name is a local name in any case (`Ours` for `ours`) is gone: the
+    merged shard holds what of it `allow_upstream` lets through (shadowing.py)."""
     base: dict[str, Any] = dict(upstream) if upstream else {"version": 1}
     info = dict(base.get("info") or {})
     info.setdefault("subdir", subdir)
     info["base_url"] = "./"
     info["shards_base_url"] = "./shards/"
-    shards = dict(base.get("shards") or {})
+    local = {name.lower() for name in local_shards}
+    upstream_shards = base.get("shards")
+    shards = {
+        name: sha
+        for name, sha in (upstream_shards.items() if isinstance(upstream_shards, dict) else ())
+        if not (isinstance(name, str) and name.lower() in local)
+    }
     for name, data in local_shards.items():
         shards[name] = hashlib.sha256(data).digest()
     return {**base, "info": info, "shards": shards}

@@ -22,7 +22,6 @@ from condaproxy.rules.json_search import NEAR, Doubt, closing_quote, first_token
 from condaproxy.rules.merge import (
     BATCH,
     MAX_SEARCHES,
-    _dropped,
     _Members,
     empty_repodata,
     merge_repodata,
@@ -30,12 +29,17 @@ from condaproxy.rules.merge import (
     package_name,
     shadowed_names,
 )
+from condaproxy.rules.shadowing import hides
 
 Record = dict[str, Any]
 
 
-# The oracle: the merge as it was before it streamed (decode both maps, delete, insert, encode).
-# Which file names a local package hides is one rule (`_dropped`), shared with the merge.
+# The oracle: the merge as it was before it streamed (decode both maps, delete, insert, encode),
+# changed on purpose for the case-insensitive rule (tests/hostile/test_shadowing.py): which
+# records a local package hides is decided member by member by `hides` (rules/shadowing.py),
+# from the file name and the record's `name` field, on fully decoded records; no search, no
+# batch, no fast path. (main's oracle asked `_dropped` about file names alone, case-sensitively
+# on the `<name>-` prefix.)
 
 
 def old_merge_repodata(upstream, local, subdir, allow_upstream) -> bytes:
@@ -47,8 +51,11 @@ def old_merge_repodata(upstream, local, subdir, allow_upstream) -> bytes:
         if key not in top and not mine:
             continue
         members = msgspec.json.decode(top[key], type=dict[str, msgspec.Raw]) if key in top else {}
-        for fn in _dropped(list(members), shadow, local):
-            del members[fn]
+        for fn in list(members):
+            record = msgspec.json.decode(members[fn])
+            name = record.get("name") if isinstance(record, dict) else None
+            if hides(fn, name, shadow, local):
+                del members[fn]
         for fn, record in sorted(mine.items()):
             members[fn] = msgspec.Raw(encoder.encode(record))
         top[key] = msgspec.Raw(encoder.encode(members))
@@ -111,8 +118,14 @@ class Huge(str):
 NAMES = ["ours", "ours-extra", "our", "yours", "o", "numpy", "np", "r", "r-base", "x_y", "a.b"]
 
 
+def some_case(rng: random.Random, name: str) -> str:
+    """`name`, mostly as it is, sometimes in another case (clients fold case)."""
+    roll = rng.random()
+    return name.upper() if roll < 0.05 else name.title() if roll < 0.1 else name
+
+
 def filename(rng: random.Random, name: str | None = None, ext: str | None = None) -> str:
-    name = name or rng.choice(NAMES)
+    name = name or some_case(rng, rng.choice(NAMES))
     version = rng.choice(["1.0", "2.0", "9.9", "1.0.1", "1!2.0"])
     build = rng.choice(["0", "h1_0", "py_0"])
     return f"{name}-{version}-{build}{ext or rng.choice(['.conda', '.tar.bz2'])}"
@@ -120,6 +133,8 @@ def filename(rng: random.Random, name: str | None = None, ext: str | None = None
 
 def upstream_record(rng: random.Random, fn: str) -> Obj:
     name = package_name(fn) or "odd"
+    if rng.random() < 0.1:  # a `name` field that is not the file name's (an impostor)
+        name = some_case(rng, rng.choice(NAMES))
     record = Obj(
         [
             ("name", name),
