@@ -63,7 +63,7 @@ def closing_quote(buf: Searchable, start: int) -> int:
 def key_at(buf: Searchable, at: int) -> str | None:
     """The object key whose opening quote a search found at `at` (the next byte a letter,
     digit or '_'), or None when that quote is escaped (it sits inside a string) or opens a
-    value. The key must hold no escape sequence (see `escaped_key`)."""
+    value. The key must hold no escape sequence (rules/shadow_search.py checks escaped strings)."""
     if is_escaped(buf, at):
         return None
     end = closing_quote(buf, at + 1)
@@ -75,17 +75,3 @@ def key_at(buf: Searchable, at: int) -> str | None:
         return bytes(buf[at + 1 : end]).decode()
     except UnicodeDecodeError:
         raise Doubt from None
-
-
-def escaped_key(buf: Searchable, strings: int) -> bool:
-    """Whether some object key in `buf` is written with an escape sequence. Looks at each
-    string that holds a backslash; past `strings` of them, answers True (the cautious side)."""
-    at = buf.find(b"\\")
-    for _ in range(strings):
-        if at == -1:
-            return False
-        end = closing_quote(buf, at)
-        if first_token(buf, end + 1) == COLON:
-            return True
-        at = buf.find(b"\\", end + 1)
-    return True
