@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,15 @@ BIG = 8 << 20  # bytes of input from which work goes to the worker process
 
 IO_THREADS = 8
 DURABLE_THREADS = 2
+
+
+WORKER_NICENESS = 10
+
+
+def _below_the_server() -> None:
+    """The worker process yields the CPU to the server's event loop: a build of a big document
+    (seconds of CPU) must not starve the requests being served meanwhile (2 cores are common)."""
+    os.nice(WORKER_NICENESS)
 
 
 class Workers:
@@ -48,7 +58,9 @@ class Workers:
         if self._pool is None:
             # spawn, not fork: the server process has threads and open sockets.
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_below_the_server,
             )
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
