@@ -29,7 +29,6 @@ from ..rules.codecs import (
     zstd_compress,
     zstd_decompress,
 )
-from ..rules.errors import ProxyError, ServiceUnavailable
 from ..rules.merge import (
     MergedDocument,
     Record,
@@ -41,6 +40,7 @@ from ..rules.merge import (
 from ..storage.blobs import BlobStore
 from ..storage.index import FileEntry, Index, MetaEntry
 from ..storage.keys import MetaKey
+from .fail_closed import built_or_503
 from .metadata import MetadataCache
 from .variants import Built, write_variant
 from .workers import BIG, Workers
@@ -184,18 +184,7 @@ class Merger:
             entry = self.index.get_meta(key)
             if entry is not None and entry.source_url == source:
                 return entry
-            try:
-                return await build()
-            except ProxyError:
-                raise
-            except Exception as exc:
-                # Never a bare 500, and never the unmerged upstream view (that would re-open
-                # dependency confusion): the client is told to retry, the log says why.
-                log.error("merged view failed", key=str(key), cause=f"{type(exc).__name__}: {exc}")
-                raise ServiceUnavailable(
-                    f"the merged view {key.path} cannot be built right now; "
-                    "retry later (the cause is in the proxy's log)"
-                ) from None
+            return await built_or_503("merged view", key, build)
 
     async def shard_index(
         self,

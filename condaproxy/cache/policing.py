@@ -26,13 +26,14 @@ from pathlib import Path
 import msgpack
 import structlog
 
-from ..rules.errors import NotFound, ProxyError, ServiceUnavailable
+from ..rules.errors import NotFound, ProxyError
 from ..rules.policy import COOLDOWN, DENY, VIEW, Policy, PolicyRefused, Verdict
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath, parse_path
 from ..settings import ChannelSettings
 from ..storage.index import FileEntry, MetaEntry
 from ..storage.keys import MetaKey, MetaKind
 from ..storage.publish_times import times_path
+from .fail_closed import built_or_503
 from .instruments import Metrics
 from .metadata import Served
 from .overlay import Overlay
@@ -136,8 +137,10 @@ class Policing:
         async with self.meta.locks.hold(key.lock):
             entry = self._valid(key, origin)
             if entry is None:
-                entry = await self._guarded(
-                    key, lambda: self._build(key, origin, source, source_key, rp, channel, local)
+                entry = await built_or_503(
+                    "policy view",
+                    key,
+                    lambda: self._build(key, origin, source, source_key, rp, channel, local),
                 )
         return Served(entry, source.outcome), fetched_at
 
@@ -203,19 +206,6 @@ class Policing:
         log.info("policy view built", key=str(key), held=len(lists.held), served=len(lists.served))
         return entry
 
-    async def _guarded(self, key: MetaKey, build: Callable[[], Awaitable[MetaEntry]]) -> MetaEntry:
-        try:
-            return await build()
-        except ProxyError:
-            raise
-        except Exception as exc:
-            # Never the unfiltered view: the client is told to retry, the log says why.
-            log.error("policy view failed", key=str(key), cause=f"{type(exc).__name__}: {exc}")
-            raise ServiceUnavailable(
-                f"the policy view {key.path} cannot be built right now; "
-                "retry later (the cause is in the proxy's log)"
-            ) from None
-
     async def lists(self, key: MetaKey, entry: MetaEntry) -> Lists:
         """The held records and served file names of a view (a few kept in memory)."""
         found = self._lists.get(entry.digest)
@@ -248,7 +238,9 @@ class Policing:
                 entry = self.index.get_meta(key)
                 if entry is None or entry.source_url != served.entry.digest:
                     view = served.entry
-                    entry = await self._guarded(key, lambda: self._shards(key, view, rp))
+                    entry = await built_or_503(
+                        "policy view", key, lambda: self._shards(key, view, rp)
+                    )
         return self.views.result(key, Served(entry, served.outcome), "body", SHARD_TYPE)
 
     async def _shards(self, key: MetaKey, view: MetaEntry, rp: ResourcePath) -> MetaEntry:
