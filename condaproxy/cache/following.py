@@ -39,7 +39,6 @@ class Tap:
         self.fd: int | None = None
         self.written = 0
         self._progress = asyncio.Event()
-        self.readers = 0
 
     def begin(self, fd: int, size: int | None) -> None:
         self.fd = os.dup(fd)  # readable whatever happens to the temp file's name
