@@ -78,6 +78,7 @@ class MetadataCache:
         self.workers = workers
         self.clock = clock
         self._taps: dict[MetaKey, Tap] = {}  # refreshes being followed, in this process
+        self._followed_tasks: set[asyncio.Task[None]] = set()
 
     def store_for(self, key: MetaKey) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
@@ -128,7 +129,8 @@ class MetadataCache:
         if tap is None:
             tap = self._taps[key] = Tap(variant)
             task = asyncio.ensure_future(self._followed(key, channel, urls, build, tap))
-            task.add_done_callback(lambda _t: None)
+            self._followed_tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._followed_tasks.discard)
         await asyncio.shield(tap.started)
         if tap.done.done() or tap.fd is None:
             return await asyncio.shield(tap.done)
