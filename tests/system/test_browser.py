@@ -124,6 +124,18 @@ def text_of(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
+def navigated(driver: Any, act: Any) -> None:
+    """Do `act()` (a click, a form submit) and wait, bounded, until the browser has left the
+    current page: selenium does not always wait for the navigation a submit starts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(old))
+
+
 def click(driver: Any, link_text: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -202,7 +214,7 @@ def test_a_user_finds_the_proxy_its_channels_and_a_package(
     assert names == ["datatool", "libcore", "libzlib"]
     box = browser.find_element(By.NAME, "q")
     box.send_keys("lib")
-    box.submit()
+    navigated(browser, box.submit)
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "table.packages a")]
     assert names == ["libcore", "libzlib"] and "2 packages" in text_of(browser)
     shot(browser, tmp_path, "04-subdir-filtered")
