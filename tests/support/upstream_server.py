@@ -5,6 +5,7 @@ Run as `python -m tests.support.upstream_server DIR PORT`. Control endpoints:
   GET  /_stats            -> {"GET /path": n, ...}
   POST /_mode?mode=M      -> ok | down (503 for all) | truncate (half the body, then close)
                              | corrupt (flip bytes in packages) | slow (sleep 0.2 s per chunk)
+                             | rate:N (bodies at N MiB/s per connection, a link to a CDN)
   POST /_reset            -> clear the counters and every override
   POST /_override         -> JSON {"path": "/x", "status": 200, "headers": {...},
                              "body_b64": "...", "delay": seconds before the body,
@@ -129,6 +130,8 @@ def make_app(root: Path):  # type: ignore[no-untyped-def]
         for i in range(0, max(len(data), 1), step):
             if MODE["mode"] == "slow":
                 await asyncio.sleep(0.2)
+            elif MODE["mode"].startswith("rate:"):
+                await asyncio.sleep(1 / float(MODE["mode"][5:]))  # a 1 MiB chunk at N MiB/s
             more = i + step < len(data)
             await send(
                 {"type": "http.response.body", "body": data[i : i + step], "more_body": more}
