@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import msgpack
 import zstandard
 
+THREADED_ZSTD = 8 << 20  # bytes from which zstd_compress uses a thread per core
 ZSTD_LEVEL = 1  # the proxy compresses often (merges): speed first; upstream .zst passes through
 SHARD_LIMIT = 64 << 20  # one package name's shard: a few MiB at most in real channels
 PIECE = 4 << 20
@@ -82,7 +83,10 @@ def _unzstd(source: BinaryIO) -> Iterator[bytes]:
 
 
 def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
-    return zstandard.ZstdCompressor(level=level, threads=-1).compress(data)
+    # Worker threads pay off on big documents only: a 1 MB shard index compresses in half
+    # the time without them.
+    threads = -1 if len(data) >= THREADED_ZSTD else 0
+    return zstandard.ZstdCompressor(level=level, threads=threads).compress(data)
 
 
 def decode_msgpack(data: bytes) -> Any:

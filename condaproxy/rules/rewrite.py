@@ -57,6 +57,23 @@ def rewrite_repodata(data: bytes, repodata_url: str) -> tuple[bytes, Origins]:
 
 SHARD_BASE = "./shards/"
 PACKAGE_BASE = "./"
+# Relative references that already name the proxy's own layout next to the index (a client
+# resolves them against the URL it fetched, i.e. the proxy's).
+_SAME_PACKAGE_BASE = frozenset({"", ".", "./"})
+_SAME_SHARD_BASE = frozenset({"shards/", "./shards/"})
+
+
+def shard_index_is_local(index: dict[str, Any]) -> bool:
+    """Whether a shard index already points at the proxy's layout as it stands: `base_url`
+    and `shards_base_url` (CEP-16 requires both) are relative references to the index's own
+    directory and its `shards/`. Such an index is served as the upstream's bytes."""
+    info = index.get("info")
+    if not isinstance(info, dict):
+        return False
+    return (
+        info.get("base_url") in _SAME_PACKAGE_BASE
+        and info.get("shards_base_url") in _SAME_SHARD_BASE
+    )
 
 
 def rewrite_shard_index(index: dict[str, Any], index_url: str) -> tuple[dict[str, Any], Origins]:

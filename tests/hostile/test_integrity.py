@@ -349,6 +349,8 @@ HOSTILE_SHARD_INDEX = {
     "index-digest-31-bytes": shard_index({"info": INFO, "shards": {"datatool": b"\1" * 31}}),
     "index-digest-hex-string": shard_index({"info": INFO, "shards": {"datatool": "ab" * 32}}),
     "index-digest-int": shard_index({"info": INFO, "shards": {"datatool": 7}}),
+    "index-name-not-a-string": shard_index({"info": INFO, "shards": {7: b"\1" * 32}}),
+    "index-info-not-a-map": shard_index({"info": [INFO], "shards": {"datatool": b"\1" * 32}}),
 }
 
 

@@ -371,6 +371,50 @@ def test_shard_index_is_rewritten_and_shards_are_verified(client, router):
         client.get(f"/cf/noarch/shards/{other}.msgpack.zst")
 
 
+@pytest.mark.parametrize(
+    ("base", "shards"), [("", "./shards/"), ("./", "shards/"), (".", "./shards/")]
+)
+def test_a_shard_index_that_already_points_next_to_itself_is_served_as_the_upstreams_bytes(
+    client, router, base: str, shards: str
+):
+    """Relative URLs (rattler's and conda-index's indexes) resolve to the proxy as they stand:
+    the upstream's own bytes are served, nothing re-encoded on the path of the first client
+    after a change."""
+    index = {
+        "version": 1,
+        "info": {"subdir": "noarch", "base_url": base, "shards_base_url": shards},
+        "shards": {"pkg": hashlib.sha256(b"x").digest()},
+        "created_at": "2026-12-01",
+    }
+    body = zstandard.compress(msgpack.packb(index), 19)
+    router.get(f"{UP}/noarch/repodata_shards.msgpack.zst").respond(200, content=body)
+    got = client.get("/cf/noarch/repodata_shards.msgpack.zst")
+    assert got.status_code == 200 and got.content == body
+
+
+def test_a_rewritten_shard_index_keeps_every_other_key_and_shard(client, router):
+    index = {
+        "version": 1,
+        "info": {
+            "subdir": "noarch",
+            "base_url": "../noarch/",  # the same place, but not a spelling passed as it is
+            "shards_base_url": "/cf/noarch/shards/",
+            "extra": [1, {"x": b"\0"}],
+        },
+        "shards": {f"pkg{i}": hashlib.sha256(bytes([i])).digest() for i in range(50)},
+        "created_at": "2026-12-01T00:00:00Z",
+        "future-key": {"nested": [1, 2.5, None, True]},
+    }
+    router.get(f"{UP}/noarch/repodata_shards.msgpack.zst").respond(
+        200, content=zstandard.compress(msgpack.packb(index))
+    )
+    served = msgpack.unpackb(
+        zstd_decompress(client.get("/cf/noarch/repodata_shards.msgpack.zst").content)
+    )
+    info = {**index["info"], "base_url": "./", "shards_base_url": "./shards/"}
+    assert served == {**index, "info": info}
+
+
 def test_token_path_reaches_the_upstream_but_never_the_client(client, router):
     route = router.get(f"https://up.example/t/{TOKEN}/org/noarch/repodata.json.zst").respond(500)
     response = client.get("/priv/noarch/repodata.json")
