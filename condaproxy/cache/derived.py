@@ -2,7 +2,8 @@
 and the gzip coding of repodata.json): made once per snapshot, in the
 background and in the worker process, streaming, never on the request path of a big snapshot
 (except the JSON, for a reader that cannot do without it: `materialise`),
-never for a HEAD, and never under the snapshot's own lock (a refresh never waits for one).
+never for a HEAD of a big snapshot, and never under the snapshot's own lock (a refresh never
+waits for one).
 
 A variant somebody asked for is "wanted" for its key: after each change of the snapshot it is
 made again right away, so the next client finds it ready. A big snapshot's variant that is not
@@ -126,7 +127,9 @@ class Derived:
         self, key: MetaKey, entry: MetaEntry, name: str, *, asked: bool, head: bool
     ) -> MetaEntry | None:
         """The entry with variant `name`, made now if the snapshot is small; else None, with
-        the variant under way in the background (unless only a HEAD asked)."""
+        the variant under way in the background (unless only a HEAD asked). A HEAD gets what
+        a GET would (RFC 9110 §9.3.2; mamba trusts a HEAD's 200): a small variant is made for
+        it too, but only a GET marks it wanted or starts a big one."""
         if name in entry.variants:
             return entry
         source = entry.variants.get(MAKERS[name][0])
@@ -134,7 +137,7 @@ class Derived:
             return None
         if asked and not head:
             self._want(key, name)
-        if document_size(entry) <= BIG and not head:
+        if document_size(entry) <= BIG:
             return await self._make(key, entry, name)
         if not head:
             self.schedule(key, entry, name)

@@ -35,7 +35,7 @@ from ..storage.locks import KeyedLocks
 from .following import Tap, TapReader
 from .instruments import Metrics
 from .upstream import UpstreamClient
-from .variants import BuildFn, Built, decode_body
+from .variants import BuildFn, Built, check_zstd_file, decode_body
 from .workers import Workers
 
 log = structlog.get_logger("condaproxy.cache.metadata")
@@ -260,9 +260,11 @@ class MetadataCache:
                         raise
                     continue
                 body.close()
+                path = str(body.path)
                 if coding != "identity":
-                    path = str(body.path)
                     await self.workers.run(False, decode_body, path, coding, limit, source)
+                if url.endswith(".zst"):  # kept as it came: it must be whole, not just decode
+                    await self.workers.run(False, check_zstd_file, path, source, limit)
                 built = await build(self.workers, str(body.path), url, str(self.tmp_dir), limit)
                 new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
             finally:

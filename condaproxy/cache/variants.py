@@ -5,6 +5,7 @@ metadata.py adopts them into the store."""
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from ..rules.codecs import TooLarge, decode_content
 from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins
+from ..rules.zstd_frames import zstd_problem
 from .workers import Workers
 
 # A variant file ready to adopt: (path, sha256, size).
@@ -68,6 +70,21 @@ def decode_body(path: str, coding: str, limit: int, url: str) -> None:
         raise UpstreamError(url, f"unusable {coding} body: {exc}"[:300]) from None
     finally:
         Path(decoded).unlink(missing_ok=True)
+
+
+def check_zstd_file(path: str, url: str, limit: int) -> None:
+    """Refuse a `.zst` body that is not whole zstd frames (rules/zstd_frames.py): one cut short
+    still decodes to a complete document here, yet clients refuse it, so it must not pass
+    through as the variant they are served. A document within `limit` needs no more blocks
+    than one per KiB (real encoders fill blocks of up to 128 KiB)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            problem: str | None = "no zstd frame (empty body)"
+        else:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                problem = zstd_problem(data, limit // 1024 + 1024)
+    if problem is not None:
+        raise UpstreamError(url, f"unusable .zst body: {problem}")
 
 
 def _identity(body_path: str) -> Built:

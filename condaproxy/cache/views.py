@@ -103,8 +103,8 @@ class Views:
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
     ) -> Stored | None:
         """The upstream's own current_repodata.json (a fraction of the full document), kept
-        and revalidated like repodata; None if the upstream has none (the full snapshot is a
-        valid superset)."""
+        and revalidated like repodata; None if the upstream has none or cannot give one now
+        (the full snapshot is a valid superset)."""
         key = MetaKey.current(rp.subdir_key)
         base = join_url(self.upstream.url_for(channel, rp.prefix), rp.subdir or "")
         try:
@@ -112,6 +112,13 @@ class Views:
                 key, channel, [join_url(base, "current_repodata.json")], build_repodata
             )
         except NotFound:
+            return None
+        except UpstreamError as exc:
+            # Nothing usable cached and the upstream's copy failed: conda's classic solver
+            # aborts on a 5xx here, and the full snapshot answers its question as well.
+            log.warning(
+                "current_repodata unavailable, serving the full snapshot", reason=exc.message
+            )
             return None
         if rp.filename.endswith(".json"):
             return await self._negotiated(key, served, "json", asked)

@@ -101,4 +101,11 @@ class ChannelDispatch:
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    """The request's fields by name. A field sent on several lines is one list, its lines
+    joined by commas (RFC 9110 §5.3): `Accept-Encoding: zstd;q=0` and `Accept-Encoding: *`
+    still refuse zstd, and an `If-None-Match` on two lines matches either."""
+    headers: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        name, value = k.decode("latin-1"), v.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers

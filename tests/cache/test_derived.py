@@ -1,6 +1,6 @@
 """Derived variants (repodata.json.bz2) never stall anyone: a big snapshot's .bz2 is made in the
 background (a 404 meanwhile), never for a HEAD, and made again right after each change for a
-key whose clients asked for it; a small one is made on the spot."""
+key whose clients asked for it; a small one is made on the spot (for a HEAD too)."""
 
 from __future__ import annotations
 
