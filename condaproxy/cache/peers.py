@@ -1,27 +1,33 @@
 """Reading another replica's download while it runs ([cluster] peer_url and peer_token).
 
 A replica that finds a file's lease held by another streams the file from that replica's
-ordinary route (`GET <peer_url>/<channel>/<path>`) with the shared peer token, which reads
-every channel. There the request joins the running download like any client's: bytes as they
-arrive, the last one held back until the owner verified the file. The reader here treats the
-peer exactly like an upstream: it hashes the bytes, checks size and sha256, and only then lets
-its own last byte go and keeps the file. So a peer is trusted for nothing but speed.
+ordinary route (`GET <peer_url>/<channel>/<path>`), signed with the shared peer token (which
+reads every channel) but never carrying it: the address comes from Redis, so the request holds
+only a signature for that one file (rules/peer_auth.py). There the request joins the running
+download like any client's: bytes as they arrive, the last one held back until the owner
+verified the file. The reader here treats the peer exactly like an upstream: it hashes the
+bytes, checks size and sha256, and only then lets its own last byte go and keeps the file. So
+a peer is trusted for nothing but speed.
 
 A lease naming an address that is not a plain http(s) URL (Redis returned garbage), a peer
-that refuses, answers anything but 200 with a length, or sends nothing for
-`peer_timeout` seconds before its headers is given up at once (the caller fetches the file
-itself); one that fails mid-stream aborts the download here (its clients never got a complete
-body) and the next request starts afresh.
+that refuses, answers anything but 200 with a length, or sends nothing for `peer_timeout`
+seconds before its headers is given up at once (the caller fetches the file itself); one that
+fails mid-stream aborts the download here (its clients never got a complete body) and the
+next request starts afresh.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import httpx
 import structlog
+
+from ..rules.peer_auth import HEADER as PEER_HEADER
+from ..rules.peer_auth import sign
 
 log = structlog.get_logger("condaproxy.cache.peers")
 
@@ -68,7 +74,7 @@ class Peers:
                 "GET",
                 url,
                 headers={
-                    "authorization": f"Bearer {self._token}",
+                    PEER_HEADER: sign(self._token, key, time.time()),  # never the token itself
                     "accept-encoding": "identity",
                     "x-expected-sha256": sha256,
                 },

@@ -5,18 +5,23 @@ or delete a file outside its stores, skip a purge, or fail a client's download."
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import threading
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
 import redis
 
-from tests.cluster.replicas import WRITE, start_peers, wait_for
+from condaproxy.rules.peer_auth import sign
+from tests.cluster.replicas import PEER_TOKEN, WRITE, start_peers, wait_for
 from tests.support.channel import Pkg, build_package
-from tests.support.processes import Upstream
+from tests.support.processes import Proxy, Upstream, free_port, write_config
 from tests.support.redis_server import RedisServer
-from tests.support.s3 import S3Server
+from tests.support.s3 import STORAGE_ENV, S3Server, storage_section
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +135,76 @@ def test_a_garbage_lease_holder_in_redis_never_fails_a_download(
     got = httpx.get(f"{a.url}/local/{path}", timeout=30)
     assert got.status_code == 200, got.text
     assert got.content == expected
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """A 'peer' at an address someone wrote into Redis: records what it is sent, serves
+    nothing."""
+
+    seen: ClassVar[list[str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        Recorder.seen.append(f"{self.path}\n{self.headers}")
+        self.send_response(503)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
+def test_the_peer_token_never_leaves_the_replica_for_an_address_read_from_redis(
+    upstream: Upstream,
+    started,
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: str,
+    redis_server: RedisServer,
+    channel_dir: Path,
+) -> None:
+    (a,) = start_peers(started, upstream.url, tmp_path, s3_server, bucket, redis_server.url, n=1)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = "linux-64/libzlib-1.3-h0.conda"
+        expected = (channel_dir / path).read_bytes()
+        sha = hashlib.sha256(expected).hexdigest()
+        holder = f"0123456789abcdef http://127.0.0.1:{server.server_address[1]}"
+        redis.Redis.from_url(redis_server.url).set(lease_key(bucket, sha), holder, px=60_000)
+        got = httpx.get(f"{a.url}/local/{path}", timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.status_code == 200 and got.content == expected
+    assert Recorder.seen, "the replica never asked the address in the lease"
+    assert all(PEER_TOKEN not in request for request in Recorder.seen), Recorder.seen
+
+
+def test_a_replica_reads_a_private_channel_only_with_a_signature_for_that_file(
+    upstream: Upstream, tmp_path: Path, s3_server: S3Server, bucket: str, started
+) -> None:
+    port = free_port()
+    extra = storage_section(s3_server, bucket) + (
+        f'[cluster]\npeer_url = "http://127.0.0.1:{port}"\npeer_token = "{PEER_TOKEN}"\n'
+    )
+    config = write_config(
+        tmp_path / "private.toml",
+        tmp_path / "private-l1",
+        {"secret": {"upstream": upstream.url, "private": True}},
+        extra=extra,
+    )
+    proxy = Proxy(config, port=port, env=STORAGE_ENV)
+    started.append(proxy)
+    proxy.start()
+    key = "secret/linux-64/libzlib-1.3-h0.conda"
+    now = time.time()
+
+    def get(signature: str) -> int:
+        headers = {"x-condaproxy-peer": signature}
+        return httpx.get(f"{proxy.url}/{key}", headers=headers, timeout=30).status_code
+
+    assert get(sign(PEER_TOKEN, key, now)) == 200
+    assert get(sign(PEER_TOKEN, "secret/linux-64/repodata.json", now)) == 401
+    assert get(sign("another-token-0123456789", key, now)) == 401
+    assert get(sign(PEER_TOKEN, key, now - 3600)) == 401
+    assert get("") == 401
