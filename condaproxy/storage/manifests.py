@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from ..rules.errors import NotFound, ServiceUnavailable
+from ..rules.shared_manifest import BadManifest, check_entry, check_subdir
 from .blobs import TempBlob
 from .layout import manifest_key, upload_blob_key
 from .objectstore import CasNotHonoured, Doc, ObjectStore, StoreUnavailable
@@ -58,17 +59,23 @@ class Manifest(msgspec.Struct):
         }
 
 
-def decode(doc: Doc | None, key: str) -> Manifest:
+def decode(doc: Doc | None, channel: str) -> Manifest:
     """The manifest, or StoreUnavailable naming the object if it is not one this proxy wrote
-    (uploads to that channel then wait: nothing is written over what cannot be read)."""
+    (uploads to that channel then wait: nothing is written over what cannot be read, and a
+    replica keeps the manifest it adopted last). Every entry is checked as an upload through
+    this proxy would be (rules/shared_manifest.py): its sha256 becomes a local path."""
     if doc is None:
         return Manifest()
+    key = manifest_key(channel)
     try:
         manifest = msgspec.json.decode(doc.body, type=Manifest)
-        for subdir in manifest.subdirs:
-            manifest.files(subdir)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
-        raise StoreUnavailable(f"{key} in shared storage is not a manifest: {exc}") from None
+        for subdir, body in manifest.subdirs.items():
+            check_subdir(subdir, body)
+            for filename, upload in manifest.files(subdir).items():
+                check_entry(channel, subdir, filename, upload)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, BadManifest) as exc:
+        reason = str(exc)[:300]
+        raise StoreUnavailable(f"{key} in shared storage is not a manifest: {reason}") from None
     return manifest
 
 
@@ -158,7 +165,7 @@ class SharedManifests:
         changed: list[Manifest] = []
 
         def apply(doc: Doc | None) -> bytes:
-            manifest = decode(doc, key)
+            manifest = decode(doc, channel)
             change(manifest)
             changed[:] = [manifest]
             return msgspec.json.encode(manifest)
@@ -185,7 +192,7 @@ class SharedManifests:
         doc = await self.store.get_doc(manifest_key(channel), if_none_match=seen)
         if doc is None or (seen is not None and doc.etag == seen and not doc.body):
             return False
-        manifest = decode(doc, manifest_key(channel))
+        manifest = decode(doc, channel)
         for subdir in manifest.subdirs:
             for upload in manifest.files(subdir).values():
                 await self._fetch_blob(upload)

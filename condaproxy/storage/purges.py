@@ -11,17 +11,43 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import structlog
 
 from .objectstore import Doc, ObjectStore, StoreUnavailable
+
+logger = structlog.get_logger("condaproxy.storage.purges")
 
 KEY = "control/purges.json"
 KEEP = 200
 EVERYTHING: dict[str, Any] = {}  # the scope that purges every channel
 
 
+class Scope(msgspec.Struct, forbid_unknown_fields=True):
+    """What one entry may purge: ops.admin.Scope's fields, nothing else."""
+
+    channel: str | None = None
+    subdir: str | None = None
+    filename: str | None = None
+    package: str | None = None
+    metadata_only: bool = False
+
+
 class Entry(msgspec.Struct):
     seq: int
-    scope: dict[str, Any]
+    scope: Any  # checked entry by entry (scope_of): one bad entry never hides the others
+
+
+def scope_of(entry: Entry) -> dict[str, Any]:
+    """The entry's scope as the purger takes it. One this proxy cannot read (another writer
+    of the bucket, a damaged log) purges everything: a purge is never skipped, and purging
+    more than asked only costs fetching again."""
+    try:
+        scope = msgspec.convert(entry.scope, Scope)
+    except msgspec.ValidationError as exc:
+        logger.error("unreadable purge entry: purging everything", seq=entry.seq, error=str(exc))
+        return EVERYTHING
+    values = {f: getattr(scope, f) for f in scope.__struct_fields__}
+    return {f: v for f, v in values.items() if v is not None and v is not False}
 
 
 class Log(msgspec.Struct):
@@ -81,7 +107,7 @@ class PurgeLog:
             missed = [EVERYTHING]  # fell behind the log's window: purge it all
         else:
             missed = [
-                e.scope for e in log.entries if e.seq > self.seen and e.seq not in self._applied
+                scope_of(e) for e in log.entries if e.seq > self.seen and e.seq not in self._applied
             ]
         self.seen = max(self.seen, log.seq)
         self._applied = {s for s in self._applied if s > self.seen}

@@ -10,6 +10,7 @@ that ends in `/` (the root, `/<channel>/`, `/<channel>/<subdir>/`) is a page for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,8 +20,10 @@ from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
 from ..rules.errors import MethodNotAllowed, ProxyError
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
+from ..rules.peer_auth import HEADER as PEER_HEADER
+from ..rules.peer_auth import verify
 from ..rules.routing import UnknownChannel, parse_segments, unknown_channel
-from ..settings import Settings
+from ..settings import PEER_TOKEN, Settings, TokenSettings
 from .pages import StatusPages
 from .responses import respond
 from .services import Services
@@ -70,6 +73,9 @@ class ChannelDispatch:
                 # Every path of a private channel, metadata included, needs a read token.
                 token = presented_token(headers, rp.token)
                 who = identify(token, self.settings.tokens.values())
+                if who is None and PEER_HEADER in headers:
+                    who = self._peer(headers[PEER_HEADER], rp.key)
+                    token = token or ""
                 require(who, token is not None, rp.channel, "read")
             result = await self.services().proxy.serve(rp, Asked(headers, scope["method"]))
             state["outcome"] = result.outcome
@@ -80,6 +86,13 @@ class ChannelDispatch:
             state["error"] = exc.message
             response = self.error_response(exc)
         await response(scope, receive, send)
+
+    def _peer(self, signed: str, key: str) -> TokenSettings | None:
+        """Another replica, if it signed this file's key with the shared peer token."""
+        peer = self.settings.tokens.get(PEER_TOKEN)
+        if peer is not None and verify(signed, peer.token.value, key, time.time()):
+            return peer
+        return None
 
     @staticmethod
     def _own_route(
