@@ -18,7 +18,7 @@ import hashlib
 import mmap
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
@@ -26,6 +26,7 @@ from ..rules.codecs import (
     SHARD_LIMIT,
     TooLarge,
     decode_content,
+    decode_msgpack,
     zstd_compress,
     zstd_decompress,
 )
@@ -190,23 +191,25 @@ async def build_shard_index(
     return await workers.run(False, _shard_index, body_path, url, tmp_dir, min(limit, SHARD_LIMIT))
 
 
-class _ShardIndex(msgspec.Struct):
-    """What a shard index must hold (other keys are kept, not checked): checked in C."""
-
-    shards: dict[str, Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]]
-    info: dict[str, Any] = {}
-
-
 def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
     """Check an upstream shard index and make it point at the proxy. One that already does
     (relative URLs, as rattler's and conda-index's indexes have) is kept as the upstream's
     own bytes: nothing to encode or compress on the first client's path after a change.
-    msgspec checks the shape as it decodes, about twice as fast as msgpack and a loop."""
+    Decoded under decode_msgpack's item budget, so no part of it (unknown keys included) can
+    make a later reader of the stored index allocate without bound."""
     body = Path(body_path).read_bytes()
     try:
         document = zstd_decompress(body, limit)
-        checked = msgspec.msgpack.decode(document, type=_ShardIndex)
-        index = {"info": checked.info, "shards": checked.shards}
+        index = decode_msgpack(document)
+        if not isinstance(index, dict) or not isinstance(index.get("shards"), dict):
+            raise ValueError("no 'shards' map")
+        if not isinstance(index.get("info", {}), dict):
+            raise ValueError("'info' must be a map")
+        shards = index["shards"]
+        if not all(isinstance(k, str) for k in shards):
+            raise ValueError("'shards' must be keyed by package names")
+        if not all(isinstance(v, bytes) and len(v) == 32 for v in shards.values()):
+            raise ValueError("'shards' must map names to 32-byte sha256 digests")
         rewritten, origins = rewrite_shard_index(index, url)
         if not shard_index_is_local(index):
             # Only `info` changes: every other top-level value keeps its encoded bytes.

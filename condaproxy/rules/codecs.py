@@ -19,6 +19,11 @@ THREADED_ZSTD = 8 << 20  # bytes from which zstd_compress uses a thread per core
 ZSTD_LEVEL = 1  # the proxy compresses often (merges): speed first; upstream .zst passes through
 SHARD_LIMIT = 64 << 20  # one package name's shard: a few MiB at most in real channels
 PIECE = 4 << 20
+# Items in one msgpack document from upstream (a conda-forge shard index: ~30,000; the shard of
+# a name with 5,000 records: ~250,000), and in any one array or map of it.
+MSGPACK_ITEMS = 2_000_000
+MSGPACK_CONTAINER = 1_000_000
+UNCOUNTED = 1 << 20  # at most ~72 MiB of objects, whatever the bytes
 
 
 class TooLarge(ValueError):
@@ -89,8 +94,33 @@ def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
     return zstandard.ZstdCompressor(level=level, threads=threads).compress(data)
 
 
-def decode_msgpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+def decode_msgpack(data: bytes, budget: int = MSGPACK_ITEMS) -> Any:
+    """A msgpack document from upstream, decoded under a budget of `budget` items (the
+    elements of every array and the pairs of every map, nested ones counted as items too).
+    The size limit alone does not bound memory: each 1-byte empty array becomes a 64-byte
+    list, so 4 MiB of them took 290 MiB. Raises TooLarge past the budget. Documents under
+    UNCOUNTED bytes (nearly every shard) cannot get far and skip the count's cost."""
+    if len(data) <= UNCOUNTED:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    seen = 0
+
+    def count(container: Any) -> Any:
+        nonlocal seen
+        seen += 1 + len(container)
+        if seen > budget:
+            raise TooLarge(f"msgpack document holds more than {budget} items")
+        return container
+
+    per_container = min(budget, MSGPACK_CONTAINER)
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=False,
+        list_hook=count,
+        object_hook=count,
+        max_array_len=per_container,
+        max_map_len=per_container,
+    )
 
 
 def encode_msgpack(value: Any) -> bytes:

@@ -351,6 +351,10 @@ HOSTILE_SHARD_INDEX = {
     "index-digest-int": shard_index({"info": INFO, "shards": {"datatool": 7}}),
     "index-name-not-a-string": shard_index({"info": INFO, "shards": {7: b"\1" * 32}}),
     "index-info-not-a-map": shard_index({"info": [INFO], "shards": {"datatool": b"\1" * 32}}),
+    # 2.5 MB that decode to 2.5 million lists (~160 MiB) in a key nobody reads
+    "index-item-bomb": shard_index(
+        {"info": INFO, "shards": {"datatool": b"\1" * 32}, "future": [[]] * 2_500_000}
+    ),
 }
 
 
