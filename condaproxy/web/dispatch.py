@@ -17,7 +17,9 @@ from starlette.applications import Starlette
 
 from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
+from ..rules.cross_site import SAFE_METHODS, check_same_site
 from ..rules.errors import MethodNotAllowed, ProxyError
+from ..rules.forwarded import external_base, networks
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.routing import UnknownChannel, parse_segments, unknown_channel
 from ..settings import Settings
@@ -40,6 +42,7 @@ class ChannelDispatch:
         self.services = services
         self.error_response = error_response
         self.pages = pages
+        self.trusted = networks(settings.server.trusted_proxies)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -59,10 +62,12 @@ class ChannelDispatch:
             segments = split_raw_path(raw)
             path_token, rest = split_token(segments)
             if is_own_route(rest):
+                if scope["method"] not in SAFE_METHODS:
+                    self._refuse_cross_site(scope)
                 await self.app(self._own_route(scope, raw, path_token, rest), receive, send)
                 return
             if scope["method"] not in ("GET", "HEAD"):
-                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
+                raise MethodNotAllowed(scope["method"])
             headers = _headers(scope)
             rp = parse_segments(segments, self.settings.channels)
             state["channel"], state["kind"] = rp.channel, rp.kind.value
@@ -93,6 +98,20 @@ class ChannelDispatch:
         state["path_token"] = path_token
         inner_raw = b"/" + b"/".join(raw.split(b"/")[3:])
         return {**scope, "path": "/" + "/".join(rest), "raw_path": inner_raw, "state": state}
+
+    def _refuse_cross_site(self, scope: dict[str, Any]) -> None:
+        """A browser's state-changing request made by another site's page (rules/cross_site):
+        refused before any handler, so ambient basic-auth credentials act for nobody."""
+        headers = _headers(scope)
+        peer = scope.get("client")
+        base = external_base(
+            peer[0] if peer else None,
+            headers,
+            self.trusted,
+            self.settings.server.external_url,
+            scope.get("scheme", "http"),
+        )
+        check_same_site(scope["method"], headers, base)
 
     def _unknown_for_caller(self, exc: UnknownChannel, headers: dict[str, str]) -> UnknownChannel:
         token = presented_token(headers, exc.token)
