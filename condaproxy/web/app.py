@@ -68,7 +68,9 @@ def create_app(
 
     def error_response(exc: ProxyError) -> JSONResponse:
         body = {k: redact(v) if isinstance(v, str) else v for k, v in exc.body().items()}
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        # An error may list what this caller's token may read (an unknown channel's 404).
+        headers = {"cache-control": "no-store", **exc.headers}
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProxyError)

@@ -64,7 +64,8 @@ class ChannelDispatch:
             if is_own_route(rest):
                 if scope["method"] not in SAFE_METHODS:
                     self._refuse_cross_site(scope)
-                await self.app(self._own_route(scope, raw, path_token, rest), receive, send)
+                inner = self._own_route(scope, raw, path_token, rest)
+                await self.app(inner, receive, _uncached(send))
                 return
             if scope["method"] not in ("GET", "HEAD"):
                 raise MethodNotAllowed(scope["method"])
@@ -117,6 +118,21 @@ class ChannelDispatch:
         token = presented_token(headers, exc.token)
         who = identify(token, self.settings.tokens.values())
         return unknown_channel(exc.message, self.settings.channels, who)
+
+
+def _uncached(send: Any) -> Any:
+    """The API's answers depend on the token a request carries, and `X-API-Key` is not a
+    header shared caches know to key on or to keep out of (RFC 9111 section 3.5 names only
+    Authorization): `no-store` unless the route chose otherwise (the stylesheet)."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+        await send(message)
+
+    return sending
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:

@@ -192,3 +192,27 @@ def test_an_unexpected_failure_in_an_api_route_is_a_json_500(tmp_path: Path, mon
     assert answer.status_code == 500
     assert answer.headers["content-type"] == "application/json"
     assert "internal error" in answer.json()["error"]
+
+
+def test_answers_that_depend_on_the_token_are_never_kept_by_a_shared_cache(proxy, package):
+    """A cache in front of the proxy (Varnish keeps any 200 for 120 s by default) keys on
+    the URL: what an X-API-Key caller was told must not be served to the next caller."""
+    assert (
+        httpx.post(f"{proxy.url}{UPLOAD}", content=package, headers=basic(WRITER)).status_code
+        == 201
+    )
+    admin = {"x-api-key": ADMIN}
+    answers = [
+        httpx.get(f"{proxy.url}/api/channels/hidden/packages", headers=admin),
+        httpx.get(f"{proxy.url}/api/channels/team/packages", headers=admin),
+        httpx.get(f"{proxy.url}/api/cache/stats", headers=admin),
+        httpx.get(f"{proxy.url}/api/policy", headers=admin),
+        httpx.get(f"{proxy.url}/metrics", headers=admin),
+        httpx.get(f"{proxy.url}/nope/noarch/repodata.json", headers=admin),  # lists "hidden"
+        httpx.get(f"{proxy.url}/hidden/noarch/repodata.json"),  # 401
+    ]
+    assert "hidden" in answers[-2].json()["channels"]
+    for answer in answers:
+        assert "no-store" in answer.headers.get("cache-control", ""), answer.request.url
+    stylesheet = httpx.get(f"{proxy.url}/static/condaproxy.css")
+    assert stylesheet.headers["cache-control"].startswith("public")
