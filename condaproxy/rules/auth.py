@@ -72,14 +72,21 @@ def presented_token(headers: Mapping[str, str], path_token: str | None) -> str |
     return path_token
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """`given == expected` in constant time. Compared as UTF-8 bytes: hmac.compare_digest
+    refuses str with non-ASCII characters (TypeError), and a header may hold any of them."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def identify(token: str | None, tokens: Iterable[T]) -> T | None:
     """The configured token matching `token`, comparing against all of them in constant time."""
     if not token:
         return None
     found = None
-    given = token.encode()
     for candidate in tokens:
-        if hmac.compare_digest(given, candidate.token.value.encode()):
+        if same_secret(token, candidate.token.value):
             found = candidate
     return found
 

@@ -25,7 +25,13 @@ class BadRequest(ProxyError):
 
 
 class MethodNotAllowed(ProxyError):
+    """405, with the `Allow` header RFC 9110 section 15.5.6 requires: the methods that are."""
+
     status = 405
+
+    def __init__(self, method: str, allowed: tuple[str, ...] = ("GET", "HEAD")) -> None:
+        super().__init__(f"{method} is not allowed here; use {' or '.join(allowed)}")
+        self.headers = {"allow": ", ".join(allowed)}
 
 
 class RequestTimeout(ProxyError):

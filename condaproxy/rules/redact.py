@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_TOKEN_PATH = re.compile(r"/t/[^/\s]+/")
+# An anaconda.org style path token: the segment after a `t` segment, up to the next `/`, space
+# or quote, wherever the path stops (`/t/<token>` alone, `'t/<token>'` quoted without its
+# leading slash, a path cut short): paths.py never echoes it, and no message may either.
+_TOKEN_PATH = re.compile(r"(?<![^/\s'\"])t/[^/\s'\"]+")
 _USERINFO = re.compile(r"(//[^/@\s:]+):[^/@\s]+@")
 _MASK = "***"
 
@@ -19,8 +22,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, _MASK)
-        if "/t/" in text:
-            text = _TOKEN_PATH.sub(f"/t/{_MASK}/", text)
+        if "t/" in text:
+            text = _TOKEN_PATH.sub(f"t/{_MASK}", text)
         if "@" in text:
             text = _USERINFO.sub(rf"\1:{_MASK}@", text)
         return text

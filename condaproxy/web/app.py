@@ -15,7 +15,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
@@ -28,7 +28,7 @@ from ..settings import Settings
 from .cache_api import cache_routes
 from .dispatch import ChannelDispatch
 from .health import health_routes
-from .logs import AccessLog
+from .logs import INTERNAL_ERROR, AccessLog
 from .openapi import document
 from .pages import StatusPages, static_routes
 from .policy_api import policy_routes
@@ -68,7 +68,9 @@ def create_app(
 
     def error_response(exc: ProxyError) -> JSONResponse:
         body = {k: redact(v) if isinstance(v, str) else v for k, v in exc.body().items()}
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        # An error may list what this caller's token may read (an unknown channel's 404).
+        headers = {"cache-control": "no-store", **exc.headers}
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProxyError)
@@ -78,9 +80,17 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         request.state.error = str(exc.detail)
+        # Starlette's own answers keep their headers: a 405's `Allow` (RFC 9110 15.5.6).
         return JSONResponse(
-            {"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code
+            {"error": exc.detail, "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette answers an unexpected exception in a route before AccessLog sees it: the
+        # same JSON 500 as everywhere else (AccessLog still logs the one error event).
+        return Response(INTERNAL_ERROR, status_code=500, media_type="application/json")
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document(__version__))
@@ -96,7 +106,11 @@ def create_app(
             *policy_routes(settings, services),
         ],
         lifespan=lifespan,
-        exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
+        exception_handlers={
+            ProxyError: proxy_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
     )
     dispatch = ChannelDispatch(app, settings, services, error_response, pages)
     return AccessLog(dispatch, metrics, trusted)

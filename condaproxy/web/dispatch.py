@@ -18,7 +18,9 @@ from starlette.applications import Starlette
 
 from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
+from ..rules.cross_site import SAFE_METHODS, check_same_site
 from ..rules.errors import MethodNotAllowed, ProxyError
+from ..rules.forwarded import external_base, networks
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.peer_auth import HEADER as PEER_HEADER
 from ..rules.peer_auth import verify
@@ -43,6 +45,7 @@ class ChannelDispatch:
         self.services = services
         self.error_response = error_response
         self.pages = pages
+        self.trusted = networks(settings.server.trusted_proxies)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,10 +65,13 @@ class ChannelDispatch:
             segments = split_raw_path(raw)
             path_token, rest = split_token(segments)
             if is_own_route(rest):
-                await self.app(self._own_route(scope, raw, path_token, rest), receive, send)
+                if scope["method"] not in SAFE_METHODS:
+                    self._refuse_cross_site(scope)
+                inner = self._own_route(scope, raw, path_token, rest)
+                await self.app(inner, receive, _uncached(send))
                 return
             if scope["method"] not in ("GET", "HEAD"):
-                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
+                raise MethodNotAllowed(scope["method"])
             headers = _headers(scope)
             rp = parse_segments(segments, self.settings.channels)
             state["channel"], state["kind"] = rp.channel, rp.kind.value
@@ -107,10 +113,39 @@ class ChannelDispatch:
         inner_raw = b"/" + b"/".join(raw.split(b"/")[3:])
         return {**scope, "path": "/" + "/".join(rest), "raw_path": inner_raw, "state": state}
 
+    def _refuse_cross_site(self, scope: dict[str, Any]) -> None:
+        """A browser's state-changing request made by another site's page (rules/cross_site):
+        refused before any handler, so ambient basic-auth credentials act for nobody."""
+        headers = _headers(scope)
+        peer = scope.get("client")
+        base = external_base(
+            peer[0] if peer else None,
+            headers,
+            self.trusted,
+            self.settings.server.external_url,
+            scope.get("scheme", "http"),
+        )
+        check_same_site(scope["method"], headers, base)
+
     def _unknown_for_caller(self, exc: UnknownChannel, headers: dict[str, str]) -> UnknownChannel:
         token = presented_token(headers, exc.token)
         who = identify(token, self.settings.tokens.values())
         return unknown_channel(exc.message, self.settings.channels, who)
+
+
+def _uncached(send: Any) -> Any:
+    """The API's answers depend on the token a request carries, and `X-API-Key` is not a
+    header shared caches know to key on or to keep out of (RFC 9111 section 3.5 names only
+    Authorization): `no-store` unless the route chose otherwise (the stylesheet)."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+        await send(message)
+
+    return sending
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:

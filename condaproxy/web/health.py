@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 import shutil
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from starlette.routing import Route
 
 from ..cache.instruments import Metrics
 from ..ops.metrics import exposition
-from ..rules.auth import has_role, identify, presented_token
+from ..rules.auth import has_role, identify, presented_token, same_secret
 from ..settings import Settings
 from .services import Services
 
@@ -59,7 +58,7 @@ def health_routes(
         token = presented_token(request.headers, request.scope["state"].get("path_token"))
         metrics_token = settings.metrics.token
         full = token is not None and (
-            (metrics_token is not None and hmac.compare_digest(token, metrics_token.value))
+            (metrics_token is not None and same_secret(token, metrics_token.value))
             or has_role(identify(token, settings.tokens.values()), "*", "admin")
         )
         hidden = set() if full else {n for n, c in settings.channels.items() if c.private}

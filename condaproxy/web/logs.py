@@ -106,7 +106,7 @@ async def audited(action: str, token: str | None, target: str, call: Awaitable[T
     return result
 
 
-_INTERNAL = b'{"error":"internal error: the proxy failed to answer; see its log","status":500}'
+INTERNAL_ERROR = b'{"error":"internal error: the proxy failed to answer; see its log","status":500}'
 
 
 class AccessLog:
@@ -234,6 +234,9 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 async def _send_internal_error(send: Any) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_INTERNAL))]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(INTERNAL_ERROR)),
+    ]
     await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": _INTERNAL})
+    await send({"type": "http.response.body", "body": INTERNAL_ERROR})

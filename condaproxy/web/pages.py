@@ -76,7 +76,7 @@ class StatusPages:
         segments: list[str],
     ) -> PageResponse:
         if scope["method"] not in ("GET", "HEAD"):
-            raise MethodNotAllowed(f"{scope['method']} is not allowed here; use GET or HEAD")
+            raise MethodNotAllowed(scope["method"])
         query = query_of(scope)
         presented = presented_token(headers, token)
         who = identify(presented, self.settings.tokens.values())
