@@ -32,10 +32,16 @@ def accepted(header: str | None) -> dict[str, float]:
 
 
 def choose(header: str | None, available: set[str]) -> str | None:
-    """The coding to send among `available` (None: identity)."""
+    """The coding to send among `available` (None: identity): the one the client ranks
+    highest (q-value), ties broken by what costs us least; identity when the client ranks it
+    above every coding it accepts."""
     codings = accepted(header)
-    for coding in PREFERENCE:
-        q = codings[coding] if coding in codings else codings.get("*", 0.0)
-        if coding in available and q > 0:
-            return coding
-    return None
+
+    def q(coding: str) -> float:
+        return codings[coding] if coding in codings else codings.get("*", 0.0)
+
+    usable = [coding for coding in PREFERENCE if coding in available and q(coding) > 0]
+    best = max(usable, key=q, default=None)  # the first of equals: PREFERENCE order
+    if best is None or codings.get("identity", 0.0) > q(best):
+        return None
+    return best
