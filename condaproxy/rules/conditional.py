@@ -17,6 +17,21 @@ def remaining_max_age(fetched_at: float, ttl: float, now: float) -> int:
     return max(0, int(ttl - max(0.0, now - fetched_at)))
 
 
+def for_audience(cache_control: str, private: bool) -> str:
+    """The Cache-Control a channel file is sent with. A private channel's files answer only to
+    a read token, so a shared cache (Varnish, a CDN, a corporate proxy) must never keep one
+    for other callers: `public` would let it store even an answer to a request that carried
+    Authorization (RFC 9111 §3.5), and a token sent as `X-API-Key` or in a `/t/<token>/`
+    path is not a request field a shared cache knows to hold back. So `public` becomes
+    `private` (RFC 9111 §5.2.2.7), the other directives (max-age, immutable) kept: the
+    caller's own cache still reuses the answer as before. Public channels are unchanged."""
+    if not private:
+        return cache_control
+    kept = [d.strip() for d in cache_control.split(",") if d.strip()]
+    others = [d for d in kept if d.lower() not in ("public", "private")]
+    return ", ".join(["private", *others])
+
+
 def strong_etag(opaque: str) -> str:
     return f'"{opaque}"'
 

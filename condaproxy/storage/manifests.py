@@ -31,7 +31,7 @@ from ..rules.errors import NotFound, ServiceUnavailable
 from ..rules.shared_manifest import BadManifest, check_entry, check_subdir
 from .blobs import TempBlob
 from .layout import manifest_key, upload_blob_key
-from .objectstore import CasNotHonoured, Doc, ObjectStore, StoreUnavailable
+from .objectstore import CasNotHonoured, Doc, ObjectStore, Opened, StoreUnavailable
 from .uploads import Conflict, Upload, UploadStore
 
 log = structlog.get_logger("condaproxy.storage.manifests")
@@ -204,20 +204,40 @@ class SharedManifests:
         return True
 
     async def _fetch_blob(self, upload: Upload) -> None:
-        """Copy an uploaded blob into the local upload store, verified, if it is not there."""
+        """Copy an uploaded blob into the local upload store, verified, if it is not there.
+        The manifest's size bounds the copy: an object announced at another size is refused
+        before a byte is read, and one that turns out longer than it said is cut off at the
+        first byte too many, never written past the manifest's size."""
         blobs = self.uploads.blobs
         if blobs.exists(upload.sha256):
             return
         opened = await self.store.open(upload_blob_key(upload.sha256))
         if opened is None:
             raise StoreUnavailable(f"uploaded blob {upload.sha256} is missing from the bucket")
+        try:
+            if opened.size != upload.size:
+                raise StoreUnavailable(
+                    f"uploaded blob {upload.sha256} in the bucket is {opened.size} bytes, "
+                    f"the manifest says {upload.size}: not copied"
+                )
+            await self._copy_blob(upload, opened)
+        finally:
+            opened.close()
+
+    async def _copy_blob(self, upload: Upload, opened: Opened) -> None:
+        blobs = self.uploads.blobs
         temp = blobs.new_temp()
         try:
             sha, size = hashlib.sha256(), 0
-            async for chunk in opened.iter_bytes():
+            async for chunk in opened.iter_bytes(limit=upload.size):
+                size += len(chunk)
+                if size > upload.size:
+                    raise StoreUnavailable(
+                        f"uploaded blob {upload.sha256} in the bucket is longer than the "
+                        f"{upload.size} bytes its manifest and its length say: not copied"
+                    )
                 await asyncio.to_thread(temp.write, chunk)
                 sha.update(chunk)
-                size += len(chunk)
             if sha.hexdigest() != upload.sha256 or size != upload.size:
                 raise StoreUnavailable(
                     f"uploaded blob {upload.sha256} in the bucket is corrupt "
@@ -227,5 +247,3 @@ class SharedManifests:
         except BaseException:
             temp.discard()
             raise
-        finally:
-            opened.close()

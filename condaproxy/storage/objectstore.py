@@ -36,6 +36,13 @@ from ..settings import ConfigError, Settings, StorageSettings
 T = TypeVar("T")
 READ_CHUNK = 1 << 20
 CAS_TRIES = 12  # compare-and-swap attempts per change before giving up with a 503
+# The largest document (manifest, purge log) read whole into memory. A manifest lists every
+# upload of a channel, about 1 KB each as this proxy writes them (the record plus sha256,
+# size, who and when): 256 MiB is a quarter of a million uploads, where a busy internal
+# channel has thousands (10,000 uploads: about 10 MB), and the order of the largest upstream
+# repodata the proxy decodes (conda-forge's linux-64). Past it, anyone with write access to
+# the bucket could make every replica's poll allocate whatever they wrote.
+MAX_DOC = 256 << 20
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
@@ -51,6 +58,12 @@ _DOWN = (
 
 class StoreUnavailable(ServiceUnavailable):
     """The shared store cannot be used right now (the message says why, never a secret)."""
+
+
+class DocumentTooLarge(StoreUnavailable):
+    """A document over its size limit: refused like one that cannot be read (nothing is
+    written over it, the replica keeps what it adopted last). The store is not marked down:
+    it answered."""
 
 
 class PreconditionFailed(Exception):
@@ -77,11 +90,16 @@ class Opened:
     _body: Any
     _store: ObjectStore
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._store._run(self._body.read, READ_CHUNK)
+    async def iter_bytes(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes as they arrive; with `limit`, never more than `limit` + 1 of them read
+        (a caller that sees the extra byte knows the object is longer than it may be)."""
+        read = 0
+        while limit is None or read <= limit:
+            want = READ_CHUNK if limit is None else min(READ_CHUNK, limit + 1 - read)
+            chunk = await self._store._run(self._body.read, want)
             if not chunk:
                 return
+            read += len(chunk)
             yield chunk
 
     def close(self) -> None:
@@ -184,14 +202,35 @@ class ObjectStore:
             self._client.upload_file, str(path), self.bucket, self._key(name), Config=self._transfer
         )
 
-    async def get_doc(self, name: str, if_none_match: str | None = None) -> Doc | None:
+    async def get_doc(
+        self, name: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> Doc | None:
         """A small object and its ETag; None if absent. With `if_none_match`, an unchanged
-        object comes back as the same Doc with an empty body (304)."""
+        object comes back as the same Doc with an empty body (304). One over `limit` bytes
+        raises DocumentTooLarge: refused from its announced length before any byte is read,
+        and never more than `limit` + 1 bytes read whatever the length said (default MAX_DOC)."""
+        limit = MAX_DOC if limit is None else limit
         extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
 
         def read() -> Doc:
             got = self._client.get_object(Bucket=self.bucket, Key=self._key(name), **extra)
-            return Doc(got["Body"].read(), got["ETag"])
+            body = got["Body"]
+            try:
+                announced = int(got.get("ContentLength") or 0)
+                if announced > limit:
+                    raise self._too_large(name, f"is {announced} bytes", limit)
+                parts, size = [], 0
+                while size <= limit:
+                    chunk = body.read(min(READ_CHUNK, limit + 1 - size))
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    size += len(chunk)
+                if size > limit:
+                    raise self._too_large(name, f"announced {announced} bytes but has more", limit)
+            finally:
+                body.close()
+            return Doc(b"".join(parts), got["ETag"])
 
         try:
             return await self._run(read)
@@ -199,6 +238,11 @@ class ObjectStore:
             return None
         except _NotModified:
             return Doc(b"", if_none_match or "")
+
+    def _too_large(self, name: str, what: str, limit: int) -> DocumentTooLarge:
+        return DocumentTooLarge(
+            f"{name} in shared storage {what}, over the {limit}-byte limit for a document: refused"
+        )
 
     async def put_doc(
         self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False
@@ -211,13 +255,15 @@ class ObjectStore:
         )
         return str(put["ETag"])
 
-    async def update(self, name: str, change: Callable[[Doc | None], bytes]) -> tuple[str, int]:
+    async def update(
+        self, name: str, change: Callable[[Doc | None], bytes], limit: int | None = None
+    ) -> tuple[str, int]:
         """Compare-and-swap: read the object, `change` it, write it back only if nobody wrote
         meanwhile (If-Match; If-None-Match: * for the first write), else read again, with
         jittered backoff. `change` may raise to give up. Returns the new ETag and the number
-        of lost races."""
+        of lost races. A document over `limit` is refused (get_doc), so never written over."""
         for attempt in range(CAS_TRIES):
-            doc = await self.get_doc(name)
+            doc = await self.get_doc(name, limit=limit)
             body = change(doc)
             try:
                 if doc is None:

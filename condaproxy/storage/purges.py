@@ -19,6 +19,10 @@ logger = structlog.get_logger("condaproxy.storage.purges")
 
 KEY = "control/purges.json"
 KEEP = 200
+# The log is read whole on every change: KEEP entries of a scope (a few names each, well under
+# 1 KB) are some 200 KB, so 16 MiB leaves a wide margin and bounds what a bucket writer can
+# make each replica read (objectstore.get_doc; a larger log is refused like an unreadable one).
+MAX_LOG = 16 << 20
 EVERYTHING: dict[str, Any] = {}  # the scope that purges every channel
 
 
@@ -73,7 +77,7 @@ class PurgeLog:
 
     async def start(self) -> None:
         """A new replica starts with an empty cache: the purges before it are moot."""
-        doc = await self.store.get_doc(KEY)
+        doc = await self.store.get_doc(KEY, limit=MAX_LOG)
         self.seen = _decode(doc).seq
         self._etag = doc.etag if doc is not None else None
 
@@ -88,7 +92,7 @@ class PurgeLog:
             appended[:] = [log.seq]
             return msgspec.json.encode(log)
 
-        await self.store.update(KEY, change)
+        await self.store.update(KEY, change, limit=MAX_LOG)
         self._applied.add(appended[0])
         return appended[0]
 
@@ -97,7 +101,7 @@ class PurgeLog:
         if self.seen < 0:
             await self.start()
             return []
-        doc = await self.store.get_doc(KEY, if_none_match=self._etag)
+        doc = await self.store.get_doc(KEY, if_none_match=self._etag, limit=MAX_LOG)
         if doc is None or (doc.etag == self._etag and not doc.body):
             return []
         log = _decode(doc)

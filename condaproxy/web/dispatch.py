@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
+from ..rules.conditional import for_audience
 from ..rules.cross_site import SAFE_METHODS, check_same_site
 from ..rules.errors import MethodNotAllowed, ProxyError
 from ..rules.forwarded import external_base, networks
@@ -75,7 +76,8 @@ class ChannelDispatch:
             headers = _headers(scope)
             rp = parse_segments(segments, self.settings.channels)
             state["channel"], state["kind"] = rp.channel, rp.kind.value
-            if self.settings.channels[rp.channel].private:
+            private = self.settings.channels[rp.channel].private
+            if private:
                 # Every path of a private channel, metadata included, needs a read token.
                 token = presented_token(headers, rp.token)
                 who = identify(token, self.settings.tokens.values())
@@ -85,6 +87,7 @@ class ChannelDispatch:
                 require(who, token is not None, rp.channel, "read")
             result = await self.services().proxy.serve(rp, Asked(headers, scope["method"]))
             state["outcome"] = result.outcome
+            result.cache_control = for_audience(result.cache_control, private)
             response = respond(result, headers, scope["method"])
         except UnknownChannel as exc:
             response = self.error_response(self._unknown_for_caller(exc, headers))
