@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 
-from ..rules.conditional import strong_etag
+from ..rules.conditional import if_none_match_hits, strong_etag
 from ..rules.errors import NotFound, UpstreamError
 from ..rules.routing import SHARD_INDEX, Kind, ResourcePath
 from ..settings import ChannelSettings
@@ -70,8 +70,10 @@ class Packages:
             self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
         expected = await self.checksums.expected(rp)
         reconcile(rp.key, expected, claim)
-        if asked.method == "HEAD" and expected.size is not None and expected.sha256:
-            # The record says all a HEAD needs: no download for a question about headers.
+        if expected.size is not None and expected.sha256 and _answered_by_record(asked, expected):
+            # The record says all this answer needs: no download for a question about headers
+            # (a HEAD), nor for a client that already holds these bytes (its If-None-Match
+            # names the sha256, the ETag every answer for this file carries: a 304).
             return Streamed(
                 Head(expected.size, content_type(rp.key), expected.sha256), None, "miss"
             )
@@ -178,3 +180,11 @@ class Packages:
 
     def _channel(self, rp: ResourcePath) -> ChannelSettings:
         return self.channels[rp.channel]
+
+
+def _answered_by_record(asked: Asked, expected: Expected) -> bool:
+    """A HEAD, or a request whose If-None-Match matches the published sha256's ETag."""
+    if asked.method == "HEAD":
+        return True
+    tag = strong_etag(expected.sha256) if expected.sha256 else None
+    return if_none_match_hits(asked.headers.get("if-none-match"), tag)

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from ..rules.errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
+from ..rules.conditional import retry_after_seconds
+from ..rules.errors import UpstreamBusy, UpstreamError, UpstreamNotFound, UpstreamTimeout
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
 from ..settings import ChannelSettings, UpstreamSettings
@@ -26,6 +27,7 @@ from .transports import Fetcher, HttpxFetcher, Reply
 
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+BUSY = frozenset({429, 503})  # "not now": passed on as a retryable 503 (errors.UpstreamBusy)
 
 log = structlog.get_logger("condaproxy.cache.upstream")
 
@@ -109,6 +111,10 @@ class UpstreamClient:
         try:
             if response.status in (404, 410):
                 raise UpstreamNotFound(shown)
+            if response.status in BUSY:
+                self._failed(channel)
+                wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
+                raise UpstreamBusy(shown, f"HTTP {response.status}", wait)
             if response.status != 304 and not 200 <= response.status < 300:
                 self._failed(channel)
                 raise UpstreamError(shown, f"HTTP {response.status}")

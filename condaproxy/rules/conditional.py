@@ -79,6 +79,24 @@ def if_range_allows(header: str | None, etag: str | None, modified: float | None
     return since is not None and modified is not None and since == int(modified)
 
 
+# A Retry-After passed on is capped: an upstream's "come back tomorrow" should not park clients.
+MAX_RETRY_AFTER = 3600
+
+
+def retry_after_seconds(value: str | None, now: float) -> int | None:
+    """RFC 9110 §10.2.3: `Retry-After` is delay-seconds or an HTTP-date; the delay it asks
+    for, capped at MAX_RETRY_AFTER, or None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(int(value), MAX_RETRY_AFTER)
+    when = parse_http_date(value)
+    if when is None:
+        return None
+    return min(max(0, int(when - now)), MAX_RETRY_AFTER)
+
+
 def parse_http_date(value: str) -> int | None:
     try:
         parsed = parsedate_to_datetime(value)

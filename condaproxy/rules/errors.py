@@ -97,3 +97,20 @@ class UpstreamNotFound(NotFound):
 
 class IntegrityError(UpstreamError):
     """The upstream's bytes do not match the checksum or size the channel publishes."""
+
+
+class UpstreamBusy(UpstreamError):
+    """The upstream said "not now" (429 Too Many Requests, 503 Service Unavailable): passed on
+    as a 503, with the upstream's Retry-After when it gave one. conda retries 413, 429, 500
+    and 503 by itself (its urllib3 `status_forcelist`) but gives up at once on a 502, so an
+    upstream's momentary refusal must not reach the client as a failure."""
+
+    status = 503
+
+    def __init__(self, upstream: str, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(upstream, reason)
+        self.retry_after = retry_after
+        self.headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, int | None]]:  # type: ignore[override]
+        return (self.__class__, (self.upstream, self.reason, self.retry_after))

@@ -112,7 +112,7 @@ class StreamResponse:
             await send(
                 {"type": "http.response.start", "status": self.status, "headers": self.headers}
             )
-            if self.body is None or self.head_only or self.status == 416:
+            if self.body is None or self.head_only or self.status in (304, 416):
                 await send({"type": "http.response.body", "body": b""})
                 return
             async for chunk in self.body.chunks(self.start, self.end):
@@ -181,9 +181,21 @@ def _release(result: Stored) -> None:
 
 def _streamed(result: Streamed, request_headers: Any, method: str) -> Any:
     """Headers for a miss from what is known before the body; ranges only where the body can
-    serve them (otherwise the whole file: RFC 9110 §14.2 lets a server ignore Range)."""
+    serve them (otherwise the whole file: RFC 9110 §14.2 lets a server ignore Range). The
+    ETag is the sha256 the channel publishes, known before a byte arrives, so If-None-Match
+    is answered as for a hit (RFC 9110 §13.1.2: evaluated before the method is performed)."""
     head, body = result.head, result.body
     etag = strong_etag(head.sha256) if head.sha256 else None
+    out = [
+        (b"content-type", head.content_type.encode()),
+        (b"cache-control", result.cache_control.encode()),
+        (b"accept-ranges", b"bytes"),
+        (b"x-cache", result.outcome.upper().encode()),
+    ]
+    if etag:
+        out.append((b"etag", etag.encode()))
+    if not_modified(request_headers.get("if-none-match"), None, etag, None):
+        return StreamResponse(304, out, body, 0, 0)
     start, end, status = 0, head.size, 200
     ranges = body is None or body.ranges
     if (
@@ -194,20 +206,12 @@ def _streamed(result: Streamed, request_headers: Any, method: str) -> Any:
         try:
             span = parse_range(request_headers.get("range"), head.size)
         except RangeNotSatisfiable:
-            unsatisfiable = [(b"content-range", f"bytes */{head.size}".encode())]
+            unsatisfiable = [*out, (b"content-range", f"bytes */{head.size}".encode())]
             return StreamResponse(416, unsatisfiable, body, 0, 0)
         if span is not None:
             start, end, status = span[0], span[1], 206
-    out = [
-        (b"content-type", head.content_type.encode()),
-        (b"cache-control", result.cache_control.encode()),
-        (b"accept-ranges", b"bytes"),
-        (b"x-cache", result.outcome.upper().encode()),
-    ]
     if end is not None:
         out.append((b"content-length", str(end - start).encode()))
     if status == 206 and end is not None:
         out.append((b"content-range", f"bytes {start}-{end - 1}/{head.size}".encode()))
-    if etag:
-        out.append((b"etag", etag.encode()))
     return StreamResponse(status, out, body, start, end, head_only=method == "HEAD")
