@@ -27,7 +27,7 @@ from .transports import Fetcher, HttpxFetcher, Reply
 
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-BUSY = frozenset({429, 503})  # "not now": passed on as a retryable 503 (errors.UpstreamBusy)
+BUSY = frozenset({429, 503})  # "not now": a 502 with its Retry-After (errors.UpstreamBusy)
 
 log = structlog.get_logger("condaproxy.cache.upstream")
 

@@ -100,12 +100,10 @@ class IntegrityError(UpstreamError):
 
 
 class UpstreamBusy(UpstreamError):
-    """The upstream said "not now" (429 Too Many Requests, 503 Service Unavailable): passed on
-    as a 503, with the upstream's Retry-After when it gave one. conda retries 413, 429, 500
-    and 503 by itself (its urllib3 `status_forcelist`) but gives up at once on a 502, so an
-    upstream's momentary refusal must not reach the client as a failure."""
-
-    status = 503
+    """The upstream said "not now" (429 Too Many Requests, 503 Service Unavailable). Like any
+    upstream failure it is a 502 naming the upstream (a client must be able to tell the
+    proxy's own unavailability from its upstream's), and it carries the upstream's
+    Retry-After when it gave one, so a client or operator knows when to try again."""
 
     def __init__(self, upstream: str, reason: str, retry_after: int | None = None) -> None:
         super().__init__(upstream, reason)

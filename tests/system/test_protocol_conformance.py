@@ -2,7 +2,8 @@
 a real upstream: resumed downloads (Range, If-Range with an ETag or a date, on a hit and on a
 download under way), HEAD equal to GET, conditional requests on packages, file names with `+`
 and `!` sent encoded or not, `/t/<token>/` where each client puts it, labels, and upstreams that
-redirect to a CDN, answer 304 without an ETag, gzip their JSON, or say "not now" (429/503)."""
+redirect to a CDN, answer 304 without an ETag, gzip their JSON, or say "not now" (429/503: a
+502 with their Retry-After)."""
 
 from __future__ import annotations
 
@@ -87,11 +88,11 @@ def test_a_package_the_client_holds_is_a_304_before_any_download(
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_an_upstream_that_says_not_now_is_a_503_clients_retry(
+def test_an_upstream_that_says_not_now_is_a_502_with_its_retry_after(
     proxy: Proxy, upstream: Upstream, status: int
 ) -> None:
-    """conda retries 413/429/500/503 by itself and gives up at once on a 502: an upstream's
-    momentary 429/503 is passed on as a 503 with its Retry-After, naming the upstream."""
+    """An upstream's 429/503 is an upstream failure (a 502 naming the upstream), carrying the
+    upstream's Retry-After (seconds or a date, as seconds) when it gave one."""
     package = "/linux-64/libzlib-1.3-h0.conda"
     upstream.override(package, b"slow down", status=status, headers={"retry-after": "7"})
     upstream.override("/osx-64/repodata.json.zst", b"busy", status=status)
@@ -100,15 +101,15 @@ def test_an_upstream_that_says_not_now_is_a_503_clients_retry(
         "/win-64/repodata.json.zst", b"busy", status=status, headers={"retry-after": later}
     )
     answer = httpx.get(f"{proxy.url}/cf{package}")
-    assert answer.status_code == 503, answer.text
+    assert answer.status_code == 502, answer.text
     assert answer.headers["retry-after"] == "7"
     assert answer.json()["upstream"] == f"{upstream.url}{package}"
     assert f"HTTP {status}" in answer.json()["error"]
     repodata = httpx.get(f"{proxy.url}/cf/osx-64/repodata.json")
-    assert repodata.status_code == 503 and "retry-after" not in repodata.headers
+    assert repodata.status_code == 502 and "retry-after" not in repodata.headers
     dated = httpx.get(f"{proxy.url}/cf/win-64/repodata.json")
-    assert dated.status_code == 503 and 0 < int(dated.headers["retry-after"]) <= 30
-    # other upstream failures stay a 502, and the shard index still falls back with a 404
+    assert dated.status_code == 502 and 0 < int(dated.headers["retry-after"]) <= 30
+    # an upstream 500 is a 502 without Retry-After; the shard index still falls back with a 404
     upstream.override("/osx-64/repodata_shards.msgpack.zst", b"busy", status=status)
     assert httpx.get(f"{proxy.url}/cf/osx-64/repodata_shards.msgpack.zst").status_code == 404
     upstream.override("/linux-64/libzlib-1.3-h0.tar.bz2", b"oops", status=500)
