@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from .rules.names import hashed_name
-from .settings import CONFIG_ENV, ConfigError, Settings, check_cache_path, load_settings
+from .settings import (
+    CONFIG_ENV,
+    ConfigError,
+    Settings,
+    check_cache_path,
+    load_settings,
+    with_server_options,
+)
 
 SHARED_MEMORY = Path("/dev/shm")
 
@@ -112,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return _admin(args)
     try:
         settings = load_settings(args.config)
+        if args.command == "serve":
+            settings = with_server_options(
+                settings, host=args.host, port=args.port, workers=args.workers
+            )
         check_cache_path(settings)
         if args.command == "serve" and settings.storage is not None:
             _check_storage(settings)
@@ -165,9 +176,7 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    host = args.host or settings.server.host
-    port = args.port or settings.server.port
-    workers = args.workers or settings.server.workers
+    host, port, workers = settings.server.host, settings.server.port, settings.server.workers
     metrics_dir = prepare_metrics_dir(settings.cache.path)
 
     import msgspec
