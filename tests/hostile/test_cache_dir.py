@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 
 from tests.support.channel import Pkg, build_package
 from tests.support.hostile import listed_channel
-from tests.support.processes import Upstream
+from tests.support.processes import ROOT, Upstream, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -119,5 +121,53 @@ def test_a_damaged_upload_is_refused_never_sent_nor_replaced_from_upstream(
         assert "damaged" in got.json()["error"]
         assert upstream.count("GET", f"/linux-64/{package.name}") == 0
         assert blob.exists()  # kept for the admin to look at: it was the only copy
+    finally:
+        upstream.stop()
+
+
+def test_a_second_config_with_another_upstream_cannot_take_over_a_running_proxys_cache(
+    tmp_path: Path, start_proxy
+) -> None:
+    """Two configurations naming one cache.path, channel `ch` from different upstreams: the
+    second start dropped the running proxy's cache of `ch` (a changed upstream is purged) and
+    both then served whatever the other had cached under `ch`. It is refused instead, one
+    line, and the running proxy keeps its cache."""
+    first = Upstream(listed_channel(tmp_path / "one", {FILE: DATA})).start()
+    other = Upstream(listed_channel(tmp_path / "two", {FILE: os.urandom(1000)})).start()
+    cache = tmp_path / "cache"
+    try:
+        proxy = start_proxy({"ch": {"upstream": first.url}}, cache=cache)
+        assert httpx.get(f"{proxy.url}/ch/{FILE}", timeout=30).status_code == 200
+        config = write_config(tmp_path / "second.toml", cache, {"ch": {"upstream": other.url}})
+        port = str(free_port())
+        started = subprocess.run(
+            [sys.executable, "-m", "condaproxy", "serve", "--config", str(config), "--port", port],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert started.returncode == 2
+        [line] = started.stderr.strip().splitlines()
+        assert "'cache.path'" in line and "'ch'" in line and "Traceback" not in line
+        again = httpx.get(f"{proxy.url}/ch/{FILE}", timeout=30)
+        assert again.headers.get("x-cache") == "HIT"
+        assert hashlib.sha256(again.content).hexdigest() == DIGEST
+        assert other.count("GET", f"/{FILE}") == 0
+    finally:
+        first.stop()
+        other.stop()
+
+
+def test_a_second_proxy_with_the_same_upstreams_may_share_the_cache(
+    tmp_path: Path, start_proxy
+) -> None:
+    upstream = Upstream(listed_channel(tmp_path / "one", {FILE: DATA})).start()
+    cache = tmp_path / "cache"
+    try:
+        one = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+        assert httpx.get(f"{one.url}/ch/{FILE}", timeout=30).status_code == 200
+        two = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+        assert httpx.get(f"{two.url}/ch/{FILE}", timeout=30).headers.get("x-cache") == "HIT"
     finally:
         upstream.stop()
