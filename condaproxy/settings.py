@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .rules.config_checks import check_distinct_tokens, check_upstream_auth
 from .rules.config_text import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -283,7 +284,7 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         name: _token(name, body, channels, where)
         for name, body in _table(resolved, "tokens", where).items()
     }
-    _check_distinct(tokens, where)
+    check_distinct_tokens(tokens, where, PEER_TOKEN)
     metrics = sections["metrics"]
     if isinstance(metrics, MetricsSettings) and metrics.token and len(metrics.token.value) < 8:
         raise ConfigError(f"{where}: 'metrics.token' is too short (at least 8 characters)")
@@ -304,7 +305,7 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         if PEER_TOKEN in tokens:
             raise ConfigError(f"{where}: 'tokens.{PEER_TOKEN}' is reserved for cluster peers")
         tokens[PEER_TOKEN] = TokenSettings(PEER_TOKEN, cluster.peer_token, {"*": "read"})
-        _check_distinct(tokens, where)
+        check_distinct_tokens(tokens, where, PEER_TOKEN)
     return Settings(channels=channels, tokens=tokens, source=where, **sections, **optional)  # type: ignore[arg-type]
 
 
@@ -375,7 +376,7 @@ def _channel(name: str, body: Any, where: str) -> ChannelSettings:
     origins = tuple(
         _url(o.strip(), f"{key}.allowed_origins", where, "origin") for o in channel.allowed_origins
     )
-    _check_upstream_auth(channel, key, where)
+    check_upstream_auth(channel, key, where)
     if channel.mirror_only and channel.upstream is None:
         raise ConfigError(f"{where}: '{key}' is mirror_only but has no upstream")
     return msgspec.structs.replace(
@@ -393,26 +394,6 @@ def _url(text: str, key: str, where: str, shape: Shape = "base", userinfo: bool 
         raise ConfigError(f"{where}: '{key}' {exc}{shown}") from None
 
 
-def _check_upstream_auth(channel: ChannelSettings, key: str, where: str) -> None:
-    """One way to authenticate to an upstream, fully given: a credential that would be
-    silently dropped (a password without a user name; basic auth beside a bearer token,
-    which wins) stops start-up instead."""
-    in_url = channel.upstream is not None and "@" in urlsplit(channel.upstream).netloc
-    basic = channel.upstream_username is not None or channel.upstream_password is not None
-    if channel.upstream_password is not None and channel.upstream_username is None:
-        raise ConfigError(f"{where}: '{key}.upstream_password' needs '{key}.upstream_username'")
-    if channel.upstream_bearer is not None and (basic or in_url):
-        raise ConfigError(
-            f"{where}: '{key}.upstream_bearer' and basic auth (upstream_username/password or "
-            "a user in the upstream URL) exclude each other: keep one"
-        )
-    if basic and in_url:
-        raise ConfigError(
-            f"{where}: '{key}' has a user both in its upstream URL and in upstream_username: "
-            "keep one"
-        )
-
-
 def _token(
     name: str, body: Any, channels: Mapping[str, ChannelSettings], where: str
 ) -> TokenSettings:
@@ -424,20 +405,6 @@ def _token(
         if channel != "*" and channel not in channels:
             raise ConfigError(f"{where}: '{key}.roles' names unknown channel '{channel}'")
     return token
-
-
-def _check_distinct(tokens: Mapping[str, TokenSettings], where: str) -> None:
-    """A token value names one token: with two, a request would get the roles of whichever
-    is compared last, whatever the file says."""
-    seen: dict[str, str] = {}
-    for name, token in tokens.items():
-        key = "cluster.peer_token" if name == PEER_TOKEN else f"tokens.{name}.token"
-        if token.token.value in seen:
-            raise ConfigError(
-                f"{where}: '{key}' is the same as '{seen[token.token.value]}' "
-                "(each token needs its own value)"
-            )
-        seen[token.token.value] = key
 
 
 # the environment
