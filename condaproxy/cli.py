@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .rules.names import hashed_name
-from .settings import CONFIG_ENV, ConfigError, Settings, check_cache_path, load_settings
+from .rules.redact import Redactor
+from .settings import (
+    CONFIG_ENV,
+    ConfigError,
+    Settings,
+    check_cache_path,
+    load_settings,
+    with_server_options,
+)
 
 SHARED_MEMORY = Path("/dev/shm")
 
@@ -48,7 +56,6 @@ def prepare_metrics_dir(cache_path: Path) -> Path:
 
 def app_factory() -> object:
     """For uvicorn workers (`--workers N` imports the app again in each process)."""
-    from .rules.redact import Redactor
     from .web.app import create_app
     from .web.logs import configure_logging
 
@@ -112,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         return _admin(args)
     try:
         settings = load_settings(args.config)
+        if args.command == "serve":
+            settings = with_server_options(
+                settings, host=args.host, port=args.port, workers=args.workers
+            )
         check_cache_path(settings)
+        if args.command == "serve":
+            _check_cache_owner(settings)
         if args.command == "serve" and settings.storage is not None:
             _check_storage(settings)
     except ConfigError as exc:
@@ -121,6 +134,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(settings)
     return _serve(args, settings)
+
+
+def _check_cache_owner(settings: Settings) -> None:
+    """A cache directory a running proxy uses with another upstream for one of our channels
+    is refused: starting would drop that proxy's cache under it (a changed upstream is
+    purged at start) and then mix both upstreams' files under one channel name."""
+    from .storage.blobs import Liveness
+    from .storage.index import Index
+
+    root = settings.cache.path
+    if not (root / "index").is_dir():
+        return
+    liveness = Liveness(root / "alive.lock")
+    try:
+        if liveness.alone():
+            return  # nobody else runs on it: a changed upstream is simply dropped at start
+        index = Index(root / "index")
+        try:
+            known: dict[str, str | None] = index.get_value(("upstreams",), {})
+        finally:
+            index.close()
+    finally:
+        liveness.close()
+    redact = Redactor(settings.secrets())
+    for name, channel in settings.channels.items():
+        if name in known and known[name] != channel.upstream:
+            raise ConfigError(
+                f"{settings.source}: 'cache.path' {str(root)!r} is in use by a running proxy "
+                f"whose channel '{name}' has upstream {redact(known[name] or '(none)')!r}: stop "
+                "it first, or give this configuration its own cache.path"
+            )
 
 
 def _check_storage(settings: Settings) -> None:
@@ -165,16 +209,13 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    host = args.host or settings.server.host
-    port = args.port or settings.server.port
-    workers = args.workers or settings.server.workers
+    host, port, workers = settings.server.host, settings.server.port, settings.server.workers
     metrics_dir = prepare_metrics_dir(settings.cache.path)
 
     import msgspec
     import structlog
     import uvicorn
 
-    from .rules.redact import Redactor
     from .web.app import create_app
     from .web.logs import configure_logging
 

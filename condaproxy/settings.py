@@ -19,16 +19,19 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .rules.config_checks import check_distinct_tokens, check_upstream_auth
 from .rules.config_text import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
     ConfigError,
+    FromEnv,
     Secret,
     apply_env_overrides,
     convert,
     env_references,
     resolve_references,
 )
+from .rules.config_urls import Shape, check_http_url
 from .rules.paths import RESERVED_SEGMENTS, valid_channel_name
 from .rules.policy import Policy, compile_policy
 from .rules.shared_config import check_shared
@@ -38,7 +41,9 @@ _BYTES = {"unit": "bytes"}
 Size = Annotated[int, msgspec.Meta(ge=0, extra=_BYTES)]
 PositiveSize = Annotated[int, msgspec.Meta(ge=1, extra=_BYTES)]
 DocumentSize = Annotated[int, msgspec.Meta(ge=1 << 20, extra=_BYTES)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
+# Finite and at most a day: TOML and the environment both spell `inf`, which aiohttp cannot
+# schedule (every upstream request would fail with an OverflowError).
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 Role = Literal["read", "write", "admin"]
 
 
@@ -47,7 +52,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ServerSettings(_Section, frozen=True):
-    host: str = "127.0.0.1"
+    host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"  # "": every interface
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # The proxy's address as clients see it (for the status page's snippets); empty: taken from
@@ -279,6 +284,7 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         name: _token(name, body, channels, where)
         for name, body in _table(resolved, "tokens", where).items()
     }
+    check_distinct_tokens(tokens, where, PEER_TOKEN)
     metrics = sections["metrics"]
     if isinstance(metrics, MetricsSettings) and metrics.token and len(metrics.token.value) < 8:
         raise ConfigError(f"{where}: 'metrics.token' is too short (at least 8 characters)")
@@ -299,7 +305,22 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         if PEER_TOKEN in tokens:
             raise ConfigError(f"{where}: 'tokens.{PEER_TOKEN}' is reserved for cluster peers")
         tokens[PEER_TOKEN] = TokenSettings(PEER_TOKEN, cluster.peer_token, {"*": "read"})
+        check_distinct_tokens(tokens, where, PEER_TOKEN)
     return Settings(channels=channels, tokens=tokens, source=where, **sections, **optional)  # type: ignore[arg-type]
+
+
+def with_server_options(settings: Settings, **given: object) -> Settings:
+    """`serve --host/--port/--workers` through the same rules as the file's [server] (a
+    command line cannot start 1000 workers or listen on port 70000 the file could not)."""
+    options = {
+        k: FromEnv(str(v), f"command line option --{k}") for k, v in given.items() if v is not None
+    }
+    if not options:
+        return settings
+    body = {**msgspec.to_builtins(settings.server), **options}
+    server = convert(body, ServerSettings, "server", settings.source)
+    _check_server(server, settings.source)
+    return msgspec.structs.replace(settings, server=server)
 
 
 def _check_server(server: ServerSettings, where: str) -> None:
@@ -311,9 +332,7 @@ def _check_server(server: ServerSettings, where: str) -> None:
                 f"{where}: 'server.trusted_proxies' entry {entry!r} is not an address or network"
             ) from None
     if server.external_url:
-        parts = urlsplit(server.external_url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"{where}: 'server.external_url' is not an http(s) URL")
+        _url(server.external_url, "server.external_url", where)
 
 
 def _policy(policy: PolicySettings, channels: Mapping[str, ChannelSettings], where: str) -> Policy:
@@ -352,25 +371,27 @@ def _channel(name: str, body: Any, where: str) -> ChannelSettings:
         )
     channel: ChannelSettings = convert(body, ChannelSettings, key, where, name=name)
     if channel.upstream is not None:
-        upstream = channel.upstream.rstrip("/")
-        parts = urlsplit(upstream)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"{where}: '{key}.upstream' is not an http(s) URL")
+        upstream = _url(channel.upstream, f"{key}.upstream", where, userinfo=True)
         channel = msgspec.structs.replace(channel, upstream=upstream)
-    for origin in channel.allowed_origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path.strip("/"):
-            raise ConfigError(
-                f"{where}: '{key}.allowed_origins' entry {origin!r} is not an origin "
-                "(scheme://host[:port])"
-            )
+    origins = tuple(
+        _url(o.strip(), f"{key}.allowed_origins", where, "origin") for o in channel.allowed_origins
+    )
+    check_upstream_auth(channel, key, where)
     if channel.mirror_only and channel.upstream is None:
         raise ConfigError(f"{where}: '{key}' is mirror_only but has no upstream")
     return msgspec.structs.replace(
         channel,
         allow_upstream=tuple(n.strip().lower() for n in channel.allow_upstream),
-        allowed_origins=tuple(o.strip().rstrip("/") for o in channel.allowed_origins),
+        allowed_origins=origins,
     )
+
+
+def _url(text: str, key: str, where: str, shape: Shape = "base", userinfo: bool = False) -> str:
+    try:
+        return check_http_url(text, shape, userinfo)
+    except ValueError as exc:
+        shown = f": {text!r}" if "@" not in text else ""  # userinfo may hold a password
+        raise ConfigError(f"{where}: '{key}' {exc}{shown}") from None
 
 
 def _token(

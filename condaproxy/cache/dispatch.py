@@ -45,7 +45,7 @@ class Proxy:
         return await self._serve(rp, channel, asked)
 
     async def _serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:
-        if rp.kind is Kind.PACKAGE and (upload := self.overlay.upload_hit(channel, rp)):
+        if rp.kind is Kind.PACKAGE and (upload := await self.overlay.upload_hit(channel, rp)):
             return upload
         if rp.kind in (Kind.REPODATA, Kind.SHARD_INDEX) and self.overlay.covers(channel, rp):
             if rp.kind is Kind.REPODATA:
@@ -54,7 +54,7 @@ class Proxy:
         if rp.kind is Kind.SHARD and channel.upstream and self.overlay.covers(channel, rp):
             return await self.overlay.shard_result(rp, channel, asked)
         if channel.upstream is None:
-            return self._local_only(rp, channel)
+            return await self._local_only(rp, channel)
         if rp.kind in (Kind.PACKAGE, Kind.SHARD):
             return await self.packages.serve(rp, channel, asked)
         if rp.kind is Kind.REPODATA:
@@ -63,11 +63,11 @@ class Proxy:
             return await self.views.shard_index_result(rp, channel)
         return await self.views.file_result(rp, channel)
 
-    def _local_only(self, rp: ResourcePath, channel: ChannelSettings) -> Result:
+    async def _local_only(self, rp: ResourcePath, channel: ChannelSettings) -> Result:
         """A channel served from uploads alone: beyond uploads and merged metadata, only the
         shards derived from its uploads exist."""
         entry = self.index.get_file(rp.key) if rp.kind is Kind.SHARD else None
-        if entry is not None and (hit := self.packages.hit(entry)) is not None:
+        if entry is not None and (hit := await self.packages.hit(entry)) is not None:
             return hit
         raise NotFound(f"'{rp.relative}' is not in local channel '{channel.name}'")
 

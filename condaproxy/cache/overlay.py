@@ -62,14 +62,14 @@ class Overlay:
             return None
         return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
 
-    def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
+    async def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
         """An uploaded file by this name, served from the upload store. An upstream file the
         uploads hide from the merged view (rules/shadowing.py) is not served either: 404."""
         entry = self.upload(channel, rp)
         if entry is None:
             self._refuse_hidden(channel, rp)
             return None
-        return self.packages.hit(entry, self.uploads.blobs)
+        return await self.packages.hit(entry, self.uploads.blobs)
 
     def _refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
         if channel.upstream is None or not self.covers(channel, rp):

@@ -12,11 +12,13 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 
+import structlog
+
 from ..rules.conditional import if_none_match_hits, strong_etag
-from ..rules.errors import NotFound, UpstreamError
+from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError
 from ..rules.routing import SHARD_INDEX, Kind, ResourcePath
 from ..settings import ChannelSettings
-from ..storage.blobs import BlobStore
+from ..storage.blobs import BlobStore, DamagedBlob
 from ..storage.index import FileEntry, Index
 from ..storage.keys import MetaKey
 from .checksums import Checksums, client_claim, reconcile
@@ -29,6 +31,8 @@ from .tails import Body
 from .transfer import AlreadyCached, Expected, Head, content_type
 from .upstream import UpstreamClient, join_url
 from .views import Views
+
+log = structlog.get_logger("condaproxy.cache")
 
 
 class Packages:
@@ -64,7 +68,7 @@ class Packages:
         entry = self.index.get_file(rp.key)
         if entry is not None:
             reconcile(rp.key, Expected(sha256=entry.sha256), claim)
-            hit = self.hit(entry)
+            hit = await self.hit(entry)
             if hit is not None:
                 return hit
             self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
@@ -82,18 +86,35 @@ class Packages:
                 rp.key, channel, self.url(channel, rp), expected, claim
             )
         except AlreadyCached as cached:
-            hit = self.hit(cached.entry)
+            hit = await self.hit(cached.entry)
             if hit is None:
                 raise UpstreamError(rp.key, "cached file vanished") from None
             return hit
         return Streamed(head, body, outcome)
 
-    def hit(self, entry: FileEntry, store: BlobStore | None = None) -> Stored | None:
+    async def hit(self, entry: FileEntry, store: BlobStore | None = None) -> Stored | None:
         """A stored file (None if its blob is gone). Cached blobs are touched for LRU and kept
-        from eviction while served; uploads live in their own store and are never evicted."""
+        from eviction while served; uploads live in their own store and are never evicted.
+
+        A blob is served only as the bytes its entry names (its size, and its sha256 checked
+        once per process): a damaged cached copy is dropped (None: a miss fetches it again);
+        a damaged upload, or a shard derived from uploads, is refused, never sent."""
+        blobs = store or self.store
         try:
-            fd = (store or self.store).open(entry.sha256)
+            if blobs.is_checked(entry.sha256):
+                fd = blobs.open_checked(entry.sha256, entry.size)
+            else:
+                fd = await asyncio.to_thread(blobs.open_checked, entry.sha256, entry.size)
         except FileNotFoundError:
+            return None
+        except DamagedBlob as damaged:
+            log.error("damaged blob refused", sha256=entry.sha256, reason=damaged.why)
+            if store is not None or entry.local:
+                raise ServiceUnavailable(
+                    f"the stored copy of this file is damaged ({damaged.why}); an admin must "
+                    "upload it again"
+                ) from None
+            blobs.discard_damaged(entry.sha256)
             return None
         result = Stored(
             size=entry.size,

@@ -108,7 +108,7 @@ class Policing:
         if rp.kind is Kind.SHARD_INDEX:
             return await self.shard_index_result(rp, channel)
         if rp.kind is Kind.SHARD:
-            return self.shard_hit(rp)
+            return await self.shard_hit(rp)
         if rp.kind is Kind.PACKAGE:
             await self.check_package(rp, channel)
         return await otherwise()
@@ -273,10 +273,10 @@ class Policing:
         shard_rp = dataclasses.replace(rp, filename=filename, kind=Kind.SHARD)
         return SHARD_PREFIX + shard_rp.key
 
-    def shard_hit(self, rp: ResourcePath) -> Stored:
+    async def shard_hit(self, rp: ResourcePath) -> Stored:
         """Only shards a policy view named: an upstream shard may hold what the view hides."""
         entry = self.index.get_file(SHARD_PREFIX + rp.key)
-        hit = self.overlay.packages.hit(entry) if entry is not None else None
+        hit = await self.overlay.packages.hit(entry) if entry is not None else None
         if hit is None:
             verdict = Verdict(VIEW, "only shards named by the policy's shard index are served")
             self._refused(rp, verdict)

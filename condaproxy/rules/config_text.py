@@ -73,12 +73,30 @@ def prepare(value: Any, kind: Any, key: str, where: str) -> Any:
     """Environment text parsed by the field's kind; sizes parsed from either source."""
     try:
         if isinstance(value, FromEnv):
-            return _from_text(value.text, kind)
-        if _is_size(kind):
+            value = _from_text(value.text, kind)
+        elif _is_size(kind):
             return parse_size(value)
+        if isinstance(value, str):
+            _check_text(value, _unwrap(kind))
         return value
     except ValueError as exc:
         raise ConfigError(f"{where}: '{key}' {exc}{_origin(value)}") from None
+
+
+def _check_text(text: str, kind: Any) -> None:
+    """Text that names something (a host, a path, a credential) is taken as written, so
+    what cannot be meant is refused: spaces or a newline around it (a secret read from a file
+    often ends in one, and would then never match or be sent broken), and an empty path (the
+    current directory) or credential (sent as a blank one)."""
+    named = isinstance(kind, msgspec.inspect.StrType) or (
+        isinstance(kind, msgspec.inspect.CustomType) and kind.cls in (Path, Secret)
+    )
+    if not named:
+        return
+    if text != text.strip():
+        raise ValueError("has spaces or a newline around it")
+    if not text and isinstance(kind, msgspec.inspect.CustomType):
+        raise ValueError("is empty")
 
 
 def _number(text: str, kind: type) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config_text import ConfigError
+from .config_urls import check_http_url
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -38,10 +39,11 @@ def check_shared(storage: Any, cluster: Any, where: str) -> None:
             f"{where}: 'storage.url' prefix must be plain path segments (letters, digits, '._-')"
         )
     if storage.endpoint:
-        end = urlsplit(storage.endpoint)
-        if end.scheme not in {"http", "https"} or not end.hostname or end.query or end.username:
-            raise ConfigError(f"{where}: 'storage.endpoint' is not an http(s) URL")
-        if end.scheme == "http" and not storage.allow_http:
+        try:
+            endpoint = check_http_url(storage.endpoint)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'storage.endpoint' {exc}") from None
+        if urlsplit(endpoint).scheme == "http" and not storage.allow_http:
             raise ConfigError(
                 f"{where}: 'storage.endpoint' is plain http: use https, or set "
                 "storage.allow_http = true for a store on a trusted network"
@@ -57,9 +59,11 @@ def _check_cluster(cluster: Any, where: str) -> None:
     redis = cluster.redis_url.value if cluster.redis_url is not None else ""
     if redis and urlsplit(redis).scheme not in {"redis", "rediss"}:
         raise ConfigError(f"{where}: 'cluster.redis_url' is not a redis:// or rediss:// URL")
-    peer = urlsplit(cluster.peer_url)
-    if cluster.peer_url and (peer.scheme not in {"http", "https"} or not peer.hostname):
-        raise ConfigError(f"{where}: 'cluster.peer_url' is not an http(s) URL")
+    if cluster.peer_url:
+        try:
+            check_http_url(cluster.peer_url)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'cluster.peer_url' {exc}") from None
     if cluster.peer_url and (cluster.peer_token is None or len(cluster.peer_token.value) < 16):
         raise ConfigError(
             f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -56,4 +57,13 @@ def parse_size(value: object) -> int:
     match = _SIZE_RE.match(value.strip().lower())
     if match is None or match["unit"] not in _SIZE_UNITS:
         raise ValueError(f"{value!r} is not a size (like 500MB, 2GiB or 1048576)")
-    return int(float(match["number"]) * _SIZE_UNITS[match["unit"]])
+    # Exact arithmetic: `1.1GiB` is rounded down to whole bytes, but a fraction of a byte is
+    # refused as the same number written as a TOML float is, and so is anything that would
+    # round to 0 (for max_size, 0 means unbounded: "0.5" must not lift the limit).
+    number = Fraction(match["number"])
+    size = number * _SIZE_UNITS[match["unit"]]
+    if match["unit"] in ("", "b") and size.denominator != 1:
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    if number and size < 1:
+        raise ValueError(f"{value!r} is less than one byte")
+    return int(size)

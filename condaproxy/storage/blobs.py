@@ -4,17 +4,30 @@ Crash-safe writes: bytes go to `tmp/<random>.partial` (whose writer holds an flo
 are verified, fsynced and atomically renamed to `<root>/<aa>/<bb>/<sha256>`; the directory is
 fsynced too. A start-up sweep deletes temp files nobody holds, so a kill -9 leaves nothing
 half-written behind, even with several workers sharing the directory.
+
+Reads trust nothing this process did not write: `open_checked` refuses a blob whose size is
+not the recorded one, and hashes a blob once per process before its first use (what a crash,
+a careless copy or bit rot left in the directory never goes out under its name).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class DamagedBlob(Exception):
+    """A stored blob is not what its name promises (its size or its sha256)."""
+
+    def __init__(self, sha256: str, why: str) -> None:
+        super().__init__(f"blob {sha256} is damaged: {why}")
+        self.sha256, self.why = sha256, why
 
 
 @dataclass
@@ -48,6 +61,8 @@ class BlobStore:
         self._root = str(root)
         self.tmp_dir = tmp_dir
         self._dirs: set[str] = set()  # fan-out directories known to exist
+        self._verified: set[bytes] = set()  # digests of blobs this process has checked (bytes:
+        # half the memory of hex strings, for caches of hundreds of thousands of files)
         root.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -64,6 +79,34 @@ class BlobStore:
     def open(self, sha256: str) -> int:
         """An O_RDONLY descriptor; raises FileNotFoundError if the blob is gone."""
         return os.open(self.location(sha256), os.O_RDONLY)
+
+    def open_checked(self, sha256: str, size: int) -> int:
+        """An O_RDONLY descriptor on a blob of exactly `size` bytes whose content this
+        process has checked against its name: FileNotFoundError if it is gone, DamagedBlob
+        otherwise. The first use after start-up hashes it (blocking: call it in a thread)."""
+        fd = self.open(sha256)
+        try:
+            found = os.fstat(fd).st_size
+            if found != size:
+                raise DamagedBlob(sha256, f"{found} bytes where {size} were stored")
+            if _digest(sha256) not in self._verified:
+                if _sha256_of(fd) != sha256:
+                    raise DamagedBlob(sha256, "its bytes do not match its sha256")
+                self._verified.add(_digest(sha256))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def is_checked(self, sha256: str) -> bool:
+        return _digest(sha256) in self._verified
+
+    def discard_damaged(self, sha256: str) -> None:
+        """Delete a damaged blob. Should another worker have just renamed a good copy over
+        it, that copy goes too: its entry then finds no blob, which is a miss (never bad
+        bytes)."""
+        self._verified.discard(_digest(sha256))
+        self.path_for(sha256).unlink(missing_ok=True)
 
     def delete(self, sha256: str) -> int:
         path = self.path_for(sha256)
@@ -97,6 +140,7 @@ class BlobStore:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp.path, final)
         _fsync_dir(final.parent)
+        self._verified.add(_digest(sha256))  # the writer checked these bytes
         if close:
             temp.close()
         return final
@@ -117,6 +161,22 @@ def new_temp(tmp_dir: Path) -> TempBlob:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return TempBlob(path, fd)
+
+
+def _digest(sha256: str) -> bytes:
+    try:
+        return bytes.fromhex(sha256)
+    except ValueError:  # not a hex name: never one this process checked
+        return sha256.encode()
+
+
+def _sha256_of(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
