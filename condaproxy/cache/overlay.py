@@ -26,6 +26,7 @@ from ..settings import ChannelSettings
 from ..storage.index import FileEntry
 from ..storage.keys import MetaKey
 from ..storage.uploads import UploadStore
+from .hidden import HiddenFiles
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
@@ -42,6 +43,7 @@ class Overlay:
         self.merger = merger
         self.packages = packages
         self.views: Views = packages.views
+        self.hidden = HiddenFiles(uploads, packages)
         # Upstream shards checked and found clean, by uploads generation (a shard is immutable:
         # its name is its sha256).
         self._clean_shards: LRUCache[tuple[str, int], bool] = LRUCache(maxsize=4096)
@@ -63,24 +65,16 @@ class Overlay:
         return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
 
     def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
-        """An uploaded file by this name, served from the upload store. An upstream file the
-        uploads hide from the merged view (rules/shadowing.py) is not served either: 404."""
+        """An uploaded file by this name, served from the upload store."""
         entry = self.upload(channel, rp)
         if entry is None:
-            self._refuse_hidden(channel, rp)
             return None
         return self.packages.hit(entry, self.uploads.blobs)
 
-    def _refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
-        if channel.upstream is None or not self.covers(channel, rp):
-            return
-        local = self._local_records(channel, rp.subdir or "noarch")
-        if hides(rp.filename, None, shadowed_names(local, channel.allow_upstream), local):
-            log.warning("hidden upstream package refused", channel=channel.name, path=rp.relative)
-            raise NotFound(
-                f"'{rp.relative}' is hidden in channel '{channel.name}': a package of that "
-                "name is uploaded there (list the name in allow_upstream to show both)"
-            )
+    async def refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
+        """An upstream file the uploads hide from the merged views (rules/shadowing.py) is not
+        served by URL either: 404 (hidden.py)."""
+        await self.hidden.refuse(channel, rp)
 
     async def shard_result(
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
