@@ -46,7 +46,7 @@ class Proxy:
 
     async def _serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:
         if rp.kind is Kind.PACKAGE:
-            if upload := self.overlay.upload_hit(channel, rp):
+            if upload := self.overlay.upload_hit(channel, rp, asked):
                 return upload
             await self.overlay.refuse_hidden(channel, rp)  # an impostor by URL: 404
         if rp.kind in (Kind.REPODATA, Kind.SHARD_INDEX) and self.overlay.covers(channel, rp):

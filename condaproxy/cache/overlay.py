@@ -26,12 +26,13 @@ from ..settings import ChannelSettings
 from ..storage.index import FileEntry
 from ..storage.keys import MetaKey
 from ..storage.uploads import UploadStore
+from .checksums import client_claim, reconcile
 from .hidden import HiddenFiles
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
 from .results import Asked, Result, Stored
-from .transfer import content_type
+from .transfer import Expected, content_type
 from .views import SHARD_TYPE, Views
 
 log = structlog.get_logger("condaproxy.cache.overlay")
@@ -64,11 +65,14 @@ class Overlay:
             return None
         return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
 
-    def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
-        """An uploaded file by this name, served from the upload store."""
+    def upload_hit(self, channel: ChannelSettings, rp: ResourcePath, asked: Asked) -> Stored | None:
+        """An uploaded file by this name, served from the upload store. A client expecting other
+        bytes (the record it read before the file was replaced with force=true) gets a 409
+        naming the sha256 published now, as for an upstream file."""
         entry = self.upload(channel, rp)
         if entry is None:
             return None
+        reconcile(rp.key, Expected(sha256=entry.sha256), client_claim(asked.headers))
         return self.packages.hit(entry, self.uploads.blobs)
 
     async def refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
