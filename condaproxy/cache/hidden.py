@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 
 import structlog
@@ -33,7 +34,26 @@ from .packages import Packages
 
 log = structlog.get_logger("condaproxy.cache.overlay")
 
-Verdict = tuple[str, int, str, str]  # file key, uploads generation, repodata and shards digests
+# file key, uploads generation, shadowed names, repodata and shards digests
+Verdict = tuple[str, int, str, str, str]
+
+
+def channel_shadow(uploads: UploadStore, channel: ChannelSettings) -> set[str]:
+    """The names the channel's uploads hide upstream, in every subdir: those uploaded in any
+    subdir of it. A client reads its platform's subdir and noarch together and solves over
+    both (an upload for linux-64 alone must hide an upstream noarch impostor, and the other
+    way round), and a name belongs to its uploaders on every platform."""
+    records = {
+        f"{subdir}/{fn}": u.record
+        for subdir in uploads.subdirs(channel.name)
+        for fn, u in uploads.current(channel.name, subdir).items()
+    }
+    return shadowed_names(records, channel.allow_upstream)
+
+
+def fingerprint(shadow: set[str]) -> str:
+    """A short stable name for a set of shadowed names, for cache and merge keys."""
+    return hashlib.sha256("\n".join(sorted(shadow)).encode()).hexdigest()[:16]
 
 
 class HiddenFiles:
@@ -48,29 +68,30 @@ class HiddenFiles:
         """Raise NotFound (404) if the upstream file `rp` is hidden by the channel's uploads."""
         if channel.upstream is None or channel.mirror_only or rp.prefix or rp.subdir is None:
             return
-        if rp.subdir not in self.uploads.subdirs(channel.name):
+        if not self.uploads.subdirs(channel.name):
             return
         local = {fn: u.record for fn, u in self.uploads.current(channel.name, rp.subdir).items()}
-        shadow = shadowed_names(local, channel.allow_upstream)
+        shadow = channel_shadow(self.uploads, channel)
         if hides(rp.filename, None, shadow, local):
             self._refused(channel, rp)
         if not shadow:
             return  # nothing but the uploads' own file names hides anything
-        generation = self.uploads.generation(channel.name, rp.subdir)
-        verdict = self._verdicts.get(self._verdict_key(rp, generation))
+        names = (self.uploads.generation(channel.name, rp.subdir), fingerprint(shadow))
+        verdict = self._verdicts.get(self._verdict_key(rp, *names))
         if verdict is None:
             verdict = await self._hidden(channel, rp, shadow, local)
-            self._verdicts[self._verdict_key(rp, generation)] = verdict
+            self._verdicts[self._verdict_key(rp, *names)] = verdict
         if verdict:
             self._refused(channel, rp)
 
-    def _verdict_key(self, rp: ResourcePath, generation: int) -> Verdict:
+    def _verdict_key(self, rp: ResourcePath, generation: int, names: str) -> Verdict:
         index = self.packages.index
         repodata = index.get_meta(MetaKey.repodata(rp.subdir_key))
         shards = index.get_meta(MetaKey.shard_index(rp.subdir_key))
         return (
             rp.key,
             generation,
+            names,
             repodata.digest if repodata else "-",
             shards.digest if shards else "-",
         )

@@ -21,13 +21,13 @@ from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.errors import NotFound, UpstreamError
 from ..rules.merge import Record
 from ..rules.routing import Kind, ResourcePath
-from ..rules.shadowing import hides, shadowed_names
+from ..rules.shadowing import hides
 from ..settings import ChannelSettings
 from ..storage.index import FileEntry
 from ..storage.keys import MetaKey
 from ..storage.uploads import UploadStore
 from .checksums import client_claim, reconcile
-from .hidden import HiddenFiles
+from .hidden import HiddenFiles, channel_shadow, fingerprint
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
@@ -47,14 +47,15 @@ class Overlay:
         self.hidden = HiddenFiles(uploads, packages)
         # Upstream shards checked and found clean, by uploads generation (a shard is immutable:
         # its name is its sha256).
-        self._clean_shards: LRUCache[tuple[str, int], bool] = LRUCache(maxsize=4096)
+        self._clean_shards: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)
 
     def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
         """Uploads live at the channel root (not under labels); a local-only channel is all
-        overlay."""
+        overlay. With uploads in any subdir, every subdir is merged: their names hide upstream
+        records in all of them (hidden.channel_shadow)."""
         if rp.prefix or rp.subdir is None or channel.mirror_only:
             return False
-        return channel.upstream is None or rp.subdir in self.uploads.subdirs(channel.name)
+        return channel.upstream is None or bool(self.uploads.subdirs(channel.name))
 
     def upload(self, channel: ChannelSettings, rp: ResourcePath) -> FileEntry | None:
         """The uploaded file by this name, if any (uploads shadow the upstream's file)."""
@@ -91,10 +92,11 @@ class Overlay:
         entry = self.packages.index.get_file(rp.key)
         if entry is None or not entry.local:  # merged shards of local names are ours
             subdir = rp.subdir or "noarch"
-            verdict = (rp.key, self.uploads.generation(channel.name, subdir))
+            shadow = channel_shadow(self.uploads, channel)
+            generation = self.uploads.generation(channel.name, subdir)
+            verdict = (rp.key, f"{generation}+{fingerprint(shadow)}")
             if verdict not in self._clean_shards:
                 local = self._local_records(channel, subdir)
-                shadow = shadowed_names(local, channel.allow_upstream)
                 await self._refuse_hiding_shard(rp, channel, shadow, local)
                 self._clean_shards[verdict] = True
         return await self.packages.serve(rp, channel, asked)
@@ -143,8 +145,9 @@ class Overlay:
         if not local and upstream is None and subdir != "noarch":
             # noarch always exists (a 404 there is fatal for every client); others may not.
             raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
+        shadow = channel_shadow(self.uploads, channel)
         generation = self.uploads.generation(channel.name, subdir)
-        source = f"{upstream.entry.digest if upstream else '-'}+{generation}"
+        source = f"{upstream.entry.digest if upstream else '-'}+{generation}+{fingerprint(shadow)}"
         merged = await self.merger.repodata(
             MetaKey.merged(rp.subdir_key),
             source,
@@ -152,6 +155,7 @@ class Overlay:
             local,
             subdir,
             channel.allow_upstream,
+            shadow,
         )
         outcome = upstream.outcome if upstream else "hit"
         return Served(merged, outcome), upstream.entry.fetched_at if upstream else None
@@ -180,10 +184,19 @@ class Overlay:
             )
         elif not local:
             raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
-        source = f"{digest}+{self.uploads.generation(channel.name, subdir)}"
+        shadow = channel_shadow(self.uploads, channel)
+        generation = self.uploads.generation(channel.name, subdir)
+        source = f"{digest}+{generation}+{fingerprint(shadow)}"
         key = MetaKey.merged_shards(rp.subdir_key)
         merged = await self.merger.shard_index(
-            key, source, f"{channel.name}/{subdir}", upstream_bytes, local, subdir, upstream_shards
+            key,
+            source,
+            f"{channel.name}/{subdir}",
+            upstream_bytes,
+            local,
+            subdir,
+            upstream_shards,
+            shadow,
         )
         return self.views.result(key, Served(merged, outcome), "body", SHARD_TYPE)
 
