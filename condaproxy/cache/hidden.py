@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 import zstandard
@@ -38,19 +39,6 @@ log = structlog.get_logger("condaproxy.cache.overlay")
 Verdict = tuple[str, int, str, str, str]
 
 
-def channel_shadow(uploads: UploadStore, channel: ChannelSettings) -> set[str]:
-    """The names the channel's uploads hide upstream, in every subdir: those uploaded in any
-    subdir of it. A client reads its platform's subdir and noarch together and solves over
-    both (an upload for linux-64 alone must hide an upstream noarch impostor, and the other
-    way round), and a name belongs to its uploaders on every platform."""
-    records = {
-        f"{subdir}/{fn}": u.record
-        for subdir in uploads.subdirs(channel.name)
-        for fn, u in uploads.current(channel.name, subdir).items()
-    }
-    return shadowed_names(records, channel.allow_upstream)
-
-
 def fingerprint(shadow: set[str]) -> str:
     """A short stable name for a set of shadowed names, for cache and merge keys."""
     return hashlib.sha256("\n".join(sorted(shadow)).encode()).hexdigest()[:16]
@@ -63,6 +51,28 @@ class HiddenFiles:
         self._verdicts: LRUCache[Verdict, bool] = LRUCache(maxsize=65_536)
         # File names listed in the upstream shards of shadowed names, by shard index digest.
         self._shadow_files: LRUCache[tuple[str, frozenset[str]], frozenset[str]] = LRUCache(64)
+        # The last answer of shadow() per channel, with the manifests it was made from.
+        self._shadows: dict[str, tuple[tuple[Mapping[str, Any], ...], set[str]]] = {}
+
+    def shadow(self, channel: ChannelSettings) -> set[str]:
+        """The names the channel's uploads hide upstream, in every subdir: those uploaded in
+        any subdir of it. A client reads its platform's subdir and noarch together and solves
+        over both (an upload for linux-64 alone must hide an upstream noarch impostor, and the
+        other way round), and a name belongs to its uploaders on every platform."""
+        subdirs = self.uploads.subdirs(channel.name)
+        manifests = tuple(self.uploads.current(channel.name, s) for s in subdirs)
+        known = self._shadows.get(channel.name)
+        # current() hands out the same dict while a manifest is unchanged: identity tells.
+        if (
+            known is not None
+            and len(known[0]) == len(manifests)
+            and all(a is b for a, b in zip(known[0], manifests, strict=True))
+        ):
+            return known[1]
+        records = {f"{i}/{fn}": u.record for i, m in enumerate(manifests) for fn, u in m.items()}
+        shadow = shadowed_names(records, channel.allow_upstream)
+        self._shadows[channel.name] = (manifests, shadow)
+        return shadow
 
     async def refuse(self, channel: ChannelSettings, rp: ResourcePath) -> None:
         """Raise NotFound (404) if the upstream file `rp` is hidden by the channel's uploads."""
@@ -71,7 +81,7 @@ class HiddenFiles:
         if not self.uploads.subdirs(channel.name):
             return
         local = {fn: u.record for fn, u in self.uploads.current(channel.name, rp.subdir).items()}
-        shadow = channel_shadow(self.uploads, channel)
+        shadow = self.shadow(channel)
         if hides(rp.filename, None, shadow, local):
             self._refused(channel, rp)
         if not shadow:

@@ -27,7 +27,7 @@ from ..storage.index import FileEntry
 from ..storage.keys import MetaKey
 from ..storage.uploads import UploadStore
 from .checksums import client_claim, reconcile
-from .hidden import HiddenFiles, channel_shadow, fingerprint
+from .hidden import HiddenFiles, fingerprint
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
@@ -52,7 +52,7 @@ class Overlay:
     def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
         """Uploads live at the channel root (not under labels); a local-only channel is all
         overlay. With uploads in any subdir, every subdir is merged: their names hide upstream
-        records in all of them (hidden.channel_shadow)."""
+        records in all of them (HiddenFiles.shadow)."""
         if rp.prefix or rp.subdir is None or channel.mirror_only:
             return False
         return channel.upstream is None or bool(self.uploads.subdirs(channel.name))
@@ -92,7 +92,7 @@ class Overlay:
         entry = self.packages.index.get_file(rp.key)
         if entry is None or not entry.local:  # merged shards of local names are ours
             subdir = rp.subdir or "noarch"
-            shadow = channel_shadow(self.uploads, channel)
+            shadow = self.hidden.shadow(channel)
             generation = self.uploads.generation(channel.name, subdir)
             verdict = (rp.key, f"{generation}+{fingerprint(shadow)}")
             if verdict not in self._clean_shards:
@@ -145,7 +145,7 @@ class Overlay:
         if not local and upstream is None and subdir != "noarch":
             # noarch always exists (a 404 there is fatal for every client); others may not.
             raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
-        shadow = channel_shadow(self.uploads, channel)
+        shadow = self.hidden.shadow(channel)
         generation = self.uploads.generation(channel.name, subdir)
         source = f"{upstream.entry.digest if upstream else '-'}+{generation}+{fingerprint(shadow)}"
         merged = await self.merger.repodata(
@@ -184,7 +184,7 @@ class Overlay:
             )
         elif not local:
             raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
-        shadow = channel_shadow(self.uploads, channel)
+        shadow = self.hidden.shadow(channel)
         generation = self.uploads.generation(channel.name, subdir)
         source = f"{digest}+{generation}+{fingerprint(shadow)}"
         key = MetaKey.merged_shards(rp.subdir_key)
