@@ -7,7 +7,6 @@ py-rattler solving through repodata.json and through shards."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
