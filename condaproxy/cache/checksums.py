@@ -148,6 +148,13 @@ class Checksums:
             raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
         return records.get(rp.filename)
 
+    async def shard_map(self, rp: ResourcePath) -> tuple[str, dict[str, bytes]]:
+        """The upstream shard index of `rp`'s subdir as {package name: shard digest}, with the
+        index's digest; NotFound when the upstream has no shards."""
+        served = await self._shard_index(rp)
+        key = MetaKey.shard_index(rp.subdir_key)
+        return served.entry.digest, await self._shard_map(served, key)
+
     async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:
         cache_key = f"{key}@{served.entry.digest}"
         names = self._shard_maps.get(cache_key)

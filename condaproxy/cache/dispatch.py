@@ -45,8 +45,10 @@ class Proxy:
         return await self._serve(rp, channel, asked)
 
     async def _serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:
-        if rp.kind is Kind.PACKAGE and (upload := await self.overlay.upload_hit(channel, rp)):
-            return upload
+        if rp.kind is Kind.PACKAGE:
+            if upload := await self.overlay.upload_hit(channel, rp, asked):
+                return upload
+            await self.overlay.refuse_hidden(channel, rp)  # an impostor by URL: 404
         if rp.kind in (Kind.REPODATA, Kind.SHARD_INDEX) and self.overlay.covers(channel, rp):
             if rp.kind is Kind.REPODATA:
                 return await self.overlay.repodata_result(rp, channel, asked)
@@ -108,4 +110,5 @@ class Proxy:
             await self.policing.check_package(rp, channel)
         if self.overlay.upload(channel, rp) is not None:
             return "hit"
+        await self.overlay.refuse_hidden(channel, rp)
         return await self.packages.warm(rp, channel)

@@ -47,8 +47,9 @@ from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.overlay")
 
-MERGE_FORMAT = "3"  # bump when merge rules change: the digest names the output
+MERGE_FORMAT = "4"  # bump when merge rules change: the digest names the output
 # 3: names compare case-insensitively, and by the record's `name` field too (shadowing.py)
+# 4: a name uploaded in any subdir of the channel hides upstream records in every subdir
 
 
 def merge_digest(source: str, subdir: str, allow_upstream: list[str]) -> str:
@@ -71,17 +72,20 @@ def merge_job(
     allow_upstream: list[str],
     tmp_dir: str,
     digest: str,
+    shadow: list[str] | None = None,
 ) -> Built:
     """Merge, streaming the json and zst variants into temp files. Runs in the worker process
     for big documents. The upstream file is mapped: its pages are file-backed (the kernel can
     drop and re-read them) and the merged document is written piece by piece, most pieces views
     of that mapping, so anonymous memory stays small whatever the document's size."""
+    names = None if shadow is None else set(shadow)
     if not upstream_path:
-        return write_merged(merged_repodata(None, local, subdir, allow_upstream), tmp_dir, digest)
+        merged = merged_repodata(None, local, subdir, allow_upstream, names)
+        return write_merged(merged, tmp_dir, digest)
     with open(upstream_path, "rb") as f:
         upstream = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     upstream.madvise(mmap.MADV_SEQUENTIAL)
-    merged = merged_repodata(upstream, local, subdir, allow_upstream)
+    merged = merged_repodata(upstream, local, subdir, allow_upstream, names)
     try:
         return write_merged(merged, tmp_dir, digest)
     finally:
@@ -152,8 +156,10 @@ class Merger:
         local: Mapping[str, Record],
         subdir: str,
         allow_upstream: tuple[str, ...],
+        shadow: set[str],
     ) -> MetaEntry:
-        """The merged repodata entry for `source` (upstream digest + uploads generation)."""
+        """The merged repodata entry for `source` (upstream digest + uploads generation +
+        the channel's shadowed names, see overlay.py)."""
         source = _versioned(source)
 
         async def build() -> MetaEntry:
@@ -167,6 +173,7 @@ class Merger:
                 list(allow_upstream),
                 str(self.tmp_dir),
                 merge_digest(source, subdir, list(allow_upstream)),
+                sorted(shadow),
             )
             return await asyncio.to_thread(self.meta.put_derived, key, source, built)
 
@@ -195,10 +202,11 @@ class Merger:
         local: Mapping[str, Record],
         subdir: str,
         upstream_shards: Mapping[str, dict[str, Record]],
+        shadow: set[str],
     ) -> MetaEntry:
         """The merged CEP-16 index: one new shard per local name, lowercased (local records,
         plus the upstream's for names in `allow_upstream`, passed in as `upstream_shards` by
-        lowercased name)."""
+        lowercased name); no upstream shard of a name in `shadow`."""
         source = _versioned(source)
         return await self._derived(
             key,
@@ -212,6 +220,7 @@ class Merger:
                 local,
                 subdir,
                 upstream_shards,
+                shadow,
             ),
         )
 
@@ -224,6 +233,7 @@ class Merger:
         local: Mapping[str, Record],
         subdir: str,
         upstream_shards: Mapping[str, dict[str, Record]],
+        shadow: set[str],
     ) -> MetaEntry:
         # One shard per normalised name (clients fold case: rattler asks for the lowercased
         # name), which replaces the upstream shard of that name in every case.
@@ -245,7 +255,7 @@ class Merger:
         base: dict[str, Any] | None = (
             decode_msgpack(zstd_decompress(upstream_index)) if upstream_index else None
         )
-        merged = merged_shard_index(base, shards, subdir)
+        merged = merged_shard_index(base, shards, subdir, shadow)
         variant = write_variant(str(self.tmp_dir), "body", zstd_compress(encode_msgpack(merged)))
         return self.meta.put_derived(key, source, Built(variant[1], {"body": variant}))
 

@@ -21,16 +21,18 @@ from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.errors import NotFound, UpstreamError
 from ..rules.merge import Record
 from ..rules.routing import Kind, ResourcePath
-from ..rules.shadowing import hides, shadowed_names
+from ..rules.shadowing import hides
 from ..settings import ChannelSettings
 from ..storage.index import FileEntry
 from ..storage.keys import MetaKey
 from ..storage.uploads import UploadStore
+from .checksums import client_claim, reconcile
+from .hidden import HiddenFiles, fingerprint
 from .merging import Merger, decode_shard
 from .metadata import Served
 from .packages import Packages
 from .results import Asked, Result, Stored
-from .transfer import content_type
+from .transfer import Expected, content_type
 from .views import SHARD_TYPE, Views
 
 log = structlog.get_logger("condaproxy.cache.overlay")
@@ -42,16 +44,18 @@ class Overlay:
         self.merger = merger
         self.packages = packages
         self.views: Views = packages.views
+        self.hidden = HiddenFiles(uploads, packages)
         # Upstream shards checked and found clean, by uploads generation (a shard is immutable:
         # its name is its sha256).
-        self._clean_shards: LRUCache[tuple[str, int], bool] = LRUCache(maxsize=4096)
+        self._clean_shards: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)
 
     def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
         """Uploads live at the channel root (not under labels); a local-only channel is all
-        overlay."""
+        overlay. With uploads in any subdir, every subdir is merged: their names hide upstream
+        records in all of them (HiddenFiles.shadow)."""
         if rp.prefix or rp.subdir is None or channel.mirror_only:
             return False
-        return channel.upstream is None or rp.subdir in self.uploads.subdirs(channel.name)
+        return channel.upstream is None or bool(self.uploads.subdirs(channel.name))
 
     def upload(self, channel: ChannelSettings, rp: ResourcePath) -> FileEntry | None:
         """The uploaded file by this name, if any (uploads shadow the upstream's file)."""
@@ -62,25 +66,22 @@ class Overlay:
             return None
         return FileEntry(upload.sha256, upload.size, upload.uploaded_at, content_type(rp.filename))
 
-    async def upload_hit(self, channel: ChannelSettings, rp: ResourcePath) -> Stored | None:
-        """An uploaded file by this name, served from the upload store. An upstream file the
-        uploads hide from the merged view (rules/shadowing.py) is not served either: 404."""
+    async def upload_hit(
+        self, channel: ChannelSettings, rp: ResourcePath, asked: Asked
+    ) -> Stored | None:
+        """An uploaded file by this name, served from the upload store. A client expecting other
+        bytes (the record it read before the file was replaced with force=true) gets a 409
+        naming the sha256 published now, as for an upstream file."""
         entry = self.upload(channel, rp)
         if entry is None:
-            self._refuse_hidden(channel, rp)
             return None
+        reconcile(rp.key, Expected(sha256=entry.sha256), client_claim(asked.headers))
         return await self.packages.hit(entry, self.uploads.blobs)
 
-    def _refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
-        if channel.upstream is None or not self.covers(channel, rp):
-            return
-        local = self._local_records(channel, rp.subdir or "noarch")
-        if hides(rp.filename, None, shadowed_names(local, channel.allow_upstream), local):
-            log.warning("hidden upstream package refused", channel=channel.name, path=rp.relative)
-            raise NotFound(
-                f"'{rp.relative}' is hidden in channel '{channel.name}': a package of that "
-                "name is uploaded there (list the name in allow_upstream to show both)"
-            )
+    async def refuse_hidden(self, channel: ChannelSettings, rp: ResourcePath) -> None:
+        """An upstream file the uploads hide from the merged views (rules/shadowing.py) is not
+        served by URL either: 404 (hidden.py)."""
+        await self.hidden.refuse(channel, rp)
 
     async def shard_result(
         self, rp: ResourcePath, channel: ChannelSettings, asked: Asked
@@ -93,10 +94,11 @@ class Overlay:
         entry = self.packages.index.get_file(rp.key)
         if entry is None or not entry.local:  # merged shards of local names are ours
             subdir = rp.subdir or "noarch"
-            verdict = (rp.key, self.uploads.generation(channel.name, subdir))
+            shadow = self.hidden.shadow(channel)
+            generation = self.uploads.generation(channel.name, subdir)
+            verdict = (rp.key, f"{generation}+{fingerprint(shadow)}")
             if verdict not in self._clean_shards:
                 local = self._local_records(channel, subdir)
-                shadow = shadowed_names(local, channel.allow_upstream)
                 await self._refuse_hiding_shard(rp, channel, shadow, local)
                 self._clean_shards[verdict] = True
         return await self.packages.serve(rp, channel, asked)
@@ -145,8 +147,9 @@ class Overlay:
         if not local and upstream is None and subdir != "noarch":
             # noarch always exists (a 404 there is fatal for every client); others may not.
             raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
+        shadow = self.hidden.shadow(channel)
         generation = self.uploads.generation(channel.name, subdir)
-        source = f"{upstream.entry.digest if upstream else '-'}+{generation}"
+        source = f"{upstream.entry.digest if upstream else '-'}+{generation}+{fingerprint(shadow)}"
         merged = await self.merger.repodata(
             MetaKey.merged(rp.subdir_key),
             source,
@@ -154,6 +157,7 @@ class Overlay:
             local,
             subdir,
             channel.allow_upstream,
+            shadow,
         )
         outcome = upstream.outcome if upstream else "hit"
         return Served(merged, outcome), upstream.entry.fetched_at if upstream else None
@@ -182,10 +186,19 @@ class Overlay:
             )
         elif not local:
             raise NotFound(f"channel '{channel.name}' has no packages for {subdir}")
-        source = f"{digest}+{self.uploads.generation(channel.name, subdir)}"
+        shadow = self.hidden.shadow(channel)
+        generation = self.uploads.generation(channel.name, subdir)
+        source = f"{digest}+{generation}+{fingerprint(shadow)}"
         key = MetaKey.merged_shards(rp.subdir_key)
         merged = await self.merger.shard_index(
-            key, source, f"{channel.name}/{subdir}", upstream_bytes, local, subdir, upstream_shards
+            key,
+            source,
+            f"{channel.name}/{subdir}",
+            upstream_bytes,
+            local,
+            subdir,
+            upstream_shards,
+            shadow,
         )
         return self.views.result(key, Served(merged, outcome), "body", SHARD_TYPE)
 

@@ -32,6 +32,7 @@ from ..rules.archive import (
 )
 from ..rules.errors import ProxyError
 from ..rules.package_tree import PackageTree
+from ..rules.zip_layout import LOCAL_HEADER, Listed, check_layout, entry_end, local_header_size
 
 _BUFSIZE = 64 * 1024  # tarfile's read size: it copies its buffer's rest per header read
 _INDEX = "info/index.json"
@@ -88,6 +89,7 @@ def _read_conda(f: IO[bytes], scan: _Scan) -> None:
                 for i in z.infolist()
             ]
         )
+        _check_layout(f, z)
         metadata = z.getinfo("metadata.json")
         if metadata.file_size > MAX_METADATA_JSON:
             raise InvalidPackage(
@@ -105,6 +107,25 @@ def _read_conda(f: IO[bytes], scan: _Scan) -> None:
             ):
                 scan.tree.new_tarball()
                 scan.tarball(stream, part)
+
+
+def _check_layout(f: IO[bytes], z: zipfile.ZipFile) -> None:
+    """Every byte before the central directory belongs to an entry it lists (zip_layout.py)."""
+    ends = []
+    for info in z.infolist():
+        entry = Listed(
+            info.filename,
+            info.header_offset,
+            info.compress_type,
+            info.CRC,
+            info.compress_size,
+            info.file_size,
+        )
+        f.seek(entry.header_offset)
+        fixed = f.read(LOCAL_HEADER.size)
+        size = local_header_size(fixed, entry)
+        ends.append((entry, entry_end(entry, fixed + f.read(size - len(fixed)))))
+    check_layout(ends, cast(int, getattr(z, "start_dir")))  # noqa: B009 - not in typeshed
 
 
 class _Header(tarfile.TarInfo):

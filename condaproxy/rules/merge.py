@@ -118,11 +118,15 @@ def merged_repodata(
     local: Mapping[str, Record],
     subdir: str,
     allow_upstream: Iterable[str],
+    shadow: set[str] | None = None,
 ) -> MergedDocument:
-    """Upstream repodata with the local records over it (see the module docstring)."""
+    """Upstream repodata with the local records over it (see the module docstring). `shadow`:
+    the names the channel's uploads hide, from every subdir (a client reads its platform's and
+    noarch together); by default those of `local`."""
     buf = upstream or empty_repodata(subdir)
     top = msgspec.json.decode(buf, type=dict[str, msgspec.Raw])
-    shadow = shadowed_names(local, allow_upstream)
+    if shadow is None:
+        shadow = shadowed_names(local, allow_upstream)
     encoder = msgspec.json.Encoder()
     mine = {
         key: dict(sorted((fn, r) for fn, r in local.items() if fn.endswith(ext)))
@@ -150,9 +154,10 @@ def merge_repodata(
     local: Mapping[str, Record],
     subdir: str,
     allow_upstream: Iterable[str],
+    shadow: set[str] | None = None,
 ) -> bytes:
     """The merged document in memory, for small documents (see `merged_repodata`)."""
-    return b"".join(merged_repodata(upstream, local, subdir, allow_upstream).pieces())
+    return b"".join(merged_repodata(upstream, local, subdir, allow_upstream, shadow).pieces())
 
 
 def _splices(view: memoryview) -> bool:
@@ -253,17 +258,21 @@ def shard_records(shard: Mapping[str, Any]) -> dict[str, Record]:
 
 
 def merged_shard_index(
-    upstream: Mapping[str, Any] | None, local_shards: Mapping[str, bytes], subdir: str
+    upstream: Mapping[str, Any] | None,
+    local_shards: Mapping[str, bytes],
+    subdir: str,
+    shadow: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The shard index with each local name pointing at its merged shard (sha256 bytes). An
     upstream shard whose name is a local name in any case (`Ours` for `ours`) is gone: the
-    merged shard holds what of it `allow_upstream` lets through (shadowing.py)."""
+    merged shard holds what of it `allow_upstream` lets through (shadowing.py). So is the
+    upstream shard of a name in `shadow` (the names uploaded in another subdir of the channel)."""
     base: dict[str, Any] = dict(upstream) if upstream else {"version": 1}
     info = dict(base.get("info") or {})
     info.setdefault("subdir", subdir)
     info["base_url"] = "./"
     info["shards_base_url"] = "./shards/"
-    local = {name.lower() for name in local_shards}
+    local = {name.lower() for name in local_shards} | {name.lower() for name in shadow}
     upstream_shards = base.get("shards")
     shards = {
         name: sha

@@ -1,6 +1,14 @@
 """Pure rules for a package's members taken together: the links of one package, followed
 through each other, must stay inside it; a hardlink names a file stored before it in its
-tarball; no member hides under a symlinked directory; each name once. No I/O."""
+tarball; no member hides under a symlinked directory; each name once. No I/O.
+
+Packages are unpacked on case-insensitive, normalisation-insensitive file systems too (macOS,
+Windows), where `a/u` is the symlink `a/U` and `é` decomposed is `é` precomposed. So a path
+that reaches a symlink under another case or normal form (`folded`) is refused rather than
+followed one way or the other, and no member may sit under a symlink in any case: otherwise
+links harmless on Linux could, on a Mac, climb out of the environment and be written through.
+Members that differ only in case are accepted (Linux packages hold them: terminfo's `E/`, `e/`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import bisect
 import posixpath
 import re
 import tarfile
+import unicodedata
 from dataclasses import dataclass, field
 
 from .archive import (
@@ -93,17 +102,19 @@ class PackageTree:
             parent = posixpath.dirname(path)
             if not walk.stays_inside(f"{parent}/{target}" if parent else target):
                 raise InvalidPackage(
-                    f"symlink {path!r} -> {target!r} points outside the package (or loops)",
+                    f"symlink {path!r} -> {target!r} points outside the package (or loops, or "
+                    "passes a symlink named in another case or Unicode form)",
                     member=path,
                 )
-        # Members under `<link>/` sort right after `<link>/`: one binary search per symlink.
-        ordered = sorted(self.paths)
+        # Members under `<link>/` (in any case) sort right after it: one binary search each.
+        ordered = sorted((folded(p), p) for p in self.paths)
         for link in self.symlinks:
-            i = bisect.bisect_left(ordered, link + "/")
-            if i < len(ordered) and ordered[i].startswith(link + "/"):
+            under = folded(link) + "/"
+            i = bisect.bisect_left(ordered, (under, ""))
+            if i < len(ordered) and ordered[i][0].startswith(under):
                 raise InvalidPackage(
-                    f"archive member {ordered[i]!r} is stored under the symlink {link!r}",
-                    member=ordered[i],
+                    f"archive member {ordered[i][1]!r} is stored under the symlink {link!r}",
+                    member=ordered[i][1],
                 )
 
 
@@ -114,6 +125,7 @@ class _LinkWalk:
     def __init__(self, symlinks: dict[str, str], steps: int = MAX_LINK_STEPS) -> None:
         self.symlinks = symlinks
         self.steps = steps
+        self.folded = {folded(path) for path in symlinks}
 
     def stays_inside(self, path: str) -> bool:
         """False if `path` (relative to the package root) climbs out of it or loops."""
@@ -135,6 +147,9 @@ class _LinkWalk:
                 return False
             target = self.symlinks.get(candidate)
             if target is None:
+                key = candidate.lower() if candidate.isascii() else folded(candidate)
+                if key in self.folded:
+                    return False  # a symlink on some disks, a directory on others
                 prefixes.append(candidate)
                 continue
             hops += 1
@@ -142,6 +157,14 @@ class _LinkWalk:
                 return False
             pending.extend(_components(target))
         return True
+
+
+def folded(path: str) -> str:
+    """A path as a case- and normalisation-insensitive file system compares it (for ASCII,
+    its lowercase)."""
+    if path.isascii():
+        return path.lower()
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", path).casefold())
 
 
 def _components(path: str) -> list[str]:

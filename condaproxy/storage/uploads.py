@@ -22,7 +22,12 @@ import diskcache
 from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from .blobs import BlobStore, TempBlob
-from .locks import KeyedLocks
+from .locks import KeyedLocks, release
+
+# Blobs are shared by every channel's manifests: a blob is made durable and named by its
+# manifest, or looked up in every manifest and deleted, under this one lock (not a channel's),
+# so that no worker deletes a blob another has committed but not named yet.
+BLOBS_LOCK = "upload-blobs"
 
 
 class Conflict(ProxyError):
@@ -148,7 +153,8 @@ class UploadStore:
                             f"{upload.subdir}/{upload.filename} already exists in channel "
                             f"'{channel}'; upload with force=true to replace it"
                         )
-            return [self._record(upload, temp) for upload, temp in staged]
+            async with self.locks.hold(BLOBS_LOCK):
+                return [self._record(upload, temp) for upload, temp in staged]
 
     def _record(self, upload: Upload, temp: TempBlob) -> Upload:
         manifest = self.manifest(upload.channel, upload.subdir)
@@ -169,7 +175,8 @@ class UploadStore:
                 raise NotFound(f"no upload {subdir}/{filename} in channel '{channel}'")
             removed = manifest.pop(filename)
             self._write(channel, subdir, manifest)
-            self._delete_blob_if_unused(removed.sha256)
+            async with self.locks.hold(BLOBS_LOCK):
+                self._delete_blob_if_unused(removed.sha256)
             return removed
 
     def adopt(self, channel: str, subdir: str, files: dict[str, Upload], generation: int) -> None:
@@ -217,8 +224,14 @@ class UploadStore:
             self.blobs.delete(sha256)
 
     def sweep_orphans(self) -> int:
-        """Blobs no manifest names (a kill -9 between commit and manifest write)."""
-        refs = self._referenced()
-        return sum(
-            1 for sha, _ in list(self.blobs.iterate()) if sha not in refs and self.blobs.delete(sha)
-        )
+        """Blobs no manifest names (a kill -9 between commit and manifest write). Skipped while
+        another worker records an upload: its blob is named by no manifest yet."""
+        fd = self.locks.try_acquire(BLOBS_LOCK)
+        if fd is None:
+            return 0
+        try:
+            refs = self._referenced()
+            blobs = list(self.blobs.iterate())
+            return sum(1 for sha, _ in blobs if sha not in refs and self.blobs.delete(sha))
+        finally:
+            release(fd)
