@@ -201,9 +201,10 @@ def test_upstream_credential_given_as_a_value_reaches_the_secret_and_the_proxy(
     tmp_path: Path, field: str, channel: str
 ):
     secret = "upstream-s3cret-value"
-    values = {
-        "channels": {channel: {"upstream": "https://conda.anaconda.org/my-org", field: secret}}
-    }
+    given = {"upstream": "https://conda.anaconda.org/my-org", field: secret}
+    if field == "upstreamPassword":
+        given["upstreamUsername"] = "ci"  # a password alone is refused (basic auth needs both)
+    values = {"channels": {channel: given}}
     docs = render(values)
     validate(docs)
     stored = by_kind(docs)["Secret"]["stringData"]
@@ -223,11 +224,13 @@ def test_upstream_credential_given_as_a_value_reaches_the_secret_and_the_proxy(
 @pytest.mark.parametrize("field", sorted(CREDENTIAL_FIELDS))
 def test_upstream_credential_from_a_secret_you_manage(tmp_path: Path, field: str):
     ref = {"name": "anaconda-org", "key": "token"}
+    # A bearer token excludes basic auth: the username goes with a token or a password only.
+    username = {} if field == "upstreamBearer" else {"upstreamUsername": "ci"}
     values = {
         "channels": {
             "internal": {
                 "upstream": "https://conda.anaconda.org/my-org",
-                "upstreamUsername": "ci",
+                **username,
                 field: {"secretKeyRef": ref},
             }
         }
@@ -240,7 +243,7 @@ def test_upstream_credential_from_a_secret_you_manage(tmp_path: Path, field: str
     settings = load_config(docs, tmp_path, {env_name: "from-the-secret"})
     channel = settings.channels["internal"]
     assert getattr(channel, CREDENTIAL_FIELDS[field]).value == "from-the-secret"
-    assert channel.upstream_username == "ci"
+    assert channel.upstream_username == username.get("upstreamUsername")
 
 
 def test_metrics_token_reaches_the_proxy_and_the_servicemonitor(tmp_path: Path):

@@ -28,7 +28,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "condaproxy.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}
+{{- end -}}
+
+{{/* resources, with limits.memory = workers x memoryPerWorker unless given: each uvicorn
+worker builds big documents in a process of its own (bench/README.md's measured peaks). */}}
+{{- define "condaproxy.resources" -}}
+{{- $res := deepCopy (.Values.resources | default dict) -}}
+{{- $limits := get $res "limits" | default dict -}}
+{{- if not (get $limits "memory") -}}
+{{- $per := .Values.memoryPerWorker | toString -}}
+{{- $n := regexFind "^[0-9]+" $per -}}
+{{- $_ := set $limits "memory" (printf "%d%s" (mul (int $n) (int .Values.workers)) (trimPrefix $n $per)) -}}
+{{- end -}}
+{{- $_ := set $res "limits" $limits -}}
+{{- toYaml $res -}}
+{{- end -}}
+
+{{/* The pod must outlive its preStop sleep; a PDB must leave room for one eviction. */}}
+{{- define "condaproxy.checkTermination" -}}
+{{- if and .Values.preStopSleepSeconds (le (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds)) -}}
+{{- fail (printf "terminationGracePeriodSeconds %d must exceed preStopSleepSeconds %d: the pod would be killed before SIGTERM lets it drain" (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds)) -}}
+{{- end -}}
+{{- $min := .Values.podDisruptionBudget.minAvailable -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not (kindIs "string" $min)) (ge (int $min) (int .Values.replicaCount)) -}}
+{{- fail (printf "podDisruptionBudget.minAvailable %d with replicaCount %d allows no eviction: no node running a replica could be drained" (int $min) (int .Values.replicaCount)) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "condaproxy.serviceAccountName" -}}
