@@ -228,6 +228,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "log_level": "warning",
         "log_config": None,
         "proxy_headers": False,  # nothing uses the client address; skip the per-request rewrite
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout,
     }
     structlog.get_logger("condaproxy.cli").info(
         "listening",

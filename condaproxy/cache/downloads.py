@@ -204,10 +204,18 @@ class Downloads:
             self.evictor.not_kept("low_disk")
         return None
 
-    async def aclose(self) -> None:
-        """Let in-flight downloads finish (graceful shutdown drains them)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Let in-flight downloads finish (graceful shutdown drains them), for up to `timeout`
+        seconds; the rest are cancelled, which discards their temp files (nothing half-written
+        is kept)."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+        if late:
+            log.warning("downloads cancelled at shutdown", count=len(late), after_s=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     # the one download of a file
 

@@ -32,7 +32,7 @@ from .logs import INTERNAL_ERROR, AccessLog
 from .openapi import document
 from .pages import StatusPages, static_routes
 from .policy_api import policy_routes
-from .services import Services, build_services
+from .services import DOWNLOADS_DRAIN, Services, build_services
 from .uploads_api import uploads_routes
 
 log = structlog.get_logger("condaproxy.web.app")
@@ -59,7 +59,7 @@ def create_app(
             yield
         finally:
             await pages.stop()
-            await app.state.services.aclose()
+            await app.state.services.aclose(min(settings.server.shutdown_timeout, DOWNLOADS_DRAIN))
             log.info("stopped", reason="shutdown complete")
 
     def services() -> Services:

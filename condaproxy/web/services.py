@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # imported only with [storage]: no cloud SDK in a single node
     from ..cache.shared import SharedBlobs
 
 log = structlog.get_logger("condaproxy.web.services")
+# Seconds the downloads still running after the server's drain (server.shutdown_timeout) get to
+# finish and be kept: no client waits for them any more.
+DOWNLOADS_DRAIN = 5.0
 
 
 @dataclass
@@ -66,10 +69,12 @@ class Services:
     liveness: Liveness
     cluster: Cluster | None = None  # [storage]: the shared bucket (and [cluster] coordination)
 
-    async def aclose(self) -> None:
-        """Running downloads finish and are kept; then everything is closed."""
+    async def aclose(self, drain: float = DOWNLOADS_DRAIN) -> None:
+        """Running downloads finish and are kept (those the server's drain left behind, which
+        no client waits for any more, for at most `drain` more seconds); then everything is
+        closed."""
         await self.prefetcher.aclose()
-        await self.downloads.aclose()
+        await self.downloads.aclose(drain)
         if self.cluster is not None:
             await self.cluster.aclose()
         await self.packages.views.derived.aclose()

@@ -351,7 +351,12 @@ def test_extra_env_volumes_annotations_and_scheduling():
     pod = pod_of(docs)
     container = pod["containers"][0]
     names = [e["name"] for e in container["env"]]
-    assert names == ["CONDAPROXY_TOKEN_CI", "HTTPS_PROXY", "CA_PATH"]
+    assert names == [
+        "CONDAPROXY_SERVER_SHUTDOWN_TIMEOUT",
+        "CONDAPROXY_TOKEN_CI",
+        "HTTPS_PROXY",
+        "CA_PATH",
+    ]
     assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in pod["volumes"]
     assert values["extraVolumeMounts"][0] in container["volumeMounts"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]

@@ -315,7 +315,20 @@ def test_a_password_with_its_username_and_a_bearer_alone_still_load(tmp_path: Pa
         "bearer": {"upstream": "https://h.example/b", "upstreamBearer": "b"},
     }
     docs = render({"channels": channels})
-    env = {e["name"]: "v" for e in proxy_pod(docs)["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "v") for e in proxy_pod(docs)["containers"][0]["env"]}
     settings = load_config(docs, tmp_path, env)
     assert settings.channels["basic"].upstream_username == "u"
     assert settings.channels["bearer"].upstream_bearer is not None
+
+
+def test_the_drain_ends_before_the_grace_period():
+    """The proxy's drain (server.shutdown_timeout, then up to 5 s for downloads no client
+    waits for) starts after the preStop sleep and must end before the kubelet's SIGKILL."""
+    for grace, sleep in ((70, 5), (30, 10), (300, 0)):
+        pod = proxy_pod(
+            render({"terminationGracePeriodSeconds": grace, "preStopSleepSeconds": sleep})
+        )
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        timeout = float(env["CONDAPROXY_SERVER_SHUTDOWN_TIMEOUT"])
+        assert pod["terminationGracePeriodSeconds"] == grace
+        assert timeout >= 1 and sleep + timeout + 5 < grace, (grace, sleep, timeout)

@@ -133,6 +133,45 @@ def test_concurrent_cold_repodata_requests_make_one_upstream_request(upstream, s
     assert upstream.count("GET", "/noarch/repodata.json") == 0
 
 
+def test_sigterm_stops_waiting_for_responses_after_shutdown_timeout(upstream, start_proxy) -> None:
+    """A response that would outlast `server.shutdown_timeout` is cut off then (the client sees
+    an incomplete body, never a complete wrong one) and the process exits: an orchestrator's
+    grace period can be made to cover the drain."""
+    import signal
+    import threading
+    import time
+
+    proxy = start_proxy(
+        {"local": {"upstream": upstream.url}}, env={"CONDAPROXY_SERVER_SHUTDOWN_TIMEOUT": "1"}
+    )
+    body = bytes(range(250))
+    # 10 s in all: longer than any drain that obeys the timeout, short enough that the
+    # upstream (which trickles on to a closed socket) still stops within its own 10 s
+    upstream.override("/noarch/slow-1.0-0.conda", body, trickle=0.04)
+    outcome: list[object] = []
+
+    def download() -> None:
+        try:
+            got = httpx.get(f"{proxy.url}/local/noarch/slow-1.0-0.conda", timeout=60)
+            outcome.append(got.content)
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    client = threading.Thread(target=download)
+    client.start()
+    deadline = time.monotonic() + 10
+    while upstream.count("GET", "/noarch/slow-1.0-0.conda") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proxy.proc is not None
+    signalled = time.monotonic()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(15) in (0, -signal.SIGTERM)
+    assert time.monotonic() - signalled < 6, "the drain did not stop at shutdown_timeout"
+    client.join(15)
+    assert outcome and outcome[0] != body, "the trickled body cannot have been completed"
+
+
 def test_sigterm_drains_an_in_flight_download_then_exits_cleanly(
     upstream, start_proxy, channel_dir: Path
 ) -> None:
