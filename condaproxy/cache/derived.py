@@ -121,7 +121,9 @@ class Derived:
         if name not in wanted:
             wanted.add(name)
             stored = set(self.index.get_value(("wanted", str(key)), ()))
-            self.index.set_value(("wanted", str(key)), stored | wanted)
+            # A hint for later snapshots: a full disk (or index) must not fail this request.
+            with contextlib.suppress(OSError):
+                self.index.set_value(("wanted", str(key)), stored | wanted)
 
     async def ensure(
         self, key: MetaKey, entry: MetaEntry, name: str, *, asked: bool, head: bool
