@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         cache=str(settings.cache.path),
         version=package_version(),
     )
+    # uvicorn drains in-flight responses on SIGTERM, then raises the signal again so that
+    # the process dies of it (status -15): a stop that drained is a clean exit, status 0.
+    signal.signal(signal.SIGTERM, _drained)
     try:
         if workers > 1:
             # Each worker builds its own app from the same file; they share the cache (and
@@ -250,6 +254,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _drained(signum: int, frame: object) -> None:
+    """SIGTERM as uvicorn raises it again once it has shut down gracefully: exit cleanly."""
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":
