@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,35 @@ def disk_errors() -> Iterator[None]:
         raise
 
 
+def _nothing_to_free() -> bool:
+    return False
+
+
+def open_diskcache(directory: Path, make_room: Callable[[], bool] = _nothing_to_free) -> Any:
+    """A diskcache over `directory`. diskcache writes its settings every time it opens, so on
+    a full disk opening fails: each time it does, `make_room()` frees some space (False:
+    nothing left to free) and the open is tried again."""
+    while True:
+        try:
+            with disk_errors():
+                return diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+        except IndexFull:
+            if not make_room():
+                raise
+
+
 def _key(table: str, key: str) -> str:
     return f"{table}:{key}"
 
 
 class Index:
-    def __init__(self, directory: Path, hot_entries: int = 4096) -> None:
-        self._db = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+    def __init__(
+        self,
+        directory: Path,
+        hot_entries: int = 4096,
+        make_room: Callable[[], bool] = _nothing_to_free,
+    ) -> None:
+        self._db = open_diskcache(directory, make_room)
         self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
         self._convert_tuple_keys()
 

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import diskcache
-
 from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from .blobs import BlobStore, TempBlob
-from .index import disk_errors
+from .index import disk_errors, open_diskcache
 from .locks import KeyedLocks, release
 
 # Blobs are shared by every channel's manifests: a blob is made durable and named by its
@@ -74,12 +72,17 @@ class Upload:
 
 class UploadStore:
     def __init__(
-        self, root: Path, tmp_dir: Path, locks: KeyedLocks, clock: Callable[[], float] = time.time
+        self,
+        root: Path,
+        tmp_dir: Path,
+        locks: KeyedLocks,
+        clock: Callable[[], float] = time.time,
+        make_room: Callable[[], bool] | None = None,
     ) -> None:
         self.blobs = BlobStore(root / "blobs", tmp_dir)
         self._markers = root / "changed"
         self._markers.mkdir(parents=True, exist_ok=True)
-        self._db = diskcache.Cache(str(root / "index"), size_limit=2**40, eviction_policy="none")
+        self._db = open_diskcache(root / "index", make_room or (lambda: False))
         self.locks = locks
         self.clock = clock
         self._marker_paths: dict[tuple[str, str], str] = {}

@@ -146,3 +146,26 @@ def test_an_upload_that_does_not_fit_is_a_507_and_leaves_nothing(
     )
     assert r.status_code == 201, r.text
     assert listing(proxy) == sorted([first.name, big.name])
+
+
+def test_a_restart_on_a_full_disk_starts_and_serves(
+    upstream, start_proxy, small_disk: Path
+) -> None:
+    """Opening the index writes to it: on a full disk a cached file makes room (it can be
+    fetched again), rather than the proxy failing to start, as a pod restarted on a full
+    volume would, again and again."""
+    proxy = start(start_proxy, upstream, small_disk)
+    url = f"{proxy.url}/ch/linux-64/repodata.json"
+    with http() as client:
+        before = client.get(url)
+        assert before.status_code == 200
+        assert client.get(f"{proxy.url}/ch/{SMALL}").status_code == 200  # cached
+    proxy.stop()
+    fill(small_disk)
+    again = start(start_proxy, upstream, small_disk)
+    with http() as client:
+        assert client.get(f"{again.url}/readyz").status_code == 200
+        assert client.get(f"{again.url}/ch/linux-64/repodata.json").content == before.content
+    got = get_one(f"{again.url}/ch/{SMALL}", timeout=10)
+    assert (got.status, got.complete, len(got.body)) == (200, True, 300_000)
+    no_crash_in_log(again.log())
