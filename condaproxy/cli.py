@@ -229,6 +229,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "log_level": "warning",
         "log_config": None,
         "proxy_headers": False,  # nothing uses the client address; skip the per-request rewrite
+        # SIGTERM drains in-flight responses, but not forever: a stalled client is cut off.
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout,
     }
     structlog.get_logger("condaproxy.cli").info(
         "listening",
@@ -240,7 +242,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     # uvicorn drains in-flight responses on SIGTERM, then raises the signal again so that
     # the process dies of it (status -15): a stop that drained is a clean exit, status 0.
-    signal.signal(signal.SIGTERM, _drained)
+    previous = signal.signal(signal.SIGTERM, _drained)
     try:
         if workers > 1:
             # Each worker builds its own app from the same file; they share the cache (and
@@ -252,6 +254,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             server = msgspec.structs.replace(settings.server, workers=1)
             uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 

@@ -61,6 +61,9 @@ class ServerSettings(_Section, frozen=True):
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host are
     # believed: the client address in logs, the external URL shown to users.
     trusted_proxies: tuple[str, ...] = ()
+    # Seconds a SIGTERM waits for in-flight responses before it cuts the rest off (a client
+    # that stopped reading would otherwise hold the stop forever); under Kubernetes' 30 s.
+    shutdown_timeout: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 25
 
 
 class LogSettings(_Section, frozen=True):

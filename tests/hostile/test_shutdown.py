@@ -1,5 +1,8 @@
 """Stopping the proxy in the middle of a long download, as an orchestrator does.
 
+A client that stopped reading cannot hold a SIGTERM forever: after `server.shutdown_timeout`
+it is cut off and the process exits with status 0, before the orchestrator's SIGKILL.
+
 SIGTERM: the download in flight is drained (its client gets the whole verified file), the
 process exits with status 0, and a restart serves the file as a hit. SIGKILL at the same point:
 the restart sweeps the partial temp file and serves nothing damaged (the file is fetched again
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -107,3 +111,33 @@ def test_sigkill_mid_download_leaves_nothing_a_restart_would_serve(
     time.sleep(0.2)
     assert get_one(f"{again.url}/ch/{BIG}").headers["x-cache"] == "HIT"
     no_crash_in_log(again.log())
+
+
+def test_a_client_that_stopped_reading_cannot_hold_a_sigterm(start_proxy, tmp_path: Path) -> None:
+    data = os.urandom(40 << 20)  # far more than the socket buffers hold
+    files = {"linux-64/huge-1.0-0.conda": data}
+    server = Upstream(listed_channel(tmp_path / "channel", files)).start()
+    try:
+        extra = "[server]\nshutdown_timeout = 2\n"
+        proxy = start_proxy({"ch": {"upstream": server.url}}, extra=extra)
+        first = get_one(f"{proxy.url}/ch/linux-64/huge-1.0-0.conda", timeout=60)
+        assert first.status == 200  # cached: the next one is a hit from disk
+        with socket.create_connection(("127.0.0.1", proxy.port)) as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.sendall(b"GET /ch/linux-64/huge-1.0-0.conda HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert stalled.recv(64).startswith(b"HTTP/1.1 200")  # then it reads no more
+            time.sleep(0.5)
+            assert proxy.proc is not None
+            os.killpg(proxy.proc.pid, signal.SIGTERM)
+            started = time.monotonic()
+            try:
+                code = proxy.proc.wait(15)
+            except Exception:
+                pytest.fail("a client that stopped reading held the SIGTERM for 15 s")
+        assert code == 0
+        assert time.monotonic() - started < 10
+        again = start_proxy({"ch": {"upstream": server.url}})
+        hit = get_one(f"{again.url}/ch/linux-64/huge-1.0-0.conda", timeout=60)
+        assert (hit.headers["x-cache"], hit.sha256) == ("HIT", hashlib.sha256(data).hexdigest())
+    finally:
+        server.stop()
