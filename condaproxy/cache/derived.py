@@ -211,7 +211,12 @@ class Derived:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
             updated = dataclasses.replace(current, variants={**current.variants, name: variant})
-            self.index.put_meta(key, updated)
+            try:
+                self.index.put_meta(key, updated)
+            except BaseException:  # e.g. a full index: the file moved in is named by nothing
+                if variant.sha256 not in {v.sha256 for v in current.variants.values()}:
+                    final.unlink(missing_ok=True)
+                raise
             log.info("derived variant ready", key=str(key), variant=name, bytes=variant.size)
             return updated
 
