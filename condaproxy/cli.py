@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "log_level": "warning",
         "log_config": None,
         "proxy_headers": False,  # nothing uses the client address; skip the per-request rewrite
+        # SIGTERM drains in-flight responses, but not forever: a stalled client is cut off.
         "timeout_graceful_shutdown": settings.server.shutdown_timeout,
     }
     structlog.get_logger("condaproxy.cli").info(
@@ -238,6 +240,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         cache=str(settings.cache.path),
         version=package_version(),
     )
+    # uvicorn drains in-flight responses on SIGTERM, then raises the signal again so that
+    # the process dies of it (status -15): a stop that drained is a clean exit, status 0.
+    previous = signal.signal(signal.SIGTERM, _drained)
     try:
         if workers > 1:
             # Each worker builds its own app from the same file; they share the cache (and
@@ -249,8 +254,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             server = msgspec.structs.replace(settings.server, workers=1)
             uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _drained(signum: int, frame: object) -> None:
+    """SIGTERM as uvicorn raises it again once it has shut down gracefully: exit cleanly."""
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

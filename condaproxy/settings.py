@@ -61,9 +61,10 @@ class ServerSettings(_Section, frozen=True):
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host are
     # believed: the client address in logs, the external URL shown to users.
     trusted_proxies: tuple[str, ...] = ()
-    # On SIGTERM, in-flight responses (a long download) get this long to finish before their
-    # connections are closed; keep it below the orchestrator's grace period.
-    shutdown_timeout: Seconds = 60.0
+    # Seconds a SIGTERM waits for in-flight responses before it cuts the rest off (a client
+    # that stopped reading would otherwise hold the stop forever); with the 5 s more that
+    # downloads no client waits for may take, under Kubernetes' default 30 s grace period.
+    shutdown_timeout: Seconds = 20.0
 
 
 class LogSettings(_Section, frozen=True):

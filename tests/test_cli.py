@@ -159,7 +159,7 @@ def test_serve_runs_one_app_with_the_proxys_own_access_log(tmp_path, uvicorn_run
     assert callable(app)
     assert options == {
         "host": "127.0.0.1", "port": 9999, "access_log": False, "log_level": "warning",
-        "log_config": None, "proxy_headers": False,
+        "log_config": None, "proxy_headers": False, "timeout_graceful_shutdown": 20.0,
     }  # fmt: skip
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     assert not metrics_dir.exists(), "the metrics directory goes when the server stops"

@@ -121,7 +121,9 @@ class Derived:
         if name not in wanted:
             wanted.add(name)
             stored = set(self.index.get_value(("wanted", str(key)), ()))
-            self.index.set_value(("wanted", str(key)), stored | wanted)
+            # A hint for later snapshots: a full disk (or index) must not fail this request.
+            with contextlib.suppress(OSError):
+                self.index.set_value(("wanted", str(key)), stored | wanted)
 
     async def ensure(
         self, key: MetaKey, entry: MetaEntry, name: str, *, asked: bool, head: bool
@@ -209,7 +211,12 @@ class Derived:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
             updated = dataclasses.replace(current, variants={**current.variants, name: variant})
-            self.index.put_meta(key, updated)
+            try:
+                self.index.put_meta(key, updated)
+            except BaseException:  # e.g. a full index: the file moved in is named by nothing
+                if variant.sha256 not in {v.sha256 for v in current.variants.values()}:
+                    final.unlink(missing_ok=True)
+                raise
             log.info("derived variant ready", key=str(key), variant=name, bytes=variant.size)
             return updated
 

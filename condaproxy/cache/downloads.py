@@ -263,16 +263,18 @@ class Downloads:
             bucket_copy = from_shared is not None and from_shared.from_bucket
             if bucket_copy and isinstance(exc, IntegrityError) and expected.sha256:
                 await self.shared.corrupt(expected.sha256, str(exc))  # type: ignore[union-attr]
-            if isinstance(exc, NotFound):
-                self.index.remember_missing(
-                    d.key, self.clock() + self.negative_ttl, self.negative_ttl
-                )
+            # The clients waiting on the head hear of it first: no bookkeeping below, which
+            # may fail too (a full index), may leave them waiting forever.
             if not d.head.done():
                 d.head.set_exception(
                     exc if isinstance(exc, Exception) else UpstreamError(url, "cancelled")
                 )
             else:
                 log.warning("download failed", key=self.upstream.redact(d.key), error=str(exc))
+            if isinstance(exc, NotFound):
+                self.index.remember_missing(
+                    d.key, self.clock() + self.negative_ttl, self.negative_ttl
+                )
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -15,6 +15,7 @@ case that is left, a machine crash between write and writeback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -298,8 +299,16 @@ class MetadataCache:
             variants={**(old.variants if unchanged and old else {}), **variants},
             origins=built.origins,
         )
-        self.index.put_meta(key, entry)
-        self.index.forget_missing(key)
+        try:
+            self.index.put_meta(key, entry)
+        except BaseException:  # e.g. a full index: the files moved in are named by nothing
+            named = {v.sha256 for v in old.variants.values()} if old is not None else set()
+            for variant in variants.values():
+                if variant.sha256 not in named:
+                    store.delete(variant.sha256)
+            raise
+        with contextlib.suppress(OSError):  # a hint: a full index keeps it a moment longer
+            self.index.forget_missing(key)
         if old is not None:
             keep = {v.sha256 for v in entry.variants.values()}
             for variant in old.variants.values():

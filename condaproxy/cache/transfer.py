@@ -4,17 +4,15 @@ for a file, what is known before the body, and when bytes may go out."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 from dataclasses import dataclass, field
 
-from ..rules.errors import IntegrityError
+from ..rules.errors import DISK_FULL, IntegrityError
 from ..storage.blobs import TempBlob
 from ..storage.index import FileEntry
 from .relay import Relay
 
 READ_CHUNK = 1 << 20
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)

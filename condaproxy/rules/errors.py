@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+# A disk that cannot take more bytes: full, or over its quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk is full (an OSError with ENOSPC or EDQUOT)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
 
 
 class ProxyError(Exception):
@@ -52,6 +61,13 @@ class ServiceUnavailable(ProxyError):
     """503: the proxy cannot build this answer right now (the cause is in the log)."""
 
     status = 503
+
+
+class InsufficientStorage(ProxyError):
+    """507 (RFC 4918 §11.5): the proxy's disk cannot take what this request must store (an
+    upload); nothing of it was kept."""
+
+    status = 507
 
 
 class NotFound(ProxyError):
@@ -112,3 +128,11 @@ class UpstreamBusy(UpstreamError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str, int | None]]:  # type: ignore[override]
         return (self.__class__, (self.upstream, self.reason, self.retry_after))
+
+
+def disk_full_answer(exc: OSError) -> ServiceUnavailable:
+    """What a client gets when the cache's disk (or its index) could not take a write this
+    answer needed: a 503 to retry, never a 500 (the cause goes to the log)."""
+    return ServiceUnavailable(
+        f"the proxy's cache disk is full ({exc.strerror or exc}); retry later"
+    )

@@ -122,6 +122,15 @@ class BlobStore:
             if path.is_file():
                 yield path.name, path.stat().st_size
 
+    def drop_least_recent(self) -> int:
+        """Delete the least recently used blob (the oldest mtime: eviction's order); its
+        size, or 0 if the store is empty."""
+        oldest = min(
+            ((p.stat().st_mtime, p) for p in self.root.glob("??/??/*") if p.is_file()),
+            default=None,
+        )
+        return 0 if oldest is None else self.delete(oldest[1].name)
+
     def new_temp(self) -> TempBlob:
         return new_temp(self.tmp_dir)
 

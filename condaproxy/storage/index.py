@@ -2,6 +2,8 @@
 
 diskcache (SQLite) makes it durable and safe across uvicorn workers; a small cachetools LRU in
 front keeps hot package lookups off SQLite. An entry is written only after its blob is durable.
+When SQLite cannot grow (its disk is full), a write raises `IndexFull`, an OSError with ENOSPC:
+every path that copes with a full disk copes with a full index the same way.
 Keys are strings `<table>:<key>` (diskcache stores a str key as is; a tuple key is pickled on
 every lookup, which cost more than the lookup). Indexes written with tuple keys are converted
 once, when opened.
@@ -9,6 +11,10 @@ once, when opened.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +58,53 @@ class MetaEntry:
     origins: Origins = field(default_factory=Origins)
 
 
+class IndexFull(OSError):
+    """SQLite could not write: its disk is full (or failing). An OSError with ENOSPC (EIO)."""
+
+
+@contextlib.contextmanager
+def disk_errors() -> Iterator[None]:
+    """SQLite's "database or disk is full" and "disk I/O error" as the OSErrors they are."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "full" in text:
+            raise IndexFull(errno.ENOSPC, f"the index cannot grow: {text}") from None
+        if "disk I/O error" in text:
+            raise IndexFull(errno.EIO, f"the index cannot be written: {text}") from None
+        raise
+
+
+def _nothing_to_free() -> bool:
+    return False
+
+
+def open_diskcache(directory: Path, make_room: Callable[[], bool] = _nothing_to_free) -> Any:
+    """A diskcache over `directory`. diskcache writes its settings every time it opens, so on
+    a full disk opening fails: each time it does, `make_room()` frees some space (False:
+    nothing left to free) and the open is tried again."""
+    while True:
+        try:
+            with disk_errors():
+                return diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+        except IndexFull:
+            if not make_room():
+                raise
+
+
 def _key(table: str, key: str) -> str:
     return f"{table}:{key}"
 
 
 class Index:
-    def __init__(self, directory: Path, hot_entries: int = 4096) -> None:
-        self._db = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+    def __init__(
+        self,
+        directory: Path,
+        hot_entries: int = 4096,
+        make_room: Callable[[], bool] = _nothing_to_free,
+    ) -> None:
+        self._db = open_diskcache(directory, make_room)
         self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
         self._convert_tuple_keys()
 
@@ -95,12 +141,14 @@ class Index:
         return entry
 
     def put_file(self, key: str, entry: FileEntry) -> None:
-        self._db.set(_key("file", key), entry)
+        with disk_errors():
+            self._db.set(_key("file", key), entry)
         self._hot[key] = entry
 
     def forget_file(self, key: str) -> None:
         self._hot.pop(key, None)
-        self._db.delete(_key("file", key))
+        with disk_errors():
+            self._db.delete(_key("file", key))
 
     def iter_files(self) -> list[tuple[str, FileEntry]]:
         return [
@@ -122,10 +170,13 @@ class Index:
         return self._db.get(_key("value", "\x1f".join(key)), default)
 
     def set_value(self, key: tuple[str, ...], value: Any) -> None:
-        self._db.set(_key("value", "\x1f".join(key)), value)
+        with disk_errors():
+            self._db.set(_key("value", "\x1f".join(key)), value)
 
-    def transact(self) -> Any:
-        return self._db.transact()
+    @contextlib.contextmanager
+    def transact(self) -> Iterator[None]:
+        with disk_errors(), self._db.transact():
+            yield
 
     # revalidated metadata
     def get_meta(self, key: MetaKey) -> MetaEntry | None:
@@ -133,17 +184,21 @@ class Index:
         return entry
 
     def put_meta(self, key: MetaKey, entry: MetaEntry) -> None:
-        self._db.set(_key("meta", str(key)), entry)
+        with disk_errors():
+            self._db.set(_key("meta", str(key)), entry)
 
     def forget_meta(self, key: MetaKey) -> None:
-        self._db.delete(_key("meta", str(key)))
+        with disk_errors():
+            self._db.delete(_key("meta", str(key)))
 
     # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
     def remember_missing(self, key: str | MetaKey, until: float, ttl: float) -> None:
         """Remember a 404 until `until` (our clock); diskcache's expiry only collects garbage.
-        Keys are a file's key or a metadata key."""
+        Keys are a file's key or a metadata key. A hint only: when the index cannot take it,
+        the next request simply asks the upstream again."""
         if ttl > 0:
-            self._db.set(_key("missing", str(key)), until, expire=ttl + 60)
+            with contextlib.suppress(IndexFull), disk_errors():
+                self._db.set(_key("missing", str(key)), until, expire=ttl + 60)
 
     def is_missing(self, key: str | MetaKey, now: float) -> bool:
         until = self._db.get(_key("missing", str(key)))
@@ -153,4 +208,5 @@ class Index:
         return self._iter("missing")
 
     def forget_missing(self, key: str | MetaKey) -> None:
-        self._db.delete(_key("missing", str(key)))
+        with disk_errors():
+            self._db.delete(_key("missing", str(key)))

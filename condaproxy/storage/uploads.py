@@ -3,12 +3,14 @@
 Blobs live in their own content-addressed store (cache purges and eviction never touch it).
 Each (channel, subdir) has a manifest {filename: Upload} in a diskcache of its own, changed only
 under a cross-process lock, after the blob is durable. A generation counter per (channel,
-subdir) moves with every change, so merged repodata knows when to be recomputed.
+subdir) moves with every change, so merged repodata knows when to be recomputed. A full disk
+(or index) refuses an upload whole: nothing recorded, no blob left.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import os
 import time
@@ -17,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import diskcache
-
 from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from .blobs import BlobStore, TempBlob
+from .index import disk_errors, open_diskcache
 from .locks import KeyedLocks, release
 
 # Blobs are shared by every channel's manifests: a blob is made durable and named by its
@@ -71,12 +72,17 @@ class Upload:
 
 class UploadStore:
     def __init__(
-        self, root: Path, tmp_dir: Path, locks: KeyedLocks, clock: Callable[[], float] = time.time
+        self,
+        root: Path,
+        tmp_dir: Path,
+        locks: KeyedLocks,
+        clock: Callable[[], float] = time.time,
+        make_room: Callable[[], bool] | None = None,
     ) -> None:
         self.blobs = BlobStore(root / "blobs", tmp_dir)
         self._markers = root / "changed"
         self._markers.mkdir(parents=True, exist_ok=True)
-        self._db = diskcache.Cache(str(root / "index"), size_limit=2**40, eviction_policy="none")
+        self._db = open_diskcache(root / "index", make_room or (lambda: False))
         self.locks = locks
         self.clock = clock
         self._marker_paths: dict[tuple[str, str], str] = {}
@@ -154,17 +160,38 @@ class UploadStore:
                             f"'{channel}'; upload with force=true to replace it"
                         )
             async with self.locks.hold(BLOBS_LOCK):
-                return [self._record(upload, temp) for upload, temp in staged]
+                return self._record(channel, staged)
 
-    def _record(self, upload: Upload, temp: TempBlob) -> Upload:
-        manifest = self.manifest(upload.channel, upload.subdir)
-        self.blobs.commit(temp, upload.sha256)
-        upload = dataclasses.replace(upload, uploaded_at=self.clock())
-        self._write(upload.channel, upload.subdir, {**manifest, upload.filename: upload})
-        replaced = manifest.get(upload.filename)
-        if replaced is not None and replaced.sha256 != upload.sha256:
-            self._delete_blob_if_unused(replaced.sha256)
-        return upload
+    def _record(
+        self, channel: str, staged: Sequence[tuple[Upload, TempBlob]]
+    ) -> builtins.list[Upload]:
+        """Make every blob durable, then name them all in one write of the manifests. If the
+        disk or the index cannot take it, nothing is recorded and the blobs committed here
+        that no manifest names are deleted again."""
+        before = {s: self.manifest(channel, s) for s in {u.subdir for u, _ in staged}}
+        after = {s: dict(files) for s, files in before.items()}
+        stored, committed = [], []
+        try:
+            for upload, temp in staged:
+                existed = self.blobs.exists(upload.sha256)
+                self.blobs.commit(temp, upload.sha256)
+                if not existed:
+                    committed.append(upload.sha256)
+                upload = dataclasses.replace(upload, uploaded_at=self.clock())
+                after[upload.subdir][upload.filename] = upload
+                stored.append(upload)
+            self._write_all(channel, after)
+        except BaseException:
+            referenced = self._referenced()
+            for sha in committed:
+                if sha not in referenced:
+                    self.blobs.delete(sha)
+            raise
+        for subdir, files in before.items():
+            for replaced in files.values():
+                if replaced.sha256 not in {u.sha256 for u in after[subdir].values()}:
+                    self._delete_blob_if_unused(replaced.sha256)
+        return stored
 
     async def delete(self, channel: str, subdir: str, filename: str) -> Upload:
         async with self.locks.hold(f"uploads:{channel}"):
@@ -194,23 +221,46 @@ class UploadStore:
         manifest: dict[str, Upload],
         generation: int | None = None,
     ) -> None:
-        with self._db.transact():
-            self._db.set(("manifest", channel, subdir), manifest)
-            subdirs = set(self._db.get(("subdirs", channel), set()))
-            if manifest:
-                subdirs.add(subdir)
-            else:
-                subdirs.discard(subdir)
-            self._db.set(("subdirs", channel), subdirs)
-            if generation is None:
-                generation = self._db.incr(("generation", channel, subdir), default=0)
-            else:
-                self._db.set(("generation", channel, subdir), generation)
+        self._write_all(channel, {subdir: manifest}, generation)
+
+    def _write_all(
+        self,
+        channel: str,
+        manifests: dict[str, dict[str, Upload]],
+        generation: int | None = None,
+    ) -> None:
+        """Replace the manifests of `channel`'s subdirs in one transaction, then tell every
+        worker. The markers are made first: after the transaction nothing needs a byte of
+        disk, so a full disk refuses the change whole or lets it through whole."""
+        markers = [self._new_marker(channel, subdir) for subdir in manifests]
+        try:
+            with disk_errors(), self._db.transact():
+                subdirs = set(self._db.get(("subdirs", channel), set()))
+                for subdir, manifest in manifests.items():
+                    self._db.set(("manifest", channel, subdir), manifest)
+                    if manifest:
+                        subdirs.add(subdir)
+                    else:
+                        subdirs.discard(subdir)
+                    if generation is None:
+                        self._db.incr(("generation", channel, subdir), default=0)
+                    else:
+                        self._db.set(("generation", channel, subdir), generation)
+                self._db.set(("subdirs", channel), subdirs)
+        except BaseException:
+            for temp, _ in markers:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+            raise
+        for temp, marker in markers:
+            os.replace(temp, marker)  # a new inode: every worker's stat sees the change
+
+    def _new_marker(self, channel: str, subdir: str) -> tuple[str, str]:
+        """An empty file to rename over the subdir's marker (an inode, no data blocks)."""
         marker = self._marker(channel, subdir)
         temp = f"{marker}.{os.getpid()}.tmp"
-        with open(temp, "w") as f:
-            f.write(str(generation))
-        os.replace(temp, marker)  # a new inode: every worker's stat sees the change
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        return temp, marker
 
     def _referenced(self) -> set[str]:
         refs = set()

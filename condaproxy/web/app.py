@@ -21,7 +21,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..cache.instruments import Metrics
 from ..cache.upstream import Resolver, system_resolve
-from ..rules.errors import ProxyError
+from ..rules.errors import ProxyError, disk_full, disk_full_answer
 from ..rules.forwarded import networks
 from ..rules.redact import Redactor
 from ..settings import Settings
@@ -87,6 +87,13 @@ def create_app(
             headers=exc.headers,
         )
 
+    async def os_error(request: Request, exc: Exception) -> JSONResponse:
+        # A full disk is an answer to retry (503 naming it); any other OSError is a failure.
+        if not disk_full(exc):
+            raise exc
+        assert isinstance(exc, OSError)
+        return await proxy_error(request, disk_full_answer(exc))
+
     async def internal_error(request: Request, exc: Exception) -> Response:
         # Starlette answers an unexpected exception in a route before AccessLog sees it: the
         # same JSON 500 as everywhere else (AccessLog still logs the one error event).
@@ -109,6 +116,7 @@ def create_app(
         exception_handlers={
             ProxyError: proxy_error,
             HTTPException: http_error,
+            OSError: os_error,
             Exception: internal_error,
         },
     )

@@ -20,7 +20,7 @@ from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
 from ..rules.conditional import for_audience
 from ..rules.cross_site import SAFE_METHODS, check_same_site
-from ..rules.errors import MethodNotAllowed, ProxyError
+from ..rules.errors import MethodNotAllowed, ProxyError, disk_full, disk_full_answer
 from ..rules.forwarded import external_base, networks
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.peer_auth import HEADER as PEER_HEADER
@@ -94,6 +94,12 @@ class ChannelDispatch:
         except ProxyError as exc:
             state["error"] = exc.message
             response = self.error_response(exc)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            answer = disk_full_answer(exc)
+            state["error"] = answer.message
+            response = self.error_response(answer)
         await response(scope, receive, send)
 
     def _peer(self, signed: str, key: str) -> TokenSettings | None:

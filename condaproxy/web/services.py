@@ -101,10 +101,18 @@ async def build_services(
     liveness = Liveness(root / "alive.lock")
     swept = sweep_temp_files(tmp) if liveness.alone() else 0  # no other worker is running
     liveness.share()
-    index = Index(root / "index")
-    locks = KeyedLocks(root / "locks", shared=settings.server.workers > 1)
     store = BlobStore(root / "blobs", tmp)
-    uploads = UploadStore(root / "uploads", tmp, locks, clock)
+
+    def make_room() -> bool:
+        """Opening an index writes to it: on a full disk, a cached blob goes first (it can be
+        fetched again; a proxy that cannot start serves nothing)."""
+        freed = store.drop_least_recent()
+        log.warning("disk full at start-up: evicted a cached file to open the index", bytes=freed)
+        return freed > 0
+
+    index = Index(root / "index", make_room=make_room)
+    locks = KeyedLocks(root / "locks", shared=settings.server.workers > 1)
+    uploads = UploadStore(root / "uploads", tmp, locks, clock, make_room)
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
     upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)

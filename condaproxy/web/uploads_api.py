@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from ..cache.publish import Publisher, Spool, batches
 from ..rules.auth import require
-from ..rules.errors import BadRequest, NotFound, ProxyError
+from ..rules.errors import BadRequest, InsufficientStorage, NotFound, ProxyError, disk_full
 from ..settings import Settings, TokenSettings
 from ..storage.blobs import TempBlob
 from ..storage.uploads import Upload
@@ -55,10 +55,21 @@ def refusals_logged(
 ) -> Callable[P, Awaitable[JSONResponse]]:
     """A refused upload is one structured warning event (no traceback), then its JSON error."""
 
+    async def stored(*args: P.args, **kwargs: P.kwargs) -> JSONResponse:
+        try:
+            return await handler(*args, **kwargs)
+        except OSError as exc:  # the body, the blob or the manifest did not fit: none kept
+            if not disk_full(exc):
+                raise
+            raise InsufficientStorage(
+                f"the proxy's disk is full ({exc.strerror or exc}): the upload was not "
+                "stored; retry later"
+            ) from None
+
     @wraps(handler)
     async def logged(*args: P.args, **kwargs: P.kwargs) -> JSONResponse:
         try:
-            return await handler(*args, **kwargs)
+            return await stored(*args, **kwargs)
         except ProxyError as exc:
             request = args[0]
             assert isinstance(request, Request)
