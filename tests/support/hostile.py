@@ -9,13 +9,14 @@ import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -135,35 +136,56 @@ def no_crash_in_log(log: str) -> None:
         assert needle not in log, f"{needle!r} in the proxy log:\n{log[-4000:]}"
 
 
-class HealthProbe(threading.Thread):
+def _poll_health(url: str, interval: float, timeout: float, stop: Any, out: Any) -> None:
+    """The probe's own process: poll until `stop` is set, then send every latency."""
+    latencies: list[float] = []
+    with http(timeout) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                ok = client.get(url).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - started if ok else timeout)
+            if len(latencies) == 1:
+                out.send(None)  # answered once: running
+            stop.wait(interval)
+    out.send(latencies)
+
+
+class HealthProbe:
     """Polls /healthz every `interval` seconds on one keep-alive connection and records each
-    answer's latency (a failed or timed-out answer counts as `timeout`)."""
+    answer's latency (a failed or timed-out answer counts as `timeout`). It runs in a process
+    of its own, so the test's own work (encoding a bomb to send the upstream, say) cannot hold
+    the GIL under a measurement; `latencies` is filled when the `with` block ends."""
 
     def __init__(self, base_url: str, interval: float = 0.01, timeout: float = 2.0) -> None:
-        super().__init__(daemon=True)
-        self.url, self.interval, self.timeout = base_url + "/healthz", interval, timeout
+        context = multiprocessing.get_context("spawn")
+        self.timeout = timeout
         self.latencies: list[float] = []
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        with http(self.timeout) as client:
-            while not self._done.is_set():
-                started = time.perf_counter()
-                try:
-                    ok = client.get(self.url).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.latencies.append(time.perf_counter() - started if ok else self.timeout)
-                self._done.wait(self.interval)
+        self._stop = context.Event()
+        self._results, sender = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_poll_health,
+            args=(base_url + "/healthz", interval, timeout, self._stop, sender),
+            daemon=True,
+        )
 
     def __enter__(self) -> HealthProbe:
-        self.start()
-        wait_for(lambda: bool(self.latencies), 5, "/healthz answered once")  # running now
+        self._process.start()
+        if not self._results.poll(30):
+            self._process.kill()
+            raise AssertionError("/healthz never answered the probe")
+        self._results.recv()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self.join(10)
+        self._stop.set()
+        if self._results.poll(15):
+            self.latencies = self._results.recv()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
 
     def percentile(self, p: float) -> float:
         """Nearest rank: the smallest latency that `p` of the answers did not exceed."""
