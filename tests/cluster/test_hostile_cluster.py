@@ -90,6 +90,11 @@ def test_a_purge_log_entry_this_proxy_cannot_read_never_skips_the_purges_after_i
     assert httpx.get(f"{a.url}/local{path}", timeout=30).status_code == 200
     assert httpx.get(f"{a.url}/local{path}", timeout=30).headers["x-cache"] == "HIT"
     fetched = upstream.count("GET", path)
+    # The copy reaches the bucket in the background: once it is there, the purge must delete
+    # it too, so the next GET can only come from the upstream.
+    sha = hashlib.sha256((upstream.directory / path.lstrip("/")).read_bytes()).hexdigest()
+    blob = f"prod/cas/sha256/{sha[:2]}/{sha}"
+    assert wait_for(lambda: blob in s3_server.keys(bucket, "prod/cas/"), 30)
     # Another writer appends a scope this proxy does not know, then a real purge.
     log = {
         "seq": 2,
