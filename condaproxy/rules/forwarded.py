@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -67,3 +68,16 @@ def external_base(
 def request_id(given: str | None, make: str) -> str:
     """The caller's X-Request-Id when it is a sane token, else ours."""
     return given if given is not None and _REQUEST_ID.match(given) else make
+
+
+def scope_base(
+    scope: Mapping[str, Any],
+    headers: Mapping[str, str],
+    trusted: tuple[Network, ...],
+    configured: str,
+) -> str:
+    """external_base for an ASGI request scope (its peer address and scheme)."""
+    peer = scope.get("client")
+    return external_base(
+        peer[0] if peer else None, headers, trusted, configured, scope.get("scheme", "http")
+    )

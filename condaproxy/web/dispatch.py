@@ -21,7 +21,7 @@ from ..rules.auth import identify, presented_token, require
 from ..rules.conditional import for_audience
 from ..rules.cross_site import SAFE_METHODS, check_same_site
 from ..rules.errors import MethodNotAllowed, ProxyError, disk_full, disk_full_answer
-from ..rules.forwarded import external_base, networks
+from ..rules.forwarded import networks, scope_base
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.peer_auth import HEADER as PEER_HEADER
 from ..rules.peer_auth import verify
@@ -126,14 +126,7 @@ class ChannelDispatch:
         """A browser's state-changing request made by another site's page (rules/cross_site):
         refused before any handler, so ambient basic-auth credentials act for nobody."""
         headers = _headers(scope)
-        peer = scope.get("client")
-        base = external_base(
-            peer[0] if peer else None,
-            headers,
-            self.trusted,
-            self.settings.server.external_url,
-            scope.get("scheme", "http"),
-        )
+        base = scope_base(scope, headers, self.trusted, self.settings.server.external_url)
         check_same_site(scope["method"], headers, base)
 
     def _unknown_for_caller(self, exc: UnknownChannel, headers: dict[str, str]) -> UnknownChannel:

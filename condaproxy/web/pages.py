@@ -24,7 +24,7 @@ from ..ops.overview import OverviewCache, take_overview
 from ..ops.series import Sampler
 from ..rules.auth import Unauthorized, identify, presented_token, require
 from ..rules.errors import MethodNotAllowed, NotFound
-from ..rules.forwarded import Network, external_base
+from ..rules.forwarded import Network, scope_base
 from ..rules.redact import Redactor
 from ..rules.routing import SUBDIR_RE, UnknownChannel, channel_of
 from ..settings import Settings
@@ -80,14 +80,7 @@ class StatusPages:
         query = query_of(scope)
         presented = presented_token(headers, token)
         who = identify(presented, self.settings.tokens.values())
-        peer = scope.get("client")
-        base = external_base(
-            peer[0] if peer else None,
-            headers,
-            self.trusted,
-            self.settings.server.external_url,
-            scope.get("scheme", "http"),
-        )
+        base = scope_base(scope, headers, self.trusted, self.settings.server.external_url)
         req = PageRequest(
             scope["method"],
             headers,
