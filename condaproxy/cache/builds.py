@@ -18,12 +18,13 @@ import hashlib
 import mmap
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..rules.codecs import (
     SHARD_LIMIT,
+    Readable,
     TooLarge,
     decode_content,
     decode_msgpack,
@@ -34,6 +35,9 @@ from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins, rewrite_repodata, rewrite_shard_index, shard_index_is_local
 from .variants import Built, file_sha256, write_variant
 from .workers import BIG, Workers
+
+if TYPE_CHECKING:
+    from .inflating import Inflating
 
 # variant name -> (blob variant it is served from, content type)
 REPODATA_VARIANTS = {
@@ -97,11 +101,18 @@ def decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tu
     """Decompress a .zst body into a file, never past `limit` bytes; returns the path and
     whether `"base_url"` occurs in it (then the document needs a rewrite)."""
     path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.json.partial")
+    with open(body_path, "rb") as src:
+        return path, decompress_into(src, path, url, limit)
+
+
+def decompress_into(source: Readable, path: str, url: str, limit: int) -> bool:
+    """Decompress the zstd frames read from `source` into a new file at `path`, never past
+    `limit` bytes (the file is deleted on any error); whether `"base_url"` occurs in them."""
     tail = b""
     found = False
     try:
-        with open(body_path, "rb") as src, open(path, "wb") as out:
-            for chunk in decode_content(src, "zstd", limit):
+        with open(path, "wb") as out:
+            for chunk in decode_content(source, "zstd", limit):
                 found = found or _NEEDLE in tail + chunk[: len(_NEEDLE)] or _NEEDLE in chunk
                 tail = chunk[-len(_NEEDLE) :]
                 out.write(chunk)
@@ -114,7 +125,7 @@ def decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tu
     except BaseException:
         os.unlink(path)
         raise
-    return path, found
+    return found
 
 
 def _check_file(path: str, url: str) -> None:
@@ -125,12 +136,23 @@ def _check_file(path: str, url: str) -> None:
 
 
 async def build_repodata(
-    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+    workers: Workers,
+    body_path: str,
+    url: str,
+    tmp_dir: str,
+    limit: int,
+    early: Inflating | None = None,
 ) -> Built:
     """Variants of an upstream repodata body (.zst or plain JSON, already size-bounded).
-    Decompression streams in a thread (it releases the GIL); checking and rewriting a big
-    document, which would hold the GIL for seconds, runs in the worker process."""
-    if url.endswith(".zst"):
+    Decompression streams in a thread (it releases the GIL), or was done while the body
+    arrived (`early`, inflating.py); checking and rewriting a big document, which would hold
+    the GIL for seconds, runs in the worker process."""
+    body_sha256 = None
+    if early is not None:
+        inflated = await early.result()
+        json_path, needs_rewrite = inflated.json_path, inflated.needs_rewrite
+        body_sha256 = inflated.body_sha256
+    elif url.endswith(".zst"):
         json_path, needs_rewrite = await workers.run(
             False, decompress_to_file, body_path, url, tmp_dir, limit
         )
@@ -138,13 +160,19 @@ async def build_repodata(
         json_path, needs_rewrite = body_path, None
     big = os.path.getsize(json_path) > BIG
     return await workers.run(
-        big, finish_repodata, body_path, json_path, needs_rewrite, url, tmp_dir
+        big, finish_repodata, body_path, json_path, needs_rewrite, url, tmp_dir, body_sha256
     )
 
 
 def finish_repodata(
-    body_path: str, json_path: str, needs_rewrite: bool | None, url: str, tmp_dir: str
+    body_path: str,
+    json_path: str,
+    needs_rewrite: bool | None,
+    url: str,
+    tmp_dir: str,
+    body_sha256: str | None = None,
 ) -> Built:
+    """`body_sha256`: the body's hash when it was taken as the body arrived."""
     zst = json_path != body_path
     try:
         _check_file(json_path, url)
@@ -158,7 +186,7 @@ def finish_repodata(
             # variant again if a reader needs it).
             inflated = os.path.getsize(json_path)
             Path(json_path).unlink(missing_ok=True)
-            digest = file_sha256(body_path)
+            digest = body_sha256 or file_sha256(body_path)
             files = {"zst": (body_path, digest, os.path.getsize(body_path))}
             return Built(digest, files, Origins(), inflated)
         document = Path(json_path).read_bytes()
@@ -185,7 +213,12 @@ def _rewritten(document: bytes, url: str, tmp_dir: str) -> Built:
 
 
 async def build_shard_index(
-    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+    workers: Workers,
+    body_path: str,
+    url: str,
+    tmp_dir: str,
+    limit: int,
+    early: Inflating | None = None,
 ) -> Built:
     # A real shard index is a few MB (conda-forge: ~25,000 names): a thread, and a tight cap.
     return await workers.run(False, _shard_index, body_path, url, tmp_dir, min(limit, SHARD_LIMIT))

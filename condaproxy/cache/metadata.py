@@ -34,6 +34,7 @@ from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .following import Tap, TapReader
+from .inflating import Inflating
 from .instruments import Metrics
 from .upstream import UpstreamClient
 from .variants import BuildFn, Built, check_zstd_file, decode_body
@@ -42,6 +43,9 @@ from .workers import Workers
 log = structlog.get_logger("condaproxy.cache.metadata")
 
 Clock = Callable[[], float]
+# Bytes of a body from which its build is likely to need the worker process (workers.BIG of
+# decompressed JSON is ~1 MiB of zstd): the process starts while the rest arrives.
+WARM_AT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,7 @@ class MetadataCache:
                     headers["if-modified-since"] = entry.last_modified
             body = new_temp(self.tmp_dir)
             limit = self.max_document
+            early: Inflating | None = None
             try:
                 try:
                     async with self.upstream.open(channel, url, headers=headers) as response:
@@ -245,6 +250,7 @@ class MetadataCache:
                         followed = tap if coding == "identity" and url.endswith(".zst") else None
                         if followed is not None:
                             followed.begin(body.fd, _length(response.headers))
+                        inflates = coding == "identity" and url.endswith(".json.zst")
                         size = 0
                         async for chunk in response.iter_bytes():
                             size += len(chunk)
@@ -256,19 +262,32 @@ class MetadataCache:
                             body.write(chunk)  # a page-cache write of <= 1 MiB
                             if followed is not None:
                                 followed.wrote(len(chunk))
+                            if early is not None:
+                                early.wrote(len(chunk))
+                            elif inflates and size >= WARM_AT:
+                                # A big document: decompress it as it arrives, and start the
+                                # worker process its check will run in.
+                                self.workers.warm()
+                                early = Inflating(body.fd, response.url, str(self.tmp_dir), limit)
+                                early.wrote(size)
                 except UpstreamNotFound:
                     if i == len(candidates) - 1:
                         raise
                     continue
+                if early is not None:
+                    early.end()
                 body.close()
                 path = str(body.path)
                 if coding != "identity":
                     await self.workers.run(False, decode_body, path, coding, limit, source)
                 if url.endswith(".zst"):  # kept as it came: it must be whole, not just decode
                     await self.workers.run(False, check_zstd_file, path, source, limit)
-                built = await build(self.workers, str(body.path), url, str(self.tmp_dir), limit)
+                tmp = str(self.tmp_dir)
+                built = await build(self.workers, str(body.path), url, tmp, limit, early)
                 new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
             finally:
+                if early is not None:
+                    early.discard()  # its document, unless the build claimed it
                 body.discard()  # gone already if a build adopted the body file itself
             unchanged = entry is not None and entry.digest == built.digest
             return Served(new, "revalidated" if unchanged else "miss")

@@ -10,12 +10,16 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..rules.codecs import TooLarge, decode_content
 from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins
 from ..rules.zstd_frames import zstd_problem
 from .workers import Workers
+
+if TYPE_CHECKING:
+    from .inflating import Inflating
 
 # A variant file ready to adopt: (path, sha256, size).
 VariantFile = tuple[str, str, int]
@@ -31,9 +35,10 @@ class Built:
     inflated: int = 0  # the size of the JSON document a "zst" file holds (0: unknown)
 
 
-# (workers, body path, upstream URL, temp dir, size limit) -> Built: each build decides which
-# of its steps run in a thread and which in the worker process (module-level functions).
-BuildFn = Callable[[Workers, str, str, str, int], Awaitable[Built]]
+# (workers, body path, upstream URL, temp dir, size limit, the body's JSON document if it was
+# decompressed as it arrived) -> Built: each build decides which of its steps run in a thread
+# and which in the worker process (module-level functions).
+BuildFn = Callable[[Workers, str, str, str, int, "Inflating | None"], Awaitable[Built]]
 
 
 def file_sha256(path: str) -> str:
@@ -93,6 +98,11 @@ def _identity(body_path: str) -> Built:
 
 
 async def identity_build(
-    workers: Workers, body_path: str, url: str, tmp_dir: str, limit: int
+    workers: Workers,
+    body_path: str,
+    url: str,
+    tmp_dir: str,
+    limit: int,
+    early: Inflating | None = None,
 ) -> Built:
     return await workers.run(False, _identity, body_path)

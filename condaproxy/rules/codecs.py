@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 import msgpack
 import zstandard
@@ -35,7 +35,13 @@ def zstd_decompress(data: bytes, limit: int = SHARD_LIMIT) -> bytes:
     return b"".join(decode_content(io.BytesIO(data), "zstd", limit))
 
 
-def decode_content(source: BinaryIO, coding: str, limit: int) -> Iterator[bytes]:
+class Readable(Protocol):
+    """A file, or anything that reads like one (a body still being written, cache/inflating)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def decode_content(source: Readable, coding: str, limit: int) -> Iterator[bytes]:
     """The body read from `source` with one content coding undone (RFC 9110 §8.4.1), piece by
     piece, never more than `limit` bytes in all. Raises TooLarge past the limit and ValueError
     for a coding it does not know or bytes that do not decode."""
@@ -57,7 +63,7 @@ def decode_content(source: BinaryIO, coding: str, limit: int) -> Iterator[bytes]
         yield piece
 
 
-def _inflate(source: BinaryIO, wbits: int | None) -> Iterator[bytes]:
+def _inflate(source: Readable, wbits: int | None) -> Iterator[bytes]:
     data = source.read(PIECE)
     if wbits is None:  # a zlib header (RFC 1950 §2.2), or raw deflate
         zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
@@ -76,10 +82,13 @@ def _inflate(source: BinaryIO, wbits: int | None) -> Iterator[bytes]:
         raise ValueError(f"not valid compressed data: {exc}") from None
 
 
-def _unzstd(source: BinaryIO) -> Iterator[bytes]:
+def _unzstd(source: Readable) -> Iterator[bytes]:
     # Upstream frames may omit their content size (rattler's do), and may be several. A frame
     # cut short yields what it holds: the document checks that follow refuse what is left.
-    reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        source,  # type: ignore[arg-type]  # stream_reader needs only read()
+        read_across_frames=True,
+    )
     try:
         while piece := reader.read(PIECE):
             yield piece
