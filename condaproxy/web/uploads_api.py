@@ -142,13 +142,17 @@ async def upload_multipart(
 
     staged: list[tuple[Upload, TempBlob]] = []
     try:
-        parts = FileParts(request.headers.get("content-type", ""), "files", open_spool, MAX_FILES)
+        content_type = request.headers.get("content-type", "")
+        parts = FileParts(content_type, "files", open_spool, MAX_FILES, keep=("force",))
         body = body_chunks(request.receive, limits.max_upload_size, limits.read_timeout)
         async for batch in batches(body):
             await asyncio.to_thread(parts.feed, batch)
         parts.finish()
         if not spools:
             raise BadRequest("multipart field 'files' holds no file")
+        # Quetz's form takes `force` as a field beside the files; the query works too.
+        field = parts.fields.get("force", b"").decode("utf-8", "replace").strip()
+        force = force or flag({"force": field}, "force")
         while spools:
             staged.append(await publisher.prepare(channel, spools.pop(0), who, None))
     except BaseException:
