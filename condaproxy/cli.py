@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="proxy tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     new = token_sub.add_parser("new", help="print a new token every conda client can carry")
-    new.add_argument("--length", type=int, default=40)
+    new.add_argument(
+        "--length", type=_token_length, default=40, help="16 to 1024 characters (default 40)"
+    )
 
     from .ops.client import DEFAULT_URL, TOKEN_ENV, URL_ENV
 
@@ -107,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     prefetch.add_argument("--with-dependencies", action="store_true")
     prefetch.add_argument("--no-wait", action="store_true", help="submit and return")
     return parser
+
+
+def _token_length(text: str) -> int:
+    """A token long enough to guess no sooner than a peer token (16+), and short enough for a
+    header line: `--length 0` would print an empty token, which no config accepts."""
+    try:
+        length = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 16 <= length <= 1024:
+        raise argparse.ArgumentTypeError(f"must be 16 to 1024, got {length}")
+    return length
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,11 +46,11 @@ def test_token_new_prints_one_token(capsys):
 
 
 def test_python_dash_m_condaproxy_runs_the_same_main(monkeypatch, capsys):
-    monkeypatch.setattr("sys.argv", ["condaproxy", "token", "new", "--length", "8"])
+    monkeypatch.setattr("sys.argv", ["condaproxy", "token", "new", "--length", "16"])
     with pytest.raises(SystemExit) as done:
         runpy.run_module("condaproxy", run_name="__main__")
     assert done.value.code == 0
-    assert re.fullmatch(r"[A-Za-z0-9]{8}\n", capsys.readouterr().out)
+    assert re.fullmatch(r"[A-Za-z0-9]{16}\n", capsys.readouterr().out)
 
 
 def test_the_version_has_one_source():

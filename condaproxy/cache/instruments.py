@@ -8,6 +8,8 @@ them up. Labels stay bounded: channel and subdir, never package or file names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -115,3 +117,17 @@ class Metrics:
             ["channel", "rule"],
             registry=r,
         )
+
+    def declare(self, upstream_channels: Iterable[str], policy_channels: Iterable[str]) -> None:
+        """Every documented family shows in /metrics from the start, at 0 for each label set
+        the configuration makes possible: a family with no sample yet is not exposed at all,
+        so a scrape (or an alert on `condaproxy_upstream_errors_total`) would find nothing."""
+        for name in upstream_channels:
+            self.upstream_errors.labels(name)
+            for result in ("304", "200"):
+                self.revalidations.labels(name, result)
+        for reason in ("low_disk", "disk_full", "io_error"):
+            self.not_cached.labels(reason)
+        for name in policy_channels:
+            for kind in ("deny", "allow", "cooldown"):
+                self.policy_refused.labels(name, kind)

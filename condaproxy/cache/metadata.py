@@ -168,12 +168,18 @@ class MetadataCache:
             return Served(entry, "hit")
         if entry is None and self.index.is_missing(key, self.clock()):
             raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
+        asked_at = self.clock()
         async with self.locks.hold(key.lock):
             latest = self._current(key, urls)
             if (
                 latest is not None
                 and latest != entry
-                and is_fresh(latest.fetched_at, self.ttl, self.clock())
+                # Another request's refresh, answered by the upstream after this one came in
+                # (so as new as a refresh of its own, even with ttl 0), or still fresh.
+                and (
+                    latest.fetched_at >= asked_at
+                    or is_fresh(latest.fetched_at, self.ttl, self.clock())
+                )
             ):
                 return Served(latest, "coalesced")
             try:

@@ -74,6 +74,8 @@ class Policing:
         self.root = root
         self.clock = clock
         self.test_clock_file = test_clock_file
+        if test_clock_file:  # a test hook: in production it would move every hold's end
+            log.warning("policy clock moved by policy.test_clock_file", file=test_clock_file)
         self.bucket = max(float(self.meta.ttl), 1.0)
         self.channels = frozenset(n for n in channels if policy.active(n))
         self._digests = {n: policy.digest(n) for n in self.channels}

@@ -34,7 +34,9 @@ class Scope:
             return False
         if self.package is not None:
             match = PACKAGE_RE.match(rp.filename)
-            return rp.kind is Kind.PACKAGE and match is not None and match["name"] == self.package
+            # Package names compare as conda compares them: ignoring case (`NumPy` is numpy).
+            name = match["name"].lower() if match is not None else None
+            return rp.kind is Kind.PACKAGE and name == self.package.lower()
         return True
 
 

@@ -48,6 +48,11 @@ def warnings(settings: Settings) -> list[str]:
     for name, channel in settings.channels.items():
         if channel.private and not any(t.role_for(name) for t in settings.tokens.values()):
             found.append(f"channels.{name} is private but no token may read it")
+    if settings.policy.test_clock_file:
+        found.append(
+            "policy.test_clock_file is set: the policy's clock is moved by what that file "
+            "holds (a test hook; anyone who can write it can end every cooldown)"
+        )
     return found
 
 

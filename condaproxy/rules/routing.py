@@ -108,7 +108,7 @@ def parse_segments(segments: Sequence[str], channels: Collection[str]) -> Resour
     that matched its grammar here: a configured channel, `label/<label>`, a subdir, a shard
     name, a package file name or a known metadata file name. Nothing else reaches upstream."""
     token, rest = split_token(segments)
-    channel = _match_channel(rest, channels)
+    channel = channel_of(rest, channels)  # the whole path may be a channel: named below
     if channel is None:
         raise UnknownChannel(f"unknown channel in path '/{'/'.join(rest)}'", token=token)
     tail = rest[len(channel.split("/")) :]
@@ -117,7 +117,10 @@ def parse_segments(segments: Sequence[str], channels: Collection[str]) -> Resour
         token, tail = check_token(tail[1]), tail[2:]
     shown = "/".join([channel, *tail])
     if not tail:
-        raise NotFound(f"'/{shown}' names a channel, not a file; ask for <subdir>/repodata.json")
+        raise NotFound(
+            f"'/{shown}' names a channel, not a file: its page is '/{shown}/', and clients ask"
+            " for <subdir>/repodata.json below it"
+        )
     return _classify(channel, tail, token, shown)
 
 

@@ -79,8 +79,10 @@ class Sink(Protocol):
 
 class FileParts:
     """A multipart/form-data parser (python-multipart, RFC 7578) that sends each file part of
-    the field `field` to a sink opened for it, as its bytes arrive. Other fields are skipped
-    (bounded). Callbacks run wherever `feed` runs: the caller runs it in a worker thread."""
+    the field `field` to a sink opened for it, as its bytes arrive. The values of the plain
+    fields named in `keep` are kept in `fields` (Quetz's form sends `force` so); other fields are
+    skipped (bounded). Callbacks run wherever `feed` runs: the caller runs it in a worker
+    thread."""
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class FileParts:
         field: str,
         open_sink: Callable[[str], Sink],
         max_files: int,
+        keep: tuple[str, ...] = (),
     ) -> None:
         kind, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
@@ -103,6 +106,9 @@ class FileParts:
         self._disposition = b""
         self._sink: Sink | None = None
         self._other = 0
+        self._keep = keep
+        self._field: str | None = None
+        self.fields: dict[str, bytes] = {}
         self._parser = MultipartParser(
             boundary,
             {
@@ -130,6 +136,7 @@ class FileParts:
     def _part_begin(self) -> None:
         self._disposition = b""
         self._sink = None
+        self._field = None
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -146,6 +153,10 @@ class FileParts:
         _, options = parse_options_header(self._disposition)
         filename = options.get(b"filename")
         if options.get(b"name") != self.field or filename is None:
+            name = options.get(b"name", b"").decode("utf-8", "replace")
+            if filename is None and name in self._keep:  # a plain field whose value is kept
+                self._field = name
+                self.fields[name] = b""
             return
         self.files += 1
         if self.files > self.max_files:
@@ -157,6 +168,8 @@ class FileParts:
             self._sink.write(data[start:end])
             return
         self._other += end - start
+        if self._field is not None:
+            self.fields[self._field] += data[start:end]
         if self._other > _MAX_OTHER_PARTS:
             raise BadRequest(
                 f"form fields other than '{self.field.decode()}' hold more than "
@@ -165,6 +178,7 @@ class FileParts:
 
     def _part_end(self) -> None:
         self._sink = None
+        self._field = None
 
     def _end(self) -> None:
         self.ended = True

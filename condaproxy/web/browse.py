@@ -128,6 +128,8 @@ class Browser:
         if len(q) > MAX_QUERY_TEXT:
             raise BadRequest(f"query parameter 'q' is longer than {MAX_QUERY_TEXT} characters")
         first, last = listing.starting_with(q)
+        if first == last and q != q.lower():  # conda names are lower case: `?q=NumP` finds numpy
+            first, last = listing.starting_with(q.lower())
         page = paged(last - first, int_param(req.query, "page", 1, MAX_PAGE))
         picked = range(first + page.start, first + page.end)
         packages: list[dict[str, Any]] = [
@@ -182,6 +184,9 @@ class Browser:
         if not PACKAGE_NAME_RE.match(name):
             raise BadRequest("query parameter 'name' is not a conda package name")
         first, _ = listing.starting_with(name)
+        if name not in listing.names[first : first + 1] and name != name.lower():
+            name = name.lower()  # names compare as conda compares them: `?name=NumPy` is numpy
+            first, _ = listing.starting_with(name)
         if name not in listing.names[first : first + 1]:
             raise NotFound(f"no package '{name}' in {channel.name}/{subdir}")
         rows, truncated = await self.catalog.package_files(services, channel, subdir, listing, name)

@@ -63,6 +63,11 @@ class ChannelDispatch:
                 response = await self.pages.respond(scope, headers, *page)
                 await response(scope, receive, send)
                 return
+            if len(raw) > 1 and raw.endswith(b"/") and not raw.endswith(b"//"):
+                # Not a page, so one of the proxy's own routes (`/healthz/`, `/api/cache/x/`):
+                # the same route as without the slash. Channel files never end in `/`.
+                raw = raw[:-1]
+                scope = {**scope, "raw_path": raw, "path": scope["path"].removesuffix("/")}
             segments = split_raw_path(raw)
             path_token, rest = split_token(segments)
             if is_own_route(rest):

@@ -116,7 +116,11 @@ def _channel_api() -> dict[str, Any]:
                                     "files": {
                                         "type": "array",
                                         "items": {"type": "string", "format": "binary"},
-                                    }
+                                    },
+                                    "force": {
+                                        "type": "boolean",
+                                        "description": "as the query's force (Quetz's form)",
+                                    },
                                 },
                             }
                         }

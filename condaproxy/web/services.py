@@ -265,6 +265,11 @@ def _packages(
         passthrough=cache.refresh_passthrough,
     )
     metrics.store_max_bytes.set(cache.max_size)
+    rules = settings.policy_rules()
+    metrics.declare(
+        (n for n, c in settings.channels.items() if c.upstream),
+        (n for n in settings.channels if rules.active(n)),
+    )
     evictor = Evictor(
         index=index,
         store=store,

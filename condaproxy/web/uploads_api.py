@@ -22,11 +22,19 @@ from typing import ParamSpec
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache.publish import Publisher, Spool, batches
 from ..rules.auth import require
-from ..rules.errors import BadRequest, InsufficientStorage, NotFound, ProxyError, disk_full
+from ..rules.errors import (
+    BadRequest,
+    InsufficientStorage,
+    MethodNotAllowed,
+    NotFound,
+    ProxyError,
+    disk_full,
+)
 from ..settings import Settings, TokenSettings
 from ..storage.blobs import TempBlob
 from ..storage.uploads import Upload
@@ -134,13 +142,17 @@ async def upload_multipart(
 
     staged: list[tuple[Upload, TempBlob]] = []
     try:
-        parts = FileParts(request.headers.get("content-type", ""), "files", open_spool, MAX_FILES)
+        content_type = request.headers.get("content-type", "")
+        parts = FileParts(content_type, "files", open_spool, MAX_FILES, keep=("force",))
         body = body_chunks(request.receive, limits.max_upload_size, limits.read_timeout)
         async for batch in batches(body):
             await asyncio.to_thread(parts.feed, batch)
         parts.finish()
         if not spools:
             raise BadRequest("multipart field 'files' holds no file")
+        # Quetz's form takes `force` as a field beside the files; the query works too.
+        field = parts.fields.get("force", b"").decode("utf-8", "replace").strip()
+        force = force or flag({"force": field}, "force")
         while spools:
             staged.append(await publisher.prepare(channel, spools.pop(0), who, None))
     except BaseException:
@@ -203,13 +215,41 @@ def uploads_routes(settings: Settings, services: Callable[[], Services]) -> list
             name = known_channel(m["channel"], settings, who)
             call = upload_multipart(request, built.publisher, name, who, presented)
             return await audited("upload", token, name, call)
-        if method == "GET" and (m := _LIST.match(path)):
+        if method in ("GET", "HEAD") and (m := _LIST.match(path)):
             name = known_channel(m["channel"], settings, who)
             return await list_packages(request, built, name, who, presented)
         if method == "DELETE" and (m := _DELETE.match(path)):
             name = known_channel(m["channel"], settings, who)
             call = delete_package(built, name, m["subdir"], m["filename"], who, presented)
             return await audited("delete", token, f"{name}/{m['subdir']}/{m['filename']}", call)
+        allowed = allowed_methods(path)
+        if allowed:  # an endpoint, asked with another method: its 405 names the ones it takes
+            raise MethodNotAllowed(method, allowed)
         raise NotFound(f"no API endpoint {method} {request.url.path}")
 
-    return [Route("/api/channels/{rest:path}", channels_api, methods=["GET", "POST", "DELETE"])]
+    # Every method reaches the handler, so a 405's `Allow` is the one endpoint's, not the union
+    # of all of them (Starlette's own 405 would offer GET for an upload URL).
+    return [Route("/api/channels/{rest:path}", _AnyMethod(request_response(channels_api)))]
+
+
+class _AnyMethod:
+    """An ASGI endpoint: Starlette routes every method to it (a plain function would be
+    GET-only, or get Starlette's 405 naming every method of every endpoint)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods the endpoint at `path` (below /api/channels/) answers; () for none."""
+    allowed: list[str] = []
+    if _UPLOAD.match(path) or _FILES.match(path):
+        allowed.append("POST")
+    if _LIST.match(path):
+        allowed.extend(("GET", "HEAD"))
+    if _DELETE.match(path):
+        allowed.append("DELETE")
+    return tuple(allowed)

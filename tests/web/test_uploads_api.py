@@ -340,8 +340,8 @@ def test_listing_a_private_channel_needs_a_read_token(client, packages):
         ),
         ("DELETE", "/api/channels/team/packages/linux-64/mytool.zip", 400, "<name>-<version>"),
         ("GET", "/api/channels/team/uploads", 404, "no API endpoint"),
-        ("POST", "/api/channels/team/packages", 404, "no API endpoint"),
-        ("PUT", "/api/channels/team/packages", 405, "Method Not Allowed"),
+        ("POST", "/api/channels/team/packages", 405, "use GET or HEAD"),
+        ("PUT", "/api/channels/team/packages", 405, "use GET or HEAD"),
     ],
 )
 def test_api_paths_that_mean_nothing_are_json_errors(client, method, path, status, says):
