@@ -26,7 +26,7 @@ from .derived import Derived
 from .downloads import Downloads
 from .eviction import Evictor
 from .metadata import MetadataCache, Served
-from .results import IMMUTABLE, Asked, Result, Stored, Streamed
+from .results import IMMUTABLE, UNLISTED, Asked, Result, Stored, Streamed
 from .tails import Body
 from .transfer import AlreadyCached, Expected, Head, content_type
 from .upstream import UpstreamClient, join_url
@@ -90,7 +90,7 @@ class Packages:
             if hit is None:
                 raise UpstreamError(rp.key, "cached file vanished") from None
             return hit
-        return Streamed(head, body, outcome)
+        return Streamed(head, body, outcome, IMMUTABLE if expected.listed else UNLISTED)
 
     async def hit(self, entry: FileEntry, store: BlobStore | None = None) -> Stored | None:
         """A stored file (None if its blob is gone). Cached blobs are touched for LRU and kept

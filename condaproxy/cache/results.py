@@ -11,6 +11,9 @@ from .tails import Body
 from .transfer import Head
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+# A file no record lists is streamed through unverified and never kept (transfer.Expected):
+# no cache in front may keep it either, let alone for a year as immutable.
+UNLISTED = "no-store"
 STALE_WARNING = '110 - "Response is Stale"'
 
 

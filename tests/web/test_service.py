@@ -296,12 +296,17 @@ def test_expected_sha256_header_from_rattler_is_checked(client, router):
 def test_unlisted_files_are_served_but_never_cached(client, router):
     """Nothing verifies a file no record lists (removed builds, lockfile URLs): it is streamed,
     and never kept."""
-    listed(router, "noarch", {})
+    listed(router, "noarch", {"kept-1.0-0.conda": PKG})
     route = router.get(f"{UP}/noarch/removed-0.1-0.tar.bz2").respond(200, content=b"old bytes")
     assert client.get("/cf/noarch/removed-0.1-0.tar.bz2").content == b"old bytes"
     again = client.get("/cf/noarch/removed-0.1-0.tar.bz2")
     assert again.content == b"old bytes" and again.headers["x-cache"] == "MISS"
     assert route.call_count == 2
+    # Unverified bytes: no cache in front may keep them (a listed file is immutable for a year).
+    assert again.headers["cache-control"] == "no-store"
+    router.get(f"{UP}/noarch/kept-1.0-0.conda").respond(200, content=PKG)
+    kept = client.get("/cf/noarch/kept-1.0-0.conda")
+    assert kept.headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
 def test_cached_package_ranges_if_range_and_416(client, router):
