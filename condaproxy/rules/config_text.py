@@ -6,6 +6,7 @@ environment arrives as a mapping."""
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -117,11 +118,24 @@ def _from_text(text: str, kind: Any) -> Any:
     if isinstance(kind, msgspec.inspect.FloatType):
         return _number(text, float)
     if isinstance(kind, msgspec.inspect.VarTupleType | msgspec.inspect.ListType):
+        if text.lstrip().startswith("["):  # a TOML array: items may hold commas (match specs)
+            return _toml_array(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     if isinstance(kind, msgspec.inspect.DictType):
         pairs = [item.partition("=") for item in text.split(",") if item.strip()]
         return {k.strip(): v.strip() for k, _, v in pairs}
     return text
+
+
+def _toml_array(text: str) -> list[Any]:
+    """`["numpy >=1.2,<2", "evil"]` from the environment, as the file would say it."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not a TOML array ({exc}): {text!r}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"not a TOML array: {text!r}")
+    return value
 
 
 def _unwrap(kind: Any) -> Any:
