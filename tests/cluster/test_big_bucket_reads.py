@@ -30,10 +30,11 @@ BIG_ONLY = 1 << 20  # the package, not the small shards the lookup of its record
 
 
 class CuttingStore:
-    """Forwards to `target`; the first GET of each big blob (`/cas/`) is cut in half."""
+    """Forwards to `target`; the first GET of each blob (`/cas/`) over `bigger_than` bytes
+    is cut in half."""
 
-    def __init__(self, target: str) -> None:
-        self.target, self.port = target, free_port()
+    def __init__(self, target: str, bigger_than: int = BIG_ONLY) -> None:
+        self.target, self.port, self.bigger_than = target, free_port(), bigger_than
         self.cut: list[str] = []
         handler = self._handler()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
@@ -67,7 +68,7 @@ class CuttingStore:
                     self.command == "GET"
                     and "/cas/" in self.path
                     and got.status_code == 200
-                    and len(got.content) > BIG_ONLY
+                    and len(got.content) > outer.bigger_than
                     and self.path not in outer.cut
                 )
                 self.send_response(got.status_code)
@@ -146,3 +147,32 @@ def test_a_corrupt_big_object_is_never_served_whole_and_is_deleted(
     again = httpx.get(f"{b.url}/local{BIG_PATH}", timeout=60)
     assert again.status_code == 200 and again.content == expected
     assert big_upstream.count("GET", BIG_PATH) == 2  # A's fetch, and B's after the deletion
+
+
+SMALL_PATH = "/linux-64/datatool-1.0-h2.conda"
+
+
+def test_a_small_object_the_store_cuts_short_is_fetched_from_upstream_instead(
+    upstream: Upstream,
+    start_proxy,
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: str,
+    channel_dir: Path,
+) -> None:
+    """A small file (and the shard its record is looked up in) is read whole from the bucket
+    before its download starts: a store failing mid-body costs an upstream fetch, never the
+    client's request."""
+    (a,) = start_replicas(start_proxy, upstream.url, tmp_path / "a", s3_server, bucket, 1)
+    expected = (channel_dir / SMALL_PATH.lstrip("/")).read_bytes()
+    sha = hashlib.sha256(expected).hexdigest()
+    assert httpx.get(f"{a.url}/local{SMALL_PATH}", timeout=30).content == expected
+    key = f"prod/cas/sha256/{sha[:2]}/{sha}"
+    assert wait_for(lambda: key in s3_server.keys(bucket), 30), s3_server.keys(bucket)
+    with CuttingStore(s3_server.url, bigger_than=0) as cutting:
+        lossy = S3Server(port=cutting.port)
+        (b,) = start_replicas(start_proxy, upstream.url, tmp_path / "b", lossy, bucket, 1)
+        got = httpx.get(f"{b.url}/local{SMALL_PATH}", timeout=30)
+        assert cutting.cut, "the bucket's copy was not read"
+        assert got.status_code == 200 and got.content == expected
+    assert key in s3_server.keys(bucket)  # cut on the way, not corrupt: kept
