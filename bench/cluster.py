@@ -13,7 +13,10 @@ upstream and the replicas of each figure, all on 127.0.0.1, and prints medians:
 - l2: L2 hit (B's L1 empty, the bucket's copy verified on the way) throughput vs a GET of the
   same object straight from the store: by curl (a presigned URL; the proxy's GET is timed by
   curl too) and by boto3 (the client the proxy itself uses). moto shares the two cores with
-  the replica and the client;
+  the replica and the client. Also each side's time to first byte (moto's own is in both),
+  the replica's CPU per MiB of the hit (10 ms clock ticks), and sha256's single-thread rate:
+  an L2 hit hashes every byte before its last one goes out, so on 2 cores it cannot match a
+  plain GET whose body phase is faster than sha256;
 - l1: L1 hit throughput with storage configured vs a proxy without it (same file; wrk, 4
   connections, 2 s each, alternating);
 - peer: a peer-streamed waiter's throughput vs the owner's: replica A fetches a cold file from
@@ -29,6 +32,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import hashlib
+import os
 import shutil
 import statistics
 import sys
@@ -43,7 +47,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.clients import MemorySampler, _curl, _finish, wrk  # noqa: E402
+from bench.clients import Fetched, MemorySampler, _curl, _finish, wrk  # noqa: E402
 from bench.procs import group_pids  # noqa: E402
 from bench.realchannel import build_big  # noqa: E402
 from tests.cluster.replicas import WRITE, start_peers, start_replicas  # noqa: E402
@@ -132,13 +136,33 @@ def wait(predicate: Callable[[], bool], seconds: float = 30) -> float:
     return time.monotonic() - start
 
 
-def rate(url: str, sha256: str, slot: int = 0) -> float:
-    """MiB/s of one GET timed by curl (into scratch file `slot`); the body must be the
-    published one."""
+def fetch(url: str, sha256: str, slot: int = 0) -> Fetched:
+    """One GET timed by curl (into scratch file `slot`); the body must be the published one."""
     got = _finish(_curl(url, slot, None), slot)
     if got.status != 200 or got.sha256 != sha256:
         raise AssertionError(f"{url}: status {got.status}, sha256 {got.sha256}")
-    return got.rate / MiB
+    return got
+
+
+def rate(url: str, sha256: str, slot: int = 0) -> float:
+    """MiB/s of one GET timed by curl (into scratch file `slot`)."""
+    return fetch(url, sha256, slot).rate / MiB
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (clock ticks: 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sha256_rate() -> float:
+    """MiB/s of hashlib's sha256 on this machine, one thread: the ceiling of any verified
+    read (an L2 hit must hash every byte before its last one goes out)."""
+    data, digest = os.urandom(8 * MiB), hashlib.sha256()
+    start = time.perf_counter()
+    for _ in range(8):
+        digest.update(data)
+    return 64 / (time.perf_counter() - start)
 
 
 def metadata(*proxies: Proxy) -> None:
@@ -274,10 +298,18 @@ def l2_row(
                 "get_object", Params={"Bucket": bucket, "Key": blob_key(sha)}, ExpiresIn=600
             )
             rate(direct_url, sha)  # moto's first read of an object is not what is measured
+            assert b.proc is not None
+            cpu = cpu_seconds(b.proc.pid)
             if j % 2:
-                l2, direct = rate(b.url + channel.path(pkg), sha), rate(direct_url, sha)
+                l2_got = fetch(b.url + channel.path(pkg), sha)
+                cpu = cpu_seconds(b.proc.pid) - cpu
+                direct_got = fetch(direct_url, sha)
             else:
-                direct, l2 = rate(direct_url, sha), rate(b.url + channel.path(pkg), sha)
+                direct_got = fetch(direct_url, sha)
+                cpu = cpu_seconds(b.proc.pid)
+                l2_got = fetch(b.url + channel.path(pkg), sha)
+                cpu = cpu_seconds(b.proc.pid) - cpu
+            l2, direct = l2_got.rate / MiB, direct_got.rate / MiB
             start = time.perf_counter()
             size = len(client.get_object(Bucket=bucket, Key=blob_key(sha))["Body"].read())
             boto3_rate = size / MiB / (time.perf_counter() - start)
@@ -286,6 +318,16 @@ def l2_row(
             figures.setdefault("  L2 hit MiB/s", []).append(l2)
             figures.setdefault("  direct store GET MiB/s, curl", []).append(direct)
             figures.setdefault("  direct store GET MiB/s, boto3", []).append(boto3_rate)
+            # Where an L2 hit's time goes: the store's own time to first byte is in both.
+            figures.setdefault("  L2 hit time to first byte (ms)", []).append(l2_got.ttfb * 1000)
+            figures.setdefault("  direct time to first byte (ms)", []).append(
+                direct_got.ttfb * 1000
+            )
+            figures.setdefault("  L2 hit replica CPU ms per MiB", []).append(
+                cpu * 1000 / (l2_got.size / MiB)
+            )
+            ceiling = "  sha256 MiB/s, one thread (a verified read's ceiling)"
+            figures.setdefault(ceiling, []).append(sha256_rate())
     finally:
         started.stop()
 

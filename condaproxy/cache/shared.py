@@ -8,8 +8,9 @@
   match) before any client gets it whole or L1 keeps it. A corrupt object is deleted, so the
   next request fetches the file from upstream again.
 - The store being down costs nothing but the shared copy: a read failure is a miss (the
-  download goes upstream), and blobs that could not be replicated are kept in a pending set and
-  pushed once the store answers again.
+  download goes upstream; for a small object also a failure in the middle of its body, as
+  it is read whole before its download starts), and blobs that could not be replicated are
+  kept in a pending set and pushed once the store answers again.
 """
 
 from __future__ import annotations
@@ -31,13 +32,30 @@ log = structlog.get_logger("condaproxy.cache.shared")
 
 MAX_PENDING = 10_000  # blobs remembered for replication while the store is down
 WAIT_POLL = 0.2  # seconds between looks at the bucket while another replica downloads
+# An object this size or smaller (shards, most packages) is read whole before its download
+# starts: the download gathers such a file in memory anyway (downloads.SMALL_BODY).
+SMALL_OBJECT = 1 << 20
+
+
+class Gathered:
+    """A small object already read whole (`SharedBlobs.open`), read like an open one."""
+
+    def __init__(self, body: bytes, size: int) -> None:
+        self.body, self.size = body, size
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        if self.body:
+            yield self.body
+
+    def close(self) -> None:
+        self.body = b""
 
 
 @dataclass
 class SharedBody:
     """A bucket object read like an upstream response (the download code's interface)."""
 
-    opened: Opened
+    opened: Opened | Gathered
     url: str
     from_bucket = True  # a bad copy is deleted (a peer's stream is not the bucket's)
 
@@ -88,7 +106,21 @@ class SharedBlobs:
             return None
         if opened is None:
             return None
-        return SharedBody(opened, f"{self.store.describe()}{blob_key(sha256)}")
+        name = f"{self.store.describe()}{blob_key(sha256)}"
+        if opened.size > SMALL_OBJECT:
+            return SharedBody(opened, name)
+        # Read whole here, so that a store failing mid-body is a miss (the file comes from
+        # upstream) rather than a download already under way failing its clients. What is
+        # read is verified by the download like any body: one longer than it said (at most
+        # one byte more is read) or other bytes fail there, and the object is deleted.
+        try:
+            body = b"".join([chunk async for chunk in opened.iter_bytes(limit=opened.size)])
+        except StoreUnavailable as exc:
+            log.warning("shared storage unavailable: fetching from upstream", error=exc.message)
+            return None
+        finally:
+            opened.close()
+        return SharedBody(Gathered(body, opened.size), name)
 
     async def claim(
         self, sha256: str, key: str
