@@ -28,7 +28,7 @@ from .eviction import Evictor
 from .metadata import MetadataCache, Served
 from .results import IMMUTABLE, UNLISTED, Asked, Result, Stored, Streamed
 from .tails import Body
-from .transfer import AlreadyCached, Expected, Head, content_type
+from .transfer import AlreadyCached, ClientAbort, Expected, Head, content_type
 from .upstream import UpstreamClient, join_url
 from .views import Views
 
@@ -168,6 +168,11 @@ class Packages:
             else:
                 try:
                     return b"".join([chunk async for chunk in body.chunks(0, head.size)])
+                except ClientAbort as exc:
+                    # Nothing was sent yet: for the request that needed these bytes (a package
+                    # whose record is in this shard) it is the upstream's failure, a 502.
+                    shown = self.upstream.redact(self.url(channel, rp))  # no credentials
+                    raise UpstreamError(shown, str(exc)) from None
                 finally:
                     await body.aclose()
         return await asyncio.to_thread(self.store.path_for(entry.sha256).read_bytes)

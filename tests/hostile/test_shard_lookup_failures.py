@@ -1,0 +1,73 @@
+"""A package's checksum comes from its shard when the channel offers only shards (or its
+snapshot is big). When that shard's download fails midway (the upstream drops the connection,
+or sends fewer bytes than it said), the package request is an upstream failure: a 502 whose
+JSON names the upstream, never a 500, and the next request, once the upstream is good, works.
+
+Real processes: a copy of the test channel without repodata.json (shards only)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+import zstandard
+
+from tests.support.hostile import no_crash_in_log
+from tests.support.processes import Upstream
+
+pytestmark = pytest.mark.integration
+
+PACKAGE = "linux-64/datatool-1.0-h2.conda"
+
+
+@pytest.fixture
+def shards_only(tmp_path: Path, channel_dir: Path) -> Iterator[Upstream]:
+    directory = tmp_path / "shards-only"
+    shutil.copytree(channel_dir, directory)
+    for subdir in ("linux-64", "noarch"):
+        for name in ("repodata.json", "repodata.json.zst", "repodata.json.bz2"):
+            (directory / subdir / name).unlink(missing_ok=True)
+    server = Upstream(directory).start()
+    yield server
+    server.stop()
+
+
+def shard_path(channel_dir: Path, subdir: str, name: str) -> str:
+    raw = (channel_dir / subdir / "repodata_shards.msgpack.zst").read_bytes()
+    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(raw))
+    return f"/{subdir}/shards/{index['shards'][name].hex()}.msgpack.zst"
+
+
+@pytest.mark.parametrize("how", ["connection dropped", "shorter than its Content-Length"])
+def test_a_shard_cut_midway_makes_the_package_a_502_naming_the_upstream(
+    start_proxy, shards_only: Upstream, channel_dir: Path, how: str
+) -> None:  # type: ignore[no-untyped-def]
+    with_password = shards_only.url.replace("http://", "http://reader:s3cret-pw@")
+    proxy = start_proxy({"ch": {"upstream": with_password}})
+    path = shard_path(channel_dir, "linux-64", "datatool")
+    shard = (channel_dir / path.lstrip("/")).read_bytes()
+    if how == "connection dropped":
+        shards_only.override(path, shard, break_after=len(shard) // 2)
+    else:
+        shards_only.override(
+            path, shard[: len(shard) // 2], headers={"content-length": str(len(shard))}
+        )
+    got = httpx.get(f"{proxy.url}/ch/{PACKAGE}", timeout=30)
+    assert got.status_code == 502, (got.status_code, got.text)
+    assert got.headers["content-type"].startswith("application/json")
+    assert "upstream" in got.json()["error"]
+    assert "s3cret-pw" not in got.text, "the upstream's credentials stay out of error bodies"
+    shards_only.reset()
+    again = httpx.get(f"{proxy.url}/ch/{PACKAGE}", timeout=30)
+    assert again.status_code == 200
+    expected = (channel_dir / PACKAGE).read_bytes()
+    assert hashlib.sha256(again.content).digest() == hashlib.sha256(expected).digest()
+    assert proxy.log_path is not None
+    log = proxy.log_path.read_text()
+    no_crash_in_log(log)
+    assert "s3cret-pw" not in log
