@@ -150,11 +150,7 @@ class Packages:
             head, body, _ = await self.start(rp, channel)
         except AlreadyCached:
             return "hit"
-        try:
-            async for _ in body.chunks(0, head.size):
-                pass
-        finally:
-            await body.aclose()
+        await self._collect(rp, channel, head, body, keep=False)
         return "miss"
 
     async def bytes_of(self, rp: ResourcePath, channel: ChannelSettings) -> bytes:
@@ -166,16 +162,26 @@ class Packages:
             except AlreadyCached as cached:
                 entry = cached.entry
             else:
-                try:
-                    return b"".join([chunk async for chunk in body.chunks(0, head.size)])
-                except ClientAbort as exc:
-                    # Nothing was sent yet: for the request that needed these bytes (a package
-                    # whose record is in this shard) it is the upstream's failure, a 502.
-                    shown = self.upstream.redact(self.url(channel, rp))  # no credentials
-                    raise UpstreamError(shown, str(exc)) from None
-                finally:
-                    await body.aclose()
+                return await self._collect(rp, channel, head, body, keep=True)
         return await asyncio.to_thread(self.store.path_for(entry.sha256).read_bytes)
+
+    async def _collect(
+        self, rp: ResourcePath, channel: ChannelSettings, head: Head, body: Body, keep: bool
+    ) -> bytes:
+        """A download read by the proxy itself (a shard for a package's checksum, a prefetch).
+        Its failure midway is the upstream's, for whoever needed the bytes: nothing was sent
+        to a client yet, so a 502 naming the upstream, not an aborted connection."""
+        pieces: list[bytes] = []
+        try:
+            async for chunk in body.chunks(0, head.size):
+                if keep:
+                    pieces.append(chunk)
+        except ClientAbort as exc:
+            shown = self.upstream.redact(self.url(channel, rp))  # no credentials
+            raise UpstreamError(shown, str(exc)) from None
+        finally:
+            await body.aclose()
+        return b"".join(pieces)
 
     def url(self, channel: ChannelSettings, rp: ResourcePath) -> str:
         """Where the file really is: CEP-15/16 base URLs seen in metadata win over the layout."""

@@ -14,6 +14,7 @@ import asyncio
 import os
 
 from ..cache.results import Asked, Result, Stored, Streamed
+from ..cache.transfer import ClientAbort
 from ..cache.workers import BIG
 from ..ops.listing import (
     FileRow,
@@ -25,7 +26,7 @@ from ..ops.listing import (
     shard_rows,
 )
 from ..rules.codecs import SHARD_LIMIT
-from ..rules.errors import NotFound, ServiceUnavailable
+from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError
 from ..rules.routing import SHARD_INDEX, Kind, ResourcePath
 from ..settings import ChannelSettings, Settings
 from .services import Services
@@ -45,6 +46,8 @@ async def read_result(result: Result, limit: int) -> bytes:
                 if total > limit:
                     raise ServiceUnavailable(f"a metadata file is larger than {limit} bytes")
                 pieces.append(chunk)
+        except ClientAbort as exc:  # its download failed midway: the page cannot be made
+            raise UpstreamError("of this channel", str(exc)) from None
         finally:
             await body.aclose()
         return b"".join(pieces)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +72,52 @@ def test_a_shard_cut_midway_makes_the_package_a_502_naming_the_upstream(
     log = proxy.log_path.read_text()
     no_crash_in_log(log)
     assert "s3cret-pw" not in log
+
+
+ADMIN = "admin-token-0123456789abcdef"
+
+
+def test_a_package_cut_midway_is_one_failure_of_a_prefetch_not_the_whole_job(
+    start_proxy, shards_only: Upstream, channel_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    proxy = start_proxy(
+        {"ch": {"upstream": shards_only.url}},
+        tokens={"ops": {"token": ADMIN, "roles": {"*": "admin"}}},
+    )
+    cut = "linux-64/datatool-1.0-h2.conda"
+    whole = "linux-64/libcore-2.1-h1.tar.bz2"
+    data = (channel_dir / cut).read_bytes()
+    shards_only.override(f"/{cut}", data, break_after=len(data) // 2)
+    headers = {"authorization": f"Bearer {ADMIN}"}
+    job = httpx.post(
+        f"{proxy.url}/api/cache/ch/linux-64/prefetch",
+        json={"packages": [cut.split("/")[1], whole.split("/")[1]]},
+        headers=headers,
+    )
+    assert job.status_code in (200, 201, 202), job.text
+    job_id = job.json()["id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{proxy.url}/api/cache/stats", headers=headers).json()
+        done = next(j for j in stats["prefetch"] if j["id"] == job_id)
+        if done["state"] in ("done", "failed"):
+            break
+        time.sleep(0.2)
+    assert done["fetched"] == 1, done
+    assert [f["file"] for f in done["failures"]] == [cut], done
+    assert "upstream" in done["failures"][0]["error"]
+    assert not done.get("error"), "one file's failure is not the job's"
+
+
+def test_a_shard_cut_midway_makes_the_package_page_a_502_not_a_500(
+    start_proxy, shards_only: Upstream, channel_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    proxy = start_proxy({"ch": {"upstream": shards_only.url}})
+    path = shard_path(channel_dir, "linux-64", "datatool")
+    shard = (channel_dir / path.lstrip("/")).read_bytes()
+    shards_only.override(path, shard, break_after=len(shard) // 2)
+    page = httpx.get(f"{proxy.url}/ch/linux-64/?name=datatool", timeout=30)
+    assert page.status_code == 502, (page.status_code, page.text[:300])
+    shards_only.reset()
+    page = httpx.get(f"{proxy.url}/ch/linux-64/?name=datatool", timeout=30)
+    assert page.status_code == 200 and "datatool-1.0-h2.conda" in page.text
