@@ -108,6 +108,7 @@ class Cluster:
 
     def status(self) -> dict[str, Any]:
         """For /readyz: which shared dependency is down, if any (the proxy still serves)."""
+        self.report()
         body: dict[str, Any] = {"storage": "ok" if self.store.available else "unavailable"}
         if not self.store.available:
             body["storage_error"] = self.store.last_error
@@ -188,6 +189,17 @@ class Cluster:
             await self._refresh(channel)  # one channel's trouble never stops the others
         await self._apply_purges()
         self.blobs.flush_pending()
+        self.report()
+
+    def report(self) -> None:
+        """The shared tier's gauges, as this replica sees its dependencies now."""
+        metrics = self.blobs.metrics
+        if metrics is None:
+            return
+        metrics.shared_up.labels("storage").set(1 if self.store.available else 0)
+        if self.coordinator is not None:
+            metrics.shared_up.labels("coordination").set(1 if self.coordinator.up else 0)
+        metrics.shared_pending.set(len(self.blobs.pending))
 
     async def _evict_forever(self) -> None:
         while True:
@@ -204,3 +216,4 @@ class Cluster:
                 await self.poll_once()
             except Exception as exc:  # the loop must outlive any one failure
                 log.error("cluster poll failed", error=f"{type(exc).__name__}: {exc}")
+                self.report()

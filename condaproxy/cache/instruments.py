@@ -25,6 +25,7 @@ class Metrics:
         self._upstream(self.registry)
         self._store(self.registry)
         self._policy(self.registry)
+        self._shared(self.registry)
 
     def _requests(self, r: CollectorRegistry) -> None:
         """What clients asked and got."""
@@ -117,6 +118,46 @@ class Metrics:
             ["channel", "rule"],
             registry=r,
         )
+
+    def _shared(self, r: CollectorRegistry) -> None:
+        """The shared tier of several replicas ([storage], [cluster]): what reads of the
+        bucket (or a peer) gave, what was copied to it, and whether each dependency answers."""
+        self.shared_reads = Counter(
+            "condaproxy_shared_reads",
+            "Local cache misses asked of the shared tier, by result (hit: the bucket's copy, "
+            "peer: streamed from the replica downloading it, miss, unavailable, corrupt)",
+            ["result"],
+            registry=r,
+        )
+        self.shared_writes = Counter(
+            "condaproxy_shared_writes",
+            "Verified blobs copied to the bucket (stored), or kept to copy later (deferred)",
+            ["result"],
+            registry=r,
+        )
+        self.shared_pending = Gauge(
+            "condaproxy_shared_pending_blobs",
+            "Blobs waiting to be copied to the bucket while it does not answer",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.shared_up = Gauge(
+            "condaproxy_shared_up",
+            "1 while a shared dependency answers, 0 while it does not (storage, coordination)",
+            ["dependency"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+
+    def declare_shared(self, coordination: bool) -> None:
+        """The shared tier's families at 0 from the start, when [storage] is configured."""
+        for result in ("hit", "peer", "miss", "unavailable", "corrupt"):
+            self.shared_reads.labels(result)
+        for result in ("stored", "deferred"):
+            self.shared_writes.labels(result)
+        self.shared_up.labels("storage").set(1)
+        if coordination:
+            self.shared_up.labels("coordination").set(1)
 
     def declare(self, upstream_channels: Iterable[str], policy_channels: Iterable[str]) -> None:
         """Every documented family shows in /metrics from the start, at 0 for each label set

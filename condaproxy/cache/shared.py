@@ -26,6 +26,7 @@ from ..storage.blobs import BlobStore
 from ..storage.layout import blob_key
 from ..storage.objectstore import ObjectStore, Opened, StoreUnavailable
 from .coordination import Coordinator, Lease
+from .instruments import Metrics
 from .peers import PeerBody, Peers
 
 log = structlog.get_logger("condaproxy.cache.shared")
@@ -91,6 +92,7 @@ class SharedBlobs:
         self.lease_ttl = lease
         self.owner_wait = owner_wait
         self.pending: set[str] = set()
+        self.metrics: Metrics | None = None  # set by the composition root
         self._slots = asyncio.Semaphore(parallel)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -98,16 +100,20 @@ class SharedBlobs:
         """The bucket's copy of a blob, to be verified by the reader; None on a miss or when
         the store cannot be asked (the caller then goes upstream)."""
         if not self.store.available:
+            self._count("unavailable")
             return None
         try:
             opened = await self.store.open(blob_key(sha256))
         except StoreUnavailable as exc:
             log.warning("shared storage unavailable: fetching from upstream", error=exc.message)
+            self._count("unavailable")
             return None
         if opened is None:
+            self._count("miss")
             return None
         name = f"{self.store.describe()}{blob_key(sha256)}"
         if opened.size > SMALL_OBJECT:
+            self._count("hit")
             return SharedBody(opened, name)
         # Read whole here, so that a store failing mid-body is a miss (the file comes from
         # upstream) rather than a download already under way failing its clients. What is
@@ -117,10 +123,16 @@ class SharedBlobs:
             body = b"".join([chunk async for chunk in opened.iter_bytes(limit=opened.size)])
         except StoreUnavailable as exc:
             log.warning("shared storage unavailable: fetching from upstream", error=exc.message)
+            self._count("unavailable")
             return None
         finally:
             opened.close()
+        self._count("hit")
         return SharedBody(Gathered(body, opened.size), name)
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.shared_reads.labels(result).inc()
 
     async def claim(
         self, sha256: str, key: str
@@ -146,7 +158,10 @@ class SharedBlobs:
             owner = await self.coordinator.holder(f"dl:{sha256}")
             if self.peers is not None and owner and owner != own:
                 # Stream it from the owner; if it cannot serve it, fetch it ourselves.
-                return await self.peers.open(owner, key, sha256), None
+                streamed = await self.peers.open(owner, key, sha256)
+                if streamed is not None:
+                    self._count("peer")
+                return streamed, None
             if not self.store.available:
                 return None, None  # the owner's copy cannot reach us through the bucket
             if loop.time() > deadline:
@@ -160,6 +175,7 @@ class SharedBlobs:
     async def corrupt(self, sha256: str, reason: str) -> None:
         """A bucket object failed verification: delete it, so the next miss goes upstream."""
         log.error("corrupt object in shared storage deleted", sha256=sha256, reason=reason)
+        self._count("corrupt")
         await self.forget(sha256)
 
     async def forget(self, sha256: str) -> None:
@@ -197,10 +213,16 @@ class SharedBlobs:
                 return
         self.pending.discard(sha256)
         log.info("replicated to shared storage", sha256=sha256)
+        if self.metrics is not None:
+            self.metrics.shared_writes.labels("stored").inc()
+            self.metrics.shared_pending.set(len(self.pending))
 
     def _remember(self, sha256: str) -> None:
         if len(self.pending) < MAX_PENDING:
             self.pending.add(sha256)
+        if self.metrics is not None:
+            self.metrics.shared_writes.labels("deferred").inc()
+            self.metrics.shared_pending.set(len(self.pending))
 
     def flush_pending(self) -> int:
         """Push the blobs the store missed while it was down (called by the poller)."""

@@ -121,6 +121,8 @@ async def build_services(
         from ..cache.cluster import Cluster
 
         cluster = Cluster.build(settings, store, uploads)
+        cluster.blobs.metrics = metrics
+        metrics.declare_shared(cluster.coordinator is not None)
     services = _engine(
         settings,
         metrics=metrics,
