@@ -5,19 +5,24 @@ while the replica serves as with the bucket down (/readyz 200, `"storage": "unav
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 
-from tests.cluster.replicas import TOKENS
+from tests.cluster.replicas import TOKENS, WRITE, wait_for
 from tests.support.s3 import SECRET, STORAGE_ENV, S3Server, storage_section
 
 PKG = "/local/linux-64/datatool-1.0-h2.conda"
+PACKAGE = PurePosixPath("/local/linux-64/libzlib-1.3-h0.conda")
+
+
+def ready(url: str) -> dict[str, object]:
+    return dict(httpx.get(url + "/readyz", timeout=10).json())
 
 
 def unreachable(start_proxy, upstream, tmp_path: Path, s3: S3Server, bucket: str):  # type: ignore[no-untyped-def]
     proxy = start_proxy(
-        {"local": {"upstream": upstream.url}},
+        {"local": {"upstream": upstream.url}, "internal": {}},
         cache=tmp_path / bucket,
         extra=storage_section(s3, bucket),
         env=STORAGE_ENV,
@@ -31,11 +36,29 @@ def unreachable(start_proxy, upstream, tmp_path: Path, s3: S3Server, bucket: str
 
 
 def test_a_bucket_that_does_not_exist_is_named_by_storage_url_at_start(
-    upstream, start_proxy, tmp_path: Path, s3_server: S3Server
+    upstream, start_proxy, tmp_path: Path, s3_server: S3Server, channel_dir: Path
 ) -> None:
     proxy = unreachable(start_proxy, upstream, tmp_path, s3_server, "no-such-bucket-here")
     warning = next(line for line in proxy.log().splitlines() if "warning:" in line)
     assert "'storage.url'" in warning and "does not exist" in warning, warning
+    refused = httpx.post(
+        f"{proxy.url}/api/channels/internal/upload/{PACKAGE.name}",
+        content=(channel_dir / PACKAGE.relative_to("/local")).read_bytes(),
+        headers={"x-api-key": WRITE},
+        timeout=30,
+    )
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"].startswith("shared storage unavailable")
+    # Once the bucket exists the replica uses it, without a restart.
+    s3_server.client().create_bucket(Bucket="no-such-bucket-here")
+    assert wait_for(lambda: ready(proxy.url)["storage"] == "ok", 15)
+    done = httpx.post(
+        f"{proxy.url}/api/channels/internal/upload/{PACKAGE.name}",
+        content=(channel_dir / PACKAGE.relative_to("/local")).read_bytes(),
+        headers={"x-api-key": WRITE},
+        timeout=30,
+    )
+    assert done.status_code == 201, done.text
 
 
 def test_refused_credentials_are_named_at_start_without_the_secret(
