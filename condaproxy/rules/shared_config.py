@@ -73,6 +73,13 @@ def _check_cluster(cluster: Any, where: str) -> None:
         raise ConfigError(
             f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"
         )
+    if cluster.peer_token is not None and len(cluster.peer_token.value) < 16:
+        # Without peer_url too: the token is a read token for every channel, private ones
+        # included, whichever replica holds it.
+        raise ConfigError(
+            f"{where}: 'cluster.peer_token' is too short (at least 16 characters): it reads "
+            "every channel"
+        )
 
 
 def _redis_url_problem(url: str) -> str:
