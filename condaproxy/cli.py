@@ -187,7 +187,20 @@ def _check_storage(settings: Settings) -> None:
 
     warning = check_conditional_writes(settings, f"start-{os.getpid()}")
     if warning:
-        print(f"condaproxy: warning: {warning}", file=sys.stderr)
+        print(
+            f"condaproxy: warning: 'storage.url' {warning}{_storage_hint(warning)}", file=sys.stderr
+        )
+
+
+def _storage_hint(warning: str) -> str:
+    """What a store's refusal at start-up most likely means in the configuration (the proxy
+    still starts: a bucket that comes back, or credentials that start working, are used)."""
+    if "NoSuchBucket" in warning:
+        return " - the bucket does not exist (the proxy never creates it)"
+    refused = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "NoCredentials")
+    if any(code in warning for code in refused):
+        return " - check 'storage.access_key_id' and 'storage.secret_access_key'"
+    return ""
 
 
 def _check_config(settings: Settings) -> int:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -64,6 +66,11 @@ class Cluster:
         # Channels that can have uploads: their manifests are what the poll re-reads.
         self.upload_channels = sorted(n for n, c in settings.channels.items() if not c.mirror_only)
         self._poller: asyncio.Task[None] | None = None
+        # What /readyz says of the store between requests: whether the last poll round
+        # failed, and since when the current round has waited for an answer (a store that
+        # hangs is down long before its call times out, retried, and fails).
+        self.store_failing = False
+        self._waiting_since: float | None = None
 
     @classmethod
     def build(cls, settings: Settings, l1: BlobStore, uploads: UploadStore) -> Cluster:
@@ -109,9 +116,10 @@ class Cluster:
     def status(self) -> dict[str, Any]:
         """For /readyz: which shared dependency is down, if any (the proxy still serves)."""
         self.report()
-        body: dict[str, Any] = {"storage": "ok" if self.store.available else "unavailable"}
-        if not self.store.available:
-            body["storage_error"] = self.store.last_error
+        down = self._store_down()
+        body: dict[str, Any] = {"storage": "unavailable" if down else "ok"}
+        if down:
+            body["storage_error"] = down
         if self.coordinator is None:
             body["coordination"] = "polling"
         elif self.coordinator.up:
@@ -120,6 +128,19 @@ class Cluster:
             body["coordination"] = "degraded"
             body["coordination_error"] = f"redis unavailable: {self.coordinator.last_error}"
         return body
+
+    def _store_down(self) -> str:
+        """Why the store counts as down ("" if it does not): marked down by a failed call, or
+        still failing at the last poll round (a store that stays down is retried every
+        `retry_after` and must not read as "ok" meanwhile), or silent past `storage.timeout`."""
+        if not self.store.available or self.store_failing:
+            return self.store.last_error or f"{self.store.describe()}: unavailable"
+        since, storage = self._waiting_since, self.settings.storage
+        if since is not None and storage is not None:
+            waited = time.monotonic() - since
+            if waited > storage.timeout:
+                return f"{self.store.describe()}: no answer for {waited:.0f} s"
+        return ""
 
     # notices (Redis pub/sub): at most once, so the poll stays the bound
 
@@ -180,13 +201,20 @@ class Cluster:
     async def poll_once(self) -> None:
         """One round: every upload manifest (or, with none, a liveness read), then pending
         replication once the store answers."""
-        if not self.upload_channels:
+        reads: list[Callable[[], Awaitable[object]]] = [
+            functools.partial(self.manifests.refresh, c) for c in self.upload_channels
+        ] or [functools.partial(self.store.get_doc, "control/alive")]
+        failed = False
+        for read in reads:  # one channel's trouble never stops the others
+            self._waiting_since = time.monotonic()
             try:
-                await self.store.get_doc("control/alive")
+                await read()
             except StoreUnavailable as exc:
                 log.warning("shared storage unavailable", error=exc.message)
-        for channel in self.upload_channels:
-            await self._refresh(channel)  # one channel's trouble never stops the others
+                failed = True
+            finally:
+                self._waiting_since = None
+        self.store_failing = failed
         await self._apply_purges()
         self.blobs.flush_pending()
         self.report()
@@ -196,7 +224,7 @@ class Cluster:
         metrics = self.blobs.metrics
         if metrics is None:
             return
-        metrics.shared_up.labels("storage").set(1 if self.store.available else 0)
+        metrics.shared_up.labels("storage").set(0 if self._store_down() else 1)
         if self.coordinator is not None:
             metrics.shared_up.labels("coordination").set(1 if self.coordinator.up else 0)
         metrics.shared_pending.set(len(self.blobs.pending))

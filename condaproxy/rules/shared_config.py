@@ -24,7 +24,10 @@ def check_shared(storage: Any, cluster: Any, where: str) -> None:
         _check_cluster(cluster, where)
     if storage is None:
         return
-    parts = urlsplit(storage.url)
+    try:
+        parts = urlsplit(storage.url)
+    except ValueError:  # `s3://[bucket`: one line naming the key, not a traceback
+        parts = urlsplit("")
     if parts.scheme != "s3" or not _BUCKET.match(parts.netloc) or ".." in parts.netloc:
         raise ConfigError(
             f"{where}: 'storage.url' must be s3://<bucket>[/<prefix>] with a valid bucket name"
@@ -57,8 +60,10 @@ def check_shared(storage: Any, cluster: Any, where: str) -> None:
 
 def _check_cluster(cluster: Any, where: str) -> None:
     redis = cluster.redis_url.value if cluster.redis_url is not None else ""
-    if redis and urlsplit(redis).scheme not in {"redis", "rediss"}:
-        raise ConfigError(f"{where}: 'cluster.redis_url' is not a redis:// or rediss:// URL")
+    if redis:
+        why = _redis_url_problem(redis)
+        if why:  # the URL itself is never shown: it may hold the password
+            raise ConfigError(f"{where}: 'cluster.redis_url' {why}")
     if cluster.peer_url:
         try:
             check_http_url(cluster.peer_url)
@@ -68,3 +73,31 @@ def _check_cluster(cluster: Any, where: str) -> None:
         raise ConfigError(
             f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"
         )
+    if cluster.peer_token is not None and len(cluster.peer_token.value) < 16:
+        # Without peer_url too: the token is a read token for every channel, private ones
+        # included, whichever replica holds it.
+        raise ConfigError(
+            f"{where}: 'cluster.peer_token' is too short (at least 16 characters): it reads "
+            "every channel"
+        )
+
+
+def _redis_url_problem(url: str) -> str:
+    """What keeps `url` from being a Redis address the client can open ("" if nothing): a
+    port or IPv6 literal that does not parse, no host, or a database that is not a number
+    stop start-up here, naming the key, instead of as a traceback when the app starts."""
+    if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in url):
+        return "holds spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsed on access: `:abc` and `:99999` raise here
+    except ValueError:
+        return "is not a URL (a port or IPv6 address that does not parse)"
+    if parts.scheme not in {"redis", "rediss"}:
+        return "is not a redis:// or rediss:// URL"
+    if not parts.hostname or port == 0:
+        return "names no host (redis://[:password@]host[:port][/db])"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "has a database that is not a number (redis://host:port/0)"
+    return ""

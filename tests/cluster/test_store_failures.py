@@ -113,8 +113,13 @@ def test_store_down_with_redis_a_waiting_replica_does_not_wait_for_a_bucket_copy
         assert httpx.get(f"{proxy.url}/local/linux-64/repodata.json", timeout=30).is_success
     s3_server.pause()
     try:
-        assert wait_for(
-            lambda: readyz(a.url)["storage"] == readyz(b.url)["storage"] == "unavailable", 20
+        assert wait_for(  # marked down by a failed call, not only silent (a hung poll)
+            lambda: all(
+                readyz(p.url)["storage"] == "unavailable"
+                and "no answer" not in readyz(p.url)["storage_error"]
+                for p in (a, b)
+            ),
+            20,
         )
         upstream.mode("slow")
         start = time.monotonic()
