@@ -23,7 +23,7 @@ import structlog
 from ..settings import ClusterSettings, Settings
 from ..storage.blobs import BlobStore
 from ..storage.manifests import SharedManifests
-from ..storage.objectstore import ObjectStore, StoreUnavailable
+from ..storage.objectstore import ObjectStore, StoreUnavailable, probing
 from ..storage.purges import PurgeLog
 from ..storage.uploads import UploadStore
 from .coordination import Coordinator
@@ -208,7 +208,8 @@ class Cluster:
         for read in reads:  # one channel's trouble never stops the others
             self._waiting_since = time.monotonic()
             try:
-                await read()
+                with probing():  # the poll, not a client, finds out if the store is back
+                    await read()
             except StoreUnavailable as exc:
                 log.warning("shared storage unavailable", error=exc.message)
                 failed = True

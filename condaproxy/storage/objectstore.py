@@ -7,18 +7,23 @@ PutObject) and has no interpreter-exit abort to work around; its CPU cost per re
 matters on a miss, which pays an upstream or bucket round trip anyway.
 
 Availability: an answer of the store (404, 412, 304) is an answer; anything else (refused,
-timed out, 5xx, access denied) marks the store down for `storage.retry_after` seconds. While it
-is down every call fails at once with `StoreUnavailable`, so misses go upstream without waiting
-on a dead store, uploads get a 503 and /readyz says so.
+timed out, 5xx, access denied) marks the store down. While it is down every call fails at once
+with `StoreUnavailable`, so misses go upstream without waiting on a dead store, uploads get a
+503 and /readyz says so. Only a call made under `probing()` (the cluster's poll) tries the
+store again, at most every `storage.retry_after` seconds; its success brings the store back
+for everyone. A client's request is never the one that finds out whether a dead store has
+come back (it would wait out the timeouts, every `retry_after`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +59,19 @@ _DOWN = (
     botocore.exceptions.BotoCoreError,
     boto3.exceptions.S3UploadFailedError,
 )
+
+
+_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("probing", default=False)
+
+
+@contextlib.contextmanager
+def probing() -> Iterator[None]:
+    """Calls made inside may try a store that is down (once `retry_after` has passed)."""
+    token = _probing.set(True)
+    try:
+        yield
+    finally:
+        _probing.reset(token)
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -154,7 +172,7 @@ class ObjectStore:
 
     @property
     def available(self) -> bool:
-        return self.clock() >= self._down_until
+        return not self.last_error
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -162,23 +180,32 @@ class ObjectStore:
     # calls
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if not self.available:
+        if not self.available and not (_probing.get() and self.clock() >= self._down_until):
             raise StoreUnavailable(f"shared storage unavailable: {self.last_error}")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+            result = await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             if code in _MISSING or (status == "404" and code != "NoSuchBucket"):
+                self._up()
                 raise FileNotFoundError(code) from None
             if code in _PRECONDITION or status in {"412", "409"}:
+                self._up()
                 raise PreconditionFailed(code) from None
             if status == "304":
+                self._up()
                 raise _NotModified() from None
             raise self._down(f"{code or status} from the store") from None
         except _DOWN as exc:
             raise self._down(type(exc).__name__) from None
+        self._up()
+        return result
+
+    def _up(self) -> None:
+        """The store answered: it is available to every caller again."""
+        self.last_error = ""
 
     def _down(self, why: str) -> StoreUnavailable:
         self.last_error = f"{self.describe()}: {why}"
