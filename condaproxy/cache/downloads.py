@@ -35,6 +35,7 @@ from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, TempBlob
 from ..storage.index import FileEntry, Index
 from ..storage.locks import POLL_SECONDS, KeyedLocks, release
+from .commits import WriteBehind
 from .eviction import Evictor
 from .inflight import InflightNotes
 from .instruments import Metrics
@@ -66,6 +67,11 @@ MAX_SMALL_SURPRISE = 16 << 20
 # A small file up to this size is hashed on the event loop (sha256 runs at ~1.5 GB/s: ~40 us),
 # cheaper than the hop to a thread and back; a bigger one in a thread.
 INLINE_HASH = 64 << 10
+# How long a small verified file may wait for its commit while downloads are still running:
+# with one worker every client of it is served from memory meanwhile; with several, a client
+# of another worker waits for the commit.
+WRITE_BEHIND = 1.0
+WRITE_BEHIND_SHARED = 0.25
 
 
 class Downloads:
@@ -97,6 +103,20 @@ class Downloads:
         self.clock = clock
         self._active: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Small files are committed in batches once the burst is over (commits.py); another
+        # worker waiting for one (it holds the lock until then) waits at most WRITE_BEHIND.
+        self.write_behind = WriteBehind(
+            store,
+            index,
+            self.workers,
+            self._receiving,
+            WRITE_BEHIND_SHARED if locks.shared else WRITE_BEHIND,
+            BUFFER_BUDGET // 2,
+        )
+
+    def _receiving(self) -> bool:
+        """Whether a download of this process is still receiving its bytes."""
+        return any(not d.verified and d.error is None for d in self._active.values())
 
     def cached(self, key: str) -> FileEntry | None:
         entry = self.index.get_file(key)
@@ -388,7 +408,10 @@ class Downloads:
             # One hop: the blob made durable, then its entry written (only after the blob is
             # durable), both in a durable thread, so SQLite's write (and a checkpoint's fsync)
             # never stalls the event loop the next clients are waiting on.
-            await self.workers.durable(self._make_durable, d, entry)
+            if d.buffer is not None:
+                await self.write_behind.commit(d.key, d.buffer, entry)
+            else:
+                await self.workers.durable(self._make_durable, d, entry)
             self.index.remember_file(d.key, entry)
         except (OSError, sqlite3.Error) as exc:
             # The clients have their bytes (the temp file stays readable); the cache keeps
@@ -409,11 +432,8 @@ class Downloads:
 
     def _make_durable(self, d: Download, entry: FileEntry) -> None:
         """In a durable thread: the blob (fsync, rename, directory fsync), then its entry."""
-        if d.buffer is not None:
-            self.store.put_bytes(d.buffer, entry.sha256)
-        else:
-            assert d.temp is not None
-            self.store.commit(d.temp, entry.sha256, False)
+        assert d.temp is not None
+        self.store.commit(d.temp, entry.sha256, False)
         self.index.write_file(d.key, entry)
 
     async def _remote_head(self, key: str) -> tuple[Head, str | None, bool] | None:
