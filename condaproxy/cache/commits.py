@@ -16,6 +16,8 @@ written only for verified bytes, and a crash before a batch loses only cache ent
 promised (the clients had their bytes). Meanwhile the file is still served from memory to every
 client of this process (its download stays active until committed), and another worker waiting
 for it waits at most `max_delay` more (downloads.py keeps the cross-worker lock until then).
+A file other workers are likely to need at once (a shard: their package misses look records up
+in it) is committed without waiting.
 """
 
 from __future__ import annotations
@@ -58,13 +60,18 @@ class WriteBehind:
         self.max_bytes = max_bytes
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
+        self._urgent = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def commit(self, key: str, data: bytearray, entry: FileEntry) -> None:
+    async def commit(
+        self, key: str, data: bytearray, entry: FileEntry, urgent: bool = False
+    ) -> None:
         """Return once the blob and then its entry are durable; raise OSError or
-        sqlite3.Error if they could not be made so (nothing of it is then kept)."""
+        sqlite3.Error if they could not be made so (nothing of it is then kept). An `urgent`
+        commit (a file another worker is likely to wait for) goes at once, with what waits."""
         pending = _Pending(key, data, entry, asyncio.get_running_loop().create_future())
+        self._urgent = self._urgent or urgent
         self._queue.append(pending)
         self._queued_bytes += len(data)
         if self._task is None or self._task.done():
@@ -79,13 +86,19 @@ class WriteBehind:
             while self._queue:
                 await self._settle()
                 batch, self._queue, self._queued_bytes = self._queue, [], 0
+                self._urgent = False
                 await self._write(batch)
 
     async def _settle(self) -> None:
         """Wait until the burst is over, the oldest commit has waited long enough, or too many
         bytes wait."""
         deadline = self._queue[0].queued_at + self.max_delay
-        while self.busy() and time.monotonic() < deadline and self._queued_bytes < self.max_bytes:
+        while (
+            not self._urgent
+            and self.busy()
+            and time.monotonic() < deadline
+            and self._queued_bytes < self.max_bytes
+        ):
             await asyncio.sleep(POLL_SECONDS)
 
     async def _write(self, batch: list[_Pending]) -> None:

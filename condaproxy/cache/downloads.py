@@ -71,6 +71,7 @@ INLINE_HASH = 64 << 10
 # with one worker every client of it is served from memory meanwhile; with several, a client
 # of another worker waits for the commit.
 WRITE_BEHIND = 1.0
+SHARD_SUFFIX = ".msgpack.zst"
 WRITE_BEHIND_SHARED = 0.25
 
 
@@ -409,7 +410,10 @@ class Downloads:
             # durable), both in a durable thread, so SQLite's write (and a checkpoint's fsync)
             # never stalls the event loop the next clients are waiting on.
             if d.buffer is not None:
-                await self.write_behind.commit(d.key, d.buffer, entry)
+                # Another worker's package misses read their records from shards: with
+                # several workers a shard is committed at once, not after the burst.
+                urgent = self.locks.shared and d.key.endswith(SHARD_SUFFIX)
+                await self.write_behind.commit(d.key, d.buffer, entry, urgent)
             else:
                 await self.workers.durable(self._make_durable, d, entry)
             self.index.remember_file(d.key, entry)

@@ -87,3 +87,17 @@ async def test_a_blob_that_cannot_be_made_durable_keeps_nothing(
     assert index.get_file("c/b-1-0.conda") is None
     assert not store.path_for(entry_of(bad).sha256).exists()
     workers.close()
+
+
+async def test_a_file_other_workers_wait_for_is_committed_at_once(tmp_path: Path) -> None:
+    """With several workers, a shard (other workers' package misses read records from it) is
+    not held back by the burst, and takes what waits along."""
+    _, index, workers, wb = setup(tmp_path, [True], max_delay=30)
+    package, shard = b"a package", b"a shard"
+    waiting = asyncio.create_task(wb.commit("c/p-1-0.conda", bytearray(package), entry_of(package)))
+    await asyncio.sleep(0.05)
+    urgent = wb.commit("c/shards/s.msgpack.zst", bytearray(shard), entry_of(shard), urgent=True)
+    await asyncio.wait_for(asyncio.gather(urgent, waiting), 5)
+    assert index.get_file("c/shards/s.msgpack.zst") == entry_of(shard)
+    assert index.get_file("c/p-1-0.conda") == entry_of(package)
+    workers.close()
