@@ -30,9 +30,16 @@ from dataclasses import dataclass, field
 
 from ..storage.blobs import BlobStore
 from ..storage.index import FileEntry, Index
+from .transfer import Download
 from .workers import Workers
 
 POLL_SECONDS = 0.005  # how often a waiting batch looks whether the burst is over
+# How long a small verified file may wait for its commit while downloads are still running:
+# with one worker every client of it is served from memory meanwhile; with several, a client
+# of another worker waits for the commit (it holds the cross-worker lock until then).
+WRITE_BEHIND = 1.0
+WRITE_BEHIND_SHARED = 0.25
+SHARD_SUFFIX = ".msgpack.zst"
 
 
 @dataclass
@@ -51,18 +58,40 @@ class WriteBehind:
         index: Index,
         workers: Workers,
         busy: Callable[[], bool],
-        max_delay: float,
+        shared: bool,
         max_bytes: int,
+        max_delay: float | None = None,
     ) -> None:
         self.store, self.index, self.workers = store, index, workers
         self.busy = busy  # whether a download of this process is still receiving
-        self.max_delay = max_delay
+        self.shared = shared  # other workers share the cache
+        default = WRITE_BEHIND_SHARED if shared else WRITE_BEHIND
+        self.max_delay = default if max_delay is None else max_delay
         self.max_bytes = max_bytes
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
         self._urgent = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    async def keep(self, d: Download, entry: FileEntry) -> None:
+        """Make a verified download durable: the blob, then its entry (only after the blob is
+        durable), in a durable thread (SQLite's write, and a checkpoint's fsync, never stall
+        the loop); a small file in memory with the next batch. Raises OSError or
+        sqlite3.Error if it could not be kept."""
+        if d.buffer is not None:
+            # Another worker's package misses read their records from shards: with several
+            # workers a shard is committed at once, not after the burst.
+            urgent = self.shared and d.key.endswith(SHARD_SUFFIX)
+            await self.commit(d.key, d.buffer, entry, urgent)
+        else:
+            await self.workers.durable(self._commit_temp, d, entry)
+        self.index.remember_file(d.key, entry)
+
+    def _commit_temp(self, d: Download, entry: FileEntry) -> None:
+        assert d.temp is not None
+        self.store.commit(d.temp, entry.sha256, False)  # readers keep tailing the temp file
+        self.index.write_file(d.key, entry)
 
     async def commit(
         self, key: str, data: bytearray, entry: FileEntry, urgent: bool = False

@@ -67,12 +67,6 @@ MAX_SMALL_SURPRISE = 16 << 20
 # A small file up to this size is hashed on the event loop (sha256 runs at ~1.5 GB/s: ~40 us),
 # cheaper than the hop to a thread and back; a bigger one in a thread.
 INLINE_HASH = 64 << 10
-# How long a small verified file may wait for its commit while downloads are still running:
-# with one worker every client of it is served from memory meanwhile; with several, a client
-# of another worker waits for the commit.
-WRITE_BEHIND = 1.0
-SHARD_SUFFIX = ".msgpack.zst"
-WRITE_BEHIND_SHARED = 0.25
 
 
 class Downloads:
@@ -104,15 +98,9 @@ class Downloads:
         self.clock = clock
         self._active: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Small files are committed in batches once the burst is over (commits.py); another
-        # worker waiting for one (it holds the lock until then) waits at most WRITE_BEHIND.
+        # Small files are committed in batches once the burst is over (commits.py).
         self.write_behind = WriteBehind(
-            store,
-            index,
-            self.workers,
-            self._receiving,
-            WRITE_BEHIND_SHARED if locks.shared else WRITE_BEHIND,
-            BUFFER_BUDGET // 2,
+            store, index, self.workers, self._receiving, locks.shared, BUFFER_BUDGET // 2
         )
 
     def _receiving(self) -> bool:
@@ -406,17 +394,7 @@ class Downloads:
 
     async def _commit(self, d: Download, entry: FileEntry) -> None:
         try:
-            # One hop: the blob made durable, then its entry written (only after the blob is
-            # durable), both in a durable thread, so SQLite's write (and a checkpoint's fsync)
-            # never stalls the event loop the next clients are waiting on.
-            if d.buffer is not None:
-                # Another worker's package misses read their records from shards: with
-                # several workers a shard is committed at once, not after the burst.
-                urgent = self.locks.shared and d.key.endswith(SHARD_SUFFIX)
-                await self.write_behind.commit(d.key, d.buffer, entry, urgent)
-            else:
-                await self.workers.durable(self._make_durable, d, entry)
-            self.index.remember_file(d.key, entry)
+            await self.write_behind.keep(d, entry)
         except (OSError, sqlite3.Error) as exc:
             # The clients have their bytes (the temp file stays readable); the cache keeps
             # nothing it could not make durable.
@@ -433,12 +411,6 @@ class Downloads:
         if self.evictor is not None:
             self.evictor.added(entry.size)
         log.info("cached", key=self.upstream.redact(d.key), bytes=entry.size, sha256=entry.sha256)
-
-    def _make_durable(self, d: Download, entry: FileEntry) -> None:
-        """In a durable thread: the blob (fsync, rename, directory fsync), then its entry."""
-        assert d.temp is not None
-        self.store.commit(d.temp, entry.sha256, False)
-        self.index.write_file(d.key, entry)
 
     async def _remote_head(self, key: str) -> tuple[Head, str | None, bool] | None:
         """The head of a download another worker runs, once it has one."""

@@ -29,7 +29,7 @@ def setup(tmp_path: Path, busy: list[bool], max_delay: float = 5.0):
         store,
         index,
         workers,
-        WriteBehind(store, index, workers, lambda: busy[0], max_delay, 1 << 20),
+        WriteBehind(store, index, workers, lambda: busy[0], False, 1 << 20, max_delay),
     )
 
 
