@@ -21,12 +21,12 @@ from cachetools import LRUCache
 from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.conditional import is_fresh
 from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
+from ..rules.merge import Record
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
 from ..storage.index import Index, MetaEntry
 from ..storage.keys import MetaKey
 from .derived import document_size
-from .merging import decode_shard
 from .metadata import MetadataCache, Served
 from .transfer import Expected
 from .workers import BIG
@@ -85,7 +85,7 @@ class Checksums:
         meta: MetadataCache,
         repodata: Fetch,
         shard_index: Fetch,
-        shard: Callable[[ResourcePath], Awaitable[bytes]],
+        shard: Callable[[ResourcePath], Awaitable[dict[str, Record]]],
         with_json: Callable[[MetaKey, MetaEntry], Awaitable[MetaEntry]],
     ) -> None:
         self._with_json = with_json  # the entry with its JSON variant made (views.py)
@@ -93,7 +93,7 @@ class Checksums:
         self.meta = meta
         self._repodata = repodata  # fetch or revalidate a subdir's upstream repodata
         self._shard_index = shard_index  # the same for its shard index; NotFound: no shards
-        self._shard = shard  # the bytes of one shard, verified by name
+        self._shard = shard  # the records of one shard, verified by name, decoded
         self._shard_maps: LRUCache[str, dict[str, bytes]] = LRUCache(maxsize=8)
 
     async def expected(self, rp: ResourcePath) -> Expected:
@@ -141,9 +141,8 @@ class Checksums:
         if not isinstance(digest, bytes):
             return None
         shard_rp = dataclasses.replace(rp, filename=f"{digest.hex()}.msgpack.zst", kind=Kind.SHARD)
-        data = await self._shard(shard_rp)
         try:
-            records = await asyncio.to_thread(decode_shard, data)
+            records = await self._shard(shard_rp)
         except (ValueError, TypeError) as exc:  # codecs raise ValueError for bad zstd
             raise UpstreamError(shard_rp.key, f"unusable shard: {exc}"[:300]) from None
         return records.get(rp.filename)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import structlog
 
 from ..rules.conditional import if_none_match_hits, strong_etag
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError
+from ..rules.merge import Record
 from ..rules.routing import SHARD_INDEX, Kind, ResourcePath
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, DamagedBlob
@@ -25,6 +27,7 @@ from .checksums import Checksums, client_claim, reconcile
 from .derived import Derived
 from .downloads import Downloads
 from .eviction import Evictor
+from .merging import decode_shard
 from .metadata import MetadataCache, Served
 from .results import IMMUTABLE, UNLISTED, Asked, Result, Stored, Streamed
 from .tails import Body
@@ -33,6 +36,7 @@ from .upstream import UpstreamClient, join_url
 from .views import Views
 
 log = structlog.get_logger("condaproxy.cache")
+T = TypeVar("T")
 
 
 class Packages:
@@ -59,7 +63,7 @@ class Packages:
             meta,
             self._record_repodata,
             self._record_shard_index,
-            self._shard_bytes,
+            self._shard_records,
             self.views.with_json,
         )
 
@@ -155,15 +159,34 @@ class Packages:
 
     async def bytes_of(self, rp: ResourcePath, channel: ChannelSettings) -> bytes:
         """A (small) immutable file's bytes, from the store or fetched and verified."""
+        found = await self._fetched_or_cached(rp, channel)
+        if isinstance(found, bytes):
+            return found
+        return await asyncio.to_thread(self.store.path_for(found.sha256).read_bytes)
+
+    async def decoded_of(
+        self, rp: ResourcePath, channel: ChannelSettings, decode: Callable[[bytes], T]
+    ) -> T:
+        """`decode` of a (small) immutable file's bytes, run in a thread: a cached file is read
+        and decoded in one hop."""
+        found = await self._fetched_or_cached(rp, channel)
+        if isinstance(found, bytes):
+            return await asyncio.to_thread(decode, found)
+        path = self.store.path_for(found.sha256)
+        return await asyncio.to_thread(lambda: decode(path.read_bytes()))
+
+    async def _fetched_or_cached(
+        self, rp: ResourcePath, channel: ChannelSettings
+    ) -> bytes | FileEntry:
+        """The entry of a cached file, else the file's bytes, fetched and verified."""
         entry = self.downloads.cached(rp.key)
-        if entry is None:
-            try:
-                head, body, _ = await self.start(rp, channel)
-            except AlreadyCached as cached:
-                entry = cached.entry
-            else:
-                return await self._collect(rp, channel, head, body, keep=True)
-        return await asyncio.to_thread(self.store.path_for(entry.sha256).read_bytes)
+        if entry is not None:
+            return entry
+        try:
+            head, body, _ = await self.start(rp, channel)
+        except AlreadyCached as cached:
+            return cached.entry
+        return await self._collect(rp, channel, head, body, keep=True)
 
     async def _collect(
         self, rp: ResourcePath, channel: ChannelSettings, head: Head, body: Body, keep: bool
@@ -207,8 +230,8 @@ class Packages:
         index_rp = dataclasses.replace(rp, filename=SHARD_INDEX, kind=Kind.SHARD_INDEX)
         return await self.views.shard_index(index_rp, self._channel(rp))
 
-    async def _shard_bytes(self, rp: ResourcePath) -> bytes:
-        return await self.bytes_of(rp, self._channel(rp))
+    async def _shard_records(self, rp: ResourcePath) -> dict[str, Record]:
+        return await self.decoded_of(rp, self._channel(rp), decode_shard)
 
     def _channel(self, rp: ResourcePath) -> ChannelSettings:
         return self.channels[rp.channel]

@@ -106,7 +106,7 @@ class LocalTail:
         d = self.d
         chunk = b""
         if d.buffer is not None:
-            chunk = bytes(d.buffer[offset : min(limit, offset + READ_CHUNK)])
+            chunk = bytes(memoryview(d.buffer)[offset : min(limit, offset + READ_CHUNK)])
         elif offset < d.disk_end and self.fd is not None:
             chunk = os.pread(self.fd, min(READ_CHUNK, min(limit, d.disk_end) - offset), offset)
         elif offset >= d.disk_end and d.relay is not None:

@@ -49,6 +49,7 @@ class Download:
     relay: Relay | None = None
     verified: bool = False  # size and checksum matched: the last byte may go out
     sha256: str | None = None  # of the whole body, once verified
+    announced: bool = False  # an in-flight note tells other workers about it (inflight.py)
     entry: FileEntry | None = None
     error: BaseException | None = None
     readers: dict[int, int] = field(default_factory=dict)  # reader id -> offset
@@ -101,7 +102,7 @@ def check_claim(key: str, sha256: str | None, claim: str | None) -> None:
         raise ClientAbort(f"{key}: sha256 {sha256} differs from the X-Expected-Sha256 {claim}")
 
 
-def hash_chunk(chunk: bytes, sha: hashlib._Hash, md5: hashlib._Hash | None) -> None:
+def hash_chunk(chunk: bytes | bytearray, sha: hashlib._Hash, md5: hashlib._Hash | None) -> None:
     sha.update(chunk)
     if md5 is not None:
         md5.update(chunk)

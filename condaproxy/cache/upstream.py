@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ class UpstreamClient:
         sent = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         if carries_credentials(target, upstream):
             sent.update(credentials(channel))
-        bare = url.copy_with(username=None, password=None)
+        bare = url.copy_with(username=None, password=None) if url.userinfo else url
         token = pinned(pin)
         try:
             return await self._fetcher.send(method, bare, sent, shown)
@@ -220,11 +221,18 @@ def credentials(channel: ChannelSettings) -> dict[str, str]:
     user, password = channel.upstream_username, channel.upstream_password
     if user is not None:
         pair = f"{user}:{password.value if password else ''}"
-    elif channel.upstream and (parsed := httpx.URL(channel.upstream)).userinfo:
-        pair = f"{parsed.username}:{parsed.password}"
+    elif channel.upstream and (pair_in_url := _userinfo_pair(channel.upstream)):
+        pair = pair_in_url
     else:
         return {}
     return {"authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
+@functools.lru_cache(maxsize=64)
+def _userinfo_pair(upstream: str) -> str | None:
+    """`user:password` from a configured upstream URL's userinfo (parsed once per URL)."""
+    parsed = httpx.URL(upstream)
+    return f"{parsed.username}:{parsed.password}" if parsed.userinfo else None
 
 
 def channel_base(channel: ChannelSettings) -> str:

@@ -18,6 +18,7 @@ Addresses are classified after resolution, never by the spelling of a host: `213
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection, Iterable
 from typing import Literal, NamedTuple
@@ -53,10 +54,22 @@ def origin_of(url: str | httpx.URL) -> Origin:
     """The origin httpx will connect to for `url` (parsed by httpx itself, so the rule and
     the client can never read a URL differently). Raises ValueError for a URL that is not
     http(s) or has no host."""
+    if isinstance(url, str):
+        return _origin_of_text(url)
+    return _origin_of_parsed(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_of_text(url: str) -> Origin:
+    """A configured base URL's origin is asked for on every upstream request: parsed once."""
     try:
-        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ValueError(f"not a usable URL: {exc}") from None
+    return _origin_of_parsed(parsed)
+
+
+def _origin_of_parsed(parsed: httpx.URL) -> Origin:
     scheme = parsed.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError(f"scheme {scheme or '(none)'!r} is not http or https")
@@ -66,8 +79,10 @@ def origin_of(url: str | httpx.URL) -> Origin:
     return Origin(scheme, host, parsed.port or DEFAULT_PORTS[scheme])
 
 
+@functools.lru_cache(maxsize=1024)
 def normal_host(host: str) -> str:
-    """Lower case, no trailing dot, IP literals in canonical form ([0:0::1] is [::1])."""
+    """Lower case, no trailing dot, IP literals in canonical form ([0:0::1] is [::1]).
+    Pure, and asked for a few times per upstream request: remembered."""
     host = host.lower().rstrip(".")
     try:
         return str(ipaddress.ip_address(host))

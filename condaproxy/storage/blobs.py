@@ -37,7 +37,7 @@ class TempBlob:
     path: Path
     fd: int
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self.fd, view)
@@ -154,7 +154,7 @@ class BlobStore:
             temp.close()
         return final
 
-    def put_bytes(self, data: bytes, sha256: str) -> Path:
+    def put_bytes(self, data: bytes | bytearray, sha256: str) -> Path:
         temp = self.new_temp()
         try:
             temp.write(data)

@@ -141,8 +141,16 @@ class Index:
         return entry
 
     def put_file(self, key: str, entry: FileEntry) -> None:
+        self.write_file(key, entry)
+        self.remember_file(key, entry)
+
+    def write_file(self, key: str, entry: FileEntry) -> None:
+        """put_file's shared half, the SQLite write: safe in a thread (diskcache is)."""
         with disk_errors():
             self._db.set(_key("file", key), entry)
+
+    def remember_file(self, key: str, entry: FileEntry) -> None:
+        """put_file's in-process half (the hot LRU is not thread-safe: the event loop's)."""
         self._hot[key] = entry
 
     def forget_file(self, key: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from .locks import KeyedLocks, release
 # manifest, or looked up in every manifest and deleted, under this one lock (not a channel's),
 # so that no worker deletes a blob another has committed but not named yet.
 BLOBS_LOCK = "upload-blobs"
+_temp_ids = itertools.count()
 
 
 class Conflict(ProxyError):
@@ -87,6 +89,7 @@ class UploadStore:
         self.clock = clock
         self._marker_paths: dict[tuple[str, str], str] = {}
         self._manifests: dict[tuple[str, str], tuple[tuple[int, int], dict[str, Upload]]] = {}
+        self._subdirs: dict[str, tuple[tuple[int, int], list[str]]] = {}
         # With [storage], the bucket's manifests are the truth and this store their local copy:
         # changes go through `shared` (manifests.py), which then adopts them here.
         self.shared: SharedRecorder | None = None
@@ -99,7 +102,38 @@ class UploadStore:
         return value
 
     def subdirs(self, channel: str) -> list[str]:
+        """The channel's subdirs with uploads. Every package and shard request asks (are there
+        uploads to overlay?), so this sits on the hit and miss paths: as for manifests, a
+        stat of the channel's marker (replaced after every change of its subdirs, by any
+        worker) says whether the copy held in memory is still current."""
+        marker = self._channel_marker(channel)
+        try:
+            st = os.stat(marker)
+        except FileNotFoundError:
+            # No marker yet (no upload since this version, or none ever): lay one down, so
+            # the next change replaces it; created before reading, never after.
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+                st = os.stat(marker)
+            except OSError:
+                return self._read_subdirs(channel)
+        token = (st.st_ino, st.st_mtime_ns)
+        cached = self._subdirs.get(channel)
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        found = self._read_subdirs(channel)
+        self._subdirs[channel] = (token, found)
+        return found
+
+    def _read_subdirs(self, channel: str) -> list[str]:
         return sorted(self._db.get(("subdirs", channel), set()))
+
+    def _channel_marker(self, channel: str) -> str:
+        path = self._marker_paths.get((channel, ""))
+        if path is None:
+            name = hashed_name(f"channel:{channel}")
+            path = self._marker_paths[(channel, "")] = os.path.join(self._markers, name)
+        return path
 
     def generation(self, channel: str, subdir: str) -> int:
         return int(self._db.get(("generation", channel, subdir), 0))
@@ -233,6 +267,7 @@ class UploadStore:
         worker. The markers are made first: after the transaction nothing needs a byte of
         disk, so a full disk refuses the change whole or lets it through whole."""
         markers = [self._new_marker(channel, subdir) for subdir in manifests]
+        markers.append(self._new_marker_at(self._channel_marker(channel)))
         try:
             with disk_errors(), self._db.transact():
                 subdirs = set(self._db.get(("subdirs", channel), set()))
@@ -257,8 +292,10 @@ class UploadStore:
 
     def _new_marker(self, channel: str, subdir: str) -> tuple[str, str]:
         """An empty file to rename over the subdir's marker (an inode, no data blocks)."""
-        marker = self._marker(channel, subdir)
-        temp = f"{marker}.{os.getpid()}.tmp"
+        return self._new_marker_at(self._marker(channel, subdir))
+
+    def _new_marker_at(self, marker: str) -> tuple[str, str]:
+        temp = f"{marker}.{os.getpid()}.{next(_temp_ids)}.tmp"  # unique: writes may overlap
         os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         return temp, marker
 

@@ -30,6 +30,25 @@ _ROUTINE = {401, 404, 416}
 _ABORTED = "_condaproxy_aborted"  # set on an exception whose abort the access log reported
 
 
+class _RequestIds:
+    """Our request ids: 16 hex digits, a random prefix per process and a counter, unique
+    without a getrandom() call (which releases the GIL) on every request."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._count = 0
+
+    def next(self) -> str:
+        if self._pid != os.getpid():  # a forked child: its own prefix
+            self._pid, self._prefix, self._count = os.getpid(), os.urandom(4).hex(), 0
+        self._count = (self._count + 1) & 0xFFFFFFFF
+        return f"{self._prefix}{self._count:08x}"
+
+
+_request_ids = _RequestIds()
+
+
 def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") -> None:
     """`[log] format`: JSON lines, readable console text, or (auto) JSON unless stderr is a
     terminal (containers and CI get JSON)."""
@@ -142,7 +161,7 @@ class AccessLog:
         sent = 0
         state = scope.setdefault("state", {})
         given = _header(scope, b"x-request-id")
-        state["request_id"] = rid = request_id(given, os.urandom(8).hex())
+        state["request_id"] = rid = request_id(given, _request_ids.next())
         rid_header = (b"x-request-id", rid.encode())
 
         async def counting_send(message: dict[str, Any]) -> None:
