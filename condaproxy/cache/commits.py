@@ -23,6 +23,7 @@ in it) is committed without waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class WriteBehind:
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
         self._urgent = False
+        self._writing = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -108,6 +110,20 @@ class WriteBehind:
         self._wake.set()
         await asyncio.shield(pending.done)  # a cancelled waiter leaves the commit to finish
 
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """At shutdown: write what waits at once (for up to `timeout` seconds), then stop."""
+        task = self._task
+        if task is None:
+            return
+        self._urgent = True
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._writing) and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(POLL_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def _drain(self) -> None:
         while True:
             await self._wake.wait()
@@ -116,7 +132,11 @@ class WriteBehind:
                 await self._settle()
                 batch, self._queue, self._queued_bytes = self._queue, [], 0
                 self._urgent = False
-                await self._write(batch)
+                self._writing = True
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing = False
 
     async def _settle(self) -> None:
         """Wait until the burst is over, the oldest commit has waited long enough, or too many

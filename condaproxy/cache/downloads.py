@@ -220,14 +220,14 @@ class Downloads:
         """Let in-flight downloads finish (graceful shutdown drains them), for up to `timeout`
         seconds; the rest are cancelled, which discards their temp files (nothing half-written
         is kept)."""
-        if not self._tasks:
-            return
-        _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
-        if late:
-            log.warning("downloads cancelled at shutdown", count=len(late), after_s=timeout)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if late:
+                log.warning("downloads cancelled at shutdown", count=len(late), after_s=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self.write_behind.aclose()
 
     # the one download of a file
 
