@@ -40,9 +40,13 @@ def test_misses_never_wait_on_a_store_that_stays_down(
     httpx.get(f"{proxy.url}/local/noarch/repodata.json", timeout=30)
     s3_server.pause()
     try:
-        ready = lambda: httpx.get(f"{proxy.url}/readyz", timeout=10).json()["storage"]  # noqa: E731
-        assert wait_for(lambda: ready() == "unavailable", 10)
-        time.sleep(5)  # the poll's hung call has failed (timeout 2 s, one retry): marked down
+
+        def failed() -> bool:
+            """A call has failed (the store is marked down), not merely gone silent."""
+            body = httpx.get(f"{proxy.url}/readyz", timeout=10).json()
+            return body["storage"] == "unavailable" and "no answer" not in body["storage_error"]
+
+        assert wait_for(failed, 30), "the store was never marked down"
         times = []
         for path in COLD:  # spread over more than one retry_after
             time.sleep(1.2)
@@ -52,4 +56,5 @@ def test_misses_never_wait_on_a_store_that_stays_down(
     finally:
         s3_server.resume()
     assert max(times) < 1.0, f"a client waited on the dead store: {times}"
+    ready = lambda: httpx.get(f"{proxy.url}/readyz", timeout=10).json()["storage"]  # noqa: E731
     assert wait_for(lambda: ready() == "ok", 20), "the poll never brought the store back"
