@@ -212,7 +212,9 @@ class Cluster:
                     await read()
             except StoreUnavailable as exc:
                 log.warning("shared storage unavailable", error=exc.message)
-                failed = True
+                # A manifest it cannot read (the store answered) is that channel's problem,
+                # not the store down: /readyz and shared_up say the store is down only if so.
+                failed = failed or not self.store.available
             finally:
                 self._waiting_since = None
         self.store_failing = failed

@@ -123,6 +123,9 @@ class WriteBehind:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # What the disk did not take in time is not kept: its waiters are told so.
+        left, self._queue, self._queued_bytes = self._queue, [], 0
+        self._answer(left, [_not_kept()] * len(left))
 
     async def _drain(self) -> None:
         while True:
@@ -153,8 +156,15 @@ class WriteBehind:
     async def _write(self, batch: list[_Pending]) -> None:
         try:
             errors = await self.workers.durable(self._make_durable, batch)
+        except asyncio.CancelledError:  # shutdown stopped waiting for a stalled disk
+            self._answer(batch, [_not_kept()] * len(batch))
+            raise  # swallowed, the drain went on waiting and shutdown waited for it forever
         except BaseException as exc:  # the pool is gone (shutdown): nothing more is kept
             errors = [exc] * len(batch)
+        self._answer(batch, errors)
+
+    @staticmethod
+    def _answer(batch: list[_Pending], errors: list[BaseException | None]) -> None:
         for pending, error in zip(batch, errors, strict=True):
             if pending.done.done():
                 continue
@@ -181,3 +191,7 @@ class WriteBehind:
         except (OSError, sqlite3.Error) as exc:
             return [error or exc for error in errors]
         return errors
+
+
+def _not_kept() -> OSError:
+    return OSError("not kept: the server stopped before the disk took it")
