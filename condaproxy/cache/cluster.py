@@ -215,6 +215,8 @@ class Cluster:
                 # A manifest it cannot read (the store answered) is that channel's problem,
                 # not the store down: /readyz and shared_up say the store is down only if so.
                 failed = failed or not self.store.available
+            except Exception as exc:  # e.g. a full local disk copying one channel's blobs
+                log.error("upload poll failed", error=f"{type(exc).__name__}: {exc}"[:300])
             finally:
                 self._waiting_since = None
         self.store_failing = failed

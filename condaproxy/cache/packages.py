@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -159,21 +160,32 @@ class Packages:
 
     async def bytes_of(self, rp: ResourcePath, channel: ChannelSettings) -> bytes:
         """A (small) immutable file's bytes, from the store or fetched and verified."""
-        found = await self._fetched_or_cached(rp, channel)
-        if isinstance(found, bytes):
-            return found
-        return await asyncio.to_thread(self.store.path_for(found.sha256).read_bytes)
+        return await self.decoded_of(rp, channel, bytes)
 
     async def decoded_of(
         self, rp: ResourcePath, channel: ChannelSettings, decode: Callable[[bytes], T]
     ) -> T:
         """`decode` of a (small) immutable file's bytes, run in a thread: a cached file is read
-        and decoded in one hop."""
-        found = await self._fetched_or_cached(rp, channel)
-        if isinstance(found, bytes):
-            return await asyncio.to_thread(decode, found)
-        path = self.store.path_for(found.sha256)
-        return await asyncio.to_thread(lambda: decode(path.read_bytes()))
+        (checked as every served blob is: its size, and its sha256 once per process) and
+        decoded in one hop. A damaged cached copy is dropped and the file fetched again."""
+        for _ in range(2):
+            found = await self._fetched_or_cached(rp, channel)
+            if isinstance(found, bytes):
+                return await asyncio.to_thread(decode, found)
+            try:
+                return await asyncio.to_thread(self._read_checked, found, decode)
+            except FileNotFoundError:
+                self.index.forget_file(rp.key)  # gone behind our back: fetch it again
+            except DamagedBlob as damaged:
+                log.error("damaged blob refused", sha256=found.sha256, reason=damaged.why)
+                self.store.discard_damaged(found.sha256)
+                self.index.forget_file(rp.key)
+        raise UpstreamError(rp.key, "the cached copy went away twice while it was read")
+
+    def _read_checked(self, entry: FileEntry, decode: Callable[[bytes], T]) -> T:
+        fd = self.store.open_checked(entry.sha256, entry.size)
+        with os.fdopen(fd, "rb") as f:
+            return decode(f.read())
 
     async def _fetched_or_cached(
         self, rp: ResourcePath, channel: ChannelSettings

@@ -121,3 +121,26 @@ def test_a_shard_cut_midway_makes_the_package_page_a_502_not_a_500(
     shards_only.reset()
     page = httpx.get(f"{proxy.url}/ch/linux-64/?name=datatool", timeout=30)
     assert page.status_code == 200 and "datatool-1.0-h2.conda" in page.text
+
+
+def test_a_damaged_cached_shard_is_dropped_and_fetched_again(
+    start_proxy, shards_only: Upstream, channel_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The shard a package's checksum comes from is read from the cache like any blob: a
+    damaged copy (cut short on disk) is dropped and fetched again, not a 502 for good."""
+    cache = tmp_path / "cache"
+    proxy = start_proxy({"ch": {"upstream": shards_only.url}}, cache=cache)
+    assert httpx.get(f"{proxy.url}/ch/{PACKAGE}", timeout=30).status_code == 200
+    path = shard_path(channel_dir, "linux-64", "datatool")
+    digest = path.rsplit("/", 1)[1].split(".")[0]
+    deadline = time.monotonic() + 10  # small files are made durable after the burst
+    while not (blobs := [p for p in cache.rglob(f"*{digest}*") if p.is_file()]):
+        assert time.monotonic() < deadline, "the shard was never cached"
+        time.sleep(0.1)
+    for blob in blobs:
+        blob.write_bytes(blob.read_bytes()[:10])
+    other = "linux-64/datatool-0.9-h0.conda"  # same name, same shard, not cached yet
+    got = httpx.get(f"{proxy.url}/ch/{other}", timeout=30)
+    assert got.status_code == 200, got.text
+    assert got.content == (channel_dir / other).read_bytes()
+    assert shards_only.count("GET", path) == 2, "the damaged shard was fetched again"
