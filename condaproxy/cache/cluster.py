@@ -27,6 +27,7 @@ from ..storage.objectstore import ObjectStore, StoreUnavailable, probing
 from ..storage.purges import PurgeLog
 from ..storage.uploads import UploadStore
 from .coordination import Coordinator
+from .instruments import Metrics
 from .peers import Peers
 from .shared import SharedBlobs
 from .shared_eviction import SharedEvictor
@@ -73,7 +74,13 @@ class Cluster:
         self._waiting_since: float | None = None
 
     @classmethod
-    def build(cls, settings: Settings, l1: BlobStore, uploads: UploadStore) -> Cluster:
+    def build(
+        cls,
+        settings: Settings,
+        l1: BlobStore,
+        uploads: UploadStore,
+        metrics: Metrics | None = None,
+    ) -> Cluster:
         assert settings.storage is not None
         cluster = settings.cluster or ClusterSettings()
         store = ObjectStore(settings.storage)
@@ -91,7 +98,10 @@ class Cluster:
             lease=cluster.lease,
             owner_wait=cluster.owner_wait,
             peers=peers,
+            metrics=metrics,
         )
+        if metrics is not None:
+            metrics.declare_shared(coordinator is not None)
         return cls(settings, store, blobs, uploads, coordinator)
 
     async def start(self) -> None:

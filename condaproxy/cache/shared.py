@@ -84,6 +84,7 @@ class SharedBlobs:
         lease: float = 6.0,
         owner_wait: float = 30.0,
         peers: Peers | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -92,7 +93,7 @@ class SharedBlobs:
         self.lease_ttl = lease
         self.owner_wait = owner_wait
         self.pending: set[str] = set()
-        self.metrics: Metrics | None = None  # set by the composition root
+        self.metrics = metrics
         self._slots = asyncio.Semaphore(parallel)
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -120,9 +120,7 @@ async def build_services(
     if settings.storage is not None:
         from ..cache.cluster import Cluster
 
-        cluster = Cluster.build(settings, store, uploads)
-        cluster.blobs.metrics = metrics
-        metrics.declare_shared(cluster.coordinator is not None)
+        cluster = Cluster.build(settings, store, uploads, metrics)
     services = _engine(
         settings,
         metrics=metrics,
