@@ -33,7 +33,7 @@ from ..rules.codecs import (
 )
 from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins, rewrite_repodata, rewrite_shard_index, shard_index_is_local
-from .variants import Built, file_sha256, write_variant
+from .variants import Built, file_sha256, temp_path, write_variant
 from .workers import BIG, Workers
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ _NEEDLE = b'"base_url"'
 def decompress_to_file(body_path: str, url: str, tmp_dir: str, limit: int) -> tuple[str, bool]:
     """Decompress a .zst body into a file, never past `limit` bytes; returns the path and
     whether `"base_url"` occurs in it (then the document needs a rewrite)."""
-    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.json.partial")
+    path = temp_path(tmp_dir, "json")
     with open(body_path, "rb") as src:
         return path, decompress_into(src, path, url, limit)
 

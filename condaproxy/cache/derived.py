@@ -29,7 +29,7 @@ from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .metadata import MetadataCache
-from .variants import VariantFile, file_sha256
+from .variants import VariantFile, file_sha256, temp_path
 from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.derived")
@@ -44,14 +44,10 @@ def _json_pieces(zst_path: str) -> Iterator[bytes]:
             yield piece
 
 
-def _temp(tmp_dir: str, suffix: str) -> str:
-    return os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{suffix}.partial")
-
-
 def json_file(zst_path: str, tmp_dir: str) -> VariantFile:
     """The JSON variant, decompressed from the .zst one (a snapshot stores only its .zst until
     somebody needs the JSON: a client without zstd or gzip, a merge, a record lookup)."""
-    path = _temp(tmp_dir, "json")
+    path = temp_path(tmp_dir, "json")
     with open(path, "wb") as out:
         for piece in _json_pieces(zst_path):
             out.write(piece)
@@ -60,7 +56,7 @@ def json_file(zst_path: str, tmp_dir: str) -> VariantFile:
 
 def bz2_file(zst_path: str, tmp_dir: str) -> VariantFile:
     """bzip2 of the JSON document, level 9, streamed: bounded memory whatever the size."""
-    path = _temp(tmp_dir, "bz2")
+    path = temp_path(tmp_dir, "bz2")
     compressor = bz2.BZ2Compressor(9)
     with open(path, "wb") as out:
         for piece in _json_pieces(zst_path):
@@ -72,7 +68,7 @@ def bz2_file(zst_path: str, tmp_dir: str) -> VariantFile:
 def gzip_file(zst_path: str, tmp_dir: str) -> VariantFile:
     """gzip of the JSON document, for clients that read repodata.json with Accept-Encoding:
     gzip (conda's classic fetch), streamed."""
-    path = _temp(tmp_dir, "gz")
+    path = temp_path(tmp_dir, "gz")
     with (
         open(path, "wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..rules.errors import UpstreamError
 from .builds import decompress_into
+from .variants import temp_path
 
 READ = 4 << 20  # bytes asked of the body file per read
 
@@ -126,7 +127,7 @@ class Inflating:
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         source = _Growing(self._fd, self)
-        path = os.path.join(self._tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.json.partial")
+        path = temp_path(self._tmp_dir, "json")
         outcome: Inflated | BaseException
         try:
             found = decompress_into(source, path, self._url, self._limit)

@@ -42,7 +42,7 @@ from ..storage.index import FileEntry, Index, MetaEntry
 from ..storage.keys import MetaKey
 from .fail_closed import built_or_503
 from .metadata import MetadataCache
-from .variants import Built, write_variant
+from .variants import Built, temp_path, write_variant
 from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.overlay")
@@ -101,7 +101,7 @@ def write_merged(merged: MergedDocument, tmp_dir: str, digest: str) -> Built:
     machine has 2 cores), so a piece is made once and at most two are alive. The zstd frame
     declares the content size, and zstd checks that exactly that many bytes came. Nothing is
     left behind when a step fails."""
-    paths = {name: _temp_path(tmp_dir, name) for name in ("json", "zst")}
+    paths = {name: temp_path(tmp_dir, name) for name in ("json", "zst")}
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
     try:
         with (
@@ -131,11 +131,6 @@ def write_merged(merged: MergedDocument, tmp_dir: str, digest: str) -> Built:
         name: (path, f"{digest}-{name}", os.path.getsize(path)) for name, path in paths.items()
     }
     return Built(digest, files)
-
-
-def _temp_path(tmp_dir: str, name: str) -> str:
-    """A fresh temp file name, as `variants.write_variant` makes them."""
-    return os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
 
 
 class Merger:

@@ -29,7 +29,7 @@ from ..rules.policy_view import filter_repodata
 from ..rules.rewrite import PACKAGE_BASE, SHARD_BASE
 from ..storage.blobs import BlobStore
 from ..storage.publish_times import load_times, save_times
-from .variants import Built, write_variant
+from .variants import Built, temp_path, write_variant
 
 POLICY_FORMAT = "1"  # bump when the filter changes: the digest names the output
 
@@ -139,7 +139,7 @@ def _write(location: str, data: bytes, tmp_dir: str) -> None:
     """Whole or not at all: a temp file (swept at start if a crash leaves it), renamed
     (durability: see shards_job)."""
     os.makedirs(os.path.dirname(location), exist_ok=True)
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.shard.partial")
+    tmp = temp_path(tmp_dir, "shard")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

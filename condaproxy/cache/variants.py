@@ -49,12 +49,17 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def temp_path(tmp_dir: str, name: str) -> str:
+    """A fresh temp file name in `tmp_dir` (`.partial`: the start-up sweep's to delete)."""
+    return os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
+
+
 def write_variant(
     tmp_dir: str, name: str, data: bytes, blob_name: str | None = None
 ) -> VariantFile:
     """Write a variant to a temp file. Its blob name is the content's sha256, or `blob_name`
     when the caller already knows a unique name (derived data named after its inputs)."""
-    path = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
+    path = temp_path(tmp_dir, name)
     with open(path, "wb") as f:
         f.write(data)
     return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
