@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import socket
-import threading
 from pathlib import Path
 
 import httpx
@@ -20,75 +19,47 @@ import pytest
 
 from tests.cluster.conftest import BIG_PATH
 from tests.cluster.replicas import start_replicas, wait_for
-from tests.support.processes import Upstream, free_port
-from tests.support.s3 import S3Server
+from tests.support.processes import Upstream
+from tests.support.s3 import Forwarder, S3Server
 
 pytestmark = pytest.mark.integration
 
-HOP = {"host", "content-length", "connection", "transfer-encoding"}
 BIG_ONLY = 1 << 20  # the package, not the small shards the lookup of its record reads
 
 
-class CuttingStore:
+class CuttingStore(Forwarder):
     """Forwards to `target`; the first GET of each blob (`/cas/`) over `bigger_than` bytes
     is cut in half."""
 
+    PROTOCOL = "HTTP/1.1"
+
     def __init__(self, target: str, bigger_than: int = BIG_ONLY) -> None:
-        self.target, self.port, self.bigger_than = target, free_port(), bigger_than
+        super().__init__(target)
+        self.bigger_than = bigger_than
         self.cut: list[str] = []
-        handler = self._handler()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> CuttingStore:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-                got = httpx.request(
-                    self.command, outer.target + self.path, headers=headers, content=body
-                )
-                cut = (
-                    self.command == "GET"
-                    and "/cas/" in self.path
-                    and got.status_code == 200
-                    and len(got.content) > outer.bigger_than
-                    and self.path not in outer.cut
-                )
-                self.send_response(got.status_code)
-                for k, v in got.headers.items():
-                    if k.lower() not in HOP:
-                        self.send_header(k, v)
-                self.send_header("content-length", str(len(got.content)))
-                self.end_headers()
-                if not cut:
-                    self.wfile.write(got.content)
-                    return
-                outer.cut.append(self.path)
-                self.wfile.write(got.content[: len(got.content) // 2])
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        return Handler
+    def reply(self, handler: http.server.BaseHTTPRequestHandler, got: httpx.Response) -> None:
+        cut = (
+            handler.command == "GET"
+            and "/cas/" in handler.path
+            and got.status_code == 200
+            and len(got.content) > self.bigger_than
+            and handler.path not in self.cut
+        )
+        if not cut:
+            super().reply(handler, got)
+            return
+        self.cut.append(handler.path)
+        handler.send_response(got.status_code)
+        for k, v in got.headers.items():
+            if k.lower() not in self.DROPPED:
+                handler.send_header(k, v)
+        handler.send_header("content-length", str(len(got.content)))
+        handler.end_headers()
+        handler.wfile.write(got.content[: len(got.content) // 2])
+        handler.wfile.flush()
+        handler.connection.shutdown(socket.SHUT_RDWR)
+        handler.close_connection = True
 
 
 def published(upstream: Upstream) -> tuple[bytes, str]:

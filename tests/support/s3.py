@@ -108,11 +108,12 @@ def storage_section(server: S3Server, bucket: str, prefix: str = "prod", **extra
 STORAGE_ENV = {"TEST_S3_KEY_ID": KEY_ID, "TEST_S3_SECRET": SECRET}
 
 
-class IgnoringPreconditions:
-    """A store in front of `target` that drops If-Match / If-None-Match before forwarding:
-    one that accepts every conditional write, as some S3-compatible stores do."""
+class Forwarder:
+    """A store in front of `target` (moto) that forwards every request, minus the headers in
+    DROPPED, and sends the answer back through `reply`: subclasses change one of the two."""
 
-    DROPPED = frozenset({"if-match", "if-none-match", "host", "content-length"})
+    DROPPED = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+    PROTOCOL = "HTTP/1.0"
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -125,7 +126,7 @@ class IgnoringPreconditions:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> IgnoringPreconditions:
+    def __enter__(self) -> Any:
         self.thread.start()
         return self
 
@@ -133,10 +134,22 @@ class IgnoringPreconditions:
         self.server.shutdown()
         self.server.server_close()
 
+    def reply(self, handler: http.server.BaseHTTPRequestHandler, got: httpx.Response) -> None:
+        """Send the target's answer: its status, headers and whole body."""
+        handler.send_response(got.status_code)
+        for k, v in got.headers.items():
+            if k.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                handler.send_header(k, v)
+        handler.send_header("content-length", str(len(got.content)))
+        handler.end_headers()
+        handler.wfile.write(got.content)
+
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = outer.PROTOCOL
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -147,14 +160,15 @@ class IgnoringPreconditions:
                 got = httpx.request(
                     self.command, outer.target + self.path, headers=headers, content=body
                 )
-                self.send_response(got.status_code)
-                for k, v in got.headers.items():
-                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}:
-                        self.send_header(k, v)
-                self.send_header("content-length", str(len(got.content)))
-                self.end_headers()
-                self.wfile.write(got.content)
+                outer.reply(self, got)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
         return Handler
+
+
+class IgnoringPreconditions(Forwarder):
+    """A store that drops If-Match / If-None-Match before forwarding: one that accepts every
+    conditional write, as some S3-compatible stores do."""
+
+    DROPPED = Forwarder.DROPPED | {"if-match", "if-none-match"}
