@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import shutil
@@ -38,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,24 @@ def blob_key(sha256: str) -> str:
     return f"prod/cas/sha256/{sha256[:2]}/{sha256}"
 
 
+@contextlib.contextmanager
+def servers(
+    channel: Channel, work: Path
+) -> Iterator[tuple[S3Server, RedisServer, Upstream, Started]]:
+    """moto, redis-server and the test upstream for one run, and the replicas it starts: all
+    stopped, and `work` removed, at the end."""
+    s3, redis, upstream = S3Server().start(), RedisServer().start(), Upstream(channel.root).start()
+    started = Started(work)
+    try:
+        yield s3, redis, upstream, started
+    finally:
+        started.stop()
+        upstream.stop()
+        redis.kill()
+        s3.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -187,10 +206,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="condaproxy-cluster-bench-"))
     print("building the channel ...", flush=True)
     channel = Channel(work, args, skip)
-    s3, redis, upstream = S3Server().start(), RedisServer().start(), Upstream(channel.root).start()
-    started = Started(work)
     figures: dict[str, list[float]] = {}
-    try:
+    with servers(channel, work) as (s3, redis, upstream, started):
         for redis_url, label in ((redis.url, "redis"), ("", "no redis")):
             if {"once", "visible"} <= skip:
                 break
@@ -205,12 +222,6 @@ def main() -> None:
             l1_row(figures, started, upstream, s3, channel, work, args.rounds)
         if "rss" not in skip:
             rss_row(figures, started, upstream, s3, channel, work)
-    finally:
-        started.stop()
-        upstream.stop()
-        redis.kill()
-        s3.stop()
-        shutil.rmtree(work, ignore_errors=True)
     print("| figure | median | rounds | values |\n|---|---|---|---|")
     for name, values in figures.items():
         shown = ", ".join(f"{v:.3g}" for v in values)

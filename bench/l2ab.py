@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -28,12 +27,18 @@ sys.path.insert(0, str(ROOT))
 
 import bench.cluster as cluster  # noqa: E402
 from bench.clients import Fetched  # noqa: E402
-from bench.cluster import Channel, MiB, Started, blob_key, cpu_seconds, fetch, metadata  # noqa: E402
+from bench.cluster import (  # noqa: E402
+    Channel,
+    MiB,
+    blob_key,
+    cpu_seconds,
+    fetch,
+    metadata,
+    servers,
+)
 from tests.cluster.replicas import TOKENS  # noqa: E402
 from tests.support import processes  # noqa: E402
-from tests.support.processes import Upstream  # noqa: E402
-from tests.support.redis_server import RedisServer  # noqa: E402
-from tests.support.s3 import STORAGE_ENV, S3Server, storage_section  # noqa: E402
+from tests.support.s3 import STORAGE_ENV, storage_section  # noqa: E402
 
 
 def main() -> None:
@@ -47,10 +52,8 @@ def main() -> None:
     cluster.L2_FILES = args.files  # Channel builds rounds x L2_FILES packages for the row
     print("building the channel ...", flush=True)
     channel = Channel(work, shape, {"once", "visible", "peer", "rss", "l1"})
-    s3, redis, upstream = S3Server().start(), RedisServer().start(), Upstream(channel.root).start()
-    started = Started(work)
     timings: dict[str, list[Fetched]] = {}
-    try:
+    with servers(channel, work) as (s3, redis, upstream, started):
         bucket, client = s3.new_bucket(), s3.client()
         files = []
         for pkg in channel.big["l2"]:
@@ -112,12 +115,6 @@ def main() -> None:
                 f"{i} {code}: median L2/direct {statistics.median(ratios[i]):.3f}, "
                 f"CPU {statistics.median(cpus[i]):.2f} ms per MiB"
             )
-    finally:
-        started.stop()
-        upstream.stop()
-        redis.kill()
-        s3.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
