@@ -35,13 +35,14 @@ class _RequestIds:
     without a getrandom() call (which releases the GIL) on every request."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # a forked child: its own prefix
+
+    def reset(self) -> None:
+        self._prefix = os.urandom(4).hex()
         self._count = 0
 
     def next(self) -> str:
-        if self._pid != os.getpid():  # a forked child: its own prefix
-            self._pid, self._prefix, self._count = os.getpid(), os.urandom(4).hex(), 0
         self._count = (self._count + 1) & 0xFFFFFFFF
         return f"{self._prefix}{self._count:08x}"
 
