@@ -69,16 +69,16 @@ def _check_cluster(cluster: Any, where: str) -> None:
             check_http_url(cluster.peer_url)
         except ValueError as exc:
             raise ConfigError(f"{where}: 'cluster.peer_url' {exc}") from None
-    if cluster.peer_url and (cluster.peer_token is None or len(cluster.peer_token.value) < 16):
-        raise ConfigError(
-            f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"
-        )
     if cluster.peer_token is not None and len(cluster.peer_token.value) < 16:
-        # Without peer_url too: the token is a read token for every channel, private ones
-        # included, whichever replica holds it.
+        # With or without peer_url: the token is a read token for every channel, private
+        # ones included, whichever replica holds it.
         raise ConfigError(
             f"{where}: 'cluster.peer_token' is too short (at least 16 characters): it reads "
             "every channel"
+        )
+    if cluster.peer_url and cluster.peer_token is None:
+        raise ConfigError(
+            f"{where}: 'cluster.peer_url' needs 'cluster.peer_token' (at least 16 characters)"
         )
 
 
