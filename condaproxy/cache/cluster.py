@@ -64,6 +64,8 @@ class Cluster:
         # Set by the composition root: purge this replica's cache by scope (a dict of
         # ops.admin.Scope's fields), adding the sha256 of every blob dropped to the list.
         self.purger: Callable[[dict[str, Any], list[str]], dict[str, int]] | None = None
+        # After a purge here: this replica's commits from before it leave memory (commits.py).
+        self.after_purge: Callable[[], Awaitable[None]] | None = None
         # Channels that can have uploads: their manifests are what the poll re-reads.
         self.upload_channels = sorted(n for n, c in settings.channels.items() if not c.mirror_only)
         self._poller: asyncio.Task[None] | None = None
@@ -186,6 +188,8 @@ class Cluster:
         assert self.purger is not None
         forgotten: list[str] = []
         removed = await asyncio.to_thread(self.purger, scope, forgotten)
+        if self.after_purge is not None:
+            await self.after_purge()
         for sha in forgotten:  # the bucket's copies too: the next miss goes upstream
             self._spawn(self.blobs.forget(sha))
         return removed

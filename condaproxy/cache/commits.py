@@ -41,6 +41,7 @@ POLL_SECONDS = 0.005  # how often a waiting batch looks whether the burst is ove
 WRITE_BEHIND = 1.0
 WRITE_BEHIND_SHARED = 0.25
 SHARD_SUFFIX = ".msgpack.zst"
+Outcome = bool | BaseException  # kept, dropped by a purge, or why it could not be kept
 
 
 @dataclass
@@ -48,7 +49,8 @@ class _Pending:
     key: str
     data: bytearray
     entry: FileEntry
-    done: asyncio.Future[None]
+    purges: int  # the index's purge count when the file was verified
+    done: asyncio.Future[bool]
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -76,42 +78,65 @@ class WriteBehind:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def keep(self, d: Download, entry: FileEntry) -> None:
+    async def keep(self, d: Download, entry: FileEntry) -> bool:
         """Make a verified download durable: the blob, then its entry (only after the blob is
         durable), in a durable thread (SQLite's write, and a checkpoint's fsync, never stall
-        the loop); a small file in memory with the next batch. Raises OSError or
-        sqlite3.Error if it could not be kept."""
+        the loop); a small file in memory with the next batch. False if a purge came in
+        meanwhile (nothing is kept: a purge removes what was fetched before it, also in any
+        other worker). Raises OSError or sqlite3.Error if it could not be kept."""
+        purges = self.index.purges()
         if d.buffer is not None:
             # Another worker's package misses read their records from shards: with several
             # workers a shard is committed at once, not after the burst.
             urgent = self.shared and d.key.endswith(SHARD_SUFFIX)
-            await self.commit(d.key, d.buffer, entry, urgent)
+            kept = await self.commit(d.key, d.buffer, entry, urgent, purges)
         else:
-            await self.workers.durable(self._commit_temp, d, entry)
-        self.index.remember_file(d.key, entry)
+            kept = await self.workers.durable(self._commit_temp, d, entry, purges)
+        if kept:
+            self.index.remember_file(d.key, entry)
+        return kept
 
-    def _commit_temp(self, d: Download, entry: FileEntry) -> None:
+    def _commit_temp(self, d: Download, entry: FileEntry, purges: int) -> bool:
         assert d.temp is not None
+        if self.index.purges() != purges:
+            return False
         self.store.commit(d.temp, entry.sha256, False)  # readers keep tailing the temp file
-        self.index.write_file(d.key, entry)
+        with self.index.transact():
+            if self.index.purges() == purges:
+                self.index.write_file(d.key, entry)
+                return True
+        self.store.delete(entry.sha256)  # the purge ran while the blob was written
+        return False
 
     async def commit(
-        self, key: str, data: bytearray, entry: FileEntry, urgent: bool = False
-    ) -> None:
-        """Return once the blob and then its entry are durable; raise OSError or
-        sqlite3.Error if they could not be made so (nothing of it is then kept). An `urgent`
-        commit (a file another worker is likely to wait for) goes at once, with what waits."""
-        pending = _Pending(key, data, entry, asyncio.get_running_loop().create_future())
+        self,
+        key: str,
+        data: bytearray,
+        entry: FileEntry,
+        urgent: bool = False,
+        purges: int | None = None,
+    ) -> bool:
+        """Return once the blob and then its entry are durable (True), or once a purge after
+        `purges` (the index's count when the file was verified) dropped them (False); raise
+        OSError or sqlite3.Error if they could not be made durable (nothing of it is then
+        kept). An `urgent` commit (a file another worker is likely to wait for) goes at once,
+        with what waits."""
+        if purges is None:
+            purges = self.index.purges()
+        future = asyncio.get_running_loop().create_future()
+        pending = _Pending(key, data, entry, purges, future)
         self._urgent = self._urgent or urgent
         self._queue.append(pending)
         self._queued_bytes += len(data)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         self._wake.set()
-        await asyncio.shield(pending.done)  # a cancelled waiter leaves the commit to finish
+        return await asyncio.shield(pending.done)  # a cancelled waiter leaves it to finish
 
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """At shutdown: write what waits at once (for up to `timeout` seconds), then stop."""
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Write what waits now and return once it is written, or after `timeout` seconds.
+        After a purge, what it dropped so leaves memory (its clients of this process would
+        still get it from there)."""
         task = self._task
         if task is None:
             return
@@ -120,6 +145,13 @@ class WriteBehind:
         deadline = time.monotonic() + timeout
         while (self._queue or self._writing) and time.monotonic() < deadline and not task.done():
             await asyncio.sleep(POLL_SECONDS)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """At shutdown: write what waits at once (for up to `timeout` seconds), then stop."""
+        task = self._task
+        if task is None:
+            return
+        await self.flush(timeout)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -164,33 +196,48 @@ class WriteBehind:
         self._answer(batch, errors)
 
     @staticmethod
-    def _answer(batch: list[_Pending], errors: list[BaseException | None]) -> None:
+    def _answer(batch: list[_Pending], errors: list[Outcome]) -> None:
         for pending, error in zip(batch, errors, strict=True):
             if pending.done.done():
                 continue
-            if error is None:
-                pending.done.set_result(None)
+            if isinstance(error, bool):
+                pending.done.set_result(error)
             else:
                 pending.done.set_exception(error)
 
-    def _make_durable(self, batch: list[_Pending]) -> list[BaseException | None]:
+    def _make_durable(self, batch: list[_Pending]) -> list[Outcome]:
         """In a durable thread: each blob (fsync, rename, directory fsync), then the entries of
-        those made durable, in one transaction."""
-        errors: list[BaseException | None] = []
+        those made durable, in one transaction. A file verified before a purge is dropped
+        (False): the count is read again inside the transaction, which purges' count orders
+        against, so no entry from before a purge is written after it."""
+        purges = self.index.purges()
+        outcomes: list[Outcome] = []
         for pending in batch:
+            if pending.purges != purges:
+                outcomes.append(False)
+                continue
             try:
                 self.store.put_bytes(pending.data, pending.entry.sha256)
-                errors.append(None)
+                outcomes.append(True)
             except OSError as exc:
-                errors.append(exc)
-        durable = [p for p, error in zip(batch, errors, strict=True) if error is None]
+                outcomes.append(exc)
+        durable = [p for p, outcome in zip(batch, outcomes, strict=True) if outcome is True]
         try:
             with self.index.transact():
+                purges = self.index.purges()
+                late = [p for p in durable if p.purges != purges]
                 for pending in durable:
-                    self.index.write_file(pending.key, pending.entry)
+                    if pending.purges == purges:
+                        self.index.write_file(pending.key, pending.entry)
         except (OSError, sqlite3.Error) as exc:
-            return [error or exc for error in errors]
-        return errors
+            return [exc if outcome is True else outcome for outcome in outcomes]
+        for pending in late:  # a purge ran while their blobs were written
+            self.store.delete(pending.entry.sha256)
+        dropped = {id(p) for p in late}
+        return [
+            False if id(p) in dropped else outcome
+            for p, outcome in zip(batch, outcomes, strict=True)
+        ]
 
 
 def _not_kept() -> OSError:

@@ -394,7 +394,7 @@ class Downloads:
 
     async def _commit(self, d: Download, entry: FileEntry) -> None:
         try:
-            await self.write_behind.keep(d, entry)
+            kept = await self.write_behind.keep(d, entry)
         except (OSError, sqlite3.Error) as exc:
             # The clients have their bytes (the temp file stays readable); the cache keeps
             # nothing it could not make durable.
@@ -406,6 +406,9 @@ class Downloads:
             full = getattr(exc, "errno", None) in DISK_FULL or "full" in str(exc)
             if self.evictor is not None:
                 self.evictor.not_kept("disk_full" if full else "io_error")
+            return
+        if not kept:
+            log.info("not cached: purged meanwhile", key=self.upstream.redact(d.key))
             return
         d.entry = entry
         if self.evictor is not None:

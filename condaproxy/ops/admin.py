@@ -64,6 +64,7 @@ class CacheAdmin:
         `forgotten` (the shared bucket's copies go too, with [storage])."""
         files = size = metadata = 0
         if not scope.metadata_only:
+            self.index.count_purge()  # first: commits waiting from before it are dropped
             for key, entry in self.index.iter_files():
                 rp = self._parse(key)
                 if entry.local or (rp is not None and not scope.covers(rp)):

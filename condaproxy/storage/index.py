@@ -173,6 +173,17 @@ class Index:
             if (entry := self._db.get(_key("meta", key))) is not None
         ]
 
+    # purges, counted so a commit decided before one is not written after it (commits.py)
+    def purges(self) -> int:
+        count: int = self._db.get(_key("value", "purges"), 0)
+        return count
+
+    def count_purge(self) -> None:
+        """Before a purge deletes anything: commits still waiting from before it are then
+        dropped, in every worker (they read the count inside their own transaction)."""
+        with disk_errors():
+            self._db.incr(_key("value", "purges"), default=0)
+
     # small shared records (prefetch jobs)
     def get_value(self, key: tuple[str, ...], default: Any) -> Any:
         return self._db.get(_key("value", "\x1f".join(key)), default)

@@ -36,6 +36,7 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
         built = services()
         who, presented = who_is_asking(request, settings)
         require(who, presented, "*", "admin")
+        await built.downloads.write_behind.flush()  # count what this worker has verified
         usage = await asyncio.to_thread(built.admin.usage)
         stored = sum(u["bytes"] for u in usage.values())
         built.metrics.store_bytes.set(stored)
@@ -86,6 +87,9 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
 
         target = json.dumps(describe(scope), sort_keys=True)
         removed = await audited("purge", who.name if who else None, target, run())
+        # Files this worker verified before the purge and has not committed yet are dropped
+        # (commits.py); until their batch is written, its clients would get them from memory.
+        await services().downloads.write_behind.flush()
         return JSONResponse({"removed": removed, "scope": describe(scope)})
 
     return [

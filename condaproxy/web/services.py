@@ -136,6 +136,7 @@ async def build_services(
     if cluster is not None:
         admin = services.admin
         cluster.purger = lambda scope, forgotten: admin.purge(Scope(**scope), forgotten)
+        cluster.after_purge = services.downloads.write_behind.flush
         await cluster.start()
     async with locks.hold("reconcile-upstreams"):
         changed = await asyncio.to_thread(services.admin.forget_changed_upstreams)
