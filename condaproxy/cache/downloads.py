@@ -52,7 +52,7 @@ from .transfer import (
     hash_chunk,
     verify,
 )
-from .upstream import UpstreamClient
+from .upstream import UpstreamClient, as_identity
 from .workers import Workers
 
 if TYPE_CHECKING:  # only with [storage]
@@ -243,7 +243,8 @@ class Downloads:
             source = from_shared or self.upstream.open(
                 channel, url, headers={"accept-encoding": "identity"}
             )
-            async with source as response:
+            async with source as opened:
+                response = as_identity(opened, expected.size)
                 size = response.content_length
                 if expected.size is not None and size is not None and size != expected.size:
                     raise IntegrityError(

@@ -37,7 +37,7 @@ from .transfer import (
     hash_chunk,
     verify,
 )
-from .upstream import UpstreamClient
+from .upstream import UpstreamClient, as_identity
 
 if TYPE_CHECKING:
     from .downloads import Downloads
@@ -154,7 +154,7 @@ class PrivateStream:
         response = await self._stack.enter_async_context(
             self.upstream.open(self.channel, self.url, headers={"accept-encoding": "identity"})
         )
-        self._response = response
+        self._response = response = as_identity(response, self.expected.size)
         size, expected = response.content_length, self.expected
         if expected.size is not None and size is not None and size != expected.size:
             await self.aclose()

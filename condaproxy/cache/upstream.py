@@ -10,14 +10,21 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
 
+from ..rules.codecs import Inflater, TooLarge
 from ..rules.conditional import retry_after_seconds
-from ..rules.errors import UpstreamBusy, UpstreamError, UpstreamNotFound, UpstreamTimeout
+from ..rules.errors import (
+    IntegrityError,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTimeout,
+)
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
 from ..settings import ChannelSettings, UpstreamSettings
@@ -28,6 +35,8 @@ from .transports import Fetcher, HttpxFetcher, Reply
 
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# A package whose record lists no size, decoded from a compressed transfer: at most this much.
+MAX_DECODED = 1 << 34
 BUSY = frozenset({429, 503})  # "not now": a 502 with its Retry-After (errors.UpstreamBusy)
 
 log = structlog.get_logger("condaproxy.cache.upstream")
@@ -49,6 +58,50 @@ class UpstreamResponse:
         """The body as sent (no content decoding), in pieces of at most 1 MiB; broken
         or truncated raises UpstreamError, stalled UpstreamTimeout."""
         return self._reply.raw()
+
+
+@dataclass
+class Decoded:
+    """An upstream response whose body came with a content coding (gzip, deflate) although the
+    proxy asked for `identity`, read with the coding undone, as a client asking the upstream
+    directly gets it (conda's requests and rattler's reqwest undo it): a package's checksum is
+    of the package, not of its compressed transfer."""
+
+    response: UpstreamResponse
+    limit: int  # bytes the decoded body may have (the size the channel lists)
+    content_length = None  # the header counted the compressed bytes
+    from_bucket = False
+
+    @property
+    def url(self) -> str:
+        return self.response.url
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        coding = self.response.headers.get("content-encoding", "").strip().lower()
+        try:
+            inflater = Inflater(coding, self.limit)
+            async for chunk in self.response.iter_bytes():
+                for piece in inflater.feed(chunk):
+                    yield piece
+            inflater.end()
+        except TooLarge as exc:
+            raise IntegrityError(self.url, f"the {coding} body {exc}") from None
+        except ValueError as exc:
+            raise UpstreamError(self.url, f"Content-Encoding {coding}: {exc}") from None
+
+
+def as_identity(response: Any, limit: int | None) -> Any:
+    """`response` read without its content coding (Decoded), if the upstream put one on."""
+    headers = getattr(response, "headers", None)
+    coding = headers.get("content-encoding", "identity") if headers is not None else "identity"
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return response
+    if coding not in Inflater.CODINGS:  # known before any byte goes out: a clean 502
+        raise UpstreamError(
+            response.url, f"the body came with Content-Encoding {coding!r}, which is not undone"
+        )
+    return Decoded(response, MAX_DECODED if limit is None else limit)
 
 
 class OriginRefused(UpstreamError):

@@ -82,6 +82,50 @@ def _inflate(source: Readable, wbits: int | None) -> Iterator[bytes]:
         raise ValueError(f"not valid compressed data: {exc}") from None
 
 
+class Inflater:
+    """Undo gzip or deflate on a body that arrives in pieces, never more than `limit` bytes in
+    all (a package an upstream compressed although it was asked for `identity`). Raises
+    TooLarge past the limit and ValueError for a coding it cannot undo piece by piece or bytes
+    that do not decode."""
+
+    CODINGS = ("gzip", "x-gzip", "deflate")
+
+    def __init__(self, coding: str, limit: int) -> None:
+        if coding not in self.CODINGS:
+            raise ValueError(f"content coding {coding!r} is not supported on a package")
+        self.limit, self.total = limit, 0
+        self._wbits: int | None = zlib.MAX_WBITS | 16 if coding != "deflate" else None
+        self._inflater: Any = None
+        self._head = b""  # deflate's first bytes, until they say which format it is
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._inflater is None:
+            if self._wbits is None:  # deflate: a zlib header (RFC 1950 §2.2), or raw deflate
+                data = self._head = self._head + data
+                if len(data) < 2:
+                    return
+                zlib_header = len(data) >= 2 and data[0] & 0x0F == 8
+                zlib_header = zlib_header and (data[0] << 8 | data[1]) % 31 == 0
+                self._wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+            self._inflater = zlib.decompressobj(self._wbits)
+        try:
+            # Bytes after the end marker are not the package's: the checksum decides.
+            while data and not self._inflater.eof:
+                piece = self._inflater.decompress(data, PIECE)  # bounded: the rest stays
+                data = self._inflater.unconsumed_tail
+                self.total += len(piece)
+                if self.total > self.limit:
+                    raise TooLarge(f"decompresses to more than {self.limit} bytes")
+                if piece:
+                    yield piece
+        except zlib.error as exc:
+            raise ValueError(f"not valid compressed data: {exc}") from None
+
+    def end(self) -> None:
+        if self._inflater is None or not self._inflater.eof:
+            raise ValueError("compressed data ends before its end marker")
+
+
 def _unzstd(source: Readable) -> Iterator[bytes]:
     # Upstream frames may omit their content size (rattler's do), and may be several. A frame
     # cut short yields what it holds: the document checks that follow refuse what is left.
