@@ -59,3 +59,10 @@ def dropped(
         or (isinstance(name, str) and name.lower() in shadow)
         or (fn.lower().startswith(prefixes) and package_name(fn) in shadow)
     ]
+
+
+def same_file(names: Iterable[str], filename: str) -> str | None:
+    """The one of `names` that is `filename` to a client (case folded: `MyTool-1.0-0.conda` and
+    `mytool-1.0-0.conda` are one package, and one file on a case-insensitive disk), if any."""
+    folded = filename.lower()
+    return next((name for name in names if name.lower() == folded), None)

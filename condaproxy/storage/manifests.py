@@ -28,11 +28,12 @@ import msgspec
 import structlog
 
 from ..rules.errors import NotFound, ServiceUnavailable
+from ..rules.shadowing import same_file
 from ..rules.shared_manifest import BadManifest, check_entry, check_subdir
 from .blobs import TempBlob
 from .layout import manifest_key, upload_blob_key
 from .objectstore import CasNotHonoured, Doc, ObjectStore, Opened, StoreUnavailable
-from .uploads import Conflict, Upload, UploadStore
+from .uploads import Upload, UploadStore, exists_already
 
 log = structlog.get_logger("condaproxy.storage.manifests")
 
@@ -108,14 +109,14 @@ class SharedManifests:
 
             def change(manifest: Manifest) -> None:
                 for upload in stamped:
-                    if not force and upload.filename in manifest.files(upload.subdir):
-                        raise Conflict(
-                            f"{upload.subdir}/{upload.filename} already exists in channel "
-                            f"'{channel}'; upload with force=true to replace it"
-                        )
+                    existing = same_file(manifest.files(upload.subdir), upload.filename)
+                    if not force and existing is not None:
+                        raise exists_already(channel, upload, existing)
                 for subdir in {u.subdir for u in stamped}:
                     files = manifest.files(subdir)
-                    files.update({u.filename: u for u in stamped if u.subdir == subdir})
+                    for upload in (u for u in stamped if u.subdir == subdir):
+                        files.pop(same_file(files, upload.filename) or upload.filename, None)
+                        files[upload.filename] = upload
                     manifest.set_files(subdir, files)
 
             manifest, etag = await self._update(channel, change)

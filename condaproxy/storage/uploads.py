@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
+from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
 from .index import disk_errors, open_diskcache
 from .locks import KeyedLocks, release
@@ -35,6 +36,16 @@ _temp_ids = itertools.count()
 
 class Conflict(ProxyError):
     status = 409
+
+
+def exists_already(channel: str, upload: Upload, existing: str) -> Conflict:
+    """The 409 for an upload whose file exists (`existing`: the same name, or its case
+    variant)."""
+    also = "" if existing == upload.filename else f" as {existing} (names compare case-folded)"
+    return Conflict(
+        f"{upload.subdir}/{upload.filename} already exists in channel '{channel}'{also}; "
+        "upload with force=true to replace it"
+    )
 
 
 class SharedRecorder(Protocol):
@@ -186,13 +197,11 @@ class UploadStore:
                 return await self.shared.add_all(staged, force)
             if not force:
                 for upload, _ in staged:
-                    if upload.filename in self.manifest(channel, upload.subdir):
+                    existing = same_file(self.manifest(channel, upload.subdir), upload.filename)
+                    if existing is not None:
                         for _, temp in staged:
                             temp.discard()
-                        raise Conflict(
-                            f"{upload.subdir}/{upload.filename} already exists in channel "
-                            f"'{channel}'; upload with force=true to replace it"
-                        )
+                        raise exists_already(channel, upload, existing)
             async with self.locks.hold(BLOBS_LOCK):
                 return self._record(channel, staged)
 
@@ -212,7 +221,9 @@ class UploadStore:
                 if not existed:
                     committed.append(upload.sha256)
                 upload = dataclasses.replace(upload, uploaded_at=self.clock())
-                after[upload.subdir][upload.filename] = upload
+                files = after[upload.subdir]
+                files.pop(same_file(files, upload.filename) or upload.filename, None)
+                files[upload.filename] = upload
                 stored.append(upload)
             self._write_all(channel, after)
         except BaseException:
