@@ -179,11 +179,11 @@ class Merger:
     ) -> MetaEntry:
         """The entry derived from `source`: reused while the source is unchanged, otherwise
         built once (single flight across workers)."""
-        entry = self.index.get_meta(key)
+        entry = await self.meta.intact(key, self.index.get_meta(key))
         if entry is not None and entry.source_url == source:
             return entry
         async with self.meta.locks.hold(key.lock):
-            entry = self.index.get_meta(key)
+            entry = await self.meta.intact(key, self.index.get_meta(key))
             if entry is not None and entry.source_url == source:
                 return entry
             return await built_or_503("merged view", key, build)

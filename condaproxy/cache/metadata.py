@@ -8,8 +8,9 @@ files (in a worker process when the body is big); this module streams bodies to 
 adopts the variants by atomic rename before the entry that names them is written.
 
 Metadata files are not fsynced: they are derived and re-fetched if lost, and the rename still
-means a reader sees a whole file or none. A size check when a file is opened catches the one
-case that is left, a machine crash between write and writeback.
+means a reader sees a whole file or none. What a machine crash between write and writeback (or
+anything else while the proxy was stopped) changed is caught before it is served: each file of
+a copy from before the process started is hashed once (at_rest.py), and sizes on every open.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..storage.blobs import BlobStore, new_temp
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
+from .at_rest import AtRest
 from .following import Tap, TapReader
 from .inflating import Inflating
 from .instruments import Metrics
@@ -83,6 +85,7 @@ class MetadataCache:
         self.workers = workers
         self.clock = clock
         self._taps: dict[MetaKey, Tap] = {}  # refreshes being followed, in this process
+        self.at_rest = AtRest(workers)  # copies from before this process are checked once
         self._followed_tasks: set[asyncio.Task[None]] = set()
 
     def store_for(self, key: MetaKey) -> BlobStore:
@@ -127,7 +130,7 @@ class MetadataCache:
         anyone still reads."""
         if not self.passthrough:
             return await self.get(key, channel, urls, build)
-        entry = self._current(key, urls)
+        entry = await self.intact(key, self._current(key, urls))
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
         tap = self._taps.get(key)
@@ -163,14 +166,14 @@ class MetadataCache:
         build: BuildFn,
         tap: Tap | None,
     ) -> Served:
-        entry = self._current(key, urls)
+        entry = await self.intact(key, self._current(key, urls))
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
         if entry is None and self.index.is_missing(key, self.clock()):
             raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
         asked_at = self.clock()
         async with self.locks.hold(key.lock):
-            latest = self._current(key, urls)
+            latest = await self.intact(key, self._current(key, urls))
             if (
                 latest is not None
                 and latest != entry
@@ -202,6 +205,19 @@ class MetadataCache:
                 if latest is None:
                     raise ServiceUnavailable(f"{key.path}: {reason}") from None
                 return Served(latest, "stale")
+
+    async def intact(self, key: MetaKey, entry: MetaEntry | None) -> MetaEntry | None:
+        """`entry`, or None once it is dropped because a file it names is not what was stored
+        (at_rest.py): the caller then fetches afresh, as if nothing were cached."""
+        if entry is None or await self.at_rest.intact(self.store_for(key), entry):
+            return entry
+        log.error("cached metadata damaged on disk: dropped, fetching it again", key=str(key))
+        if self.index.get_meta(key) == entry:  # not replaced meanwhile by another worker
+            self.index.forget_meta(key)
+            store = self.store_for(key)
+            for variant in entry.variants.values():
+                store.delete(variant.sha256)
+        return None
 
     def _current(self, key: MetaKey, urls: Sequence[str]) -> MetaEntry | None:
         """The stored entry, if it came from one of `urls`: a copy fetched from an upstream the

@@ -133,11 +133,11 @@ class Policing:
             fetched_at = source.entry.fetched_at  # the view is as fresh as its source
         origin = f"{source_key}|{source.entry.digest}|{self._digests[channel.name]}"
         key = MetaKey.policy(rp.subdir_key)
-        entry = self._valid(key, origin)
+        entry = await self.meta.intact(key, self._valid(key, origin))
         if entry is not None:
             return Served(entry, source.outcome), fetched_at
         async with self.meta.locks.hold(key.lock):
-            entry = self._valid(key, origin)
+            entry = await self.meta.intact(key, self._valid(key, origin))
             if entry is None:
                 entry = await built_or_503(
                     "policy view",
@@ -234,10 +234,10 @@ class Policing:
             await self.views.shard_index(rp, channel)  # no upstream shards: 404, as without policy
         served, _ = await self.view(rp, channel)
         key = MetaKey.policy_shards(rp.subdir_key)
-        entry = self.index.get_meta(key)
+        entry = await self.meta.intact(key, self.index.get_meta(key))
         if entry is None or entry.source_url != served.entry.digest:
             async with self.meta.locks.hold(key.lock):
-                entry = self.index.get_meta(key)
+                entry = await self.meta.intact(key, self.index.get_meta(key))
                 if entry is None or entry.source_url != served.entry.digest:
                     view = served.entry
                     entry = await built_or_503(

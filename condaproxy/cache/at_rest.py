@@ -1,0 +1,70 @@
+"""Cached metadata that was on disk before this process started is checked against its sha256
+before it is served: a crash before writeback, bit rot or a stray hand may have changed it while
+nothing ran. Each variant file is hashed once per process (in a thread, one check however many
+requests ask); a file written since the process started was made by this server and is trusted,
+as a package blob its writer verified is. What fails the check is dropped and fetched again
+(metadata.py), never served."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+
+from ..storage.blobs import BlobStore
+from ..storage.index import MetaEntry, Variant
+from .workers import Workers
+
+READ = 1 << 20
+
+
+class AtRest:
+    def __init__(self, workers: Workers, started: float | None = None) -> None:
+        self.workers = workers
+        self.started = time.time() if started is None else started
+        self._checked: set[str] = set()  # sha256 of the variant files this process trusts
+        self._checking: dict[str, asyncio.Task[bool]] = {}
+
+    async def intact(self, store: BlobStore, entry: MetaEntry) -> bool:
+        """Whether every variant file `entry` names holds the bytes it was stored with."""
+        for variant in entry.variants.values():
+            if variant.sha256 not in self._checked and not await self._check(store, variant):
+                return False
+        return True
+
+    async def _check(self, store: BlobStore, variant: Variant) -> bool:
+        sha = variant.sha256
+        task = self._checking.get(sha)
+        if task is None:
+            path = store.location(sha)
+            check = self.workers.io(matches, path, sha, variant.size, self.started)
+            task = self._checking[sha] = asyncio.ensure_future(check)
+            task.add_done_callback(lambda _: self._checking.pop(sha, None))
+        ok = await asyncio.shield(task)
+        if ok:
+            self._checked.add(sha)
+        return ok
+
+    def forget(self, sha256: str) -> None:
+        self._checked.discard(sha256)
+
+
+def matches(path: str, sha256: str, size: int, started: float) -> bool:
+    """Whether the file at `path` is `size` bytes of sha256 `sha256` (blocking: a thread's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        stat = os.fstat(fd)
+        if stat.st_size != size:
+            return False
+        if stat.st_mtime >= started:
+            return True  # written since this process started: by this server
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, READ):
+            digest.update(chunk)
+        return digest.hexdigest() == sha256
+    finally:
+        os.close(fd)
