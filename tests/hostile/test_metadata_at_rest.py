@@ -58,6 +58,16 @@ def start(config: Path) -> Proxy:
     return Proxy(config).start()
 
 
+def filled_then_stopped(tmp_path: Path, upstream: Upstream) -> tuple[Path, Path, dict[str, bytes]]:
+    """A proxy's config and cache, and what it served before it was stopped."""
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}, 600)
+    proxy = start(config)
+    before = fetch_all(proxy)
+    proxy.stop()
+    return config, cache, before
+
+
 def upstream_gets(upstream: Upstream) -> int:
     return sum(n for k, n in upstream.stats().items() if k.startswith("GET "))
 
@@ -66,11 +76,7 @@ def upstream_gets(upstream: Upstream) -> int:
 def test_metadata_changed_at_rest_is_refetched_never_served(
     tmp_path: Path, upstream: Upstream, damage: str
 ) -> None:
-    cache = tmp_path / "cache"
-    config = write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}, 600)
-    proxy = start(config)
-    before = fetch_all(proxy)
-    proxy.stop()
+    config, cache, before = filled_then_stopped(tmp_path, upstream)
     files = metadata_files(cache)
     assert files, "the proxy kept no metadata files"
     for path in files:
@@ -93,11 +99,7 @@ def test_metadata_changed_at_rest_is_refetched_never_served(
 def test_untouched_metadata_is_served_after_a_restart_without_upstream_requests(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    cache = tmp_path / "cache"
-    config = write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}, 600)
-    proxy = start(config)
-    before = fetch_all(proxy)
-    proxy.stop()
+    config, _, before = filled_then_stopped(tmp_path, upstream)
     proxy = start(config)
     try:
         requests_before = upstream_gets(upstream)
@@ -110,11 +112,8 @@ def test_untouched_metadata_is_served_after_a_restart_without_upstream_requests(
 def test_with_the_upstream_down_a_changed_copy_is_an_error_not_bytes(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    cache = tmp_path / "cache"
-    config = write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}, 600)
-    proxy = start(config)
-    good = fetch_all(proxy)["linux-64/repodata.json.zst"]
-    proxy.stop()
+    config, cache, before = filled_then_stopped(tmp_path, upstream)
+    good = before["linux-64/repodata.json.zst"]
     for path in metadata_files(cache):
         flip_one_byte(path)
     upstream.stop()
