@@ -1,8 +1,9 @@
 """A worker's first request, paid before it comes (issue 14: cold package GET).
 
 A fresh worker used to make its first client wait for what every later request finds ready:
-above all the decoded shard index of the package's subdir (25,000 names: 6-13 ms), and the
-default thread pool that decoding starts. With several workers, a request often lands on one
+above all the decoded shard index of the package's subdir (25,000 names: 6-13 ms), the
+default thread pool that decoding starts, and the idna codec the first connection's address
+lookup imports (~1 ms). With several workers, a request often lands on one
 that has served nothing yet. `warm_up` runs in the background at start-up (the app's lifespan)
 and does that work from what is already on disk, through the request path's own functions:
 
@@ -40,7 +41,7 @@ async def warm_up(
     warmed: list[MetaKey] = []
     try:
         async with asyncio.timeout(budget):
-            cached = await asyncio.to_thread(cached_shard_indexes, packages, subdirs)
+            cached = await asyncio.to_thread(first_uses, packages, subdirs)
             for key, entry in cached[:SHARD_MAPS]:
                 try:
                     await packages.checksums.warm(key, entry)
@@ -51,6 +52,13 @@ async def warm_up(
     except TimeoutError:
         log.info("warm-up stopped: out of time", budget=budget, warmed=len(warmed))
     return warmed
+
+
+def first_uses(packages: Packages, subdirs: Sequence[str]) -> list[tuple[MetaKey, MetaEntry]]:
+    """What a first request would pay for in a thread: the index's first reads, and the idna
+    codec socket.getaddrinfo loads on its first call (for any host); the shard indexes found."""
+    "".encode("idna")
+    return cached_shard_indexes(packages, subdirs)
 
 
 def cached_shard_indexes(
