@@ -14,6 +14,7 @@ import httpx
 import pytest
 import respx
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 from condaproxy.cache import checksums
 from condaproxy.settings import ChannelSettings
@@ -104,10 +105,11 @@ def test_a_dead_upstream_changes_nothing_at_start_up(start, router, decodes):
     filled(start, router)
     router.reset()
     router.route().mock(side_effect=httpx.ConnectError("unreachable"))
-    with start() as client:
+    with capture_logs() as logged, start() as client:
         assert client.get("/healthz").status_code == 200
         assert warmed(client) == [KEY]
         assert router.calls.call_count == 0
+        assert not [e for e in logged if e["log_level"] in ("warning", "error", "critical")]
         hit = client.get("/cf/linux-64/pkg-1.0-0.conda")
         assert hit.status_code == 200 and hit.headers["x-cache"] == "HIT"
 
