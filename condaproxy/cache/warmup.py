@@ -3,9 +3,9 @@
 A fresh worker used to make its first client wait for what every later request finds ready:
 above all the decoded shard index of the package's subdir (25,000 names: 6-13 ms), the
 default thread pool that decoding starts, and the idna codec the first connection's address
-lookup imports (~1 ms). With several workers, a request often lands on one
-that has served nothing yet. `warm_up` runs in the background at start-up (the app's lifespan)
-and does that work from what is already on disk, through the request path's own functions:
+lookup imports (~1 ms). With several workers, a request often lands on one that has served
+nothing yet. `warm_up` runs in the background at start-up (the app's lifespan) and does that
+work from what is already on disk, through the request path's own functions:
 
 - it sends nothing upstream and revalidates nothing (an air-gapped site runs with a dead
   upstream), whatever the age of the cached copy: the request path decides about freshness;
