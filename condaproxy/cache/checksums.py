@@ -154,6 +154,11 @@ class Checksums:
         key = MetaKey.shard_index(rp.subdir_key)
         return served.entry.digest, await self._shard_map(served, key)
 
+    async def warm(self, key: MetaKey, entry: MetaEntry) -> None:
+        """Decode a cached shard index into the map record lookups use, before any request
+        needs it (warmup.py): the same cache entry a request would make."""
+        await self._shard_map(Served(entry, "hit"), key)
+
     async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:
         cache_key = f"{key}@{served.entry.digest}"
         names = self._shard_maps.get(cache_key)

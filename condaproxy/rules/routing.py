@@ -39,6 +39,8 @@ REPODATA_VARIANTS = {
     "current_repodata.json.zst": "current_zst",
 }
 SHARD_INDEX = "repodata_shards.msgpack.zst"
+# The subdirs nearly every channel has: the browse pages list them, start-up warms them.
+COMMON_SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64")
 # Other metadata a client may ask for: passed through, revalidated like repodata.
 SUBDIR_METADATA = {"run_exports.json", "run_exports.json.zst", "patch_instructions.json"}
 CHANNEL_METADATA = {"channeldata.json", "notices.json", "tos.json"}

@@ -54,6 +54,7 @@ def create_app(
         app.state.services = await build_services(
             settings, metrics=metrics, clock=clock, transport=transport, resolver=resolver
         )
+        app.state.services.start_warm_up()
         pages.start(app.state.services)
         try:
             yield

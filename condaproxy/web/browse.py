@@ -18,7 +18,7 @@ from ..ops.listing import Listing
 from ..ops.overview import Overview
 from ..rules.errors import BadRequest, NotFound
 from ..rules.redact import Redactor
-from ..rules.routing import PACKAGE_NAME_RE
+from ..rules.routing import COMMON_SUBDIRS, PACKAGE_NAME_RE
 from ..settings import ChannelSettings, Settings
 from .catalog import Catalog
 from .html import Html, el
@@ -39,7 +39,6 @@ from .status import channel_ref, shown_upstream
 PER_PAGE = 200
 MAX_PAGE = 100_000
 MAX_QUERY_TEXT = 100
-COMMON_SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64")
 
 
 @dataclass(frozen=True)

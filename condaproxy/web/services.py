@@ -27,6 +27,7 @@ from ..cache.packages import Packages
 from ..cache.policing import Policing
 from ..cache.publish import Publisher
 from ..cache.upstream import Resolver, UpstreamClient, system_resolve
+from ..cache.warmup import warm_up
 from ..cache.workers import Workers
 from ..ops.admin import CacheAdmin, Scope
 from ..ops.prefetch import Prefetcher
@@ -34,6 +35,7 @@ from ..rules.redact import Redactor
 from ..settings import Settings
 from ..storage.blobs import BlobStore, Liveness, sweep_temp_files
 from ..storage.index import Index
+from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from ..storage.uploads import UploadStore
 
@@ -68,11 +70,20 @@ class Services:
     prefetcher: Prefetcher
     liveness: Liveness
     cluster: Cluster | None = None  # [storage]: the shared bucket (and [cluster] coordination)
+    warming: asyncio.Task[list[MetaKey]] | None = None  # the worker's warm-up (warmup.py)
+
+    def start_warm_up(self) -> None:
+        """What a first request would do with what is cached, done now, in the background:
+        start-up and /healthz wait for none of it."""
+        self.warming = asyncio.ensure_future(warm_up(self.packages))
 
     async def aclose(self, drain: float = DOWNLOADS_DRAIN) -> None:
         """Running downloads finish and are kept (those the server's drain left behind, which
         no client waits for any more, for at most `drain` more seconds); then everything is
         closed."""
+        if self.warming is not None:
+            self.warming.cancel()
+            await asyncio.wait([self.warming])
         await self.prefetcher.aclose()
         await self.downloads.aclose(drain)
         if self.cluster is not None:
