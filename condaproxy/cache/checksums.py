@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import mmap
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from ..rules.merge import Record
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
+from ..rules.shard_names import find_digest
 from ..storage.index import Index, MetaEntry
 from ..storage.keys import MetaKey
 from .derived import document_size
@@ -95,6 +97,7 @@ class Checksums:
         self._shard_index = shard_index  # the same for its shard index; NotFound: no shards
         self._shard = shard  # the records of one shard, verified by name, decoded
         self._shard_maps: LRUCache[str, dict[str, bytes]] = LRUCache(maxsize=8)
+        self._names: LRUCache[str, mmap.mmap] = LRUCache(maxsize=16)  # sorted maps, mapped
 
     async def expected(self, rp: ResourcePath) -> Expected:
         if rp.kind is Kind.SHARD:
@@ -135,10 +138,11 @@ class Checksums:
 
     async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
         served = await self._shard_index(rp)
-        names = await self._shard_map(served, MetaKey.shard_index(rp.subdir_key))
         match = PACKAGE_RE.match(rp.filename)
-        digest = names.get(match["name"]) if match else None
-        if not isinstance(digest, bytes):
+        if match is None:
+            return None
+        digest = await self._shard_digest(served, MetaKey.shard_index(rp.subdir_key), match["name"])
+        if digest is None:
             return None
         shard_rp = dataclasses.replace(rp, filename=f"{digest.hex()}.msgpack.zst", kind=Kind.SHARD)
         try:
@@ -155,9 +159,39 @@ class Checksums:
         return served.entry.digest, await self._shard_map(served, key)
 
     async def warm(self, key: MetaKey, entry: MetaEntry) -> None:
-        """Decode a cached shard index into the map record lookups use, before any request
+        """Make ready what record lookups in a cached shard index use, before any request
         needs it (warmup.py): the same cache entry a request would make."""
-        await self._shard_map(Served(entry, "hit"), key)
+        if "names" in entry.variants:
+            await asyncio.to_thread(self._names_of, key, entry)
+        else:
+            await self._shard_map(Served(entry, "hit"), key)
+
+    async def _shard_digest(self, served: Served, key: MetaKey, name: str) -> bytes | None:
+        """The digest of `name`'s shard: searched in the index's sorted map where one was
+        stored with it (rules/shard_names), else in the decoded index."""
+        entry = served.entry
+        if "names" not in entry.variants:  # an index merged with uploads, or cached before
+            digest = (await self._shard_map(served, key)).get(name)
+            return digest if isinstance(digest, bytes) else None
+        lines = self._names.get(entry.variants["names"].sha256)
+        if lines is None:
+            lines = await asyncio.to_thread(self._names_of, key, entry)
+        try:
+            return find_digest(lines, name)
+        except ValueError:  # not the lines that were stored: changed on disk while in use
+            self._names.pop(entry.variants["names"].sha256, None)
+            raise self._damaged(key, entry) from None
+
+    def _names_of(self, key: MetaKey, entry: MetaEntry) -> mmap.mmap:
+        """The index's sorted map, mapped (blocking: a thread's); kept while in use."""
+        variant = entry.variants["names"]
+        fd = self.meta.open_variant(key, variant)
+        try:
+            lines = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if variant.size else mmap.mmap(-1, 1)
+        finally:
+            os.close(fd)
+        self._names[variant.sha256] = lines
+        return lines
 
     async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:
         cache_key = f"{key}@{served.entry.digest}"
@@ -170,8 +204,20 @@ class Checksums:
                 shards = document.get("shards") if isinstance(document, dict) else None
                 return dict(shards) if isinstance(shards, dict) else {}
 
-            names = self._shard_maps[cache_key] = await asyncio.to_thread(read)
+            try:
+                names = await asyncio.to_thread(read)
+            except (ValueError, TypeError):  # checked when stored: changed on disk since
+                raise self._damaged(key, served.entry) from None
+            self._shard_maps[cache_key] = names
         return names
+
+    def _damaged(self, key: MetaKey, entry: MetaEntry) -> NotFound:
+        """Drop a stored shard index that no longer reads as it was stored; the caller looks
+        the record up in the repodata instead (as without shards), and the next request for
+        the index fetches it again."""
+        if self.index.get_meta(key) == entry:
+            self.index.forget_meta(key)
+        return NotFound(f"{key}: the cached shard index was damaged and has been dropped")
 
 
 def lookup_record(path: str, filename: str) -> dict[str, Any] | None:

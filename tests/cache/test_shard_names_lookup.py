@@ -1,0 +1,93 @@
+"""A package's record is found through its shard without decoding the shard index: the index is
+stored with its sorted name map (rules/shard_names), which every worker searches where it lies.
+A stored index or map that no longer reads as stored (changed on disk while the proxy runs) is
+dropped: the record then comes from the repodata, never a 500, and the next request for the
+index fetches it again."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+from starlette.testclient import TestClient
+
+from condaproxy.cache import checksums
+from condaproxy.settings import ChannelSettings
+from condaproxy.storage.keys import MetaKey
+from condaproxy.web.app import create_app
+from tests.support.inproc import Clock, make_settings, services_of, upstream_subdir
+
+UP = "https://up.example/cf"
+FILES = {f"pkg{i}-1.0-0.conda": b"%d" % i * 500 for i in range(40)}
+KEY = MetaKey.shard_index("cf/linux-64")
+
+
+def sha(fn: str) -> str:
+    return hashlib.sha256(FILES[fn]).hexdigest()
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as mocked:
+        upstream_subdir(mocked, UP, "linux-64", FILES, sharded=True)
+        yield mocked
+
+
+@pytest.fixture
+def client(tmp_path: Path, router) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)], repodata_ttl=600)
+    with TestClient(create_app(settings, clock=Clock())) as c:
+        yield c
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    seen: list[int] = []
+    decode = checksums.decode_msgpack
+
+    def counted(data: bytes, *args: Any) -> Any:
+        seen.append(len(data))
+        return decode(data, *args)
+
+    monkeypatch.setattr(checksums, "decode_msgpack", counted)
+    return seen
+
+
+def whole_repodata(router: respx.MockRouter) -> int:
+    return sum(1 for c in router.calls if c.request.url.path.endswith("/repodata.json.zst"))
+
+
+def test_records_come_from_shards_without_decoding_the_index(client, router, decodes) -> None:
+    for fn in FILES:
+        got = client.get(f"/cf/linux-64/{fn}")
+        assert got.status_code == 200 and got.content == FILES[fn]
+        assert got.headers["etag"] == f'"{sha(fn)}"', "checked against its record"
+    assert decodes == []
+    assert whole_repodata(router) == 0
+    missing = client.get("/cf/linux-64/nothere-1.0-0.conda")
+    assert missing.status_code in (404, 502) or "etag" not in missing.headers
+
+
+@pytest.mark.parametrize("variant", ["names", "body"])
+def test_a_stored_index_changed_while_running_is_dropped_not_a_500(
+    client, router, variant: str
+) -> None:
+    first = "pkg0-1.0-0.conda"
+    assert client.get(f"/cf/linux-64/{first}").status_code == 200
+    services = services_of(client.app)
+    entry = services.index.get_meta(KEY)
+    assert entry is not None and {"body", "names"} <= set(entry.variants)
+    if variant == "body":  # an index stored before the map existed: decoded on use
+        services.index.put_meta(KEY, replace(entry, variants={"body": entry.variants["body"]}))
+    path = services.meta.variant_path(KEY, entry.variants[variant])
+    path.write_bytes(b"\x00" * path.stat().st_size)
+    services.packages.checksums._names.clear()  # as if no worker had it mapped yet
+    got = client.get("/cf/linux-64/pkg1-1.0-0.conda")
+    assert got.status_code == 200, got.text
+    assert got.headers["etag"] == f'"{sha("pkg1-1.0-0.conda")}"', "checked against its record"
+    assert services.index.get_meta(KEY) is None or services.index.get_meta(KEY) != entry
