@@ -10,13 +10,11 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import respx
 from starlette.testclient import TestClient
 
-from condaproxy.cache import checksums
 from condaproxy.settings import ChannelSettings
 from condaproxy.storage.keys import MetaKey
 from condaproxy.web.app import create_app
@@ -43,19 +41,6 @@ def client(tmp_path: Path, router) -> Iterator[TestClient]:
     settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)], repodata_ttl=600)
     with TestClient(create_app(settings, clock=Clock())) as c:
         yield c
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    seen: list[int] = []
-    decode = checksums.decode_msgpack
-
-    def counted(data: bytes, *args: Any) -> Any:
-        seen.append(len(data))
-        return decode(data, *args)
-
-    monkeypatch.setattr(checksums, "decode_msgpack", counted)
-    return seen
 
 
 def whole_repodata(router: respx.MockRouter) -> int:

@@ -16,7 +16,6 @@ import respx
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
-from condaproxy.cache import checksums
 from condaproxy.settings import ChannelSettings
 from condaproxy.storage.keys import MetaKey
 from condaproxy.web.app import create_app
@@ -42,20 +41,6 @@ def start(tmp_path: Path) -> Any:
         return TestClient(create_app(settings, clock=clock))
 
     return started
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the shard indexes decoded into a name -> shard map (checksums.py)."""
-    seen: list[int] = []
-    decode = checksums.decode_msgpack
-
-    def counted(data: bytes, *args: Any) -> Any:
-        seen.append(len(data))
-        return decode(data, *args)
-
-    monkeypatch.setattr(checksums, "decode_msgpack", counted)
-    return seen
 
 
 def filled(start: Any, router: respx.MockRouter) -> Path:
