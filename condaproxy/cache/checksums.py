@@ -104,7 +104,8 @@ class Checksums:
     async def record(self, rp: ResourcePath) -> dict[str, Any] | None:
         """The channel's record of a package file, fetched if need be; None if unlisted."""
         key = MetaKey.repodata(rp.subdir_key)
-        entry = self.index.get_meta(key)
+        # Checked at rest as a served copy is: a record read from a changed file is never used.
+        entry = await self.meta.intact(key, self.index.get_meta(key))
         # A JSON document on disk (or small enough to make at once) answers; for a big one
         # not made yet, the package's own shard (a few KiB) comes before decompressing the
         # whole document for one record.
@@ -130,7 +131,7 @@ class Checksums:
             return None
         if "json" not in entry.variants:
             entry = await self._with_json(key, entry)
-        path = str(self.meta.variant_path(key, entry.variants["json"]))
+        path = str(self.meta.readable(key, entry.variants["json"]))
         return await asyncio.to_thread(lookup_record, path, filename)
 
     async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
@@ -158,7 +159,7 @@ class Checksums:
         cache_key = f"{key}@{served.entry.digest}"
         names = self._shard_maps.get(cache_key)
         if names is None:
-            path = self.meta.variant_path(key, served.entry.variants["body"])
+            path = self.meta.readable(key, served.entry.variants["body"])
 
             def read() -> dict[str, bytes]:
                 document = decode_msgpack(zstd_decompress(path.read_bytes()))

@@ -190,7 +190,7 @@ class Derived:
             if name in current.variants:
                 return current
             source_name, make = MAKERS[name]
-            source = self.meta.variant_path(key, current.variants[source_name])
+            source = self.meta.readable(key, current.variants[source_name])
             big = document_size(current) > BIG
             path, sha, size = await self.workers.run(big, make, str(source), str(self.meta.tmp_dir))
             return await self._adopt(key, entry.digest, name, path, Variant(sha, size))
@@ -203,9 +203,7 @@ class Derived:
             if current is None or current.digest != digest:
                 os.unlink(path)  # the snapshot moved on while this was being made
                 return None
-            final = self.meta.variant_path(key, variant)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, final)
+            final = self.meta.store_for(key).place(path, variant.sha256)
             updated = dataclasses.replace(current, variants={**current.variants, name: variant})
             try:
                 self.index.put_meta(key, updated)

@@ -92,7 +92,7 @@ class UploadStore:
         clock: Callable[[], float] = time.time,
         make_room: Callable[[], bool] | None = None,
     ) -> None:
-        self.blobs = BlobStore(root / "blobs", tmp_dir)
+        self.blobs = BlobStore(root / "blobs", tmp_dir, anchor=root.parent)
         self._markers = root / "changed"
         self._markers.mkdir(parents=True, exist_ok=True)
         self._db = open_diskcache(root / "index", make_room or (lambda: False))
