@@ -24,6 +24,7 @@ from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
+from .entries import ensure_dir
 from .index import disk_errors, open_diskcache
 from .locks import KeyedLocks, release
 
@@ -94,7 +95,8 @@ class UploadStore:
     ) -> None:
         self.blobs = BlobStore(root / "blobs", tmp_dir, anchor=root.parent)
         self._markers = root / "changed"
-        self._markers.mkdir(parents=True, exist_ok=True)
+        self._anchor = root.parent
+        ensure_dir(self._markers, self._anchor)
         self._db = open_diskcache(root / "index", make_room or (lambda: False))
         self.locks = locks
         self.clock = clock
@@ -117,24 +119,34 @@ class UploadStore:
         uploads to overlay?), so this sits on the hit and miss paths: as for manifests, a
         stat of the channel's marker (replaced after every change of its subdirs, by any
         worker) says whether the copy held in memory is still current."""
-        marker = self._channel_marker(channel)
-        try:
-            st = os.stat(marker)
-        except FileNotFoundError:
-            # No marker yet (no upload since this version, or none ever): lay one down, so
-            # the next change replaces it; created before reading, never after.
-            try:
-                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
-                st = os.stat(marker)
-            except OSError:
-                return self._read_subdirs(channel)
-        token = (st.st_ino, st.st_mtime_ns)
+        token = self._marker_token(self._channel_marker(channel))
+        if token is None:
+            return self._read_subdirs(channel)
         cached = self._subdirs.get(channel)
         if cached is not None and cached[0] == token:
             return cached[1]
         found = self._read_subdirs(channel)
         self._subdirs[channel] = (token, found)
         return found
+
+    def _marker_token(self, marker: str) -> tuple[int, int] | None:
+        """What identifies the marker's current version; None when there is none to be had
+        (a full disk): the caller then reads the index, as if it had changed.
+
+        No marker (none since this version, or the directory removed or replaced behind the
+        proxy's back): one is laid down, so the next change replaces it, created before
+        reading, never after. Its absence never means "no uploads": uploaded names would
+        then stop hiding the upstream's."""
+        try:
+            st = os.stat(marker)
+        except (FileNotFoundError, NotADirectoryError):
+            try:
+                ensure_dir(self._markers, self._anchor)
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+                st = os.stat(marker)
+            except OSError:
+                return None
+        return (st.st_ino, st.st_mtime_ns)
 
     def _read_subdirs(self, channel: str) -> list[str]:
         return sorted(self._db.get(("subdirs", channel), set()))
@@ -163,11 +175,9 @@ class UploadStore:
         """The manifest, re-read only when it changed. Package requests check uploads first,
         so this sits on the hit path: a stat of the subdir's marker file (replaced on every
         change, by any worker) tells whether the copy held in memory is still current."""
-        try:
-            st = os.stat(self._marker(channel, subdir))
-        except FileNotFoundError:
-            return {}  # never had uploads
-        token = (st.st_ino, st.st_mtime_ns)
+        token = self._marker_token(self._marker(channel, subdir))
+        if token is None:
+            return self.manifest(channel, subdir)
         cached = self._manifests.get((channel, subdir))
         if cached is not None and cached[0] == token:
             return cached[1]
@@ -307,7 +317,11 @@ class UploadStore:
 
     def _new_marker_at(self, marker: str) -> tuple[str, str]:
         temp = f"{marker}.{os.getpid()}.{next(_temp_ids)}.tmp"  # unique: writes may overlap
-        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
+            ensure_dir(self._markers, self._anchor)
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         return temp, marker
 
     def _referenced(self) -> set[str]:

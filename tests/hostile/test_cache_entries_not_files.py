@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 PACKAGE = "linux-64/pkg-1.0-0.conda"
 OTHER = "linux-64/other-1.0-0.conda"
 DATA = os.urandom(1 << 20)
-OTHER_DATA = os.urandom(200_000)
+OTHER_DATA = os.urandom(3 << 20)  # over SMALL_BODY: a temp file, announced to other workers
 METADATA = (
     "linux-64/repodata.json",
     "linux-64/repodata.json.zst",
@@ -89,7 +89,7 @@ class Served:
 
     def restart(self) -> None:
         self.proxy.stop()
-        self.proxy = Proxy(self.proxy.config).start()
+        self.proxy = Proxy(self.proxy.config, workers=self.proxy.workers).start()
 
     def assert_every_answer_right(self, tries: int = 1) -> None:
         """Every path answers its own bytes; a metadata file found damaged while being served
@@ -108,12 +108,14 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    workers = getattr(request, "param", 1)
     upstream = Upstream(
         listed_channel(tmp_path / "channel", {PACKAGE: DATA, OTHER: OTHER_DATA})
     ).start()
     cache = tmp_path / "cache"
-    proxy = Proxy(write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}))
+    config = write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}})
+    proxy = Proxy(config, workers=workers)
     proxy.start()
     expected = {}
     for path in (PACKAGE, *METADATA):
@@ -167,8 +169,12 @@ def _file_in_place_of(directory: Path) -> None:
     directory.write_text("not a directory")
 
 
-@pytest.mark.parametrize("where", ["tmp", "blobs", "meta", "a blob's fan-out directory"])
+@pytest.mark.parametrize(
+    "where",
+    ["tmp", "blobs", "meta", "a blob's fan-out directory", "locks", "inflight", "uploads/changed"],
+)
 @pytest.mark.parametrize("when", ["stopped", "running"])
+@pytest.mark.parametrize("served", [2], indirect=True)  # workers: locks and notes are shared
 def test_a_file_in_place_of_a_cache_directory_is_mended(
     served: Served, where: str, when: str
 ) -> None:
