@@ -20,7 +20,7 @@ from cachetools import LRUCache
 
 from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.conditional import is_fresh
-from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
+from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError, disk_full
 from ..rules.merge import Record
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
@@ -130,7 +130,15 @@ class Checksums:
         if entry is None:
             return None
         if "json" not in entry.variants:
-            entry = await self._with_json(key, entry)
+            try:
+                entry = await self._with_json(key, entry)
+            except OSError as exc:
+                # The disk cannot take the JSON: a small snapshot's record is read from its
+                # .zst in memory, so a full disk fails no download (a big one stays a 503).
+                if not disk_full(exc) or document_size(entry) > BIG or "zst" not in entry.variants:
+                    raise
+                zst = str(self.meta.readable(key, entry.variants["zst"]))
+                return await asyncio.to_thread(lookup_record_in_zst, zst, filename)
         path = str(self.meta.readable(key, entry.variants["json"]))
         return await asyncio.to_thread(lookup_record, path, filename)
 
@@ -168,6 +176,13 @@ class Checksums:
 
             names = self._shard_maps[cache_key] = await asyncio.to_thread(read)
         return names
+
+
+def lookup_record_in_zst(path: str, filename: str) -> dict[str, Any] | None:
+    """The record of `filename` in a stored .zst variant of at most BIG decompressed bytes,
+    decompressed in memory (blocking: a thread's)."""
+    with open(path, "rb") as f:
+        return find_record(zstd_decompress(f.read(), BIG), filename)
 
 
 def lookup_record(path: str, filename: str) -> dict[str, Any] | None:
