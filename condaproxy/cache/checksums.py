@@ -20,7 +20,7 @@ from cachetools import LRUCache
 
 from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.conditional import is_fresh
-from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError, disk_full
+from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from ..rules.merge import Record
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
@@ -132,10 +132,11 @@ class Checksums:
         if "json" not in entry.variants:
             try:
                 entry = await self._with_json(key, entry)
-            except OSError as exc:
-                # The disk cannot take the JSON: a small snapshot's record is read from its
-                # .zst in memory, so a full disk fails no download (a big one stays a 503).
-                if not disk_full(exc) or document_size(entry) > BIG or "zst" not in entry.variants:
+            except OSError:
+                # The disk (or the index) cannot take the JSON: a small snapshot's record is
+                # read from its .zst in memory, so a full disk or a locked index fails no
+                # download (a big one stays a 503).
+                if document_size(entry) > BIG or "zst" not in entry.variants:
                     raise
                 zst = str(self.meta.readable(key, entry.variants["zst"]))
                 return await asyncio.to_thread(lookup_record_in_zst, zst, filename)

@@ -63,17 +63,27 @@ class IndexFull(OSError):
     """SQLite could not write: its disk is full (or failing). An OSError with ENOSPC (EIO)."""
 
 
+class IndexBusy(OSError):
+    """The index stayed locked (by another process, a backup, an sqlite3 shell) longer than
+    diskcache waits: an OSError with EBUSY, a failure of the local disk to retry."""
+
+
 @contextlib.contextmanager
 def disk_errors() -> Iterator[None]:
-    """SQLite's "database or disk is full" and "disk I/O error" as the OSErrors they are."""
+    """SQLite's "database or disk is full", "disk I/O error" and a lock held too long as the
+    OSErrors they are: whoever copes with a disk that cannot take a write copes with these."""
     try:
         yield
+    except diskcache.Timeout as exc:
+        raise IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}") from None
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if "full" in text:
             raise IndexFull(errno.ENOSPC, f"the index cannot grow: {text}") from None
         if "disk I/O error" in text:
             raise IndexFull(errno.EIO, f"the index cannot be written: {text}") from None
+        if "locked" in text:
+            raise IndexBusy(errno.EBUSY, f"the index is locked: {text}") from None
         raise
 
 
