@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,24 @@ class Upload:
             "uploaded_at": self.uploaded_at,
             "uploaded_by": self.uploaded_by,
         }
+
+
+def damaged_index(root: Path) -> str | None:
+    """Why the upload index under `root` (cache/uploads) is no usable SQLite database, or None
+    (absent, fine, or merely locked by a running proxy). It is the only record of the uploads:
+    never set aside or rebuilt empty, which would let the upstream's files of their names
+    through; `serve` refuses to start on it instead, with one line."""
+    db = root / "index" / "cache.db"
+    if not db.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            found = con.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError as exc:
+        return None if "locked" in str(exc) else str(exc)
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if found is not None and found[0] == "ok" else str(found and found[0])
 
 
 class UploadStore:
