@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.channel import Pkg, build_package
 from tests.support.hostile import listed_channel
 from tests.support.processes import Proxy, Upstream, write_config
 
@@ -38,6 +39,7 @@ METADATA = (
     "linux-64/repodata.json.bz2",
     "linux-64/current_repodata.json",
 )
+WRITE = "ci-write-token-1"
 TIMEOUT = 10  # a fifo read in the proxy used to hang the request for ever
 
 
@@ -190,3 +192,44 @@ def test_a_file_in_place_of_a_cache_directory_is_mended(
     assert directory.is_dir()
     ready = httpx.get(f"{served.proxy.url}/readyz", timeout=TIMEOUT).json()
     assert ready["caching"] is True, ready
+
+
+@pytest.mark.parametrize("kind", list(NOT_A_FILE))
+def test_an_upload_that_is_not_a_file_is_a_503_until_uploaded_again(
+    tmp_path: Path, kind: str
+) -> None:
+    """An upload is the only copy: something else in its place is refused as damaged (never
+    the upstream's file of its name, never a hang), and an admin's upload again mends it."""
+    package = build_package(
+        Pkg("internal-tool", "1.0", "h0", "linux-64"), tmp_path / "w", tmp_path / "o"
+    )
+    data = package.read_bytes()
+    name = f"linux-64/{package.name}"
+    upstream = Upstream(listed_channel(tmp_path / "channel", {name: OTHER_DATA})).start()
+    cache = tmp_path / "cache"
+    tokens = {"ci": {"token": WRITE, "roles": {"ch": "write"}}}
+    config = write_config(
+        tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}, tokens=tokens
+    )
+    proxy = Proxy(config).start()
+    upload = f"{proxy.url}/api/channels/ch/upload/{package.name}"
+    try:
+        posted = httpx.post(upload, content=data, headers={"x-api-key": WRITE}, timeout=60)
+        assert posted.status_code == 201, posted.text
+        proxy.stop()
+        [blob] = list((cache / "uploads" / "blobs").rglob(hashlib.sha256(data).hexdigest()))
+        NOT_A_FILE[kind](blob)
+        proxy = Proxy(config, port=proxy.port).start()
+        got = httpx.get(f"{proxy.url}/ch/{name}", timeout=TIMEOUT)
+        assert got.status_code == 503 and "damaged" in got.json()["error"]
+        again = httpx.post(
+            f"{upload}?force=true", content=data, headers={"x-api-key": WRITE}, timeout=60
+        )
+        assert again.status_code == 201, again.text
+        got = httpx.get(f"{proxy.url}/ch/{name}", timeout=TIMEOUT)
+        assert (got.status_code, got.content) == (200, data)
+        assert upstream.count("GET", f"/{name}") == 0
+        assert Path("/etc/passwd").exists()
+    finally:
+        proxy.stop(kill=True)
+        upstream.stop()
