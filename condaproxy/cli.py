@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         check_cache_path(settings)
         if args.command == "serve":
             _check_cache_owner(settings)
+            _check_upload_index(settings)
         if args.command == "serve" and settings.storage is not None:
             _check_storage(settings)
     except ConfigError as exc:
@@ -149,6 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(settings)
     return _serve(args, settings)
+
+
+def _check_upload_index(settings: Settings) -> None:
+    """An upload index that is no database (garbage, cut short) stops start-up with one line
+    saying so, rather than a traceback from every worker."""
+    from .storage.uploads import damaged_index
+
+    why = damaged_index(settings.cache.path / "uploads")
+    if why is not None:
+        raise ConfigError(
+            f"{settings.source}: 'cache.path' {str(settings.cache.path)!r}: the upload index "
+            f"uploads/index/cache.db is damaged ({why}); it is the only record of the uploads: "
+            "restore it from a backup, or move cache/uploads aside to start without uploads"
+        )
 
 
 def _check_cache_owner(settings: Settings) -> None:

@@ -13,6 +13,7 @@ import os
 import time
 
 from ..storage.blobs import BlobStore
+from ..storage.entries import open_regular
 from ..storage.index import MetaEntry, Variant
 from .workers import Workers
 
@@ -53,7 +54,7 @@ class AtRest:
 def matches(path: str, sha256: str, size: int, started: float) -> bool:
     """Whether the file at `path` is `size` bytes of sha256 `sha256` (blocking: a thread's)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path)  # a directory, link or fifo in its place is not it
     except OSError:
         return False
     try:

@@ -107,7 +107,8 @@ class Checksums:
     async def record(self, rp: ResourcePath) -> dict[str, Any] | None:
         """The channel's record of a package file, fetched if need be; None if unlisted."""
         key = MetaKey.repodata(rp.subdir_key)
-        entry = self.index.get_meta(key)
+        # Checked at rest as a served copy is: a record read from a changed file is never used.
+        entry = await self.meta.intact(key, self.index.get_meta(key))
         # A JSON document on disk (or small enough to make at once) answers; for a big one
         # not made yet, the package's own shard (a few KiB) comes before decompressing the
         # whole document for one record.
@@ -132,8 +133,17 @@ class Checksums:
         if entry is None:
             return None
         if "json" not in entry.variants:
-            entry = await self._with_json(key, entry)
-        path = str(self.meta.variant_path(key, entry.variants["json"]))
+            try:
+                entry = await self._with_json(key, entry)
+            except OSError:
+                # The disk (or the index) cannot take the JSON: a small snapshot's record is
+                # read from its .zst in memory, so a full disk or a locked index fails no
+                # download (a big one stays a 503).
+                if document_size(entry) > BIG or "zst" not in entry.variants:
+                    raise
+                zst = str(self.meta.readable(key, entry.variants["zst"]))
+                return await asyncio.to_thread(lookup_record_in_zst, zst, filename)
+        path = str(self.meta.readable(key, entry.variants["json"]))
         return await asyncio.to_thread(lookup_record, path, filename)
 
     async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
@@ -197,7 +207,7 @@ class Checksums:
         cache_key = f"{key}@{served.entry.digest}"
         names = self._shard_maps.get(cache_key)
         if names is None:
-            path = self.meta.variant_path(key, served.entry.variants["body"])
+            path = self.meta.readable(key, served.entry.variants["body"])
 
             def read() -> dict[str, bytes]:
                 document = decode_msgpack(zstd_decompress(path.read_bytes()))
@@ -218,6 +228,13 @@ class Checksums:
         if self.index.get_meta(key) == entry:
             self.index.forget_meta(key)
         return NotFound(f"{key}: the cached shard index was damaged and has been dropped")
+
+
+def lookup_record_in_zst(path: str, filename: str) -> dict[str, Any] | None:
+    """The record of `filename` in a stored .zst variant of at most BIG decompressed bytes,
+    decompressed in memory (blocking: a thread's)."""
+    with open(path, "rb") as f:
+        return find_record(zstd_decompress(f.read(), BIG), filename)
 
 
 def lookup_record(path: str, filename: str) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .metadata import MetadataCache
-from .variants import VariantFile, file_sha256, temp_path
+from .variants import VariantFile, file_sha256, partial
 from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.derived")
@@ -47,35 +47,35 @@ def _json_pieces(zst_path: str) -> Iterator[bytes]:
 def json_file(zst_path: str, tmp_dir: str) -> VariantFile:
     """The JSON variant, decompressed from the .zst one (a snapshot stores only its .zst until
     somebody needs the JSON: a client without zstd or gzip, a merge, a record lookup)."""
-    path = temp_path(tmp_dir, "json")
-    with open(path, "wb") as out:
-        for piece in _json_pieces(zst_path):
-            out.write(piece)
-    return path, file_sha256(path), os.path.getsize(path)
+    with partial(tmp_dir, "json") as path:
+        with open(path, "wb") as out:
+            for piece in _json_pieces(zst_path):
+                out.write(piece)
+        return path, file_sha256(path), os.path.getsize(path)
 
 
 def bz2_file(zst_path: str, tmp_dir: str) -> VariantFile:
     """bzip2 of the JSON document, level 9, streamed: bounded memory whatever the size."""
-    path = temp_path(tmp_dir, "bz2")
     compressor = bz2.BZ2Compressor(9)
-    with open(path, "wb") as out:
-        for piece in _json_pieces(zst_path):
-            out.write(compressor.compress(piece))
-        out.write(compressor.flush())
-    return path, file_sha256(path), os.path.getsize(path)
+    with partial(tmp_dir, "bz2") as path:
+        with open(path, "wb") as out:
+            for piece in _json_pieces(zst_path):
+                out.write(compressor.compress(piece))
+            out.write(compressor.flush())
+        return path, file_sha256(path), os.path.getsize(path)
 
 
 def gzip_file(zst_path: str, tmp_dir: str) -> VariantFile:
     """gzip of the JSON document, for clients that read repodata.json with Accept-Encoding:
     gzip (conda's classic fetch), streamed."""
-    path = temp_path(tmp_dir, "gz")
-    with (
-        open(path, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
-    ):
-        for piece in _json_pieces(zst_path):
-            out.write(piece)
-    return path, file_sha256(path), os.path.getsize(path)
+    with partial(tmp_dir, "gz") as path:
+        with (
+            open(path, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
+        ):
+            for piece in _json_pieces(zst_path):
+                out.write(piece)
+        return path, file_sha256(path), os.path.getsize(path)
 
 
 # variant name -> (the stored variant it is made from, how). Every snapshot has its .zst.
@@ -190,7 +190,7 @@ class Derived:
             if name in current.variants:
                 return current
             source_name, make = MAKERS[name]
-            source = self.meta.variant_path(key, current.variants[source_name])
+            source = self.meta.readable(key, current.variants[source_name])
             big = document_size(current) > BIG
             path, sha, size = await self.workers.run(big, make, str(source), str(self.meta.tmp_dir))
             return await self._adopt(key, entry.digest, name, path, Variant(sha, size))
@@ -203,9 +203,7 @@ class Derived:
             if current is None or current.digest != digest:
                 os.unlink(path)  # the snapshot moved on while this was being made
                 return None
-            final = self.meta.variant_path(key, variant)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, final)
+            final = self.meta.store_for(key).place(path, variant.sha256)
             updated = dataclasses.replace(current, variants={**current.variants, name: variant})
             try:
                 self.index.put_meta(key, updated)

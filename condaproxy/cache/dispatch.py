@@ -87,7 +87,7 @@ class Proxy:
             if self.policing is not None and self.policing.active(channel_name):
                 served, _ = await self.policing.view(rp, channel)
                 key = MetaKey.policy(rp.subdir_key)
-                return self.views.meta.variant_path(key, served.entry.variants["json"])
+                return self.views.meta.readable(key, served.entry.variants["json"])
             if self.overlay.covers(channel, rp):
                 await self.overlay.repodata(rp, channel)
                 key = MetaKey.merged(rp.subdir_key)
@@ -100,7 +100,7 @@ class Proxy:
         if entry is None:
             return None
         entry = await self.views.with_json(key, entry)
-        return self.views.meta.variant_path(key, entry.variants["json"])
+        return self.views.meta.readable(key, entry.variants["json"])
 
     async def warm(self, channel_name: str, subdir: str, filename: str) -> str:
         """Make sure a file is in the cache (or is an upload): "hit" if it already was."""

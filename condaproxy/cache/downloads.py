@@ -93,7 +93,7 @@ class Downloads:
         self.store = store
         self.locks = locks
         self.upstream = upstream
-        self.notes = InflightNotes(inflight_dir)
+        self.notes = InflightNotes(inflight_dir, store.tmp_dir)
         self.negative_ttl = negative_ttl
         self.clock = clock
         self._active: dict[str, Download] = {}

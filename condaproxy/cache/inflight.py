@@ -5,18 +5,22 @@ worker that runs the download, read by the others that join it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 from ..rules.names import hashed_name
 from ..storage.blobs import TempBlob
+from ..storage.entries import ensure_dir, open_regular, place, remove_entry
 from .transfer import Head, content_type
 
 
 class InflightNotes:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, temp_dir: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.temp_dir = temp_dir  # where every worker's temp files are
+        ensure_dir(directory, directory.parent)
 
     def path(self, key: str) -> Path:
         return self.directory / hashed_name(key, ".json")
@@ -32,24 +36,41 @@ class InflightNotes:
             "sha256": head.sha256,
         }
         path = self.path(key)
+        partial = path.with_suffix(".partial")
         try:
-            partial = path.with_suffix(".partial")
-            partial.write_text(json.dumps(info))
-            partial.replace(path)
+            try:
+                partial.write_text(json.dumps(info))
+            except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
+                ensure_dir(self.directory, self.directory.parent)
+                partial.write_text(json.dumps(info))
+            place(partial, path, self.directory)
         except OSError:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                remove_entry(path)
 
     def forget(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing there to forget
+            remove_entry(self.path(key))
 
     def head(self, key: str) -> tuple[Head, str | None, bool] | None:
         """The head of another worker's download, its temp file, and whether it is kept."""
         try:
-            info = json.loads(self.path(key).read_text())
-        except (FileNotFoundError, ValueError):
+            fd = open_regular(self.path(key))
+            with os.fdopen(fd, "rb") as f:
+                info = json.loads(f.read(4096))
+            size, sha256, temp = info["size"], info["sha256"], info["temp"]
+            kept = bool(info.get("kept", temp))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None  # none, or not one a worker wrote (garbage left by a crash or a hand)
+        if not (size is None or (isinstance(size, int) and size >= 0)):
             return None
-        head = Head(info["size"], content_type(key), info["sha256"])
-        return head, info["temp"], bool(info.get("kept", info["temp"]))
+        if not (sha256 is None or isinstance(sha256, str)):
+            return None
+        if temp is not None and not (
+            isinstance(temp, str) and os.path.dirname(temp) == str(self.temp_dir)
+        ):
+            return None  # only a temp file of the cache's own is ever followed
+        return Head(size, content_type(key), sha256), temp, kept
 
     def mode(self, key: str) -> str:
         """What another worker's download of `key` is doing: `disk`, `memory` (nothing we

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, Upstream
 from ..rules.names import hashed_name
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, new_temp
+from ..storage.entries import NotAFile, open_regular
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
@@ -91,19 +93,50 @@ class MetadataCache:
     def store_for(self, key: MetaKey) -> BlobStore:
         """Each key keeps its own blobs, so replacing one key's snapshot deletes only its own."""
         name = hashed_name(str(key))
-        return BlobStore(self.root / name, self.tmp_dir)
+        return BlobStore(self.root / name, self.tmp_dir, anchor=self.root.parent)
 
     def variant_path(self, key: MetaKey, variant: Variant) -> Path:
         return self.store_for(key).path_for(variant.sha256)
 
     def open_variant(self, key: MetaKey, variant: Variant) -> int:
-        """A descriptor on the variant; a file of the wrong size is dropped with its entry."""
-        fd = os.open(self.variant_path(key, variant), os.O_RDONLY)
+        """A descriptor on the variant. A file gone, of the wrong size or that is no file at
+        all (entries.py) is dropped with its entry: a 503 (the local disk's), and the next
+        request fetches the metadata again."""
+        try:
+            fd = open_regular(self.variant_path(key, variant))
+        except (FileNotFoundError, NotADirectoryError, NotAFile):
+            raise self._damaged(key, variant) from None
         if os.fstat(fd).st_size != variant.size:
             os.close(fd)
-            self.index.forget_meta(key)
-            raise UpstreamError(str(key), "a cached copy was damaged and has been dropped; retry")
+            raise self._damaged(key, variant)
         return fd
+
+    def readable(self, key: MetaKey, variant: Variant) -> Path:
+        """The path of a variant to read (in this process, a thread or a worker), once it is
+        seen to be a regular file of its size: what stands there otherwise (gone, cut short,
+        a directory, link or fifo put in its place while the proxy ran) is dropped with its
+        entry, a 503 to retry that the next request's fresh fetch mends."""
+        path = self.variant_path(key, variant)
+        try:
+            found = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._damaged(key, variant) from None
+        if not stat.S_ISREG(found.st_mode) or found.st_size != variant.size:
+            raise self._damaged(key, variant)
+        return path
+
+    def _damaged(self, key: MetaKey, variant: Variant) -> ServiceUnavailable:
+        """Drop the entry naming `variant` (unless a new snapshot replaced it meanwhile) and
+        what stands at the variant's path; the 503 to raise."""
+        current = self.index.get_meta(key)
+        if current is not None and variant in current.variants.values():
+            log.error("cached metadata damaged on disk: dropped", key=str(key))
+            self.index.forget_meta(key)
+            self.at_rest.forget(variant.sha256)
+            self.store_for(key).delete(variant.sha256)
+        return ServiceUnavailable(
+            f"{key.path}: the cached copy was damaged on disk and has been dropped; retry"
+        )
 
     async def get(
         self, key: MetaKey, channel: ChannelSettings, urls: Sequence[str], build: BuildFn
@@ -324,9 +357,7 @@ class MetadataCache:
         old = self.index.get_meta(key)
         variants = {}
         for name, (path, sha, size) in built.files.items():
-            final = store.path_for(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, final)
+            store.place(path, sha)
             variants[name] = Variant(sha, size, built.inflated if name == "zst" else 0)
         unchanged = old is not None and old.digest == built.digest
         now = self.clock()

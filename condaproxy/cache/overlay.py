@@ -141,7 +141,7 @@ class Overlay:
                 key = MetaKey.repodata(rp.subdir_key)
                 with_json = await self.views.with_json(key, upstream.entry)
                 upstream = Served(with_json, upstream.outcome)
-                upstream_path = self.views.meta.variant_path(key, with_json.variants["json"])
+                upstream_path = self.views.meta.readable(key, with_json.variants["json"])
             except NotFound:
                 pass  # the upstream has no such subdir: the uploads are all there is
         if not local and upstream is None and subdir != "noarch":
@@ -179,7 +179,7 @@ class Overlay:
             served = await self.views.shard_index(rp, channel)
             digest, outcome = served.entry.digest, served.outcome
             key = MetaKey.shard_index(rp.subdir_key)
-            path = self.views.meta.variant_path(key, served.entry.variants["body"])
+            path = self.views.meta.readable(key, served.entry.variants["body"])
             upstream_bytes = await asyncio.to_thread(path.read_bytes)
             upstream_shards = await self._allowed_upstream_shards(
                 rp, channel, upstream_bytes, local

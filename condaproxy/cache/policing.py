@@ -178,7 +178,7 @@ class Policing:
     ) -> MetaEntry:
         with_json = await self.views.with_json(source_key, source.entry)  # made from its .zst
         variant = with_json.variants["json"]
-        path = self.meta.variant_path(source_key, variant)
+        path = self.meta.readable(source_key, variant)
         # First seen per channel and subdir, whatever the label: a file that appears under a
         # fresh label is not backfilled from its (backdatable) build time.
         times = f"{channel.name}/{rp.subdir or 'noarch'}"
@@ -214,11 +214,9 @@ class Policing:
         if found is None:
 
             def read() -> Lists:
-                held = msgpack.unpackb(
-                    self.meta.variant_path(key, entry.variants["held"]).read_bytes()
-                )
+                held = msgpack.unpackb(self.meta.readable(key, entry.variants["held"]).read_bytes())
                 served = msgpack.unpackb(
-                    self.meta.variant_path(key, entry.variants["served"]).read_bytes()
+                    self.meta.readable(key, entry.variants["served"]).read_bytes()
                 )
                 return Lists({k: tuple(v) for k, v in held.items()}, frozenset(served))
 
@@ -252,7 +250,7 @@ class Policing:
         built, stored = await self.meta.workers.run(
             variant.size > BIG,
             shards_job,
-            str(self.meta.variant_path(MetaKey.policy(rp.subdir_key), variant)),
+            str(self.meta.readable(MetaKey.policy(rp.subdir_key), variant)),
             rp.subdir or "noarch",
             str(self.overlay.packages.store.root),
             str(self.meta.tmp_dir),

@@ -4,10 +4,11 @@ metadata.py adopts them into the store."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,13 +55,26 @@ def temp_path(tmp_dir: str, name: str) -> str:
     return os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.{name}.partial")
 
 
+@contextlib.contextmanager
+def partial(tmp_dir: str, name: str) -> Iterator[str]:
+    """A fresh temp file name to write a variant to, removed if the writing fails: a full
+    disk leaves no half-written file behind (the start-up sweep is too late: it would keep the
+    disk full until then)."""
+    path = temp_path(tmp_dir, name)
+    try:
+        yield path
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
 def write_variant(
     tmp_dir: str, name: str, data: bytes, blob_name: str | None = None
 ) -> VariantFile:
     """Write a variant to a temp file. Its blob name is the content's sha256, or `blob_name`
     when the caller already knows a unique name (derived data named after its inputs)."""
-    path = temp_path(tmp_dir, name)
-    with open(path, "wb") as f:
+    with partial(tmp_dir, name) as path, open(path, "wb") as f:
         f.write(data)
     return path, blob_name or hashlib.sha256(data).hexdigest(), len(data)
 

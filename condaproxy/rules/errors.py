@@ -130,6 +130,17 @@ class UpstreamBusy(UpstreamError):
         return (self.__class__, (self.upstream, self.reason, self.retry_after))
 
 
+def local_disk_answer(exc: OSError) -> ServiceUnavailable:
+    """What a client gets when the cache's disk or index failed under an answer (full, locked,
+    an I/O error, a read-only or vanished filesystem): a 503 to retry, never a 500. The body
+    says what failed, not where (the path and errno go to the log)."""
+    if disk_full(exc):
+        return disk_full_answer(exc)
+    return ServiceUnavailable(
+        f"the proxy's cache disk failed ({exc.strerror or type(exc).__name__}); retry later"
+    )
+
+
 def disk_full_answer(exc: OSError) -> ServiceUnavailable:
     """What a client gets when the cache's disk (or its index) could not take a write this
     answer needed: a 503 to retry, never a 500 (the cause goes to the log)."""

@@ -7,7 +7,8 @@ half-written behind, even with several workers sharing the directory.
 
 Reads trust nothing this process did not write: `open_checked` refuses a blob whose size is
 not the recorded one, and hashes a blob once per process before its first use (what a crash,
-a careless copy or bit rot left in the directory never goes out under its name).
+a careless copy or bit rot left in the directory never goes out under its name). A blob is a
+regular file: anything else at its path (entries.py) is damaged, and is cleared as such.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import fcntl
 import hashlib
 import os
 import secrets
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .entries import NotAFile, ensure_dir, is_regular, open_regular, place, remove_entry
 
 
 class DamagedBlob(Exception):
@@ -56,15 +58,18 @@ class TempBlob:
 class BlobStore:
     """put-by-hash (via TempBlob + commit), open, exists, delete, iterate."""
 
-    def __init__(self, root: Path, tmp_dir: Path) -> None:
+    def __init__(self, root: Path, tmp_dir: Path, anchor: Path | None = None) -> None:
+        """`anchor`: the directory inside which whatever stands in the way of `root` and
+        `tmp_dir` may be cleared (by default their parent: the cache directory)."""
         self.root = root
+        self.anchor = root.parent if anchor is None else anchor
         self._root = str(root)
         self.tmp_dir = tmp_dir
         self._dirs: set[str] = set()  # fan-out directories known to exist
         self._verified: set[bytes] = set()  # digests of blobs this process has checked (bytes:
         # half the memory of hex strings, for caches of hundreds of thousands of files)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(root, self.anchor)
+        ensure_dir(tmp_dir, tmp_dir.parent)
 
     def path_for(self, sha256: str) -> Path:
         return Path(self.location(sha256))
@@ -74,11 +79,17 @@ class BlobStore:
         return f"{self._root}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
     def exists(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_file()
+        return is_regular(self.location(sha256))
 
     def open(self, sha256: str) -> int:
-        """An O_RDONLY descriptor; raises FileNotFoundError if the blob is gone."""
-        return os.open(self.location(sha256), os.O_RDONLY)
+        """An O_RDONLY descriptor; raises FileNotFoundError if the blob is gone, DamagedBlob
+        if something other than a file stands in its place."""
+        try:
+            return open_regular(self.location(sha256))
+        except NotADirectoryError:  # a file where a fan-out directory belongs: no blob
+            raise FileNotFoundError(self.location(sha256)) from None
+        except NotAFile as exc:
+            raise DamagedBlob(sha256, exc.strerror or "not a file") from None
 
     def open_checked(self, sha256: str, size: int) -> int:
         """An O_RDONLY descriptor on a blob of exactly `size` bytes whose content this
@@ -106,27 +117,22 @@ class BlobStore:
         it, that copy goes too: its entry then finds no blob, which is a miss (never bad
         bytes)."""
         self._verified.discard(_digest(sha256))
-        self.path_for(sha256).unlink(missing_ok=True)
+        remove_entry(self.location(sha256))
 
     def delete(self, sha256: str) -> int:
-        path = self.path_for(sha256)
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            return 0
-        return size
+        """Remove the blob (or whatever stands in its place); the bytes freed."""
+        return remove_entry(self.location(sha256))
 
     def iterate(self) -> Iterator[tuple[str, int]]:
         for path in self.root.glob("??/??/*"):
-            if path.is_file():
+            if is_regular(path):
                 yield path.name, path.stat().st_size
 
     def drop_least_recent(self) -> int:
         """Delete the least recently used blob (the oldest mtime: eviction's order); its
         size, or 0 if the store is empty."""
         oldest = min(
-            ((p.stat().st_mtime, p) for p in self.root.glob("??/??/*") if p.is_file()),
+            ((p.stat().st_mtime, p) for p in self.root.glob("??/??/*") if is_regular(p)),
             default=None,
         )
         return 0 if oldest is None else self.delete(oldest[1].name)
@@ -138,20 +144,25 @@ class BlobStore:
         """fsync the bytes, rename into place, fsync the directory; the blob is then durable.
         With close=False the descriptor stays open for readers tailing it."""
         os.fsync(temp.fd)
-        final = self.path_for(sha256)
-        if str(final.parent) not in self._dirs:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(str(final.parent))
-        try:
-            os.replace(temp.path, final)
-        except FileNotFoundError:  # the directory went away behind our back: make it again
-            self._dirs.discard(str(final.parent))
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp.path, final)
+        final = self.place(temp.path, sha256)
         _fsync_dir(final.parent)
         self._verified.add(_digest(sha256))  # the writer checked these bytes
         if close:
             temp.close()
+        return final
+
+    def place(self, source: str | Path, sha256: str) -> Path:
+        """Rename the file `source` to the blob's path, replacing whatever stands there (a
+        directory or a fan-out directory gone, a file where one belongs: entries.py)."""
+        final = self.path_for(sha256)
+        if str(final.parent) not in self._dirs:
+            ensure_dir(final.parent, self.anchor)
+            self._dirs.add(str(final.parent))
+        try:
+            place(source, final, self.anchor)
+        except BaseException:
+            self._dirs.discard(str(final.parent))
+            raise
         return final
 
     def put_bytes(self, data: bytes | bytearray, sha256: str) -> Path:
@@ -167,7 +178,11 @@ class BlobStore:
 def new_temp(tmp_dir: Path) -> TempBlob:
     """A fresh temp file in `tmp_dir`, flock-held by its writer (the sweep skips it)."""
     path = tmp_dir / f"{secrets.token_hex(12)}.partial"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
+        ensure_dir(tmp_dir, tmp_dir.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return TempBlob(path, fd)
 
@@ -204,12 +219,10 @@ def sweep_temp_files(tmp_dir: Path) -> int:
         return 0
     for path in tmp_dir.iterdir():
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = open_regular(path)  # never a link, never waiting on a fifo
         except OSError:
             continue
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             continue  # a live writer (maybe another worker) holds it

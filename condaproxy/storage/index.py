@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,17 +63,27 @@ class IndexFull(OSError):
     """SQLite could not write: its disk is full (or failing). An OSError with ENOSPC (EIO)."""
 
 
+class IndexBusy(OSError):
+    """The index stayed locked (by another process, a backup, an sqlite3 shell) longer than
+    diskcache waits: an OSError with EBUSY, a failure of the local disk to retry."""
+
+
 @contextlib.contextmanager
 def disk_errors() -> Iterator[None]:
-    """SQLite's "database or disk is full" and "disk I/O error" as the OSErrors they are."""
+    """SQLite's "database or disk is full", "disk I/O error" and a lock held too long as the
+    OSErrors they are: whoever copes with a disk that cannot take a write copes with these."""
     try:
         yield
+    except diskcache.Timeout as exc:
+        raise IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}") from None
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if "full" in text:
             raise IndexFull(errno.ENOSPC, f"the index cannot grow: {text}") from None
         if "disk I/O error" in text:
             raise IndexFull(errno.EIO, f"the index cannot be written: {text}") from None
+        if "locked" in text:
+            raise IndexBusy(errno.EBUSY, f"the index is locked: {text}") from None
         raise
 
 
@@ -103,8 +114,24 @@ class Index:
         directory: Path,
         hot_entries: int = 4096,
         make_room: Callable[[], bool] = _nothing_to_free,
+        set_aside_damaged: bool = False,
     ) -> None:
-        self._db = open_diskcache(directory, make_room)
+        """With `set_aside_damaged` (only the one process on the cache may), an index that is
+        no SQLite database any more (garbage, cut short by a crash or a careless copy) is
+        renamed `<directory>.damaged-<time>` and a fresh one started: the index only points at
+        what the cache holds, so what it named is fetched again when asked, where a damaged
+        index would keep the proxy from starting at all."""
+        try:
+            self._db = open_diskcache(directory, make_room)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) or not set_aside_damaged:
+                raise  # locked, full or unreadable: not known to be damaged
+            aside = directory.with_name(f"{directory.name}.damaged-{time.time():.0f}")
+            directory.rename(aside)
+            self.set_aside: tuple[Path, str] | None = (aside, str(exc))
+            self._db = open_diskcache(directory, make_room)
+        else:
+            self.set_aside = None
         self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
         self._convert_tuple_keys()
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..rules.names import hashed_name
+from .entries import ensure_dir
 
 POLL_SECONDS = 0.01
 UNSHARED = -1  # the "descriptor" of a lock nobody else can take
@@ -23,7 +24,7 @@ class KeyedLocks:
     def __init__(self, lock_dir: Path, shared: bool = True) -> None:
         self.lock_dir = lock_dir
         self.shared = shared
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(lock_dir, lock_dir.parent)
         self._local: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # holders and waiters per key, to drop idle locks
 
@@ -34,7 +35,11 @@ class KeyedLocks:
         """Take the cross-process lock if free: returns the fd to release, or None."""
         if not self.shared:
             return UNSHARED
-        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
+            ensure_dir(self.lock_dir, self.lock_dir.parent)
+            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
+from .entries import ensure_dir
 from .index import disk_errors, open_diskcache
 from .locks import KeyedLocks, release
 
@@ -83,6 +85,24 @@ class Upload:
         }
 
 
+def damaged_index(root: Path) -> str | None:
+    """Why the upload index under `root` (cache/uploads) is no usable SQLite database, or None
+    (absent, fine, or merely locked by a running proxy). It is the only record of the uploads:
+    never set aside or rebuilt empty, which would let the upstream's files of their names
+    through; `serve` refuses to start on it instead, with one line."""
+    db = root / "index" / "cache.db"
+    if not db.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            found = con.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError as exc:
+        return None if "locked" in str(exc) else str(exc)
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if found is not None and found[0] == "ok" else str(found and found[0])
+
+
 class UploadStore:
     def __init__(
         self,
@@ -92,9 +112,10 @@ class UploadStore:
         clock: Callable[[], float] = time.time,
         make_room: Callable[[], bool] | None = None,
     ) -> None:
-        self.blobs = BlobStore(root / "blobs", tmp_dir)
+        self.blobs = BlobStore(root / "blobs", tmp_dir, anchor=root.parent)
         self._markers = root / "changed"
-        self._markers.mkdir(parents=True, exist_ok=True)
+        self._anchor = root.parent
+        ensure_dir(self._markers, self._anchor)
         self._db = open_diskcache(root / "index", make_room or (lambda: False))
         self.locks = locks
         self.clock = clock
@@ -117,24 +138,34 @@ class UploadStore:
         uploads to overlay?), so this sits on the hit and miss paths: as for manifests, a
         stat of the channel's marker (replaced after every change of its subdirs, by any
         worker) says whether the copy held in memory is still current."""
-        marker = self._channel_marker(channel)
-        try:
-            st = os.stat(marker)
-        except FileNotFoundError:
-            # No marker yet (no upload since this version, or none ever): lay one down, so
-            # the next change replaces it; created before reading, never after.
-            try:
-                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
-                st = os.stat(marker)
-            except OSError:
-                return self._read_subdirs(channel)
-        token = (st.st_ino, st.st_mtime_ns)
+        token = self._marker_token(self._channel_marker(channel))
+        if token is None:
+            return self._read_subdirs(channel)
         cached = self._subdirs.get(channel)
         if cached is not None and cached[0] == token:
             return cached[1]
         found = self._read_subdirs(channel)
         self._subdirs[channel] = (token, found)
         return found
+
+    def _marker_token(self, marker: str) -> tuple[int, int] | None:
+        """What identifies the marker's current version; None when there is none to be had
+        (a full disk): the caller then reads the index, as if it had changed.
+
+        No marker (none since this version, or the directory removed or replaced behind the
+        proxy's back): one is laid down, so the next change replaces it, created before
+        reading, never after. Its absence never means "no uploads": uploaded names would
+        then stop hiding the upstream's."""
+        try:
+            st = os.stat(marker)
+        except (FileNotFoundError, NotADirectoryError):
+            try:
+                ensure_dir(self._markers, self._anchor)
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+                st = os.stat(marker)
+            except OSError:
+                return None
+        return (st.st_ino, st.st_mtime_ns)
 
     def _read_subdirs(self, channel: str) -> list[str]:
         return sorted(self._db.get(("subdirs", channel), set()))
@@ -163,11 +194,9 @@ class UploadStore:
         """The manifest, re-read only when it changed. Package requests check uploads first,
         so this sits on the hit path: a stat of the subdir's marker file (replaced on every
         change, by any worker) tells whether the copy held in memory is still current."""
-        try:
-            st = os.stat(self._marker(channel, subdir))
-        except FileNotFoundError:
-            return {}  # never had uploads
-        token = (st.st_ino, st.st_mtime_ns)
+        token = self._marker_token(self._marker(channel, subdir))
+        if token is None:
+            return self.manifest(channel, subdir)
         cached = self._manifests.get((channel, subdir))
         if cached is not None and cached[0] == token:
             return cached[1]
@@ -307,7 +336,11 @@ class UploadStore:
 
     def _new_marker_at(self, marker: str) -> tuple[str, str]:
         temp = f"{marker}.{os.getpid()}.{next(_temp_ids)}.tmp"  # unique: writes may overlap
-        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
+            ensure_dir(self._markers, self._anchor)
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         return temp, marker
 
     def _referenced(self) -> set[str]:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..cache.instruments import Metrics
 from ..cache.upstream import Resolver, system_resolve
-from ..rules.errors import ProxyError, disk_full, disk_full_answer
+from ..rules.errors import ProxyError, disk_full, local_disk_answer
 from ..rules.forwarded import networks
 from ..rules.redact import Redactor
 from ..settings import Settings
@@ -89,11 +89,11 @@ def create_app(
         )
 
     async def os_error(request: Request, exc: Exception) -> JSONResponse:
-        # A full disk is an answer to retry (503 naming it); any other OSError is a failure.
-        if not disk_full(exc):
-            raise exc
+        # The cache's disk or index failed (full, locked, I/O error): a 503 to retry.
         assert isinstance(exc, OSError)
-        return await proxy_error(request, disk_full_answer(exc))
+        if not disk_full(exc):
+            log.error("cache disk failure", error=f"{type(exc).__name__}: {exc}"[:300])
+        return await proxy_error(request, local_disk_answer(exc))
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # Starlette answers an unexpected exception in a route before AccessLog sees it: the

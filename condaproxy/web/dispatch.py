@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from starlette.applications import Starlette
 
 from ..cache.results import Asked
 from ..rules.auth import identify, presented_token, require
 from ..rules.conditional import for_audience
 from ..rules.cross_site import SAFE_METHODS, check_same_site
-from ..rules.errors import MethodNotAllowed, ProxyError, disk_full, disk_full_answer
+from ..rules.errors import MethodNotAllowed, ProxyError, disk_full, local_disk_answer
 from ..rules.forwarded import networks, scope_base
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.peer_auth import HEADER as PEER_HEADER
@@ -30,6 +31,8 @@ from ..settings import PEER_TOKEN, Settings, TokenSettings
 from .pages import StatusPages
 from .responses import respond
 from .services import Services
+
+log = structlog.get_logger("condaproxy.web.dispatch")
 
 
 class ChannelDispatch:
@@ -100,9 +103,10 @@ class ChannelDispatch:
             state["error"] = exc.message
             response = self.error_response(exc)
         except OSError as exc:
+            # The cache's disk or index failed under this answer: a 503 to retry, not a 500.
+            answer = local_disk_answer(exc)
             if not disk_full(exc):
-                raise
-            answer = disk_full_answer(exc)
+                log.error("cache disk failure", error=f"{type(exc).__name__}: {exc}"[:300])
             state["error"] = answer.message
             response = self.error_response(answer)
         await response(scope, receive, send)

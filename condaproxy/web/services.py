@@ -110,8 +110,8 @@ async def build_services(
     root, tmp = settings.cache.path, settings.cache.path / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     liveness = Liveness(root / "alive.lock")
-    swept = sweep_temp_files(tmp) if liveness.alone() else 0  # no other worker is running
-    liveness.share()
+    alone = liveness.alone()  # no other worker is running
+    swept = sweep_temp_files(tmp) if alone else 0
     store = BlobStore(root / "blobs", tmp)
 
     def make_room() -> bool:
@@ -121,7 +121,13 @@ async def build_services(
         log.warning("disk full at start-up: evicted a cached file to open the index", bytes=freed)
         return freed > 0
 
-    index = Index(root / "index", make_room=make_room)
+    index = Index(root / "index", make_room=make_room, set_aside_damaged=alone)
+    liveness.share()  # only now: no other process opens the index while it is set aside
+    if index.set_aside is not None:
+        aside, why = index.set_aside
+        log.error(
+            "index damaged: set aside, starting with an empty one", moved_to=str(aside), reason=why
+        )
     locks = KeyedLocks(root / "locks", shared=settings.server.workers > 1)
     uploads = UploadStore(root / "uploads", tmp, locks, clock, make_room)
     orphans = uploads.sweep_orphans()
