@@ -244,7 +244,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import structlog
     import uvicorn
 
-    from .web.app import create_app
     from .web.logs import configure_logging
 
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
@@ -278,6 +277,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             os.environ["CONDAPROXY_SERVER_WORKERS"] = str(workers)
             uvicorn.run("condaproxy.cli:app_factory", factory=True, workers=workers, **options)
         else:
+            from .web.app import create_app  # only here: a supervisor of workers never serves
+
             server = msgspec.structs.replace(settings.server, workers=1)
             uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:
