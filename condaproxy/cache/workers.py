@@ -21,6 +21,8 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..heap import give_back_big_buffers
+
 T = TypeVar("T")
 BIG = 8 << 20  # bytes of input from which work goes to the worker process
 
@@ -35,8 +37,10 @@ IDLE_EXIT = 15.0  # seconds without work after which the worker process exits
 
 def _below_the_server() -> None:
     """The worker process yields the CPU to the server's event loop: a build of a big document
-    (seconds of CPU) must not starve the requests being served meanwhile (2 cores are common)."""
+    (seconds of CPU) must not starve the requests being served meanwhile (2 cores are common).
+    Like the servers, it gives the big buffers of a build back once they are freed."""
     os.nice(WORKER_NICENESS)
+    give_back_big_buffers()
 
 
 def _ready() -> None:
