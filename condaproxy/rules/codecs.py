@@ -8,6 +8,7 @@ claim gigabytes. Streaming decoders hand out at most `PIECE` bytes at a time.
 from __future__ import annotations
 
 import io
+import mmap
 import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -96,11 +97,12 @@ def _unzstd(source: Readable) -> Iterator[bytes]:
         raise ValueError(f"not valid zstd: {exc}") from None
 
 
-def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
+def zstd_compress(data: bytes | mmap.mmap, level: int = ZSTD_LEVEL) -> bytes:
     # Worker threads pay off on big documents only: a 1 MB shard index compresses in half
     # the time without them.
     threads = -1 if len(data) >= THREADED_ZSTD else 0
-    return zstandard.ZstdCompressor(level=level, threads=threads).compress(data)
+    with memoryview(data) as view:  # released here: `data` may be an mmap its owner closes
+        return zstandard.ZstdCompressor(level=level, threads=threads).compress(view)
 
 
 def decode_msgpack(data: bytes, budget: int = MSGPACK_ITEMS) -> Any:
