@@ -32,7 +32,8 @@ DURABLE_THREADS = 2
 
 
 WORKER_NICENESS = 10
-IDLE_EXIT = 15.0  # seconds without work after which the worker process exits
+IDLE_EXIT = 5.0  # seconds without work after which the worker process exits
+WARM_LINGER = 60.0  # ... when it was started ahead of a build (`warm`) that has not come yet
 
 
 def _below_the_server() -> None:
@@ -50,6 +51,7 @@ def _ready() -> None:
 
 class Workers:
     idle_exit = IDLE_EXIT
+    warm_linger = WARM_LINGER
 
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -78,11 +80,14 @@ class Workers:
     def warm(self) -> None:
         """Start the worker process now, without waiting: a caller that will soon need it (a
         big snapshot has started to arrive) overlaps its start-up, about 0.7 s of spawning
-        and importing on a 2-core machine, with the download instead of paying it after."""
+        and importing on a 2-core machine, with the download instead of paying it after.
+        It waits up to `warm_linger` seconds for that build: a slow download takes a while."""
         if self._pool is None:
-            self._submit(_ready)
+            self._submit(_ready, linger=self.warm_linger)
 
-    def _submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    def _submit(
+        self, fn: Callable[..., T], *args: Any, linger: float = 0.0
+    ) -> concurrent.futures.Future[T]:
         """Work for the worker process, counted until the process has finished it (not until
         its awaiter stops waiting: a cancelled request leaves the build running)."""
         loop = asyncio.get_running_loop()
@@ -91,14 +96,14 @@ class Workers:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        future.add_done_callback(lambda _: _call_soon(loop, self._finished))
+        wait = max(linger, self.idle_exit)
+        future.add_done_callback(lambda _: _call_soon(loop, self._finished, wait))
         return future
 
-    def _finished(self) -> None:
+    def _finished(self, wait: float) -> None:
         self._busy -= 1
         if self._busy == 0 and self._pool is not None and self._idle is None:
-            loop = asyncio.get_running_loop()
-            self._idle = loop.call_later(self.idle_exit, self._retire)
+            self._idle = asyncio.get_running_loop().call_later(wait, self._retire)
 
     def _retire(self) -> None:
         """No work for `idle_exit` seconds: let the process exit (it has nothing running)."""
@@ -125,7 +130,7 @@ class Workers:
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
     """From the executor's thread; nothing to do once the loop is gone (shutdown)."""
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback)
+        loop.call_soon_threadsafe(callback, *args)

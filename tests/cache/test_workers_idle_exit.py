@@ -80,3 +80,19 @@ async def test_a_build_in_progress_is_never_ended(tmp_path: Path):
         assert await _gone(pid, 10 * IDLE)
     finally:
         workers.close()
+
+
+async def test_a_process_started_ahead_of_a_build_waits_for_it():
+    """`warm` starts the process when a big snapshot starts to arrive; the download may take
+    longer than the idle period, and the build that follows must not pay the start again."""
+    workers = Workers()
+    workers.idle_exit, workers.warm_linger = IDLE, 20 * IDLE
+    try:
+        workers.warm()
+        await asyncio.sleep(4 * IDLE)  # the download goes on
+        assert workers._pool is not None
+        warmed = list(workers._pool._processes)  # type: ignore[attr-defined]
+        assert await workers.run(True, os.getpid) in warmed
+        assert await _gone(warmed[0], 10 * IDLE), "after its build, the idle period applies"
+    finally:
+        workers.close()
