@@ -16,15 +16,14 @@ from collections.abc import Iterator
 
 import zstandard
 
+from ..rules.codecs import PIECE
 from .variants import VariantFile, file_sha256, temp_path
-
-_PIECE = 4 << 20
 
 
 def _json_pieces(zst_path: str) -> Iterator[bytes]:
     """The JSON document of a stored .zst variant, in pieces: never whole in memory."""
     with open(zst_path, "rb") as src, zstandard.ZstdDecompressor().stream_reader(src) as reader:
-        while piece := reader.read(_PIECE):
+        while piece := reader.read(PIECE):
             yield piece
 
 
