@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import sys
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc's malloc.h)
@@ -28,7 +27,8 @@ def give_back_big_buffers() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     with contextlib.suppress(OSError, AttributeError):
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        # The C library the interpreter already runs on (find_library would run ldconfig).
+        mallopt = ctypes.CDLL(None).mallopt
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
             mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
