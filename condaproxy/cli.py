@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .heap import give_back_big_buffers
 from .rules.names import hashed_name
 from .rules.redact import Redactor
 from .settings import (
@@ -60,6 +61,7 @@ def app_factory() -> object:
     from .web.app import create_app
     from .web.logs import configure_logging
 
+    give_back_big_buffers()
     settings = load_settings(os.environ.get(CONFIG_ENV))
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     return create_app(settings)
@@ -254,12 +256,12 @@ def _admin(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     host, port, workers = settings.server.host, settings.server.port, settings.server.workers
     metrics_dir = prepare_metrics_dir(settings.cache.path)
+    give_back_big_buffers()
 
     import msgspec
     import structlog
     import uvicorn
 
-    from .web.app import create_app
     from .web.logs import configure_logging
 
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
@@ -293,6 +295,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             os.environ["CONDAPROXY_SERVER_WORKERS"] = str(workers)
             uvicorn.run("condaproxy.cli:app_factory", factory=True, workers=workers, **options)
         else:
+            from .web.app import create_app  # only here: a supervisor of workers never serves
+
             server = msgspec.structs.replace(settings.server, workers=1)
             uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:

@@ -14,69 +14,23 @@ made on the spot.
 from __future__ import annotations
 
 import asyncio
-import bz2
 import contextlib
 import dataclasses
-import gzip
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import structlog
-import zstandard
 
 from ..rules.errors import NotFound
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .metadata import MetadataCache
-from .variants import VariantFile, file_sha256, partial
+from .recoded import bz2_file, gzip_file, json_file
+from .variants import VariantFile
 from .workers import BIG, Workers
 
 log = structlog.get_logger("condaproxy.cache.derived")
-
-_PIECE = 4 << 20
-
-
-def _json_pieces(zst_path: str) -> Iterator[bytes]:
-    """The JSON document of a stored .zst variant, in pieces: never whole in memory."""
-    with open(zst_path, "rb") as src, zstandard.ZstdDecompressor().stream_reader(src) as reader:
-        while piece := reader.read(_PIECE):
-            yield piece
-
-
-def json_file(zst_path: str, tmp_dir: str) -> VariantFile:
-    """The JSON variant, decompressed from the .zst one (a snapshot stores only its .zst until
-    somebody needs the JSON: a client without zstd or gzip, a merge, a record lookup)."""
-    with partial(tmp_dir, "json") as path:
-        with open(path, "wb") as out:
-            for piece in _json_pieces(zst_path):
-                out.write(piece)
-        return path, file_sha256(path), os.path.getsize(path)
-
-
-def bz2_file(zst_path: str, tmp_dir: str) -> VariantFile:
-    """bzip2 of the JSON document, level 9, streamed: bounded memory whatever the size."""
-    compressor = bz2.BZ2Compressor(9)
-    with partial(tmp_dir, "bz2") as path:
-        with open(path, "wb") as out:
-            for piece in _json_pieces(zst_path):
-                out.write(compressor.compress(piece))
-            out.write(compressor.flush())
-        return path, file_sha256(path), os.path.getsize(path)
-
-
-def gzip_file(zst_path: str, tmp_dir: str) -> VariantFile:
-    """gzip of the JSON document, for clients that read repodata.json with Accept-Encoding:
-    gzip (conda's classic fetch), streamed."""
-    with partial(tmp_dir, "gz") as path:
-        with (
-            open(path, "wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
-        ):
-            for piece in _json_pieces(zst_path):
-                out.write(piece)
-        return path, file_sha256(path), os.path.getsize(path)
-
 
 # variant name -> (the stored variant it is made from, how). Every snapshot has its .zst.
 MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {

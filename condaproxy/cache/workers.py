@@ -1,7 +1,10 @@
 """Where work off the event loop runs.
 
 - `run`: heavy metadata work: a thread for small documents, a separate process for big ones, so
-  decoding or scanning hundreds of megabytes never holds the event loop's GIL.
+  decoding or scanning hundreds of megabytes never holds the event loop's GIL. That process
+  exits once it has had no work for `idle_exit` seconds (issue 14: the anonymous memory of the
+  whole tree, which each server's idle build process would otherwise hold for ever); the next
+  big build, or `warm`, starts another. Work it has started always runs to its end.
 - `io`: the download pipeline's hashing and writing (hashlib and os.write release the GIL), in
   threads of its own.
 - `durable`: fsync, rename and directory fsync of finished downloads, in threads of their own, so
@@ -12,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from ..heap import give_back_big_buffers
 
 T = TypeVar("T")
 BIG = 8 << 20  # bytes of input from which work goes to the worker process
@@ -26,12 +32,16 @@ DURABLE_THREADS = 2
 
 
 WORKER_NICENESS = 10
+IDLE_EXIT = 5.0  # seconds without work after which the worker process exits
+WARM_LINGER = 60.0  # ... when it was started ahead of a build (`warm`) that has not come yet
 
 
 def _below_the_server() -> None:
     """The worker process yields the CPU to the server's event loop: a build of a big document
-    (seconds of CPU) must not starve the requests being served meanwhile (2 cores are common)."""
+    (seconds of CPU) must not starve the requests being served meanwhile (2 cores are common).
+    Like the servers, it gives the big buffers of a build back once they are freed."""
     os.nice(WORKER_NICENESS)
+    give_back_big_buffers()
 
 
 def _ready() -> None:
@@ -40,8 +50,13 @@ def _ready() -> None:
 
 
 class Workers:
+    idle_exit = IDLE_EXIT
+    warm_linger = WARM_LINGER
+
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._busy = 0  # submitted to the worker process and not finished there
+        self._idle: asyncio.TimerHandle | None = None
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
         self._durable: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -60,14 +75,42 @@ class Workers:
     async def run(self, big: bool, fn: Callable[..., T], *args: Any) -> T:
         if not big:
             return await asyncio.to_thread(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._process(), fn, *args)
+        return await asyncio.wrap_future(self._submit(fn, *args))
 
     def warm(self) -> None:
         """Start the worker process now, without waiting: a caller that will soon need it (a
         big snapshot has started to arrive) overlaps its start-up, about 0.7 s of spawning
-        and importing on a 2-core machine, with the download instead of paying it after."""
+        and importing on a 2-core machine, with the download instead of paying it after.
+        It waits up to `warm_linger` seconds for that build: a slow download takes a while."""
         if self._pool is None:
-            self._process().submit(_ready)
+            self._submit(_ready, linger=self.warm_linger)
+
+    def _submit(
+        self, fn: Callable[..., T], *args: Any, linger: float = 0.0
+    ) -> concurrent.futures.Future[T]:
+        """Work for the worker process, counted until the process has finished it (not until
+        its awaiter stops waiting: a cancelled request leaves the build running)."""
+        loop = asyncio.get_running_loop()
+        future = self._process().submit(fn, *args)
+        self._busy += 1
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        wait = max(linger, self.idle_exit)
+        future.add_done_callback(lambda _: _call_soon(loop, self._finished, wait))
+        return future
+
+    def _finished(self, wait: float) -> None:
+        self._busy -= 1
+        if self._busy == 0 and self._pool is not None and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(wait, self._retire)
+
+    def _retire(self) -> None:
+        """No work for `idle_exit` seconds: let the process exit (it has nothing running)."""
+        self._idle = None
+        if self._busy == 0 and self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=False)
 
     def _process(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -80,6 +123,14 @@ class Workers:
         return self._pool
 
     def close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
         for pool in (self._pool, self._io, self._durable):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """From the executor's thread; nothing to do once the loop is gone (shutdown)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)

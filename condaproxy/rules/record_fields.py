@@ -8,8 +8,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import rattler
-
 from .routing import SUBDIR_RE
 
 
@@ -96,6 +94,8 @@ _subdir_text = _identity(None, 64)
 
 
 def _version(value: Any) -> None:
+    import rattler  # here: a server that never takes an upload never loads it (3.7 MiB each)
+
     _version_text(value)
     try:
         rattler.Version(value)
@@ -132,6 +132,8 @@ def _timestamp(value: Any) -> None:
 
 
 def _match_spec(value: Any) -> None:
+    import rattler
+
     _text(value, MAX_SPEC_LENGTH)
     if not value.isascii():
         raise BadField(f"{shown(value)} is not ASCII")

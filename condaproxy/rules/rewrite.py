@@ -8,6 +8,7 @@ proxy can fetch them there. No I/O.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -15,6 +16,8 @@ from urllib.parse import urljoin
 import msgspec
 
 from .records import find_keyed_objects
+
+Document = bytes | mmap.mmap  # a JSON document, read or mapped
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,14 @@ def _as_dir(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def rewrite_repodata(data: bytes, repodata_url: str) -> tuple[bytes, Origins]:
+def rewrite_repodata(data: Document, repodata_url: str) -> tuple[Document, Origins]:
     """Drop `info.base_url` so packages resolve next to the repodata (i.e. via the proxy).
 
-    Returns the bytes unchanged (no copy) when there is no base_url: the common case passes
-    upstream bytes through unparsed. Unknown keys (v3, repodata_revisions) are kept intact.
+    Returns `data` itself (no copy) when there is no base_url: the common case passes
+    upstream bytes through unparsed. `data` may be a read-only mmap of the document.
+    Unknown keys (v3, repodata_revisions) are kept intact.
     """
-    if b'"base_url"' not in data:
+    if data.find(b'"base_url"') == -1:  # not `in`: on an mmap that looks for one byte
         return data, Origins()
     info = msgspec.json.decode(data, type=_InfoOnly).info
     base_url = info.get("base_url")

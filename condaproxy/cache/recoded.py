@@ -1,0 +1,61 @@
+"""The variants made from a stored snapshot's .zst (derived.py decides when): its JSON
+document, and the bzip2 and gzip of it, streamed with bounded memory whatever the size.
+
+A module of its own, importing only what these need: a big snapshot's variants are made in the
+worker process (workers.py), which imports the module a function comes from. Importing
+derived.py there would bring the whole cache layer into it, about 20 MiB more of memory for the
+process's whole life (issue 14).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import os
+from collections.abc import Iterator
+
+import zstandard
+
+from ..rules.codecs import PIECE
+from .variants import VariantFile, file_sha256, partial
+
+
+def _json_pieces(zst_path: str) -> Iterator[bytes]:
+    """The JSON document of a stored .zst variant, in pieces: never whole in memory."""
+    with open(zst_path, "rb") as src, zstandard.ZstdDecompressor().stream_reader(src) as reader:
+        while piece := reader.read(PIECE):
+            yield piece
+
+
+def json_file(zst_path: str, tmp_dir: str) -> VariantFile:
+    """The JSON variant, decompressed from the .zst one (a snapshot stores only its .zst until
+    somebody needs the JSON: a client without zstd or gzip, a merge, a record lookup)."""
+    with partial(tmp_dir, "json") as path:
+        with open(path, "wb") as out:
+            for piece in _json_pieces(zst_path):
+                out.write(piece)
+        return path, file_sha256(path), os.path.getsize(path)
+
+
+def bz2_file(zst_path: str, tmp_dir: str) -> VariantFile:
+    """bzip2 of the JSON document, level 9, streamed: bounded memory whatever the size."""
+    compressor = bz2.BZ2Compressor(9)
+    with partial(tmp_dir, "bz2") as path:
+        with open(path, "wb") as out:
+            for piece in _json_pieces(zst_path):
+                out.write(compressor.compress(piece))
+            out.write(compressor.flush())
+        return path, file_sha256(path), os.path.getsize(path)
+
+
+def gzip_file(zst_path: str, tmp_dir: str) -> VariantFile:
+    """gzip of the JSON document, for clients that read repodata.json with Accept-Encoding:
+    gzip (conda's classic fetch), streamed."""
+    with partial(tmp_dir, "gz") as path:
+        with (
+            open(path, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
+        ):
+            for piece in _json_pieces(zst_path):
+                out.write(piece)
+        return path, file_sha256(path), os.path.getsize(path)
