@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .heap import give_back_big_buffers
+from .cache.heap import give_back_big_buffers
 from .rules.names import hashed_name
 from .rules.redact import Redactor
 from .settings import (

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..heap import give_back_big_buffers
+from .heap import give_back_big_buffers
 
 T = TypeVar("T")
 BIG = 8 << 20  # bytes of input from which work goes to the worker process

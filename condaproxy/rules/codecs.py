@@ -19,7 +19,7 @@ import zstandard
 THREADED_ZSTD = 8 << 20  # bytes from which zstd_compress uses a thread per core
 ZSTD_LEVEL = 1  # the proxy compresses often (merges): speed first; upstream .zst passes through
 SHARD_LIMIT = 64 << 20  # one package name's shard: a few MiB at most in real channels
-# Under the mmap threshold of heap.py: pieces reuse the heap; 4 MiB ones were each mapped and
+# Under the mmap threshold of cache/heap.py: pieces reuse the heap; 4 MiB ones were each mapped and
 # faulted in afresh, +25% on decompressing a 280 MB snapshot while it downloads.
 PIECE = 1 << 20
 # Items in one msgpack document from upstream (a conda-forge shard index: ~30,000; the shard of

@@ -87,7 +87,7 @@ class Upload:
 
 def damaged_index(root: Path) -> str | None:
     """Why the upload index under `root` (cache/uploads) is no usable SQLite database, or None
-    (absent, fine, or merely locked by a running proxy). It is the only record of the uploads:
+    (absent, fine, or merely locked or on a full disk). It is the only record of the uploads:
     never set aside or rebuilt empty, which would let the upstream's files of their names
     through; `serve` refuses to start on it instead, with one line."""
     db = root / "index" / "cache.db"
@@ -96,8 +96,10 @@ def damaged_index(root: Path) -> str | None:
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
             found = con.execute("PRAGMA quick_check(1)").fetchone()
-    except sqlite3.OperationalError as exc:
-        return None if "locked" in str(exc) else str(exc)
+    except sqlite3.OperationalError:
+        # Locked, or the disk cannot take the read's shared-memory file (full): not known to
+        # be damaged. Opening it for real then makes room or says what failed.
+        return None
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None if found is not None and found[0] == "ok" else str(found and found[0])
