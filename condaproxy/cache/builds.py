@@ -33,7 +33,6 @@ from ..rules.codecs import (
 )
 from ..rules.errors import UpstreamError
 from ..rules.rewrite import Origins, rewrite_repodata, rewrite_shard_index, shard_index_is_local
-from ..rules.shard_names import encode_names
 from .variants import Built, file_sha256, temp_path, write_variant
 from .workers import BIG, Workers
 
@@ -259,7 +258,4 @@ def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
     except (ValueError, TypeError, msgspec.DecodeError) as exc:  # bad zstd: ValueError
         raise UpstreamError(url, f"unusable shard index: {exc}"[:300]) from None
     variant = write_variant(tmp_dir, "body", body)
-    # The map itself, searchable where it lies (rules/shard_names): no worker decodes the
-    # index to find one package's shard.
-    names = write_variant(tmp_dir, "names", encode_names(shards))
-    return Built(variant[1], {"body": variant, "names": names}, origins)
+    return Built(variant[1], {"body": variant}, origins)

@@ -89,8 +89,10 @@ class Checksums:
         shard_index: Fetch,
         shard: Callable[[ResourcePath], Awaitable[dict[str, Record]]],
         with_json: Callable[[MetaKey, MetaEntry], Awaitable[MetaEntry]],
+        make_names: Callable[[MetaKey, MetaEntry], None] = lambda key, entry: None,
     ) -> None:
         self._with_json = with_json  # the entry with its JSON variant made (views.py)
+        self._make_names = make_names  # a shard index's sorted name map, in the background
         self.index = index
         self.meta = meta
         self._repodata = repodata  # fetch or revalidate a subdir's upstream repodata
@@ -180,7 +182,8 @@ class Checksums:
         """The digest of `name`'s shard: searched in the index's sorted map where one was
         stored with it (rules/shard_names), else in the decoded index."""
         entry = served.entry
-        if "names" not in entry.variants:  # an index merged with uploads, or cached before
+        if "names" not in entry.variants:  # not made yet (or an index merged with uploads)
+            self._make_names(key, entry)  # for the next worker; this one decodes meanwhile
             digest = (await self._shard_map(served, key)).get(name)
             return digest if isinstance(digest, bytes) else None
         lines = self._names.get(entry.variants["names"].sha256)

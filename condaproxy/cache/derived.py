@@ -26,7 +26,7 @@ from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .metadata import MetadataCache
-from .recoded import bz2_file, gzip_file, json_file
+from .recoded import bz2_file, gzip_file, json_file, names_file
 from .variants import VariantFile
 from .workers import BIG, Workers
 
@@ -37,7 +37,9 @@ MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {
     "json": ("zst", json_file),
     "bz2": ("zst", bz2_file),
     "gzip": ("zst", gzip_file),
+    "names": ("body", names_file),  # of a shard index (checksums.py)
 }
+SMALL = {"names"}  # made from a few MB at most: a thread, never the worker process
 
 
 def document_size(entry: MetaEntry) -> int:
@@ -145,7 +147,7 @@ class Derived:
                 return current
             source_name, make = MAKERS[name]
             source = self.meta.readable(key, current.variants[source_name])
-            big = document_size(current) > BIG
+            big = name not in SMALL and document_size(current) > BIG
             path, sha, size = await self.workers.run(big, make, str(source), str(self.meta.tmp_dir))
             return await self._adopt(key, entry.digest, name, path, Variant(sha, size))
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import os
 from collections.abc import Iterator
 
 import zstandard
 
-from ..rules.codecs import PIECE
+from ..rules.codecs import PIECE, decode_msgpack, zstd_decompress
+from ..rules.shard_names import encode_names
 from .variants import VariantFile, file_sha256, partial
 
 
@@ -59,3 +61,17 @@ def gzip_file(zst_path: str, tmp_dir: str) -> VariantFile:
             for piece in _json_pieces(zst_path):
                 out.write(piece)
         return path, file_sha256(path), os.path.getsize(path)
+
+
+def names_file(index_path: str, tmp_dir: str) -> VariantFile:
+    """A stored shard index's {name: shard digest} map as sorted lines (rules/shard_names),
+    which every worker then searches in place instead of decoding the index. Made after the
+    index is adopted, off the path of the client that fetched it."""
+    with open(index_path, "rb") as f:
+        document = decode_msgpack(zstd_decompress(f.read()))
+    shards = document.get("shards") if isinstance(document, dict) else None
+    data = encode_names(shards if isinstance(shards, dict) else {})
+    with partial(tmp_dir, "names") as path:
+        with open(path, "wb") as out:
+            out.write(data)
+        return path, hashlib.sha256(data).hexdigest(), len(data)

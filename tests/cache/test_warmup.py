@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from condaproxy.settings import ChannelSettings
 from condaproxy.storage.keys import MetaKey
 from condaproxy.web.app import create_app
-from tests.support.inproc import Clock, make_settings, services_of, upstream_subdir
+from tests.support.inproc import Clock, make_settings, services_of, until, upstream_subdir
 
 UP = "https://up.example/cf"
 FILES = {"pkg-1.0-0.conda": b"p" * 800, "other-2.0-0.conda": b"o" * 600}
@@ -49,6 +49,12 @@ def filled(start: Any, router: respx.MockRouter) -> Path:
     with start() as client:
         assert client.get("/cf/linux-64/pkg-1.0-0.conda").status_code == 200
         services = services_of(client.app)
+
+        def names_made() -> bool:
+            entry = services.index.get_meta(KEY)
+            return entry is not None and "names" in entry.variants
+
+        client.portal.call(until, names_made)  # the index's name map, made after the miss
         client.portal.call(services.downloads.aclose)
         entry = services.index.get_meta(KEY)
         assert entry is not None
