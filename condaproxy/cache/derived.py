@@ -37,9 +37,10 @@ MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {
     "json": ("zst", json_file),
     "bz2": ("zst", bz2_file),
     "gzip": ("zst", gzip_file),
-    "names": ("body", names_file),  # of a shard index (checksums.py)
+    # Of a shard index (checksums.py): in the worker process too (it holds no client, and a
+    # thread of the server would take the GIL from the requests it serves meanwhile).
+    "names": ("body", names_file),
 }
-SMALL = {"names"}  # made from a few MB at most: a thread, never the worker process
 
 
 def document_size(entry: MetaEntry) -> int:
@@ -147,7 +148,7 @@ class Derived:
                 return current
             source_name, make = MAKERS[name]
             source = self.meta.readable(key, current.variants[source_name])
-            big = name not in SMALL and document_size(current) > BIG
+            big = document_size(current) > BIG
             path, sha, size = await self.workers.run(big, make, str(source), str(self.meta.tmp_dir))
             return await self._adopt(key, entry.digest, name, path, Variant(sha, size))
 
