@@ -28,6 +28,7 @@ from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
 from ..rules.shard_names import find_digest
 from ..storage.index import Index, MetaEntry
 from ..storage.keys import MetaKey
+from .builds import take_built_map
 from .derived import document_size
 from .metadata import MetadataCache, Served
 from .transfer import Expected
@@ -208,8 +209,10 @@ class Checksums:
 
     async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:
         cache_key = f"{key}@{served.entry.digest}"
-        names = self._shard_maps.get(cache_key)
-        if names is None:
+        names = self._shard_maps.get(cache_key) or take_built_map(served.entry.digest)
+        if names is not None:
+            self._shard_maps[cache_key] = names
+        else:
             path = self.meta.readable(key, served.entry.variants["body"])
 
             def read() -> dict[str, bytes]:
