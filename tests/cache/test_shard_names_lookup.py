@@ -37,7 +37,7 @@ def router() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def client(tmp_path: Path, router) -> Iterator[TestClient]:
+def client(tmp_path: Path, router, names_for_every_index) -> Iterator[TestClient]:
     settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)], repodata_ttl=600)
     with TestClient(create_app(settings, clock=Clock())) as c:
         yield c
@@ -87,3 +87,18 @@ def test_a_stored_index_changed_while_running_is_dropped_not_a_500(
     assert got.status_code == 200, got.text
     assert got.headers["etag"] == f'"{sha("pkg1-1.0-0.conda")}"', "checked against its record"
     assert services.index.get_meta(KEY) is None or services.index.get_meta(KEY) != entry
+
+
+def test_a_small_index_gets_no_name_map_and_starts_no_worker_process(
+    tmp_path: Path, router, decodes
+) -> None:
+    """Decoding a small channel's index costs less than starting the worker process to map it
+    would, in the middle of an install."""
+    settings = make_settings(tmp_path / "small", [ChannelSettings("cf", UP)], repodata_ttl=600)
+    with TestClient(create_app(settings, clock=Clock())) as client:
+        for fn in list(FILES)[:5]:
+            assert client.get(f"/cf/linux-64/{fn}").content == FILES[fn]
+        services = services_of(client.app)
+        client.portal.call(services.downloads.aclose)
+        assert not names_made(client)
+        assert services.workers._pool is None, "no worker process was started"

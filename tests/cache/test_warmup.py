@@ -33,7 +33,7 @@ def router() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Any:
+def start(tmp_path: Path, names_for_every_index: None) -> Any:
     settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)], repodata_ttl=60)
     clock = Clock()
 
