@@ -73,5 +73,8 @@ def test_the_bucket_cache_stays_under_max_size_and_uploads_are_never_evicted(
     assert s3_server.keys(bucket, "prod/uploads/") == uploads_before
     for path in PACKAGES:  # A's own disk still holds them all
         assert httpx.get(f"{a.url}/local{path}", timeout=30).headers["x-cache"] == "HIT"
-    got = httpx.get(f"{b.url}/internal/linux-64/{tool.name}", timeout=30)
+    # Without Redis, B learns of the upload within the poll interval (0.5 s) of its start.
+    url = f"{b.url}/internal/linux-64/{tool.name}"
+    assert wait_for(lambda: httpx.get(url, timeout=30).status_code == 200, 5)
+    got = httpx.get(url, timeout=30)
     assert got.status_code == 200 and got.content == tool.read_bytes()
