@@ -8,16 +8,14 @@ as a package blob its writer verified is. What fails the check is dropped and fe
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 
 from ..storage.blobs import BlobStore
 from ..storage.entries import open_regular
 from ..storage.index import MetaEntry, Variant
+from .variants import file_sha256
 from .workers import Workers
-
-READ = 1 << 20
 
 
 class AtRest:
@@ -63,9 +61,9 @@ def matches(path: str, sha256: str, size: int, started: float) -> bool:
             return False
         if stat.st_mtime >= started:
             return True  # written since this process started: by this server
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, READ):
-            digest.update(chunk)
-        return digest.hexdigest() == sha256
     finally:
         os.close(fd)
+    try:
+        return file_sha256(path) == sha256
+    except OSError:  # gone meanwhile
+        return False

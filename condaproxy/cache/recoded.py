@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import os
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ import zstandard
 
 from ..rules.codecs import PIECE, decode_msgpack, zstd_decompress
 from ..rules.shard_names import encode_names
-from .variants import VariantFile, file_sha256, partial
+from .variants import VariantFile, file_sha256, partial, write_variant
 
 
 def _json_pieces(zst_path: str) -> Iterator[bytes]:
@@ -70,8 +69,4 @@ def names_file(index_path: str, tmp_dir: str) -> VariantFile:
     with open(index_path, "rb") as f:
         document = decode_msgpack(zstd_decompress(f.read()))
     shards = document.get("shards") if isinstance(document, dict) else None
-    data = encode_names(shards if isinstance(shards, dict) else {})
-    with partial(tmp_dir, "names") as path:
-        with open(path, "wb") as out:
-            out.write(data)
-        return path, hashlib.sha256(data).hexdigest(), len(data)
+    return write_variant(tmp_dir, "names", encode_names(shards if isinstance(shards, dict) else {}))
