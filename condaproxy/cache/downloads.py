@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ from .commits import WriteBehind
 from .eviction import Evictor
 from .inflight import InflightNotes
 from .instruments import Metrics
+from .receiving import Receiver
 from .relay import Relay
 from .tails import Body, LocalTail, PrivateStream, RemoteTail
 from .transfer import (
@@ -48,8 +49,6 @@ from .transfer import (
     Expected,
     Head,
     content_type,
-    hash_and_write,
-    hash_chunk,
     verify,
 )
 from .upstream import UpstreamClient, as_identity
@@ -62,11 +61,6 @@ log = structlog.get_logger("condaproxy.cache.downloads")
 
 SMALL_BODY = 1 << 20  # a listed file this size or smaller is gathered in memory
 BUFFER_BUDGET = 64 << 20  # at most this much of small files in memory at once
-# A file of unknown size gathered in memory (a shard: a few KiB) is refused past this.
-MAX_SMALL_SURPRISE = 16 << 20
-# A small file up to this size is hashed on the event loop (sha256 runs at ~1.5 GB/s: ~40 us),
-# cheaper than the hop to a thread and back; a bigger one in a thread.
-INLINE_HASH = 64 << 10
 
 
 class Downloads:
@@ -96,6 +90,7 @@ class Downloads:
         self.notes = InflightNotes(inflight_dir, store.tmp_dir)
         self.negative_ttl = negative_ttl
         self.clock = clock
+        self.receiver = Receiver(self.workers, evictor, self.notes, locks.shared, upstream.redact)
         self._active: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Small files are committed in batches once the burst is over (commits.py).
@@ -263,7 +258,7 @@ class Downloads:
                     d.announced = True
                 sha = hashlib.sha256()
                 md5 = hashlib.md5() if expected.md5 and not expected.sha256 else None
-                await self._receive(d, response.iter_bytes(), sha, md5)
+                await self.receiver.receive(d, response.iter_bytes(), sha, md5)
                 verify(response.url, d.written, sha, md5, expected, size)
             # Verified bytes may reach clients now; durability (fsync, rename) only matters
             # for the cache, so it stays off the client's critical path.
@@ -312,86 +307,6 @@ class Downloads:
             release(lock_fd)
             d.finished.set()
             d.notify()
-
-    async def _receive(
-        self,
-        d: Download,
-        chunks: AsyncIterator[bytes],
-        sha: hashlib._Hash,
-        md5: hashlib._Hash | None,
-    ) -> None:
-        """Hash and store every chunk: to the temp file while the disk takes them, then to the
-        relay. Two-stage pipeline on disk: the previous chunk is written and hashed in a thread
-        while this one arrives; the event loop never waits on disk or hashing."""
-        if d.buffer is not None:
-            await self._receive_small(d, chunks, sha, md5)
-            return
-        pending: asyncio.Future[bool] | None = None
-        pending_chunk = b""
-        try:
-            async for chunk in chunks:
-                if pending is not None:
-                    await self._settle(d, await pending, pending_chunk)
-                    pending = None
-                if d.relay is None and d.temp is not None:
-                    pending = asyncio.ensure_future(
-                        self.workers.io(hash_and_write, d.temp, chunk, sha, md5)
-                    )
-                    pending_chunk = chunk
-                else:
-                    await self.workers.io(hash_chunk, chunk, sha, md5)
-                    await self._to_relay(d, chunk)
-            if pending is not None:
-                await self._settle(d, await pending, pending_chunk)
-                pending = None
-        finally:
-            if pending is not None:
-                # The body broke off while a write was running: let it finish before the temp
-                # file is closed (never close a descriptor under a pending write).
-                await asyncio.gather(pending, return_exceptions=True)
-
-    async def _receive_small(
-        self,
-        d: Download,
-        chunks: AsyncIterator[bytes],
-        sha: hashlib._Hash,
-        md5: hashlib._Hash | None,
-    ) -> None:
-        """A small file, gathered in memory as it arrives and hashed once, in one hop."""
-        assert d.buffer is not None
-        async for chunk in chunks:
-            d.buffer += chunk
-            d.written += len(chunk)
-            if d.written > MAX_SMALL_SURPRISE:
-                raise IntegrityError(d.key, f"body passed {MAX_SMALL_SURPRISE} bytes")
-            d.notify()
-        if d.written <= INLINE_HASH:
-            hash_chunk(d.buffer, sha, md5)  # tens of microseconds: less than a thread hop
-        else:  # nothing writes to the buffer any more: hashed in place, not copied
-            await self.workers.io(hash_chunk, d.buffer, sha, md5)
-
-    async def _settle(self, d: Download, stored: bool, chunk: bytes) -> None:
-        if stored:
-            d.written += len(chunk)
-            d.disk_end = d.written
-            d.notify()
-            return
-        # The disk is full: keep serving this download from memory, keep nothing.
-        assert d.temp is not None and self.evictor is not None
-        log.warning("not cached: disk full", key=self.upstream.redact(d.key), at_byte=d.disk_end)
-        self.evictor.not_kept("disk_full")
-        d.temp.path.unlink(missing_ok=True)  # free the space; readers keep their descriptors
-        d.relay = Relay(d.disk_end)
-        if self.locks.shared:
-            self.notes.announce(d.key, None, await asyncio.shield(d.head))
-            d.announced = True
-        await self._to_relay(d, chunk)
-
-    async def _to_relay(self, d: Download, chunk: bytes) -> None:
-        assert d.relay is not None
-        d.written += len(chunk)
-        d.notify()
-        await d.relay.put(chunk, d.slowest, d.cut_off)
 
     async def _commit(self, d: Download, entry: FileEntry) -> None:
         try:
