@@ -66,14 +66,34 @@ def read_package(
 
 
 def parse_index_json(data: bytes) -> Any:
+    """info/index.json as every reader reads it. A key twice in one object is refused: Python
+    (and so this proxy's record) takes the last value, rattler refuses the file when it links
+    the package (`duplicate field`), other parsers take the first, so no two tools would agree
+    on what was uploaded."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InvalidPackage(f"info/index.json is not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise InvalidPackage("info/index.json nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:  # e.g. an integer of 5000 digits
         raise InvalidPackage(f"info/index.json is not valid JSON: {exc}"[:300]) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in found:
+            found[key] = value
+            continue
+        shown = key if len(key) <= 64 else f"{key[:64]}..."
+        raise InvalidPackage(
+            f"info/index.json holds the key {shown!r} twice in one object (JSON readers "
+            "disagree on which one counts; rattler refuses the package)",
+            member=_INDEX,
+            field=shown,
+        )
+    return found
 
 
 def _read_conda(f: IO[bytes], scan: _Scan) -> None:
