@@ -28,6 +28,7 @@ from ..rules.archive import (
     InvalidPackage,
     ZipEntry,
     check_conda_container,
+    check_conda_stem,
     check_header,
 )
 from ..rules.errors import ProxyError
@@ -47,7 +48,7 @@ def read_package(
     try:
         with open(path, "rb") as f:
             if filename.endswith(".conda"):
-                _read_conda(f, scan)
+                _read_conda(f, scan, filename)
             else:
                 with bz2.BZ2File(f) as stream:
                     scan.tarball(stream, "the archive")
@@ -96,7 +97,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _read_conda(f: IO[bytes], scan: _Scan) -> None:
+def _read_conda(f: IO[bytes], scan: _Scan, filename: str) -> None:
     with zipfile.ZipFile(f) as z:
         stem = check_conda_container(
             [
@@ -109,6 +110,7 @@ def _read_conda(f: IO[bytes], scan: _Scan) -> None:
                 for i in z.infolist()
             ]
         )
+        check_conda_stem(stem, filename)
         _check_layout(f, z)
         metadata = z.getinfo("metadata.json")
         if metadata.file_size > MAX_METADATA_JSON:
