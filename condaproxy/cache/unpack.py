@@ -110,7 +110,6 @@ def _read_conda(f: IO[bytes], scan: _Scan, filename: str) -> None:
                 for i in z.infolist()
             ]
         )
-        check_conda_stem(stem, filename)
         _check_layout(f, z)
         metadata = z.getinfo("metadata.json")
         if metadata.file_size > MAX_METADATA_JSON:
@@ -119,8 +118,11 @@ def _read_conda(f: IO[bytes], scan: _Scan, filename: str) -> None:
             )
         z.read(metadata)  # its CRC is checked
         for part in (f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"):
-            if part.startswith("pkg-") and scan.index is None:
-                raise InvalidPackage(f"info-{stem}.tar.zst has no info/index.json")
+            if part.startswith("pkg-"):
+                if scan.index is None:
+                    raise InvalidPackage(f"info-{stem}.tar.zst has no info/index.json")
+                # After index.json: a renamed file is told that its name lies, first.
+                check_conda_stem(stem, filename)
             with (
                 z.open(part) as member,
                 zstandard.ZstdDecompressor().stream_reader(
