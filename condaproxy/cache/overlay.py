@@ -152,6 +152,8 @@ class Overlay:
                 upstream = Served(with_json, upstream.outcome)
                 upstream_path = self.views.meta.readable(key, with_json.variants["json"])
             except NotFound:
+                if rp.prefix:
+                    raise  # a label is the upstream's alone: none there, none here
                 pass  # the upstream has no such subdir: the uploads are all there is
         if not local and upstream is None and subdir != "noarch":
             # noarch always exists (a 404 there is fatal for every client); others may not.

@@ -124,3 +124,12 @@ def test_rattler_never_installs_the_impostor_through_a_label(team, sharded):
     assert not got["ok"], got  # no `ours` there at all: the solve fails, nothing installed
     other = rattler_install(url, base / f"other-{sharded}", sharded, "other")
     assert other["ok"], other.get("error")
+
+
+@pytest.mark.parametrize("subdir", ["noarch", "linux-64"])
+def test_a_label_the_upstream_does_not_have_is_still_a_404(team, subdir):
+    """Not an empty channel: a client told "not found" for a mistyped label says so, instead
+    of finding no packages in it."""
+    proxy, _, _ = team
+    got = httpx.get(f"{proxy.url}/team/label/mian/{subdir}/repodata.json", timeout=30)
+    assert got.status_code == 404, got.text
