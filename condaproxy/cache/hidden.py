@@ -76,11 +76,14 @@ class HiddenFiles:
 
     async def refuse(self, channel: ChannelSettings, rp: ResourcePath) -> None:
         """Raise NotFound (404) if the upstream file `rp` is hidden by the channel's uploads."""
-        if channel.upstream is None or channel.mirror_only or rp.prefix or rp.subdir is None:
+        if channel.upstream is None or channel.mirror_only or rp.subdir is None:
             return
         if not self.uploads.subdirs(channel.name):
             return
-        local = {fn: u.record for fn, u in self.uploads.current(channel.name, rp.subdir).items()}
+        # Under a label there are no uploads (they live at the channel root), but the uploaded
+        # names hide the upstream's files there too.
+        uploads = {} if rp.prefix else self.uploads.current(channel.name, rp.subdir)
+        local = {fn: u.record for fn, u in uploads.items()}
         shadow = self.shadow(channel)
         if hides(rp.filename, None, shadow, local):
             self._refused(channel, rp)

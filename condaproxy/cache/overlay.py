@@ -50,11 +50,16 @@ class Overlay:
         self._clean_shards: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)
 
     def covers(self, channel: ChannelSettings, rp: ResourcePath) -> bool:
-        """Uploads live at the channel root (not under labels); a local-only channel is all
-        overlay. With uploads in any subdir, every subdir is merged: their names hide upstream
-        records in all of them (HiddenFiles.shadow)."""
-        if rp.prefix or rp.subdir is None or channel.mirror_only:
+        """A local-only channel is all overlay. With uploads in any subdir, every subdir is
+        merged: their names hide upstream records in all of them (HiddenFiles.shadow). Under
+        every label too: uploads live at the channel root, so a label's views hold no local
+        records, but the uploaded names hide the upstream's there as well (a client of
+        `team/label/main`, or of `team` and `team/label/dev` together, must not solve to an
+        impostor published upstream under a label)."""
+        if rp.subdir is None or channel.mirror_only:
             return False
+        if rp.prefix and channel.upstream is None:
+            return False  # a local-only channel has no labels
         return channel.upstream is None or bool(self.uploads.subdirs(channel.name))
 
     def upload(self, channel: ChannelSettings, rp: ResourcePath) -> FileEntry | None:
@@ -98,7 +103,7 @@ class Overlay:
             generation = self.uploads.generation(channel.name, subdir)
             verdict = (rp.key, f"{generation}+{fingerprint(shadow)}")
             if verdict not in self._clean_shards:
-                local = self._local_records(channel, subdir)
+                local = self.local_records(channel, rp)
                 await self._refuse_hiding_shard(rp, channel, shadow, local)
                 self._clean_shards[verdict] = True
         return await self.packages.serve(rp, channel, asked)
@@ -123,8 +128,12 @@ class Overlay:
                 f"'{channel.name}' by its uploads ({', '.join(hidden[:3])})"
             )
 
-    def _local_records(self, channel: ChannelSettings, subdir: str) -> dict[str, Record]:
-        return {fn: u.record for fn, u in self.uploads.current(channel.name, subdir).items()}
+    def local_records(self, channel: ChannelSettings, rp: ResourcePath) -> dict[str, Record]:
+        """The uploads of rp's subdir; none under a label (uploads live at the channel root)."""
+        if rp.prefix:
+            return {}
+        uploads = self.uploads.current(channel.name, rp.subdir or "noarch")
+        return {fn: u.record for fn, u in uploads.items()}
 
     async def repodata(
         self, rp: ResourcePath, channel: ChannelSettings
@@ -132,7 +141,7 @@ class Overlay:
         """The merged snapshot, and the fetch time of the upstream copy it was made from (its
         freshness is the upstream's)."""
         subdir = rp.subdir or "noarch"
-        local = self._local_records(channel, subdir)
+        local = self.local_records(channel, rp)
         upstream: Served | None = None
         upstream_path: Path | None = None
         if channel.upstream is not None:
@@ -143,6 +152,8 @@ class Overlay:
                 upstream = Served(with_json, upstream.outcome)
                 upstream_path = self.views.meta.readable(key, with_json.variants["json"])
             except NotFound:
+                if rp.prefix:
+                    raise  # a label is the upstream's alone: none there, none here
                 pass  # the upstream has no such subdir: the uploads are all there is
         if not local and upstream is None and subdir != "noarch":
             # noarch always exists (a 404 there is fatal for every client); others may not.
@@ -171,7 +182,7 @@ class Overlay:
 
     async def shard_index_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
         subdir = rp.subdir or "noarch"
-        local = self._local_records(channel, subdir)
+        local = self.local_records(channel, rp)
         upstream_bytes, digest, outcome = None, "-", "hit"
         upstream_shards: dict[str, dict[str, Any]] = {}
         if channel.upstream is not None:

@@ -124,7 +124,7 @@ class Policing:
         if self.overlay.covers(channel, repodata_rp):
             source, fetched_at = await self.overlay.repodata(repodata_rp, channel)
             source_key = MetaKey.merged(rp.subdir_key)
-            local = sorted(self.overlay.uploads.current(channel.name, rp.subdir or "noarch"))
+            local = sorted(self.overlay.local_records(channel, repodata_rp))
         elif channel.upstream is None:
             raise NotFound(f"'{rp.relative}' is not in local channel '{channel.name}'")
         else:

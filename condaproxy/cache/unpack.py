@@ -28,6 +28,7 @@ from ..rules.archive import (
     InvalidPackage,
     ZipEntry,
     check_conda_container,
+    check_conda_stem,
     check_header,
 )
 from ..rules.errors import ProxyError
@@ -47,7 +48,7 @@ def read_package(
     try:
         with open(path, "rb") as f:
             if filename.endswith(".conda"):
-                _read_conda(f, scan)
+                _read_conda(f, scan, filename)
             else:
                 with bz2.BZ2File(f) as stream:
                     scan.tarball(stream, "the archive")
@@ -66,8 +67,12 @@ def read_package(
 
 
 def parse_index_json(data: bytes) -> Any:
+    """info/index.json as every reader reads it. A key twice in one object is refused: Python
+    (and so this proxy's record) takes the last value, rattler refuses the file when it links
+    the package (`duplicate field`), other parsers take the first, so no two tools would agree
+    on what was uploaded."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InvalidPackage(f"info/index.json is not valid JSON: {exc.msg}") from None
     except RecursionError:
@@ -76,7 +81,23 @@ def parse_index_json(data: bytes) -> Any:
         raise InvalidPackage(f"info/index.json is not valid JSON: {exc}"[:300]) from None
 
 
-def _read_conda(f: IO[bytes], scan: _Scan) -> None:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in found:
+            found[key] = value
+            continue
+        shown = key if len(key) <= 64 else f"{key[:64]}..."
+        raise InvalidPackage(
+            f"info/index.json holds the key {shown!r} twice in one object (JSON readers "
+            "disagree on which one counts; rattler refuses the package)",
+            member=_INDEX,
+            field=shown,
+        )
+    return found
+
+
+def _read_conda(f: IO[bytes], scan: _Scan, filename: str) -> None:
     with zipfile.ZipFile(f) as z:
         stem = check_conda_container(
             [
@@ -97,8 +118,11 @@ def _read_conda(f: IO[bytes], scan: _Scan) -> None:
             )
         z.read(metadata)  # its CRC is checked
         for part in (f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"):
-            if part.startswith("pkg-") and scan.index is None:
-                raise InvalidPackage(f"info-{stem}.tar.zst has no info/index.json")
+            if part.startswith("pkg-"):
+                if scan.index is None:
+                    raise InvalidPackage(f"info-{stem}.tar.zst has no info/index.json")
+                # After index.json: a renamed file is told that its name lies, first.
+                check_conda_stem(stem, filename)
             with (
                 z.open(part) as member,
                 zstandard.ZstdDecompressor().stream_reader(

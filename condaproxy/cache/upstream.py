@@ -25,6 +25,7 @@ from ..rules.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
+from ..rules.loops import HOP_HEADER
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
 from ..settings import ChannelSettings, UpstreamSettings
@@ -123,10 +124,13 @@ class UpstreamClient:
         clock: Callable[[], float] = time.monotonic,
         *,
         fetcher: Fetcher | None = None,
+        instance: str | None = None,
     ) -> None:
         """`transport` (tests: respx, a real upstream) puts httpx under the client; else
-        `fetcher`, else the production fetcher."""
+        `fetcher`, else the production fetcher. `instance` (rules/loops.py) goes with every
+        request, so one that comes back to this proxy is known for a loop."""
         self.metrics = metrics
+        self.instance = instance
         if transport is not None:
             fetcher = HttpxFetcher(settings, transport)
         self._fetcher = fetcher or transports.production_fetcher(settings)
@@ -153,6 +157,8 @@ class UpstreamClient:
         """Send a request; yield the response for 2xx/304, raise the domain error otherwise."""
         shown = self.redact(url)
         started = time.perf_counter()
+        if self.instance is not None:
+            headers = {**(headers or {}), HOP_HEADER: self.instance}
         try:
             response = await self._follow(channel, url, method, headers or {}, shown)
         except UpstreamError:
@@ -163,6 +169,13 @@ class UpstreamClient:
                 time.perf_counter() - started
             )
         try:
+            if response.status == 508 and response.headers.get(HOP_HEADER) == self.instance:
+                self._failed(channel)
+                raise UpstreamError(
+                    shown,
+                    f"the request came back to this proxy: channels.{channel.name}.upstream "
+                    "points at the proxy itself (a loop)",
+                )
             if response.status in (404, 410):
                 raise UpstreamNotFound(shown)
             if response.status in BUSY:

@@ -206,6 +206,19 @@ def check_conda_container(entries: list[ZipEntry]) -> str:
     return stem
 
 
+def check_conda_stem(stem: str, filename: str) -> None:
+    """The inner tarballs are named after the file: conda (conda-package-streaming) looks for
+    `info-<file name stem>.tar.zst` and cannot install a .conda whose members carry another
+    stem, while rattler unpacks whatever `*.tar.zst` it meets: one file, two outcomes."""
+    expected = filename.removesuffix(".conda")
+    if stem != expected:
+        raise InvalidPackage(
+            f"the .conda holds info-{stem}.tar.zst and pkg-{stem}.tar.zst; for {filename!r} "
+            f"conda looks for info-{expected}.tar.zst (rename the file, or rebuild it)",
+            member=f"info-{stem}.tar.zst",
+        )
+
+
 # --- info/index.json --------------------------------------------------------------------------
 
 

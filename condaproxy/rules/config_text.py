@@ -231,6 +231,10 @@ def apply_env_overrides(
     """CONDAPROXY_<SECTION>_<KEY>, CONDAPROXY_CHANNELS__<NAME>__<KEY> and
     CONDAPROXY_TOKENS__<NAME>__<KEY> override single keys. Any other CONDAPROXY_* variable
     (a typo) is an error, unless the file refers to it with `env:`."""
+    for kind in ("channels", "tokens"):
+        entries = raw.get(kind)
+        if isinstance(entries, Mapping):
+            check_distinct_names(kind, entries, where)
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX) or var in {CONFIG_ENV, *CLIENT_ENV} or var in referenced:
             continue
@@ -257,11 +261,29 @@ def apply_env_overrides(
         raw.setdefault(section, {})[rest[len(section) + 1 :].lower()] = given
 
 
-def _match_name(env_name: str, entries: Mapping[str, Any], channel: bool) -> str:
-    def norm(name: str) -> str:
-        return "".join(c if c.isalnum() else "_" for c in name).upper()
+def _env_form(name: str) -> str:
+    """How the environment spells a channel or token name: CONDAPROXY_CHANNELS__<this>__KEY."""
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
 
+
+def check_distinct_names(table: str, names: Collection[str], where: str) -> None:
+    """Two channels (or tokens) whose names differ only in case or punctuation (`cf` and `CF`,
+    `conda-forge` and `conda_forge`) are one name to the environment: an override meant for one
+    would silently set the other (`..._PRIVATE=true` leaving the intended channel public). And
+    one is a typo of the other more often than not. Refused, naming both."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(_env_form(name), name)
+        if other != name:
+            env = f"{ENV_PREFIX}{table.upper()}__{_env_form(name)}__<KEY>"
+            raise ConfigError(
+                f"{where}: '{table}.{other}' and '{table}.{name}' differ only in case or "
+                f"punctuation: the environment cannot tell them apart ({env}); rename one"
+            )
+
+
+def _match_name(env_name: str, entries: Mapping[str, Any], channel: bool) -> str:
     for name in entries:
-        if norm(name) == env_name.upper():
+        if _env_form(name) == env_name.upper():
             return name
     return env_name.lower().replace("_", "-") if channel else env_name.lower()

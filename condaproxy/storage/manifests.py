@@ -136,9 +136,12 @@ class SharedManifests:
 
         def change(manifest: Manifest) -> None:
             files = manifest.files(subdir)
-            if filename not in files:
+            # Names compare case-folded, as on upload; the exact name first (case variants
+            # stored by an older version may coexist).
+            stored = filename if filename in files else same_file(files, filename)
+            if stored is None:
                 raise NotFound(f"no upload {subdir}/{filename} in channel '{channel}'")
-            removed[:] = [files.pop(filename)]
+            removed[:] = [files.pop(stored)]
             manifest.set_files(subdir, files)
 
         await self._ready()

@@ -274,9 +274,12 @@ class UploadStore:
             if self.shared is not None:
                 return await self.shared.delete(channel, subdir, filename)
             manifest = self.manifest(channel, subdir)
-            if filename not in manifest:
+            # Names compare case-folded, as on upload; the exact name first (case variants
+            # stored by an older version may coexist).
+            stored = filename if filename in manifest else same_file(manifest, filename)
+            if stored is None:
                 raise NotFound(f"no upload {subdir}/{filename} in channel '{channel}'")
-            removed = manifest.pop(filename)
+            removed = manifest.pop(stored)
             self._write(channel, subdir, manifest)
             async with self.locks.hold(BLOBS_LOCK):
                 self._delete_blob_if_unused(removed.sha256)

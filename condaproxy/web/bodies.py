@@ -20,6 +20,10 @@ from ..rules.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 _MAX_OTHER_PARTS = 64 * 1024  # bytes of form fields other than files, all together
+# Parts that are not files (Quetz's form sends one, `force`). Each costs parsing, not memory:
+# without a bound, a body of 2 GiB of empty parts kept a worker thread (shared with reads of
+# the cache) busy for minutes.
+MAX_FIELD_PARTS = 64
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -106,6 +110,7 @@ class FileParts:
         self._disposition = b""
         self._sink: Sink | None = None
         self._other = 0
+        self._field_parts = 0
         self._keep = keep
         self._field: str | None = None
         self.fields: dict[str, bytes] = {}
@@ -153,6 +158,12 @@ class FileParts:
         _, options = parse_options_header(self._disposition)
         filename = options.get(b"filename")
         if options.get(b"name") != self.field or filename is None:
+            self._field_parts += 1
+            if self._field_parts > MAX_FIELD_PARTS:
+                raise BadRequest(
+                    f"more than {MAX_FIELD_PARTS} form fields other than "
+                    f"'{self.field.decode()}' files in one request"
+                )
             name = options.get(b"name", b"").decode("utf-8", "replace")
             if filename is None and name in self._keep:  # a plain field whose value is kept
                 self._field = name

@@ -23,6 +23,7 @@ from ..rules.conditional import for_audience
 from ..rules.cross_site import SAFE_METHODS, check_same_site
 from ..rules.errors import MethodNotAllowed, ProxyError, disk_full, local_disk_answer
 from ..rules.forwarded import networks, scope_base
+from ..rules.loops import LoopDetected, came_back
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.peer_auth import HEADER as PEER_HEADER
 from ..rules.peer_auth import verify
@@ -82,6 +83,9 @@ class ChannelDispatch:
             if scope["method"] not in ("GET", "HEAD"):
                 raise MethodNotAllowed(scope["method"])
             headers = _headers(scope)
+            instance = self.services().upstream.instance
+            if instance is not None and came_back(instance, headers):
+                raise LoopDetected(instance)  # sent by this proxy: answered before anything
             rp = parse_segments(segments, self.settings.channels)
             state["channel"], state["kind"] = rp.channel, rp.kind.value
             private = self.settings.channels[rp.channel].private

@@ -7,6 +7,7 @@ without a server.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ..cache.warmup import warm_up
 from ..cache.workers import Workers
 from ..ops.admin import CacheAdmin, Scope
 from ..ops.prefetch import Prefetcher
+from ..rules.loops import instance_id
 from ..rules.redact import Redactor
 from ..settings import Settings
 from ..storage.blobs import BlobStore, Liveness, sweep_temp_files
@@ -132,7 +134,10 @@ async def build_services(
     uploads = UploadStore(root / "uploads", tmp, locks, clock, make_room)
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
-    upstream = UpstreamClient(settings.upstream, redact, transport, metrics, resolver)
+    instance = instance_id(socket.gethostname(), str(root.resolve()))
+    upstream = UpstreamClient(
+        settings.upstream, redact, transport, metrics, resolver, instance=instance
+    )
     cluster = None
     if settings.storage is not None:
         from ..cache.cluster import Cluster

@@ -161,11 +161,21 @@ async def upload_multipart(
         for _, temp in staged:
             temp.discard()
         raise
-    names = [upload.filename for upload, _ in staged]
-    if len(set(names)) != len(names):
-        for _, temp in staged:
-            temp.discard()
-        raise BadRequest("a multipart upload names the same file twice")
+    # Names compare case-folded, as against the stored uploads (storage/uploads.same_file):
+    # `MyTool-1.0-h0.conda` beside `mytool-1.0-h0.conda` would otherwise replace it in the
+    # very write that reports both as uploaded.
+    seen: dict[str, str] = {}
+    for upload, _ in staged:
+        first = seen.get(upload.filename.lower())
+        seen[upload.filename.lower()] = upload.filename
+        if first is not None:
+            for _, temp in staged:
+                temp.discard()
+            also = "" if first == upload.filename else f" ({first} and {upload.filename})"
+            raise BadRequest(
+                f"a multipart upload names the same file twice{also}; file names compare "
+                "case-folded"
+            )
     stored = await publisher.commit_all(staged, force)
     return JSONResponse({"uploaded": [u.listing() for u in stored]}, status_code=201)
 
