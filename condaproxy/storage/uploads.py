@@ -179,6 +179,14 @@ class UploadStore:
             path = self._marker_paths[(channel, "")] = os.path.join(self._markers, name)
         return path
 
+    def changes(self, channel: str) -> tuple[tuple[int, int] | None, ...]:
+        """What identifies the channel's uploads as they are now (its markers, each replaced
+        on every change by any worker): equal while nothing was uploaded or deleted. A stat per
+        subdir, no read of the index."""
+        subdirs = self.subdirs(channel)
+        markers = [self._channel_marker(channel), *(self._marker(channel, s) for s in subdirs)]
+        return tuple(self._marker_token(m) for m in markers)
+
     def generation(self, channel: str, subdir: str) -> int:
         return int(self._db.get(("generation", channel, subdir), 0))
 
