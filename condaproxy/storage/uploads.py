@@ -90,8 +90,8 @@ def damaged_index(root: Path) -> str | None:
     (absent, fine, or merely locked or on a full disk). It is the only record of the uploads:
     never set aside or rebuilt empty, which would let the upstream's files of their names
     through; `serve` refuses to start on it instead, with one line."""
-    db = root / "index" / "cache.db"
-    if not db.exists():
+    db = (root / "index" / "cache.db").absolute()  # a file: URI needs an absolute path, and
+    if not db.exists():  # cache.path is relative as shipped (./cache)
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
