@@ -37,7 +37,8 @@ class AtRest:
         task = self._checking.get(sha)
         if task is None:
             path = store.location(sha)
-            check = self.workers.io(matches, path, sha, variant.size, self.started)
+            content = variant.content_sha256  # the name, unless derived from inputs
+            check = self.workers.io(matches, path, content, variant.size, self.started)
             task = self._checking[sha] = asyncio.ensure_future(check)
             task.add_done_callback(lambda _: self._checking.pop(sha, None))
         ok = await asyncio.shield(task)

@@ -17,6 +17,10 @@ from prometheus_client import (
     Histogram,
 )
 
+# The label values the engine uses: cache outcomes (results.py) and policy rule kinds.
+OUTCOMES = ("hit", "miss", "revalidated", "stale", "coalesced")
+POLICY_RULES = ("deny", "allow", "cooldown")
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -159,16 +163,30 @@ class Metrics:
         if coordination:
             self.shared_up.labels("coordination").set(1)
 
-    def declare(self, upstream_channels: Iterable[str], policy_channels: Iterable[str]) -> None:
+    def declare(
+        self,
+        channels: Iterable[str],
+        upstream_channels: Iterable[str],
+        policy_channels: Iterable[str],
+    ) -> None:
         """Every documented family shows in /metrics from the start, at 0 for each label set
         the configuration makes possible: a family with no sample yet is not exposed at all,
-        so a scrape (or an alert on `condaproxy_upstream_errors_total`) would find nothing."""
-        for name in upstream_channels:
+        so a scrape (or an alert on `condaproxy_upstream_errors_total`, or a hit-ratio panel
+        for a channel nobody used yet) would find nothing."""
+        upstream = set(upstream_channels)
+        for name in channels:
+            for outcome in OUTCOMES:
+                self.outcomes.labels(name, outcome)
+            for source in ("cache", "upstream") if name in upstream else ("cache",):
+                self.bytes_served.labels(name, source)
+        for name in upstream:
             self.upstream_errors.labels(name)
+            self.upstream_latency.labels(name)
             for result in ("304", "200"):
                 self.revalidations.labels(name, result)
         for reason in ("low_disk", "disk_full", "io_error"):
             self.not_cached.labels(reason)
         for name in policy_channels:
-            for kind in ("deny", "allow", "cooldown"):
+            for kind in POLICY_RULES:
                 self.policy_refused.labels(name, kind)
+                self.policy_held.labels(name, kind).set(0)

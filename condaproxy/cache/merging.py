@@ -17,7 +17,7 @@ import mmap
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import structlog
 import zstandard
@@ -103,19 +103,27 @@ def write_merged(merged: MergedDocument, tmp_dir: str, digest: str) -> Built:
     left behind when a step fails."""
     paths = {name: temp_path(tmp_dir, name) for name in ("json", "zst")}
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-    try:
+    json_sha = hashlib.sha256()  # the files are named after their inputs: their contents'
+    try:  # hashes are what a copy from before a restart is checked against (at_rest.py)
         with (
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
             open(paths["json"], "wb") as out,
-            open(paths["zst"], "wb") as zst_out,
+            open(paths["zst"], "wb") as zst_file,
         ):
+            zst_out = _Hashing(zst_file)
+            sink = cast(IO[bytes], zst_out)
+
+            def put(piece: Any) -> None:
+                json_sha.update(piece)
+                out.write(piece)
+
             # Not a `with`: after a failure, ending the frame would only add a size error.
-            zst = compressor.stream_writer(zst_out, size=merged.size, closefd=False)
-            written: concurrent.futures.Future[int] | None = None
+            zst = compressor.stream_writer(sink, size=merged.size, closefd=False)
+            written: concurrent.futures.Future[None] | None = None
             for piece in merged.pieces():
                 if written is not None:
                     written.result()
-                written = pool.submit(out.write, piece)
+                written = pool.submit(put, piece)
                 zst.write(piece)
             if written is not None:
                 written.result()
@@ -130,7 +138,22 @@ def write_merged(merged: MergedDocument, tmp_dir: str, digest: str) -> Built:
     files = {
         name: (path, f"{digest}-{name}", os.path.getsize(path)) for name, path in paths.items()
     }
-    return Built(digest, files)
+    contents = {"json": json_sha.hexdigest(), "zst": zst_out.sha256.hexdigest()}
+    return Built(digest, files, contents=contents)
+
+
+class _Hashing:
+    """A binary file whose writes are hashed as they go (zstd's output, as it is written)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return int(self.f.write(data))
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 class Merger:

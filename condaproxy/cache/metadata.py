@@ -358,7 +358,8 @@ class MetadataCache:
         variants = {}
         for name, (path, sha, size) in built.files.items():
             store.place(path, sha)
-            variants[name] = Variant(sha, size, built.inflated if name == "zst" else 0)
+            inflated = built.inflated if name == "zst" else 0
+            variants[name] = Variant(sha, size, inflated, built.contents.get(name, ""))
         unchanged = old is not None and old.digest == built.digest
         now = self.clock()
         entry = MetaEntry(

@@ -58,13 +58,16 @@ def filter_job(
     served = msgpack.packb(filtered.served, use_bin_type=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         json_file = pool.submit(write_variant, tmp_dir, "json", filtered.document, f"{digest}-json")
+        json_sha = pool.submit(lambda: hashlib.sha256(filtered.document).hexdigest())
+        compressed = zstd_compress(filtered.document)
         files = {
-            "zst": write_variant(tmp_dir, "zst", zstd_compress(filtered.document), digest),
+            "zst": write_variant(tmp_dir, "zst", compressed, digest),
             "held": write_variant(tmp_dir, "held", held),
             "served": write_variant(tmp_dir, "served", served),
         }
         files["json"] = json_file.result()
-    return Built(digest, files), filtered.next_release
+        contents = {"zst": hashlib.sha256(compressed).hexdigest(), "json": json_sha.result()}
+    return Built(digest, files, contents=contents), filtered.next_release
 
 
 class _Name(msgspec.Struct):

@@ -34,6 +34,9 @@ class Built:
     files: dict[str, VariantFile]
     origins: Origins = field(default_factory=Origins)
     inflated: int = 0  # the size of the JSON document a "zst" file holds (0: unknown)
+    # The content's sha256 of each file whose name (VariantFile[1]) is derived from its inputs
+    # rather than its content: what a copy from before a restart is checked against.
+    contents: dict[str, str] = field(default_factory=dict)
 
 
 # (workers, body path, upstream URL, temp dir, size limit, the body's JSON document if it was

@@ -65,17 +65,28 @@ class CacheAdmin:
         files = size = metadata = 0
         if not scope.metadata_only:
             self.index.count_purge()  # first: commits waiting from before it are dropped
+            dropped: dict[str, None] = {}  # blobs of the entries dropped, in order
+            named: set[str] = set()  # blobs entries outside the scope still name
             for key, entry in self.index.iter_files():
                 rp = self._parse(key)
-                if entry.local or (rp is not None and not scope.covers(rp)):
-                    continue
-                if rp is None and scope.channel is not None:
+                if (
+                    entry.local
+                    or (rp is not None and not scope.covers(rp))
+                    or (rp is None and scope.channel is not None)
+                ):
+                    named.add(entry.sha256)
                     continue
                 self.index.forget_file(key)
-                size += self.store.delete(entry.sha256)
+                dropped[entry.sha256] = None
                 files += 1
+            # The store is content-addressed: another channel over the same upstream (a team
+            # channel over conda-forge) names the same blob, and keeps it.
+            for sha256 in dropped:
+                if sha256 in named:
+                    continue
+                size += self.store.delete(sha256)
                 if forgotten is not None:
-                    forgotten.append(entry.sha256)
+                    forgotten.append(sha256)
         if scope.filename is None and scope.package is None:
             for meta_key, meta_entry in self.index.iter_meta():
                 parts = meta_key.path.split("/")

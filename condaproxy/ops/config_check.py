@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from ..rules.redact import Redactor
 from ..settings import Secret, Settings
 
 # conda reads the token in `/t/<token>/` with this pattern; anything else crashes it.
@@ -26,13 +27,17 @@ def _masked(value: Any) -> Any:
 
 
 def effective(settings: Settings) -> dict[str, Any]:
-    """Every setting as loaded (defaults included), secrets as `***`."""
+    """Every setting as loaded (defaults included), secrets as `***`: those of their own keys,
+    and those an upstream URL holds (`user:password@`, an anaconda.org `/t/<token>/`)."""
     data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=_masked)
+    redact = Redactor(settings.secrets())
     for channel in data.get("channels", {}).values():
         upstream = channel.get("upstream")
         if upstream and "@" in upstream:
             scheme, _, rest = upstream.partition("://")
-            channel["upstream"] = f"{scheme}://***@{rest.rpartition('@')[2]}"
+            upstream = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        if upstream:
+            channel["upstream"] = redact(upstream)
     return data
 
 

@@ -106,19 +106,35 @@ def take_overview(
 
 
 class OverviewCache:
-    """The latest overview, taken again (once, however many ask) when older than MAX_AGE."""
+    """The latest overview, taken again (once, however many ask) when older than MAX_AGE, or
+    at once when `version` (the uploads' markers: a stat each) says an upload was added or
+    deleted since, by any worker: someone who just uploaded looks for it on the page."""
 
-    def __init__(self, take: Callable[[float], Overview], clock: Callable[[], float] = time.time):
-        self.take, self.clock = take, clock
-        self._latest: Overview | None = None
+    def __init__(
+        self,
+        take: Callable[[float], Overview],
+        clock: Callable[[], float] = time.time,
+        version: Callable[[], object] = lambda: None,
+    ):
+        self.take, self.clock, self.version = take, clock, version
+        self._latest: tuple[Overview, object] | None = None
         self._lock = asyncio.Lock()
 
+    def _current(self, version: object) -> Overview | None:
+        if self._latest is None:
+            return None
+        latest, seen = self._latest
+        fresh = 0 <= self.clock() - latest.taken_at < MAX_AGE
+        return latest if fresh and seen == version else None
+
     async def get(self) -> Overview:
-        latest = self._latest
-        if latest is not None and 0 <= self.clock() - latest.taken_at < MAX_AGE:
+        version = await asyncio.to_thread(self.version)
+        latest = self._current(version)
+        if latest is not None:
             return latest
         async with self._lock:
-            latest = self._latest
-            if latest is None or not 0 <= self.clock() - latest.taken_at < MAX_AGE:
-                latest = self._latest = await asyncio.to_thread(self.take, self.clock())
+            latest = self._current(version)
+            if latest is None:
+                latest = await asyncio.to_thread(self.take, self.clock())
+                self._latest = (latest, version)
             return latest

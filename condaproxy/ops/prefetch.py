@@ -9,8 +9,10 @@ are kept in the index, so stats from any worker show them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
 import secrets
 import sys
 import time
@@ -46,9 +48,40 @@ class PrefetchJob:
     failures: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
     finished_at: float | None = None
+    owner: str = field(default_factory=lambda: process_id(os.getpid()))  # who runs it
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+RUNNING = ("resolving", "fetching")
+INTERRUPTED = "interrupted: the proxy stopped before the job ended; submit it again"
+
+
+def process_id(pid: int) -> str:
+    """A process, as `<pid>:<start time>` (Linux), so a pid used again is not taken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            started = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        started = "?"
+    return f"{pid}:{started}"
+
+
+def _alive(owner: Any) -> bool:
+    if not isinstance(owner, str) or ":" not in owner:
+        return False  # a job stored before owners were: from an earlier process
+    pid = owner.split(":", 1)[0]
+    return pid.isdigit() and process_id(int(pid)) == owner
+
+
+def as_seen(job: dict[str, Any]) -> dict[str, Any]:
+    """A stored job as clients see it: a job still "running" whose process is gone (stopped,
+    killed) ended then, as failed; the owner is not shown."""
+    seen = {k: v for k, v in job.items() if k != "owner"}
+    if seen.get("state") in RUNNING and not _alive(job.get("owner")):
+        seen["state"], seen["error"] = "failed", seen.get("error") or INTERRUPTED
+    return seen
 
 
 def parse_request(body: Any) -> tuple[list[str], bool]:
@@ -111,11 +144,12 @@ class Prefetcher:
 
     def jobs(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self.index.get_value(("prefetch",), [])
-        return found
+        return [as_seen(j) for j in found]
 
     def _save(self, job: PrefetchJob) -> None:
         with self.index.transact():
-            jobs = [j for j in self.jobs() if j["id"] != job.id]
+            stored: list[dict[str, Any]] = self.index.get_value(("prefetch",), [])
+            jobs = [j for j in stored if j["id"] != job.id]
             self.index.set_value(("prefetch",), [job.public(), *jobs][:KEEP_JOBS])
 
     async def aclose(self) -> None:
@@ -145,6 +179,11 @@ class Prefetcher:
             job.state = "done" if not job.failures else "failed"
         except ProxyError as exc:
             job.state, job.error = "failed", exc.message
+        except asyncio.CancelledError:  # the server stops: the job ends here, and says so
+            job.state, job.error, job.finished_at = "failed", INTERRUPTED, self.clock()
+            with contextlib.suppress(Exception):
+                self._save(job)
+            raise
         except Exception as exc:  # a job never takes the server down; it reports what broke
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
         job.finished_at = self.clock()

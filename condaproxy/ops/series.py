@@ -117,6 +117,14 @@ class Sampler:
         return await asyncio.to_thread(record_sample, self.index, counts, self.clock())
 
     def start(self) -> None:
+        """The baseline sample first, before the proxy serves: the first minute's requests
+        (and an upstream failing since start) are then a difference like every other. It
+        counts as this interval's sample for every worker (or is skipped when another took one
+        less than an interval ago, a restart's predecessor included)."""
+        try:
+            record_sample(self.index, current_counts(self.metrics), self.clock())
+        except Exception as exc:  # a missed sample is a gap in a chart, never a failed start
+            log.warning("status sample failed", error=f"{type(exc).__name__}: {exc}")
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -126,8 +134,7 @@ class Sampler:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _loop(self) -> None:
-        # The first sample a minute after start: start-up is busy enough (and the counters
-        # of a fresh process say nothing yet).
+        # start() took the baseline; from then on, one a minute.
         while True:
             await asyncio.sleep(INTERVAL)
             try:

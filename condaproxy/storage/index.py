@@ -40,9 +40,14 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Variant:
-    sha256: str
+    sha256: str  # its blob's name: the content's sha256, or a name derived from its inputs
     size: int
     inflated: int = 0  # a .zst variant: the size of the JSON inside (0: unknown)
+    content: str = ""  # the content's sha256 when `sha256` is a name from inputs (at_rest.py)
+
+    @property
+    def content_sha256(self) -> str:
+        return self.content or self.sha256
 
 
 @dataclass(frozen=True)

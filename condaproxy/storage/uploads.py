@@ -90,8 +90,8 @@ def damaged_index(root: Path) -> str | None:
     (absent, fine, or merely locked or on a full disk). It is the only record of the uploads:
     never set aside or rebuilt empty, which would let the upstream's files of their names
     through; `serve` refuses to start on it instead, with one line."""
-    db = root / "index" / "cache.db"
-    if not db.exists():
+    db = (root / "index" / "cache.db").absolute()  # a file: URI needs an absolute path, and
+    if not db.exists():  # cache.path is relative as shipped (./cache)
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
@@ -178,6 +178,14 @@ class UploadStore:
             name = hashed_name(f"channel:{channel}")
             path = self._marker_paths[(channel, "")] = os.path.join(self._markers, name)
         return path
+
+    def changes(self, channel: str) -> tuple[tuple[int, int] | None, ...]:
+        """What identifies the channel's uploads as they are now (its markers, each replaced
+        on every change by any worker): equal while nothing was uploaded or deleted. A stat per
+        subdir, no read of the index."""
+        subdirs = self.subdirs(channel)
+        markers = [self._channel_marker(channel), *(self._marker(channel, s) for s in subdirs)]
+        return tuple(self._marker_token(m) for m in markers)
 
     def generation(self, channel: str, subdir: str) -> int:
         return int(self._db.get(("generation", channel, subdir), 0))

@@ -5,8 +5,8 @@ Who may see what follows the channel files' rule: a private channel is listed on
 a read token, and its pages answer 401 without one. Tokens come in every accepted form
 (header, basic auth, `/t/<token>/`); `/?signin=1` asks a browser for basic auth. GET and
 HEAD only. The work of a page view is bounded: the overview is shared and refreshed at most
-every 30 s, listings are made once per snapshot, and no page asks an upstream anything a
-client's metadata request would not.
+every 30 s (at once after an upload or delete), listings are made once per snapshot, and no
+page asks an upstream anything a client's metadata request would not.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ class StatusPages:
             channels = self.settings.channels
             return take_overview(built.admin, built.index, built.uploads, channels, now)
 
-        self.overview = OverviewCache(take, self.clock)
+        def uploads_version() -> object:
+            return tuple(built.uploads.changes(name) for name in self.settings.channels)
+
+        self.overview = OverviewCache(take, self.clock, uploads_version)
         self.sampler = Sampler(built.index, self.metrics, self.clock)
         self.sampler.start()
 

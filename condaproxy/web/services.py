@@ -290,6 +290,7 @@ def _packages(
     metrics.store_max_bytes.set(cache.max_size)
     rules = settings.policy_rules()
     metrics.declare(
+        settings.channels,
         (n for n, c in settings.channels.items() if c.upstream),
         (n for n in settings.channels if rules.active(n)),
     )

@@ -149,4 +149,7 @@ async def test_shutdown_stops_running_jobs(tmp_path):
     job = p.submit("ch", "noarch", ["a-1-0.conda"], False)
     await until(lambda: bool(warm.calls))
     await asyncio.wait_for(p.aclose(), 5)
-    assert job_of(p, job.id)["state"] == "fetching" and job_of(p, job.id)["finished_at"] is None
+    # Stopped, it ends as failed and says why (it was left "fetching" for ever before).
+    stopped = job_of(p, job.id)
+    assert stopped["state"] == "failed" and "interrupted" in stopped["error"]
+    assert stopped["finished_at"] is not None
