@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..rules.routing import SUBDIR_RE, channel_prefix
@@ -106,35 +106,42 @@ def take_overview(
 
 
 class OverviewCache:
-    """The latest overview, taken again (once, however many ask) when older than MAX_AGE, or
-    at once when `version` (the uploads' markers: a stat each) says an upload was added or
-    deleted since, by any worker: someone who just uploaded looks for it on the page."""
+    """The latest overview, taken again (once, however many ask) when older than MAX_AGE. When
+    `version` (the uploads' markers: a stat each) says an upload was added or deleted since,
+    by any worker, only its uploads are read again (`take_uploads`, cheap), at once: someone
+    who just uploaded looks for it on the page, while the index figures (a scan of every
+    entry) stay on the MAX_AGE clock however often uploads change."""
 
     def __init__(
         self,
         take: Callable[[float], Overview],
         clock: Callable[[], float] = time.time,
         version: Callable[[], object] = lambda: None,
+        take_uploads: Callable[[], dict[str, list[dict[str, Any]]]] | None = None,
     ):
         self.take, self.clock, self.version = take, clock, version
+        self.take_uploads = take_uploads
         self._latest: tuple[Overview, object] | None = None
         self._lock = asyncio.Lock()
 
-    def _current(self, version: object) -> Overview | None:
+    def _fresh(self) -> tuple[Overview, object] | None:
         if self._latest is None:
             return None
-        latest, seen = self._latest
-        fresh = 0 <= self.clock() - latest.taken_at < MAX_AGE
-        return latest if fresh and seen == version else None
+        return self._latest if 0 <= self.clock() - self._latest[0].taken_at < MAX_AGE else None
 
     async def get(self) -> Overview:
         version = await asyncio.to_thread(self.version)
-        latest = self._current(version)
-        if latest is not None:
-            return latest
+        fresh = self._fresh()
+        if fresh is not None and fresh[1] == version:
+            return fresh[0]
         async with self._lock:
-            latest = self._current(version)
-            if latest is None:
+            fresh = self._fresh()
+            if fresh is not None and fresh[1] == version:
+                return fresh[0]
+            if fresh is not None and self.take_uploads is not None:
+                uploads = await asyncio.to_thread(self.take_uploads)
+                latest = replace(fresh[0], uploads=uploads)
+            else:
                 latest = await asyncio.to_thread(self.take, self.clock())
-                self._latest = (latest, version)
+            self._latest = (latest, version)
             return latest

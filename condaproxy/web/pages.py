@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..cache.instruments import Metrics
-from ..ops.overview import OverviewCache, take_overview
+from ..ops.overview import OverviewCache, recent_uploads, take_overview
 from ..ops.series import Sampler
 from ..rules.auth import Unauthorized, identify, presented_token, require
 from ..rules.errors import MethodNotAllowed, NotFound
@@ -63,7 +63,10 @@ class StatusPages:
         def uploads_version() -> object:
             return tuple(built.uploads.changes(name) for name in self.settings.channels)
 
-        self.overview = OverviewCache(take, self.clock, uploads_version)
+        def uploads_now() -> dict[str, list[Any]]:
+            return {name: recent_uploads(built.uploads, name) for name in self.settings.channels}
+
+        self.overview = OverviewCache(take, self.clock, uploads_version, uploads_now)
         self.sampler = Sampler(built.index, self.metrics, self.clock)
         self.sampler.start()
 
