@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -138,6 +139,10 @@ class Index:
         else:
             self.set_aside = None
         self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
+        # Replaced by every purge, in any worker: the hot entries of the others are then
+        # dropped (a purged file whose blob another channel keeps would still look cached).
+        self._purge_marker = str(directory / "purged")
+        self._purge_seen = self._purge_token()
         self._convert_tuple_keys()
 
     def _convert_tuple_keys(self) -> None:
@@ -165,6 +170,10 @@ class Index:
 
     # immutable files
     def get_file(self, key: str) -> FileEntry | None:
+        token = self._purge_token()  # a stat: cheaper than the SQLite read the LRU saves
+        if token != self._purge_seen:
+            self._purge_seen = token
+            self._hot.clear()
         entry = self._hot.get(key)
         if entry is None:
             entry = self._db.get(_key("file", key))
@@ -215,6 +224,27 @@ class Index:
         dropped, in every worker (they read the count inside their own transaction)."""
         with disk_errors():
             self._db.incr(_key("value", "purges"), default=0)
+        self._replace_purge_marker()
+
+    def _purge_token(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._purge_marker)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _replace_purge_marker(self) -> None:
+        """A new file (a new inode) in the marker's place; on a disk that cannot take even an
+        empty file, its time at least changes."""
+        temp = f"{self._purge_marker}.{os.getpid()}"
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            os.replace(temp, self._purge_marker)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.utime(self._purge_marker)
+        # The hot entries (this worker's too) are dropped by the next get_file, on the event
+        # loop: the LRU is not thread-safe, and purges run in a thread.
 
     # small shared records (prefetch jobs)
     def get_value(self, key: tuple[str, ...], default: Any) -> Any:
