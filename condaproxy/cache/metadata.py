@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from ..rules.conditional import is_fresh
+from ..rules.conditional import header_number, is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from ..rules.names import hashed_name
 from ..settings import ChannelSettings
@@ -396,5 +396,4 @@ class MetadataCache:
 
 def _length(headers: Mapping[str, str]) -> int | None:
     """The upstream's Content-Length, if it is one number (RFC 9110 §8.6)."""
-    value = headers.get("content-length", "").strip()
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return header_number(headers.get("content-length"))

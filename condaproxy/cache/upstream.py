@@ -17,7 +17,7 @@ import httpx
 import structlog
 
 from ..rules.codecs import Inflater, TooLarge
-from ..rules.conditional import retry_after_seconds
+from ..rules.conditional import header_number, retry_after_seconds
 from ..rules.errors import (
     IntegrityError,
     UpstreamBusy,
@@ -51,8 +51,7 @@ class UpstreamResponse:
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
+        return header_number(self.headers.get("content-length"))
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as sent (no content decoding), in pieces of at most 1 MiB; broken
