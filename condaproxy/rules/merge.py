@@ -244,11 +244,20 @@ def shard_bytes(records: Mapping[str, Record]) -> bytes:
     return zstandard.ZstdCompressor(level=6).compress(msgpack.packb(shard, use_bin_type=True))
 
 
-def shard_records(shard: Mapping[str, Any]) -> dict[str, Record]:
-    """Records of a decoded shard, keyed by file name, checksums back as hex."""
+def shard_records(shard: Any) -> dict[str, Record]:
+    """Records of a decoded shard, keyed by file name, checksums back as hex. A shard is an
+    upstream's msgpack, any shape: one that is not a map of package maps, each a map of file
+    names to record maps, raises ValueError (callers answer the upstream's error, a 502)."""
+    if not isinstance(shard, Mapping):
+        raise ValueError(f"a shard must be a map, not {type(shard).__name__}")
     out: dict[str, Record] = {}
     for key in ("packages", "packages.conda"):
-        for fn, record in (shard.get(key) or {}).items():
+        records = shard.get(key) or {}
+        if not isinstance(records, Mapping):
+            raise ValueError(f"'{key}' must be a map, not {type(records).__name__}")
+        for fn, record in records.items():
+            if not isinstance(fn, str) or not isinstance(record, Mapping):
+                raise ValueError(f"'{key}' must map file names to records")
             rec = dict(record)
             for field in ("sha256", "md5"):
                 if isinstance(rec.get(field), bytes):
