@@ -218,6 +218,48 @@ def _rewritten(document: bytes | mmap.mmap, url: str, tmp_dir: str) -> Built:
     return Built(digest, files, origins, len(rewritten))
 
 
+class _JsonObject(msgspec.Struct):
+    """Any JSON object: its members are checked for syntax only (nothing materialised)."""
+
+
+async def build_metadata_file(
+    workers: Workers,
+    body_path: str,
+    url: str,
+    tmp_dir: str,
+    limit: int,
+    early: Inflating | None = None,
+) -> Built:
+    """A channel's other metadata (channeldata.json, notices.json, run_exports.json[.zst],
+    patch_instructions.json, tos.json) is served as the upstream's bytes, but only once they
+    read as what every one of those files is, a JSON object: a captive portal's or a broken
+    CDN's HTML page answered with a 200 must not replace a good copy (the previous one is
+    served stale, or the client gets a 502)."""
+    big = os.path.getsize(body_path) > BIG
+    return await workers.run(big, _metadata_file, body_path, url, tmp_dir, limit)
+
+
+def _metadata_file(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
+    document = body_path
+    if url.endswith(".zst"):
+        document = temp_path(tmp_dir, "json")
+        with open(body_path, "rb") as src:
+            decompress_into(src, document, url, limit)
+    try:
+        if os.path.getsize(document) == 0:
+            raise UpstreamError(url, "not a JSON object: empty body")
+        with open(document, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            try:
+                msgspec.json.decode(m, type=_JsonObject)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise UpstreamError(url, f"not a JSON object: {exc}"[:300]) from None
+    finally:
+        if document != body_path:
+            Path(document).unlink(missing_ok=True)
+    sha = file_sha256(body_path)
+    return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
+
+
 async def build_shard_index(
     workers: Workers,
     body_path: str,
