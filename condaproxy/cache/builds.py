@@ -27,6 +27,7 @@ from ..rules.codecs import (
     Readable,
     TooLarge,
     decode_content,
+    decode_json,
     decode_msgpack,
     zstd_compress,
     zstd_decompress,
@@ -73,7 +74,7 @@ def _repodata_problem(document: Any, subdir: str | None) -> str | None:
     document (msgspec.Raw): it must be gone before the caller closes an mmap under it, so it
     never outlives this frame (an exception raised here would keep it alive)."""
     try:
-        shape = msgspec.json.decode(document, type=_Repodata)
+        shape = decode_json(document, _Repodata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return f"not a repodata document: {exc}"
     # The first byte of each map, without copying hundreds of MB out of the document.
@@ -250,7 +251,7 @@ def _metadata_file(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
             raise UpstreamError(url, "not a JSON object: empty body")
         with open(document, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             try:
-                msgspec.json.decode(m, type=_JsonObject)
+                decode_json(m, _JsonObject)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise UpstreamError(url, f"not a JSON object: {exc}"[:300]) from None
     finally:
