@@ -287,6 +287,9 @@ def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
             raise ValueError("no 'shards' map")
         if not isinstance(index.get("info", {}), dict):
             raise ValueError("'info' must be a map")
+        given, subdir = index.get("info", {}).get("subdir"), _subdir_of(url)
+        if given is not None and given != subdir:  # as for repodata (check_repodata)
+            raise ValueError(f"the index is for subdir {given!r}, not {subdir!r}")
         shards = index["shards"]
         if not all(isinstance(k, str) for k in shards):
             raise ValueError("'shards' must be keyed by package names")
