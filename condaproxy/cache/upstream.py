@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from ..rules.codecs import Inflater, TooLarge
+from ..rules.codecs import Inflater, TooLarge, content_codings
 from ..rules.conditional import header_number, retry_after_seconds
 from ..rules.errors import (
     IntegrityError,
@@ -68,6 +68,7 @@ class Decoded:
 
     response: UpstreamResponse
     limit: int  # bytes the decoded body may have (the size the channel lists)
+    coding: str  # the one coding to undo (gzip, x-gzip, deflate)
     content_length = None  # the header counted the compressed bytes
     from_bucket = False
 
@@ -76,7 +77,7 @@ class Decoded:
         return self.response.url
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        coding = self.response.headers.get("content-encoding", "").strip().lower()
+        coding = self.coding
         try:
             inflater = Inflater(coding, self.limit)
             async for chunk in self.response.iter_bytes():
@@ -92,15 +93,15 @@ class Decoded:
 def as_identity(response: Any, limit: int | None) -> Any:
     """`response` read without its content coding (Decoded), if the upstream put one on."""
     headers = getattr(response, "headers", None)
-    coding = headers.get("content-encoding", "identity") if headers is not None else "identity"
-    coding = coding.strip().lower()
-    if coding in ("", "identity"):
+    codings = content_codings(headers.get("content-encoding") if headers is not None else None)
+    if not codings:
         return response
+    coding = ", ".join(codings)
     if coding not in Inflater.CODINGS:  # known before any byte goes out: a clean 502
         raise UpstreamError(
             response.url, f"the body came with Content-Encoding {coding!r}, which is not undone"
         )
-    return Decoded(response, MAX_DECODED if limit is None else limit)
+    return Decoded(response, MAX_DECODED if limit is None else limit, coding)
 
 
 class OriginRefused(UpstreamError):

@@ -46,6 +46,14 @@ def decode_json(data: Any, kind: Any = Any) -> Any:
         raise msgspec.DecodeError("JSON is malformed: nested deeper than it can be read") from None
 
 
+def content_codings(header: str | None) -> list[str]:
+    """The codings a Content-Encoding header lists, in the order they were applied (RFC 9110
+    §8.4: a comma-separated list, case-insensitive), without `identity` (no coding) and empty
+    members: `identity, gzip` is gzip, an empty header none, `gzip, gzip` gzip twice."""
+    codings = (c.strip().lower() for c in (header or "").split(","))
+    return [c for c in codings if c and c != "identity"]
+
+
 def zstd_decompress(data: bytes, limit: int = SHARD_LIMIT) -> bytes:
     """Decode a zstd document held in memory, refusing to produce more than `limit` bytes."""
     return b"".join(decode_content(io.BytesIO(data), "zstd", limit))
