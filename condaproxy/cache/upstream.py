@@ -17,7 +17,7 @@ import httpx
 import structlog
 
 from ..rules.codecs import Inflater, TooLarge, content_codings
-from ..rules.conditional import header_number, retry_after_seconds
+from ..rules.conditional import header_number, retry_after_seconds, unusable_status
 from ..rules.errors import (
     IntegrityError,
     UpstreamBusy,
@@ -169,9 +169,10 @@ class UpstreamClient:
                 self._failed(channel)
                 wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
                 raise UpstreamBusy(shown, f"HTTP {response.status}", wait)
-            if response.status != 304 and not 200 <= response.status < 300:
+            why = unusable_status(response.status, headers or {})
+            if why is not None:
                 self._failed(channel)
-                raise UpstreamError(shown, f"HTTP {response.status}")
+                raise UpstreamError(shown, why)
             yield UpstreamResponse(response.status, response.headers, shown, response)
         finally:
             await response.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -134,3 +135,23 @@ def _http_date(seconds: int) -> str:
 
 def http_date(timestamp: float) -> str:
     return _http_date(int(timestamp))
+
+
+# What a conditional request carries (RFC 9110 §13.1); the proxy sends no Range upstream.
+CONDITIONAL = ("if-none-match", "if-modified-since")
+WHOLE = frozenset({200, 203})  # a representation, whole (203: transformed by a proxy on the way)
+
+
+def unusable_status(status: int, sent: Mapping[str, str]) -> str | None:
+    """Why an answer of `status` to a request with headers `sent` is not a body to use, or None.
+    Only 200 (or 203) carries the whole file; 304 answers only a conditional request, and 204,
+    205, 206 and any other 2xx to a plain GET are not the file (a 206's part, served as the
+    whole, was a truncated package a client took as complete; a 304's nothing, an empty one)."""
+    if status in WHOLE:
+        return None
+    if status == 304:
+        asked = {k.lower() for k in sent}
+        return None if any(h in asked for h in CONDITIONAL) else "answered 304 to a plain request"
+    if 200 <= status < 300:
+        return f"HTTP {status} is not the whole file a plain GET asks for"
+    return f"HTTP {status}"
