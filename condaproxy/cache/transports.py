@@ -87,9 +87,11 @@ async def paced(chunks: AsyncGenerator[bytes], window: float, shown: str) -> Asy
     """`chunks`, cut with UpstreamTimeout once the body falls below the minimum pace
     (rules/pace.py): a trickle of bytes, each inside the read timeout, is no body. Only the
     time spent waiting for the upstream counts, not the time the reader took between pieces
-    (a download held back by its slowest client on a full disk is not the upstream's pace)."""
+    (a download held back by its slowest client on a full disk is not the upstream's pace),
+    and the pace is kept from the first piece on: the wait for it (an upstream that makes the
+    body before it sends it) is the read timeout's alone."""
     waited = 0.0
-    pace = Pace(window, waited)
+    pace: Pace | None = None
     async with contextlib.aclosing(chunks):
         while True:
             asked = time.monotonic()
@@ -98,6 +100,8 @@ async def paced(chunks: AsyncGenerator[bytes], window: float, shown: str) -> Asy
             except StopAsyncIteration:
                 return
             waited += time.monotonic() - asked
+            if pace is None:
+                pace = Pace(window, waited)
             if pace.too_slow(len(chunk), waited):
                 raise UpstreamTimeout(
                     shown,

@@ -130,3 +130,15 @@ def test_a_trickled_package_is_cut_and_never_kept(setup: Setup) -> None:
     assert again.status == 200 and again.complete
     assert hashlib.sha256(again.body).hexdigest() == hashlib.sha256(DATA).hexdigest()
     assert setup.upstream.count("GET", f"/{PKG}") == 1, "the cut body was kept"
+
+
+@pytest.mark.parametrize("what", ["repodata.json", "channeldata.json"])
+def test_a_body_that_starts_late_then_flows_is_no_trickle(setup: Setup, what: str) -> None:
+    """The wait for the first byte is the read timeout's alone (an upstream making the body)."""
+    path, body = METADATA[what]
+    setup.fresh()
+    wait = READ_TIMEOUT - 0.3  # each inside the read timeout; together longer than it
+    setup.upstream.override(f"/{path}", body, delay=wait, pause_after=[1, wait])
+    r = setup.client.get(f"{setup.proxy.url}/ch/{path}", headers={"accept-encoding": "identity"})
+    assert r.status_code == 200, r.text
+    assert r.content == body
