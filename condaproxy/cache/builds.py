@@ -27,6 +27,7 @@ from ..rules.codecs import (
     Readable,
     TooLarge,
     decode_content,
+    decode_json,
     decode_msgpack,
     zstd_compress,
     zstd_decompress,
@@ -73,7 +74,7 @@ def _repodata_problem(document: Any, subdir: str | None) -> str | None:
     document (msgspec.Raw): it must be gone before the caller closes an mmap under it, so it
     never outlives this frame (an exception raised here would keep it alive)."""
     try:
-        shape = msgspec.json.decode(document, type=_Repodata)
+        shape = decode_json(document, _Repodata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return f"not a repodata document: {exc}"
     # The first byte of each map, without copying hundreds of MB out of the document.
@@ -218,6 +219,48 @@ def _rewritten(document: bytes | mmap.mmap, url: str, tmp_dir: str) -> Built:
     return Built(digest, files, origins, len(rewritten))
 
 
+class _JsonObject(msgspec.Struct):
+    """Any JSON object: its members are checked for syntax only (nothing materialised)."""
+
+
+async def build_metadata_file(
+    workers: Workers,
+    body_path: str,
+    url: str,
+    tmp_dir: str,
+    limit: int,
+    early: Inflating | None = None,
+) -> Built:
+    """A channel's other metadata (channeldata.json, notices.json, run_exports.json[.zst],
+    patch_instructions.json, tos.json) is served as the upstream's bytes, but only once they
+    read as what every one of those files is, a JSON object: a captive portal's or a broken
+    CDN's HTML page answered with a 200 must not replace a good copy (the previous one is
+    served stale, or the client gets a 502)."""
+    big = os.path.getsize(body_path) > BIG
+    return await workers.run(big, _metadata_file, body_path, url, tmp_dir, limit)
+
+
+def _metadata_file(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
+    document = body_path
+    if url.endswith(".zst"):
+        document = temp_path(tmp_dir, "json")
+        with open(body_path, "rb") as src:
+            decompress_into(src, document, url, limit)
+    try:
+        if os.path.getsize(document) == 0:
+            raise UpstreamError(url, "not a JSON object: empty body")
+        with open(document, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            try:
+                decode_json(m, _JsonObject)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise UpstreamError(url, f"not a JSON object: {exc}"[:300]) from None
+    finally:
+        if document != body_path:
+            Path(document).unlink(missing_ok=True)
+    sha = file_sha256(body_path)
+    return Built(sha, {"body": (body_path, sha, os.path.getsize(body_path))})
+
+
 async def build_shard_index(
     workers: Workers,
     body_path: str,
@@ -244,6 +287,9 @@ def _shard_index(body_path: str, url: str, tmp_dir: str, limit: int) -> Built:
             raise ValueError("no 'shards' map")
         if not isinstance(index.get("info", {}), dict):
             raise ValueError("'info' must be a map")
+        given, subdir = index.get("info", {}).get("subdir"), _subdir_of(url)
+        if given is not None and given != subdir:  # as for repodata (check_repodata)
+            raise ValueError(f"the index is for subdir {given!r}, not {subdir!r}")
         shards = index["shards"]
         if not all(isinstance(k, str) for k in shards):
             raise ValueError("'shards' must be keyed by package names")

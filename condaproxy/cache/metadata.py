@@ -27,7 +27,8 @@ from pathlib import Path
 
 import structlog
 
-from ..rules.conditional import is_fresh
+from ..rules.codecs import content_codings
+from ..rules.conditional import header_number, is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from ..rules.names import hashed_name
 from ..settings import ChannelSettings
@@ -300,8 +301,9 @@ class MetadataCache:
                             raise UpstreamError(response.url, "answered 304 to a plain request")
                         # The body as sent: a content coding is undone below, bounded, in a
                         # thread (a 1 MB gzip body can claim gigabytes).
-                        coding = response.headers.get("content-encoding", "identity")
-                        coding, source = coding.strip().lower(), response.url
+                        codings = content_codings(response.headers.get("content-encoding"))
+                        coding = ", ".join(codings) or "identity"
+                        source = response.url
                         followed = tap if coding == "identity" and url.endswith(".zst") else None
                         if followed is not None:
                             followed.begin(body.fd, _length(response.headers))
@@ -333,8 +335,8 @@ class MetadataCache:
                     early.end()
                 body.close()
                 path = str(body.path)
-                if coding != "identity":
-                    await self.workers.run(False, decode_body, path, coding, limit, source)
+                for applied in reversed(codings):  # the last applied is undone first
+                    await self.workers.run(False, decode_body, path, applied, limit, source)
                 if url.endswith(".zst"):  # kept as it came: it must be whole, not just decode
                     await self.workers.run(False, check_zstd_file, path, source, limit)
                 tmp = str(self.tmp_dir)
@@ -397,5 +399,4 @@ class MetadataCache:
 
 def _length(headers: Mapping[str, str]) -> int | None:
     """The upstream's Content-Length, if it is one number (RFC 9110 §8.6)."""
-    value = headers.get("content-length", "").strip()
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return header_number(headers.get("content-length"))

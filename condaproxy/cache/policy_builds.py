@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import msgspec
 
-from ..rules.codecs import encode_msgpack, zstd_compress
+from ..rules.codecs import decode_json, encode_msgpack, zstd_compress
 from ..rules.merge import shard_bytes
 from ..rules.policy import compile_policy
 from ..rules.policy_view import filter_repodata
@@ -79,18 +79,18 @@ _NAME = msgspec.json.Decoder(_Name)
 
 def _grouped(document: bytes) -> tuple[dict[str, Any], dict[str, dict[str, msgspec.Raw]]]:
     """The document's info, and its records grouped by package name, still undecoded."""
-    top = msgspec.json.decode(document, type=dict[str, msgspec.Raw])
+    top = decode_json(document, dict[str, msgspec.Raw])
     by_name: dict[str, dict[str, msgspec.Raw]] = {}
     for key in ("packages", "packages.conda"):
         if key not in top:
             continue
-        for filename, raw in msgspec.json.decode(top[key], type=dict[str, msgspec.Raw]).items():
+        for filename, raw in decode_json(top[key], dict[str, msgspec.Raw]).items():
             try:
                 name = str(_NAME.decode(raw).name)
             except msgspec.DecodeError:
                 continue  # not a record object: nothing a shard could carry
             by_name.setdefault(name, {})[filename] = raw
-    info = msgspec.json.decode(top["info"]) if "info" in top else {}
+    info = decode_json(top["info"]) if "info" in top else {}
     return info if isinstance(info, dict) else {}, by_name
 
 
@@ -119,7 +119,7 @@ def shards_job(
         if seen is not None and seen[0] == inputs.hexdigest() and store.exists(seen[1]):
             sha_hex, size = seen[1], seen[2]
         else:
-            data = shard_bytes({fn: msgspec.json.decode(raw) for fn, raw in raws.items()})
+            data = shard_bytes({fn: decode_json(raw) for fn, raw in raws.items()})
             sha_hex, size = hashlib.sha256(data).hexdigest(), len(data)
             if not store.exists(sha_hex):
                 _write(store.location(sha_hex), data, tmp_dir)

@@ -17,7 +17,9 @@ becomes UpstreamTimeout (504) or UpstreamError (502) naming the masked URL.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -26,6 +28,7 @@ import yarl
 
 from ..rules.errors import UpstreamError, UpstreamTimeout
 from ..rules.origins import normal_host, origin_of
+from ..rules.pace import MIN_RATE, Pace
 from ..settings import UpstreamSettings
 from .egress import PinnedResolver, PinnedTransport, environment_proxies
 
@@ -80,6 +83,33 @@ def stalled(shown: str) -> UpstreamTimeout:
     return UpstreamTimeout(shown, "timed out while reading the body")
 
 
+async def paced(chunks: AsyncGenerator[bytes], window: float, shown: str) -> AsyncIterator[bytes]:
+    """`chunks`, cut with UpstreamTimeout once the body falls below the minimum pace
+    (rules/pace.py): a trickle of bytes, each inside the read timeout, is no body. Only the
+    time spent waiting for the upstream counts, not the time the reader took between pieces
+    (a download held back by its slowest client on a full disk is not the upstream's pace),
+    and the pace is kept from the first piece on: the wait for it (an upstream that makes the
+    body before it sends it) is the read timeout's alone."""
+    waited = 0.0
+    pace: Pace | None = None
+    async with contextlib.aclosing(chunks):
+        while True:
+            asked = time.monotonic()
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            waited += time.monotonic() - asked
+            if pace is None:
+                pace = Pace(window, waited)
+            if pace.too_slow(len(chunk), waited):
+                raise UpstreamTimeout(
+                    shown,
+                    f"the body arrives slower than {MIN_RATE} bytes/s (upstream.read_timeout)",
+                )
+            yield chunk
+
+
 class AiohttpFetcher:
     """One aiohttp session, made on first use inside the running loop (aiohttp binds its
     connector to it)."""
@@ -91,6 +121,7 @@ class AiohttpFetcher:
             sock_connect=settings.connect_timeout,  # TCP and TLS handshake
             sock_read=settings.read_timeout,  # each wait for the head or a piece of body
         )
+        self._window = settings.read_timeout  # and the pace a body must keep (paced)
         # Made here, at startup: loading the CAs takes tens of milliseconds, which a first
         # request (a cold miss) would otherwise wait for on the event loop.
         self._ssl = httpx.create_ssl_context()  # the CAs httpx would trust
@@ -136,7 +167,7 @@ class AiohttpFetcher:
             raise UpstreamTimeout(shown, "timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise cannot_connect(shown, exc) from None
-        return AiohttpReply(response, shown)
+        return AiohttpReply(response, shown, self._window)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -145,12 +176,15 @@ class AiohttpFetcher:
 
 
 class AiohttpReply:
-    def __init__(self, response: aiohttp.ClientResponse, shown: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, shown: str, window: float) -> None:
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
-        self._response, self._shown = response, shown
+        self._response, self._shown, self._window = response, shown, window
 
-    async def raw(self) -> AsyncIterator[bytes]:
+    def raw(self) -> AsyncIterator[bytes]:
+        return paced(self._pieces(), self._window, self._shown)
+
+    async def _pieces(self) -> AsyncGenerator[bytes]:
         content = self._response.content
         try:
             while chunk := await content.read(CHUNK):  # what is buffered, up to CHUNK
@@ -175,6 +209,7 @@ class HttpxFetcher:
             write=settings.read_timeout,
             pool=settings.connect_timeout,
         )
+        self._window = settings.read_timeout
         limits = httpx.Limits(
             max_connections=MAX_CONNECTIONS,
             max_keepalive_connections=MAX_KEEPALIVE,
@@ -200,19 +235,22 @@ class HttpxFetcher:
             raise UpstreamTimeout(shown, "timed out") from None
         except httpx.HTTPError as exc:
             raise cannot_connect(shown, exc) from None
-        return HttpxReply(response, shown)
+        return HttpxReply(response, shown, self._window)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
 class HttpxReply:
-    def __init__(self, response: httpx.Response, shown: str) -> None:
+    def __init__(self, response: httpx.Response, shown: str, window: float) -> None:
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
-        self._response, self._shown = response, shown
+        self._response, self._shown, self._window = response, shown, window
 
-    async def raw(self) -> AsyncIterator[bytes]:
+    def raw(self) -> AsyncIterator[bytes]:
+        return paced(self._pieces(), self._window, self._shown)
+
+    async def _pieces(self) -> AsyncGenerator[bytes]:
         try:
             async for chunk in self._response.aiter_raw(CHUNK):
                 yield chunk

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from ..rules.codecs import Inflater, TooLarge
-from ..rules.conditional import retry_after_seconds
+from ..rules.codecs import Inflater, TooLarge, content_codings
+from ..rules.conditional import header_number, retry_after_seconds, unusable_status
 from ..rules.errors import (
     IntegrityError,
     UpstreamBusy,
@@ -52,8 +52,7 @@ class UpstreamResponse:
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
+        return header_number(self.headers.get("content-length"))
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as sent (no content decoding), in pieces of at most 1 MiB; broken
@@ -70,6 +69,7 @@ class Decoded:
 
     response: UpstreamResponse
     limit: int  # bytes the decoded body may have (the size the channel lists)
+    coding: str  # the one coding to undo (gzip, x-gzip, deflate)
     content_length = None  # the header counted the compressed bytes
     from_bucket = False
 
@@ -78,7 +78,7 @@ class Decoded:
         return self.response.url
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        coding = self.response.headers.get("content-encoding", "").strip().lower()
+        coding = self.coding
         try:
             inflater = Inflater(coding, self.limit)
             async for chunk in self.response.iter_bytes():
@@ -94,15 +94,15 @@ class Decoded:
 def as_identity(response: Any, limit: int | None) -> Any:
     """`response` read without its content coding (Decoded), if the upstream put one on."""
     headers = getattr(response, "headers", None)
-    coding = headers.get("content-encoding", "identity") if headers is not None else "identity"
-    coding = coding.strip().lower()
-    if coding in ("", "identity"):
+    codings = content_codings(headers.get("content-encoding") if headers is not None else None)
+    if not codings:
         return response
+    coding = ", ".join(codings)
     if coding not in Inflater.CODINGS:  # known before any byte goes out: a clean 502
         raise UpstreamError(
             response.url, f"the body came with Content-Encoding {coding!r}, which is not undone"
         )
-    return Decoded(response, MAX_DECODED if limit is None else limit)
+    return Decoded(response, MAX_DECODED if limit is None else limit, coding)
 
 
 class OriginRefused(UpstreamError):
@@ -182,9 +182,10 @@ class UpstreamClient:
                 self._failed(channel)
                 wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
                 raise UpstreamBusy(shown, f"HTTP {response.status}", wait)
-            if response.status != 304 and not 200 <= response.status < 300:
+            why = unusable_status(response.status, headers or {})
+            if why is not None:
                 self._failed(channel)
-                raise UpstreamError(shown, f"HTTP {response.status}")
+                raise UpstreamError(shown, why)
             yield UpstreamResponse(response.status, response.headers, shown, response)
         finally:
             await response.aclose()

@@ -18,14 +18,13 @@ from ..rules.routing import ResourcePath
 from ..settings import ChannelSettings
 from ..storage.index import MetaEntry
 from ..storage.keys import MetaKey
-from .builds import REPODATA_VARIANTS, build_repodata, build_shard_index
+from .builds import REPODATA_VARIANTS, build_metadata_file, build_repodata, build_shard_index
 from .derived import Derived
 from .following import TapReader
 from .metadata import MetadataCache, Served
 from .results import STALE_WARNING, Asked, Stored, Streamed
 from .transfer import Head
 from .upstream import UpstreamClient, join_url
-from .variants import identity_build
 
 log = structlog.get_logger("condaproxy.cache.views")
 
@@ -130,7 +129,7 @@ class Views:
 
     async def file_result(self, rp: ResourcePath, channel: ChannelSettings) -> Stored:
         key = MetaKey.file(rp.key)
-        served = await self.meta.get(key, channel, [self.url(channel, rp)], identity_build)
+        served = await self.meta.get(key, channel, [self.url(channel, rp)], build_metadata_file)
         ctype = "application/json" if rp.filename.endswith(".json") else SHARD_TYPE
         return self.result(key, served, "body", ctype)
 

@@ -13,6 +13,7 @@ from ..rules.routing import PACKAGE_RE, Kind, ResourcePath, channel_prefix, pars
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore
 from ..storage.index import Index
+from ..storage.keys import MetaKey
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,41 @@ class CacheAdmin:
                     forgotten.append(sha256)
         if scope.filename is None and scope.package is None:
             for meta_key, meta_entry in self.index.iter_meta():
-                parts = meta_key.path.split("/")
-                rp_channel = channel_prefix(meta_key.path, self.channels)
-                if scope.channel is not None and rp_channel != scope.channel:
-                    continue
-                if scope.subdir is not None and scope.subdir not in parts:
+                if not self._meta_in_scope(meta_key, scope):
                     continue
                 store = self.meta.store_for(meta_key)
                 for variant in meta_entry.variants.values():
                     size += store.delete(variant.sha256)
                 self.index.forget_meta(meta_key)
                 metadata += 1
+        self._forget_missing(scope)
         return {"files": files, "metadata": metadata, "bytes": size}
+
+    def _forget_missing(self, scope: Scope) -> None:
+        """The upstream 404s remembered (for `negative_ttl`) of what `scope` covers go with it:
+        a purge after an upstream's mistaken 404 (a CDN that lost a file for a while, a subdir
+        published late) makes the next request ask the upstream again, as for everything else
+        it purged, instead of repeating the 404 until it expires."""
+        for key in self.index.iter_missing():
+            meta_key = MetaKey.parse(key)
+            if meta_key is None:  # a file's key: `<channel>/<subdir>/<file>`
+                rp = self._parse(key)
+                if scope.metadata_only or (rp is None and scope.channel is not None):
+                    continue
+                if rp is not None and not scope.covers(rp):
+                    continue
+            else:
+                if scope.filename is not None or scope.package is not None:
+                    continue
+                if not self._meta_in_scope(meta_key, scope):
+                    continue
+            self.index.forget_missing(key)
+
+    def _meta_in_scope(self, meta_key: MetaKey, scope: Scope) -> bool:
+        channel = channel_prefix(meta_key.path, self.channels)
+        if scope.channel is not None and channel != scope.channel:
+            return False
+        return scope.subdir is None or scope.subdir in meta_key.path.split("/")
 
     def forget_changed_upstreams(self) -> dict[str, str]:
         """A channel whose `upstream` changed since the cache was filled starts afresh: what
@@ -112,10 +136,7 @@ class CacheAdmin:
         for name, channel in self.channels.items():
             old = known.get(name)
             if name in known and old != channel.upstream:
-                self.purge(Scope(channel=name))
-                for key in self.index.iter_missing():
-                    if channel_prefix(key.rpartition(":")[2], self.channels) == name:
-                        self.index.forget_missing(key)
+                self.purge(Scope(channel=name))  # its remembered 404s too
                 changed[name] = old or "(none)"
         current = {name: channel.upstream for name, channel in self.channels.items()}
         if current != known:

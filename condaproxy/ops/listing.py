@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ..rules.codecs import decode_msgpack, zstd_decompress
+from ..rules.codecs import decode_json, decode_msgpack, zstd_decompress
 from ..rules.paths import MAX_SEGMENT
 from ..rules.routing import PACKAGE_NAME_RE, PACKAGE_RE
 
@@ -148,7 +148,7 @@ class _Keys(msgspec.Struct):
 
 def _keys(buf: Any) -> list[str]:
     # The decoded maps hold views into `buf`: they must be gone before the caller closes it.
-    keys = msgspec.json.decode(buf, type=_Keys)
+    keys = decode_json(buf, _Keys)
     return [*keys.packages, *keys.packages_conda]
 
 

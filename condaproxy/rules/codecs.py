@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import msgpack
+import msgspec
 import zstandard
 
 THREADED_ZSTD = 8 << 20  # bytes from which zstd_compress uses a thread per core
@@ -31,6 +32,26 @@ UNCOUNTED = 1 << 20  # at most ~72 MiB of objects, whatever the bytes
 
 class TooLarge(ValueError):
     """A decompressed document would pass its size limit."""
+
+
+def decode_json(data: Any, kind: Any = Any) -> Any:
+    """msgspec.json.decode of a document from upstream (or derived from one), as `kind`. Arrays
+    nested a thousand deep are a few KB of JSON, and msgspec (skipping a msgspec.Raw value
+    too) descends them on the C stack, guarded by Python's recursion limit: the RecursionError
+    it raises is an answer of 500 wherever a malformed document is a 502 or a stale copy. So
+    such a document is malformed here, a DecodeError (a ValueError) like any other."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is malformed: nested deeper than it can be read") from None
+
+
+def content_codings(header: str | None) -> list[str]:
+    """The codings a Content-Encoding header lists, in the order they were applied (RFC 9110
+    §8.4: a comma-separated list, case-insensitive), without `identity` (no coding) and empty
+    members: `identity, gzip` is gzip, an empty header none, `gzip, gzip` gzip twice."""
+    codings = (c.strip().lower() for c in (header or "").split(","))
+    return [c for c in codings if c and c != "identity"]
 
 
 def zstd_decompress(data: bytes, limit: int = SHARD_LIMIT) -> bytes:

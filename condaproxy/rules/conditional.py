@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -83,14 +84,32 @@ def if_range_allows(header: str | None, etag: str | None, modified: float | None
 MAX_RETRY_AFTER = 3600
 
 
+# The most digits a header number is read with: past int64, and far below the 4300 digits
+# past which int() raises (a ValueError where the header was merely big).
+MAX_DIGITS = 18
+
+
+def header_number(value: str | None) -> int | None:
+    """A header's non-negative decimal number (RFC 9110 §5.6.1: DIGIT is ASCII 0-9), or None.
+    `str.isdigit` is not the rule: it takes `²` and `٣`, which int() refuses or reads as a
+    number no HTTP peer meant, and a number of thousands of digits makes int() raise."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_DIGITS or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
 def retry_after_seconds(value: str | None, now: float) -> int | None:
     """RFC 9110 §10.2.3: `Retry-After` is delay-seconds or an HTTP-date; the delay it asks
-    for, capped at MAX_RETRY_AFTER, or None when absent or unreadable."""
+    for, capped at MAX_RETRY_AFTER, or None when absent or unreadable. Whatever an upstream
+    sends here, the answer is a number of seconds or None, never an exception."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return min(int(value), MAX_RETRY_AFTER)
+    if value.isascii() and value.isdigit():  # any number of digits: past the cap is the cap
+        return MAX_RETRY_AFTER if len(value) > MAX_DIGITS else min(int(value), MAX_RETRY_AFTER)
     when = parse_http_date(value)
     if when is None:
         return None
@@ -98,9 +117,11 @@ def retry_after_seconds(value: str | None, now: float) -> int | None:
 
 
 def parse_http_date(value: str) -> int | None:
+    """An HTTP-date's timestamp, or None for anything else (a peer's or a client's text:
+    `+99999999999999999999` as the zone makes the standard library raise OverflowError)."""
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -114,3 +135,23 @@ def _http_date(seconds: int) -> str:
 
 def http_date(timestamp: float) -> str:
     return _http_date(int(timestamp))
+
+
+# What a conditional request carries (RFC 9110 §13.1); the proxy sends no Range upstream.
+CONDITIONAL = ("if-none-match", "if-modified-since")
+WHOLE = frozenset({200, 203})  # a representation, whole (203: transformed by a proxy on the way)
+
+
+def unusable_status(status: int, sent: Mapping[str, str]) -> str | None:
+    """Why an answer of `status` to a request with headers `sent` is not a body to use, or None.
+    Only 200 (or 203) carries the whole file; 304 answers only a conditional request, and 204,
+    205, 206 and any other 2xx to a plain GET are not the file (a 206's part, served as the
+    whole, was a truncated package a client took as complete; a 304's nothing, an empty one)."""
+    if status in WHOLE:
+        return None
+    if status == 304:
+        asked = {k.lower() for k in sent}
+        return None if any(h in asked for h in CONDITIONAL) else "answered 304 to a plain request"
+    if 200 <= status < 300:
+        return f"HTTP {status} is not the whole file a plain GET asks for"
+    return f"HTTP {status}"

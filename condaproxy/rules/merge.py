@@ -39,6 +39,7 @@ import msgpack
 import msgspec
 import zstandard
 
+from .codecs import decode_json
 from .json_search import CLOSE, OPEN, QUOTE, Doubt, Searchable, first_token
 from .shadow_search import MAX_SEARCHES, nothing_to_drop
 from .shadowing import dropped, package_name, shadowed_names
@@ -124,7 +125,7 @@ def merged_repodata(
     the names the channel's uploads hide, from every subdir (a client reads its platform's and
     noarch together); by default those of `local`."""
     buf = upstream or empty_repodata(subdir)
-    top = msgspec.json.decode(buf, type=dict[str, msgspec.Raw])
+    top = decode_json(buf, dict[str, msgspec.Raw])
     if shadow is None:
         shadow = shadowed_names(local, allow_upstream)
     encoder = msgspec.json.Encoder()
@@ -190,7 +191,7 @@ def _members(
 ) -> dict[str, msgspec.Raw]:
     """The members of an upstream map less the hidden ones, then the local records."""
     hidden = _hidden(raw, shadow, local)
-    members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    members = decode_json(raw, dict[str, msgspec.Raw])
     for fn in hidden:
         del members[fn]
     for fn, record in mine.items():
@@ -209,15 +210,15 @@ def _hidden(raw: msgspec.Raw, shadow: set[str], local: Mapping[str, Record]) -> 
     in a pass of their own, before the members are decoded: the two are never in memory
     together. Duplicate keys and fields: the last one counts, as in the members."""
     try:
-        named = msgspec.json.decode(raw, type=dict[str, _Named])
+        named = decode_json(raw, dict[str, _Named])
     except msgspec.ValidationError:  # a record (or the map) is not an object: one by one
-        members = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        members = decode_json(raw, dict[str, msgspec.Raw])
         return dropped(((fn, _name_of(r)) for fn, r in members.items()), shadow, local)
     return dropped(((fn, r.name) for fn, r in named.items()), shadow, local)
 
 
 def _name_of(record: msgspec.Raw) -> Any:
-    value = msgspec.json.decode(record)
+    value = decode_json(record)
     return value.get("name") if isinstance(value, dict) else None
 
 
@@ -244,11 +245,20 @@ def shard_bytes(records: Mapping[str, Record]) -> bytes:
     return zstandard.ZstdCompressor(level=6).compress(msgpack.packb(shard, use_bin_type=True))
 
 
-def shard_records(shard: Mapping[str, Any]) -> dict[str, Record]:
-    """Records of a decoded shard, keyed by file name, checksums back as hex."""
+def shard_records(shard: Any) -> dict[str, Record]:
+    """Records of a decoded shard, keyed by file name, checksums back as hex. A shard is an
+    upstream's msgpack, any shape: one that is not a map of package maps, each a map of file
+    names to record maps, raises ValueError (callers answer the upstream's error, a 502)."""
+    if not isinstance(shard, Mapping):
+        raise ValueError(f"a shard must be a map, not {type(shard).__name__}")
     out: dict[str, Record] = {}
     for key in ("packages", "packages.conda"):
-        for fn, record in (shard.get(key) or {}).items():
+        records = shard.get(key) or {}
+        if not isinstance(records, Mapping):
+            raise ValueError(f"'{key}' must be a map, not {type(records).__name__}")
+        for fn, record in records.items():
+            if not isinstance(fn, str) or not isinstance(record, Mapping):
+                raise ValueError(f"'{key}' must map file names to records")
             rec = dict(record)
             for field in ("sha256", "md5"):
                 if isinstance(rec.get(field), bytes):

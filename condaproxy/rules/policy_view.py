@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from .codecs import decode_json
 from .policy import Policy, Verdict
 
 _MAPS = ("packages", "packages.conda")
@@ -106,14 +107,14 @@ def filter_repodata(
     """`document` as clients of `channel` may see it at `now` (seconds); `known` is the
     first-seen map so far (None: first sync); `local` names uploaded files (no cooldown)."""
     now_ms = int(now * 1000)
-    top = msgspec.json.decode(document, type=dict[str, msgspec.Raw])
+    top = decode_json(document, dict[str, msgspec.Raw])
     first_seen = dict(known or {})
     out = Filtered(b"", first_seen)
     encoder = msgspec.json.Encoder()
     for key in _MAPS:
         if key not in top:
             continue
-        members = msgspec.json.decode(top[key], type=dict[str, msgspec.Raw])
+        members = decode_json(top[key], dict[str, msgspec.Raw])
         kept: dict[str, msgspec.Raw] = {}
         for filename, raw in members.items():
             try:
@@ -154,7 +155,7 @@ def _removed(top: Mapping[str, msgspec.Raw]) -> list[str]:
     if "removed" not in top:
         return []
     try:
-        names = msgspec.json.decode(top["removed"])
+        names = decode_json(top["removed"])
     except msgspec.DecodeError:
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []

@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from .codecs import decode_json
+
 _WHITESPACE = b" \t\r\n"
 
 
@@ -64,7 +66,7 @@ def find_record(buf: Any, filename: str) -> dict[str, Any] | None:
     """The repodata record of `filename` (from `packages` or `packages.conda`), or None."""
     for start, end in find_keyed_objects(buf, filename):
         try:
-            record = msgspec.json.decode(bytes(buf[start:end]))
+            record = decode_json(bytes(buf[start:end]))
         except msgspec.DecodeError:
             continue
         if isinstance(record, dict) and ("sha256" in record or "md5" in record or "name" in record):

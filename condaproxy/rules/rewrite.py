@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 
 import msgspec
 
+from .codecs import decode_json
 from .records import find_keyed_objects
 
 Document = bytes | mmap.mmap  # a JSON document, read or mapped
@@ -45,14 +46,14 @@ def rewrite_repodata(data: Document, repodata_url: str) -> tuple[Document, Origi
     """
     if data.find(b'"base_url"') == -1:  # not `in`: on an mmap that looks for one byte
         return data, Origins()
-    info = msgspec.json.decode(data, type=_InfoOnly).info
+    info = decode_json(data, _InfoOnly).info
     base_url = info.get("base_url")
     if not isinstance(base_url, str) or not base_url:
         return data, Origins()
     origin = _as_dir(urljoin(repodata_url, base_url))
     new_info = {k: v for k, v in info.items() if k != "base_url"}
     for start, end in find_keyed_objects(data, "info"):
-        if msgspec.json.decode(data[start:end]) == info:
+        if decode_json(data[start:end]) == info:
             return data[:start] + msgspec.json.encode(new_info) + data[end:], Origins(
                 packages=origin
             )
