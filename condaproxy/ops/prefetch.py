@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -51,6 +52,10 @@ class PrefetchJob:
     owner: str = field(default_factory=lambda: process_id(os.getpid()))  # who runs it
 
     def public(self) -> dict[str, Any]:
+        """The job as clients see it (which process runs it is nobody's business)."""
+        return {k: v for k, v in self.stored().items() if k != "owner"}
+
+    def stored(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -59,13 +64,23 @@ INTERRUPTED = "interrupted: the proxy stopped before the job ended; submit it ag
 
 
 def process_id(pid: int) -> str:
-    """A process, as `<pid>:<start time>` (Linux), so a pid used again is not taken for it."""
+    """A process, as `<pid>:<start time>:<boot>` (Linux), so a pid used again, in this boot or
+    after a reboot at the same tick, is not taken for it."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             started = f.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
         started = "?"
-    return f"{pid}:{started}"
+    return f"{pid}:{started}:{_boot_id()}"
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def _alive(owner: Any) -> bool:
@@ -150,7 +165,7 @@ class Prefetcher:
         with self.index.transact():
             stored: list[dict[str, Any]] = self.index.get_value(("prefetch",), [])
             jobs = [j for j in stored if j["id"] != job.id]
-            self.index.set_value(("prefetch",), [job.public(), *jobs][:KEEP_JOBS])
+            self.index.set_value(("prefetch",), [job.stored(), *jobs][:KEEP_JOBS])
 
     async def aclose(self) -> None:
         for task in self._tasks:

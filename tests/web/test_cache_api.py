@@ -383,3 +383,10 @@ def test_prefetch_of_match_specs_with_dependencies_solves_with_py_rattler(client
     assert routes["lib-1.0-0.conda"].call_count == 0
     nothing = finished(client, prefetch(client, ["nosuchthing >=1"], subdir="osx-64")["id"])
     assert nothing["state"] == "failed" and "nosuchthing" in nothing["error"]
+
+
+def test_prefetch_answers_never_show_which_process_runs_the_job(client, router):
+    job = prefetch(client, ["alpha-1.0-0.conda"])
+    assert "owner" not in job and job["state"] == "resolving"
+    done = finished(client, job["id"])
+    assert "owner" not in done and done["state"] == "done"
