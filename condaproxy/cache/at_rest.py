@@ -14,6 +14,7 @@ import time
 from ..storage.blobs import BlobStore
 from ..storage.entries import open_regular
 from ..storage.index import MetaEntry, Variant
+from ..storage.keys import MetaKey, MetaKind
 from .variants import file_sha256
 from .workers import Workers
 
@@ -68,3 +69,15 @@ def matches(path: str, sha256: str, size: int, started: float) -> bool:
         return file_sha256(path) == sha256
     except OSError:  # gone meanwhile
         return False
+
+
+# Views whose files are named after their inputs, not their content (variants.Built.contents).
+VIEWS_NAMED_BY_INPUTS = frozenset(
+    {MetaKind.MERGED, MetaKind.MERGED_SHARDS, MetaKind.POLICY, MetaKind.POLICY_SHARDS}
+)
+
+
+def unrecorded_view(key: MetaKey, entry: MetaEntry) -> bool:
+    """A view written by a version that recorded no content hash for it: it fails its check
+    once, as expected, and is made again (an upgrade, not damage)."""
+    return key.kind in VIEWS_NAMED_BY_INPUTS and any(not v.content for v in entry.variants.values())

@@ -37,7 +37,7 @@ from ..storage.entries import NotAFile, open_regular
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
-from .at_rest import AtRest
+from .at_rest import AtRest, unrecorded_view
 from .following import Tap, TapReader
 from .inflating import Inflating
 from .instruments import Metrics
@@ -245,7 +245,10 @@ class MetadataCache:
         (at_rest.py): the caller then fetches afresh, as if nothing were cached."""
         if entry is None or await self.at_rest.intact(self.store_for(key), entry):
             return entry
-        log.error("cached metadata damaged on disk: dropped, fetching it again", key=str(key))
+        if unrecorded_view(key, entry):  # not damage: a view no hash was recorded for
+            log.info("cached view from an earlier version: made again", key=str(key))
+        else:
+            log.error("cached metadata damaged on disk: dropped, fetching it again", key=str(key))
         if self.index.get_meta(key) == entry:  # not replaced meanwhile by another worker
             self.index.forget_meta(key)
             store = self.store_for(key)
