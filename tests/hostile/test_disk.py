@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,7 +226,13 @@ def test_full_disk_keeps_the_proxy_ready_serving_hits_and_misses(
         {"ch": {"upstream": upstream.url}}, cache=small_disk, extra="min_free = 1\n"
     )
     with http(30) as client:
-        assert client.get(f"{proxy.url}/ch/{SMALL}").content == disk_files[SMALL]  # cached
+        assert client.get(f"{proxy.url}/ch/{SMALL}").content == disk_files[SMALL]
+        # A small file is made durable after its client has it (the write-behind, within a
+        # second): cached only then. Filling the disk before would keep it from the cache.
+        deadline = time.monotonic() + 10
+        while client.get(f"{proxy.url}/ch/{SMALL}").headers["x-cache"] != "HIT":
+            assert time.monotonic() < deadline, "never cached"
+            time.sleep(0.05)
         fill(small_disk)
         ready = client.get(f"{proxy.url}/readyz")
         assert ready.status_code == 200, ready.text
