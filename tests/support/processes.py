@@ -127,7 +127,11 @@ class Proxy:
                 env={**os.environ, **self.env},
                 start_new_session=True,
             )
-        wait_http(self.url + "/healthz", self.proc)
+        try:
+            wait_http(self.url + "/healthz", self.proc)
+        except BaseException:
+            self.stop(kill=True)  # never left running (and respawning workers) after a test
+            raise
         return self
 
     def stop(self, kill: bool = False) -> None:
