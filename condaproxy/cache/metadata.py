@@ -30,6 +30,7 @@ import structlog
 from ..rules.conditional import is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from ..rules.names import hashed_name
+from ..rules.numbers import CAP, decimal
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, new_temp
 from ..storage.entries import NotAFile, open_regular
@@ -396,5 +397,5 @@ class MetadataCache:
 
 def _length(headers: Mapping[str, str]) -> int | None:
     """The upstream's Content-Length, if it is one number (RFC 9110 §8.6)."""
-    value = headers.get("content-length", "").strip()
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    length = decimal(headers.get("content-length", "").strip())
+    return length if length is not None and length < CAP else None

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import structlog
 
+from ..rules.numbers import decimal
 from ..rules.peer_auth import HEADER as PEER_HEADER
 from ..rules.peer_auth import sign
 
@@ -85,14 +86,14 @@ class Peers:
                 "peer unavailable: fetching ourselves", peer=peer_url, error=type(exc).__name__
             )
             return None
-        length = response.headers.get("content-length", "")
-        if response.status_code != 200 or not length.isdigit():
+        length = decimal(response.headers.get("content-length"))
+        if response.status_code != 200 or length is None:
             await response.aclose()
             log.warning(
                 "peer refused: fetching ourselves", peer=peer_url, status=response.status_code
             )
             return None
-        return PeerBody(response, url, int(length))
+        return PeerBody(response, url, length)
 
     async def aclose(self) -> None:
         await self._client.aclose()

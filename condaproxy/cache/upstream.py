@@ -25,6 +25,7 @@ from ..rules.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
+from ..rules.numbers import decimal
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
 from ..settings import ChannelSettings, UpstreamSettings
@@ -51,8 +52,7 @@ class UpstreamResponse:
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
+        return decimal(self.headers.get("content-length"))
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as sent (no content decoding), in pieces of at most 1 MiB; broken

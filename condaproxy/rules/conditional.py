@@ -6,6 +6,8 @@ import functools
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
+from .numbers import decimal
+
 
 def is_fresh(fetched_at: float, ttl: float, now: float) -> bool:
     """RFC 9111 §4.2: fresh while age < freshness lifetime. ttl 0 means revalidate every time."""
@@ -89,8 +91,9 @@ def retry_after_seconds(value: str | None, now: float) -> int | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return min(int(value), MAX_RETRY_AFTER)
+    seconds = decimal(value)
+    if seconds is not None:
+        return min(seconds, MAX_RETRY_AFTER)
     when = parse_http_date(value)
     if when is None:
         return None
