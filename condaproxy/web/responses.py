@@ -7,8 +7,9 @@ chunk, no Starlette FileResponse machinery).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -93,7 +94,12 @@ class EmptyResponse:
 class StreamResponse:
     """A body that arrives while it is sent (a cache miss), read from `body` (closed at the end
     whatever happens). If the source fails midway the exception propagates, so the server
-    aborts the connection instead of completing it."""
+    aborts the connection instead of completing it.
+
+    A client that hangs up ends the response at once: uvicorn's `send` to a closed connection
+    returns without a word, so without listening for `http.disconnect` the reader would go on
+    to the end of the download for nobody (and hold a download that keeps nothing, which
+    stops when its last reader leaves: cache/transfer.Download.stop_if_unread)."""
 
     def __init__(
         self,
@@ -115,12 +121,36 @@ class StreamResponse:
             if self.body is None or self.head_only or self.status in (304, 416):
                 await send({"type": "http.response.body", "body": b""})
                 return
-            async for chunk in self.body.chunks(self.start, self.end):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            await _unless_disconnected(self._send_body(send), receive)
         finally:
             if self.body is not None:
                 await self.body.aclose()
+
+    async def _send_body(self, send: Send) -> None:
+        async for chunk in self.body.chunks(self.start, self.end):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _unless_disconnected(sending: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run `sending` to its end, or until the client disconnects (then it is cancelled and
+    the response just ends). Its errors propagate: the server aborts the connection."""
+    body = asyncio.ensure_future(sending)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((body, gone), return_when=asyncio.FIRST_COMPLETED)
+        finished = body.done()
+    finally:
+        gone.cancel()
+        body.cancel()  # nothing when it is done
+        await asyncio.gather(body, gone, return_exceptions=True)
+    if finished:
+        body.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def respond(result: Result, request_headers: Any, method: str) -> Any:
