@@ -12,7 +12,9 @@ from ..storage.blobs import TempBlob
 from ..storage.index import FileEntry
 from .relay import Relay
 
-READ_CHUNK = 1 << 20
+# What a client's reader takes at once: a piece a client that stops reading pins in memory
+# (web/responses.send_pieces), so a quarter MiB rather than the upstream's 1 MiB chunks.
+READ_CHUNK = 256 << 10
 
 
 @dataclass(frozen=True)

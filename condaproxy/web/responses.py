@@ -1,8 +1,8 @@
 """ASGI responses for stored files and streamed misses, and the HTTP rules that pick one.
 
 The file path is the hot path of every cache hit, so it is plain ASGI: headers as bytes,
-the body read with pread in 1 MiB pieces straight from the page cache (no thread hop per
-chunk, no Starlette FileResponse machinery).
+the body read with pread in 256 KiB pieces (send_pieces says why) straight from the page
+cache (no thread hop per chunk, no Starlette FileResponse machinery).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..rules.ranges import parse_range
 
 log = structlog.get_logger("condaproxy.web.responses")
 
-CHUNK = 1 << 20
+PIECE = 256 << 10  # bytes handed to the server at once (send_pieces)
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Any]
 Receive = Callable[[], Any]
@@ -41,6 +41,23 @@ def _stored_headers(result: Stored, length: int) -> list[tuple[bytes, bytes]]:
     if result.modified is not None:
         headers["last-modified"] = http_date(result.modified)
     return [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def send_pieces(send: Send, body: bytes, more: bool) -> None:
+    """Hand `body` to the server at most PIECE bytes at a time. uvicorn's send writes a piece
+    whole into the connection's buffer and waits while the client does not take it, and the
+    kernel takes the first few MiB of a connection whether its client reads or not: a client
+    that asked for a big file and read nothing pinned a whole 1 MiB piece and its copy (~2 MiB
+    of the proxy's memory), for as long as it liked; 200 such connections held 400 MB. With
+    PIECE = 256 KiB they hold a quarter of that, at no cost in throughput (measured: a hit at
+    about 2 GB/s either way on loopback; 64 KiB pieces cost some)."""
+    if len(body) <= PIECE:
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+        return
+    for offset in range(0, len(body), PIECE):
+        last = offset + PIECE >= len(body)
+        piece = body[offset : offset + PIECE]
+        await send({"type": "http.response.body", "body": piece, "more_body": more or not last})
 
 
 class FileResponse:
@@ -69,7 +86,7 @@ class FileResponse:
                 return
             offset = self.start
             while offset < self.end:
-                chunk = os.pread(self.fd, min(CHUNK, self.end - offset), offset)
+                chunk = os.pread(self.fd, min(PIECE, self.end - offset), offset)
                 if not chunk:
                     raise OSError("file shrank while being served")
                 offset += len(chunk)
@@ -128,7 +145,7 @@ class StreamResponse:
 
     async def _send_body(self, send: Send) -> None:
         async for chunk in self.body.chunks(self.start, self.end):
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send_pieces(send, chunk, True)
         await send({"type": "http.response.body", "body": b""})
 
 
