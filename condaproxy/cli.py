@@ -262,6 +262,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import structlog
     import uvicorn
 
+    from .web.connection import BoundedHttpToolsProtocol
     from .web.logs import configure_logging
 
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
@@ -275,6 +276,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "proxy_headers": False,  # nothing uses the client address; skip the per-request rewrite
         # SIGTERM drains in-flight responses, but not forever: a stalled client is cut off.
         "timeout_graceful_shutdown": settings.server.shutdown_timeout,
+        # Request heads bounded in size and time (web/connection.py): uvicorn bounds neither.
+        "http": BoundedHttpToolsProtocol,
     }
     structlog.get_logger("condaproxy.cli").info(
         "listening",

@@ -65,6 +65,9 @@ class ServerSettings(_Section, frozen=True):
     # that stopped reading would otherwise hold the stop forever); with the 5 s more that
     # downloads no client waits for may take, under Kubernetes' default 30 s grace period.
     shutdown_timeout: Seconds = 20.0
+    # Seconds a connection gets to send a request's line and header fields (from its opening,
+    # the previous response's end or the head's first byte): then it is closed, with a 408.
+    header_timeout: Seconds = 30.0
 
 
 class LogSettings(_Section, frozen=True):

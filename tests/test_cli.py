@@ -23,6 +23,7 @@ from condaproxy.ops import client as admin_client
 from condaproxy.settings import ChannelSettings
 from condaproxy.web import logs
 from condaproxy.web.app import create_app
+from condaproxy.web.connection import BoundedHttpToolsProtocol
 from tests.support.bridge import URL, bridge
 from tests.support.inproc import Clock, make_settings, token, upstream_subdir
 
@@ -160,6 +161,7 @@ def test_serve_runs_one_app_with_the_proxys_own_access_log(tmp_path, uvicorn_run
     assert options == {
         "host": "127.0.0.1", "port": 9999, "access_log": False, "log_level": "warning",
         "log_config": None, "proxy_headers": False, "timeout_graceful_shutdown": 20.0,
+        "http": BoundedHttpToolsProtocol,
     }  # fmt: skip
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     assert not metrics_dir.exists(), "the metrics directory goes when the server stops"
@@ -173,6 +175,7 @@ def test_serve_with_workers_has_each_build_its_app_from_the_same_file(tmp_path, 
     assert options["workers"] == 2 and options["host"] == "0.0.0.0"
     assert os.environ["CONDAPROXY_CONFIG"] == str(path.resolve())
     assert callable(cli.app_factory())  # what each worker runs
+    assert cli.app_factory().header_timeout == 30.0  # read by its connections
 
 
 def test_metrics_live_next_to_the_cache_without_shared_memory(tmp_path, uvicorn_runs, monkeypatch):

@@ -133,7 +133,12 @@ class Downloads:
                     raise AlreadyCached(active.entry)
                 continue
             if active is not None and active.joinable():
-                head = await asyncio.shield(active.head)
+                try:
+                    head = await asyncio.shield(active.head)
+                except UpstreamError:
+                    if active.abandoned:  # its only reader left before its head: anew
+                        continue
+                    raise
                 return head, LocalTail(active, claim, private), "coalesced"
             if active is not None:  # not kept, and its window has moved on
                 stream = private()
@@ -164,6 +169,7 @@ class Downloads:
             download = self._new_download(key, expected)
             self._active[key] = download
             task = asyncio.create_task(self._run(download, lock_fd, channel, url, expected))
+            download.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             tail = LocalTail(download, claim, private)  # joins before the first byte
@@ -282,14 +288,20 @@ class Downloads:
                 d.head.set_exception(
                     exc if isinstance(exc, Exception) else UpstreamError(url, "cancelled")
                 )
+            elif d.abandoned:
+                log.info(
+                    "download stopped: no client left, nothing kept",
+                    key=self.upstream.redact(d.key),
+                    at_byte=d.written,
+                )
             else:
                 log.warning("download failed", key=self.upstream.redact(d.key), error=str(exc))
             if isinstance(exc, NotFound):
                 self.index.remember_missing(
                     d.key, self.clock() + self.negative_ttl, self.negative_ttl
                 )
-            if not isinstance(exc, Exception):
-                raise
+            if not isinstance(exc, Exception) and not d.abandoned:
+                raise  # a stop asked by stop_if_unread ends here; any other goes on
         finally:
             if self.metrics is not None:
                 self.metrics.active_downloads.dec()

@@ -28,9 +28,10 @@ from pathlib import Path
 import structlog
 
 from ..rules.codecs import content_codings
-from ..rules.conditional import header_number, is_fresh
+from ..rules.conditional import is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from ..rules.names import hashed_name
+from ..rules.numbers import header_number
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, new_temp
 from ..storage.entries import NotAFile, open_regular

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import structlog
 
-from ..rules.conditional import header_number
+from ..rules.numbers import header_number
 from ..rules.peer_auth import HEADER as PEER_HEADER
 from ..rules.peer_auth import sign
 

@@ -120,6 +120,7 @@ class LocalTail:
         self.d.readers.pop(self.id, None)
         if self.d.relay is not None:
             self.d.relay.trim(self.d.slowest())
+        self.d.stop_if_unread()
 
     async def aclose(self) -> None:
         self._leave()

@@ -12,7 +12,9 @@ from ..storage.blobs import TempBlob
 from ..storage.index import FileEntry
 from .relay import Relay
 
-READ_CHUNK = 1 << 20
+# What a client's reader takes at once: a piece a client that stops reading pins in memory
+# (web/responses.send_pieces), so a quarter MiB rather than the upstream's 1 MiB chunks.
+READ_CHUNK = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Download:
     readers: dict[int, int] = field(default_factory=dict)  # reader id -> offset
     cut: set[int] = field(default_factory=set)  # readers dropped for not reading (relay.py)
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # committed or failed
+    task: asyncio.Task[None] | None = None  # the one task that runs it
+    abandoned: bool = False  # stopped: it kept nothing, and its last reader left
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -73,6 +77,17 @@ class Download:
     def kept(self) -> bool:
         """Whether the file will be cached once verified (on disk, or small in memory)."""
         return self.relay is None
+
+    def stop_if_unread(self) -> None:
+        """A download that keeps nothing (a file no record lists, or no room on disk) runs
+        for its readers alone: once the last one has left (a HEAD, a client that hung up),
+        it stops, instead of pulling the rest of the file from upstream for nobody. A kept
+        one carries on into the cache."""
+        if self.kept or self.readers or self.verified or self.error is not None:
+            return
+        if self.task is not None and not self.task.done():
+            self.abandoned = True
+            self.task.cancel()
 
     def cut_off(self, below: int) -> None:
         """Drop the readers behind `below`: the relay no longer waits for them."""

@@ -17,7 +17,7 @@ import httpx
 import structlog
 
 from ..rules.codecs import Inflater, TooLarge, content_codings
-from ..rules.conditional import header_number, retry_after_seconds, unusable_status
+from ..rules.conditional import retry_after_seconds, unusable_status
 from ..rules.errors import (
     IntegrityError,
     UpstreamBusy,
@@ -26,6 +26,7 @@ from ..rules.errors import (
     UpstreamTimeout,
 )
 from ..rules.loops import HOP_HEADER
+from ..rules.numbers import header_number
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
 from ..settings import ChannelSettings, UpstreamSettings

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
+from .numbers import decimal
+
 
 def is_fresh(fetched_at: float, ttl: float, now: float) -> bool:
     """RFC 9111 §4.2: fresh while age < freshness lifetime. ttl 0 means revalidate every time."""
@@ -84,23 +86,6 @@ def if_range_allows(header: str | None, etag: str | None, modified: float | None
 MAX_RETRY_AFTER = 3600
 
 
-# The most digits a header number is read with: past int64, and far below the 4300 digits
-# past which int() raises (a ValueError where the header was merely big).
-MAX_DIGITS = 18
-
-
-def header_number(value: str | None) -> int | None:
-    """A header's non-negative decimal number (RFC 9110 §5.6.1: DIGIT is ASCII 0-9), or None.
-    `str.isdigit` is not the rule: it takes `²` and `٣`, which int() refuses or reads as a
-    number no HTTP peer meant, and a number of thousands of digits makes int() raise."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > MAX_DIGITS or not (value.isascii() and value.isdigit()):
-        return None
-    return int(value)
-
-
 def retry_after_seconds(value: str | None, now: float) -> int | None:
     """RFC 9110 §10.2.3: `Retry-After` is delay-seconds or an HTTP-date; the delay it asks
     for, capped at MAX_RETRY_AFTER, or None when absent or unreadable. Whatever an upstream
@@ -108,8 +93,9 @@ def retry_after_seconds(value: str | None, now: float) -> int | None:
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():  # any number of digits: past the cap is the cap
-        return MAX_RETRY_AFTER if len(value) > MAX_DIGITS else min(int(value), MAX_RETRY_AFTER)
+    seconds = decimal(value)
+    if seconds is not None:
+        return min(seconds, MAX_RETRY_AFTER)
     when = parse_http_date(value)
     if when is None:
         return None

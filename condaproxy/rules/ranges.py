@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import RangeNotSatisfiable
+from .numbers import decimal
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -18,19 +19,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not dash:
         return None
     first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    # ASCII digits only (numbers.py): `²` or 5000 digits are a malformed header, not a 500.
+    start, final = decimal(first), decimal(last)
+    if (start is None and first != "") or (final is None and last != ""):
         return None
-    if first == "":
-        if last == "":
+    if start is None:
+        if final is None:
             return None
-        suffix = int(last)  # `bytes=-N`: the last N bytes (rattler's sparse reader)
-        if suffix == 0:
+        if final == 0:  # `bytes=-N`: the last N bytes (rattler's sparse reader)
             raise RangeNotSatisfiable(size)
-        return max(0, size - suffix), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if last != "" and int(last) < start:
+        return max(0, size - final), size
+    if final is not None and final < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(size)
-    return start, end
+    return start, size if final is None else min(final + 1, size)

@@ -122,4 +122,7 @@ def create_app(
         },
     )
     dispatch = ChannelDispatch(app, settings, services, error_response, pages)
-    return AccessLog(dispatch, metrics, trusted)
+    edge = AccessLog(dispatch, metrics, trusted)
+    # Read by the server's connections (web/connection.py), in each worker process.
+    edge.header_timeout = settings.server.header_timeout
+    return edge

@@ -17,6 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..rules.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from ..rules.numbers import decimal
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 _MAX_OTHER_PARTS = 64 * 1024  # bytes of form fields other than files, all together
@@ -47,8 +48,8 @@ def too_large(limit: int) -> BodyTooLarge:
 
 def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
     """Refuse at once a body whose Content-Length is already over the limit."""
-    length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    length = decimal(headers.get("content-length"))
+    if length is not None and length > limit:
         raise too_large(limit)
 
 

@@ -58,7 +58,7 @@ def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") 
     def mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
             if isinstance(value, str):
-                event[key] = redact(value)
+                event[key] = _bounded(key, redact(value))
         return event
 
     renderer: Any = (
@@ -95,6 +95,18 @@ def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") 
         stdlib = logging.getLogger(name)
         stdlib.handlers = [handler]
         stdlib.propagate = False
+
+
+# A field a client can fill (the path of a request with a 60 KiB path, say) is cut here, after
+# masking (so no secret is cut in half and left unmasked): one request, one short line.
+# Tracebacks keep their length: they are ours.
+MAX_FIELD = 2048
+
+
+def _bounded(key: str, value: str) -> str:
+    if len(value) <= MAX_FIELD or key == "exception":
+        return value
+    return f"{value[:MAX_FIELD]}...({len(value)} characters)"
 
 
 def _drop_reported_aborts(record: logging.LogRecord) -> bool:
@@ -145,6 +157,7 @@ class AccessLog:
         self.trusted = trusted_proxies
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metrics, labels are bounded
         self._metrics_failed = False
+        self.header_timeout: float | None = None  # server.header_timeout (web/connection.py)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)

@@ -18,6 +18,7 @@ from starlette.datastructures import QueryParams
 
 from .. import __version__
 from ..rules.errors import BadRequest
+from ..rules.numbers import decimal
 from ..settings import TokenSettings
 from .html import Html, document, el
 from .snippets import ChannelRef, snippets
@@ -81,9 +82,10 @@ def int_param(query: QueryParams, name: str, default: int, high: int) -> int:
     text = query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not 1 <= int(text) <= high:
+    number = decimal(text)
+    if number is None or not 1 <= number <= high:
         raise BadRequest(f"query parameter '{name}' must be a number from 1 to {high}")
-    return int(text)
+    return number
 
 
 class PageResponse:

@@ -1,0 +1,162 @@
+"""The HTTP/1.1 connection as uvicorn parses it (httptools), with the two bounds on a request's
+head that uvicorn leaves out.
+
+- **Size.** uvicorn's httptools protocol keeps a request line and header fields however long
+  they grow: one client sending a 256 MiB header held 256 MiB of the server's memory, and a
+  few such clients exhaust it. Here a head over MAX_HEAD bytes is answered 431 (RFC 6585 §5)
+  and the connection closed, at most one socket read past the limit.
+- **Time.** uvicorn's keep-alive timer runs only after a response: a connection that never
+  sends a request, or sends its head a byte at a time (slowloris), was held forever, and
+  enough of them use up the process's file descriptors. Here a head must be complete within
+  `server.header_timeout` seconds of the connection, of the end of the previous response, or
+  of its first byte; otherwise the connection is closed (with a 408 if the head had begun).
+
+Nothing changes once a head is complete: request bodies (uploads.read_timeout) and responses
+(a client reading slowly a big package) keep their own rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Request line and header fields together. conda, mamba, pixi and browsers send well under
+# 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
+MAX_HEAD = 64 * 1024
+HEADER_TIMEOUT = 30.0  # server.header_timeout's default
+
+
+def _answer(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"error": message, "status": status}).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded request head (module docstring). The
+    timeout comes from the app (`header_timeout`, set by create_app from the settings), so
+    every worker process reads it from its own configuration.
+
+    A head is measured twice: the bytes received while it is incomplete (what the parser may
+    be holding), and the line and fields it parsed into, once complete (a head that arrived
+    in one read with a previous request's body). Past MAX_HEAD either way it is a 431, and
+    the request never reaches the app."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = float(getattr(self.app, "header_timeout", None) or HEADER_TIMEOUT)
+        self._in_head = True  # waiting for (the rest of) a request's line and fields
+        self._received = 0  # bytes received while this head is incomplete
+        self._parsed = 0  # bytes of request line and fields parsed
+        self._head_begun = False  # a byte of this head has arrived
+        self._begun_here = False  # this head began in the read being parsed
+        self._message_open = False  # between a request's first byte and its body's end
+        self._oversized = False  # a head past MAX_HEAD: nothing more reaches the app
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._oversized:
+            return
+        self._begun_here = False
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            # A head that began in this read may follow a previous request's body in it:
+            # of this read only what was parsed counts (at most a read more is held).
+            self._received += self._parsed if self._begun_here else len(data)
+            self._head_begun = True
+            self._oversized = self._received > MAX_HEAD
+        if self._oversized:
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"the request line and header fields exceed {MAX_HEAD} bytes",
+            )
+
+    # Parser callbacks (httptools calls them inside data_received's feed).
+    def on_message_begin(self) -> None:
+        if self._oversized:
+            return
+        super().on_message_begin()
+        self._message_open = self._begun_here = self._head_begun = True
+        self._received = self._parsed = 0
+        if not self._in_head:
+            self._await_head()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed += len(url)
+        if not self._oversized:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed += len(name) + len(value) + 4  # `: ` and CRLF
+        if not self._oversized:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_timer()
+        self._oversized = self._oversized or self._parsed > MAX_HEAD
+        if not self._oversized:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._oversized:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._message_open = False
+        if not self._oversized:
+            super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The next request's head is awaited now, unless a pipelined one is already under
+        # way (its on_message_begin started the wait, its on_headers_complete ended it).
+        if not self._message_open and not self.transport.is_closing():
+            self._received, self._head_begun = 0, False
+            self._await_head()
+
+    def _await_head(self) -> None:
+        self._in_head = True
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._header_timeout, self._head_timed_out)
+
+    def _stop_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_begun:
+            self._refuse(
+                408,
+                "Request Timeout",
+                f"the request line and header fields did not arrive within "
+                f"{self._header_timeout:g} s (server.header_timeout)",
+            )
+        else:  # a connection that never asked anything: nothing to answer
+            self.transport.close()
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._stop_timer()
+        self._in_head = False
+        self.transport.write(_answer(status, reason, message))
+        self.transport.close()
