@@ -23,7 +23,8 @@ from collections.abc import Mapping
 
 from .errors import ProxyError, UpstreamError
 
-INSTANCE_SECRET_ENV = "CONDAPROXY_INSTANCE_SECRET"  # set by a `serve` for its workers
+# Set by a `serve` for its workers; not CONDAPROXY_*, which names config overrides.
+INSTANCE_SECRET_ENV = "_CONDAPROXY_INSTANCE_SECRET"
 HOPS_HEADER = "x-condaproxy-hops"
 LOOP_HEADER = "x-condaproxy-loop"  # on a 508: a condaproxy refused a cycle (not a WebDAV 508)
 MAX_HOPS = 16
