@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -289,6 +290,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     # uvicorn drains in-flight responses on SIGTERM, then raises the signal again so that
     # the process dies of it (status -15): a stop that drained is a clean exit, status 0.
+    # A random secret for this `serve`, shared by its workers (they inherit the environment):
+    # keys the opaque hops that detect a cycle of upstreams (rules/loops.py). Never inherited
+    # from whoever started this `serve`: two of them never share one.
+    from .rules.loops import INSTANCE_SECRET_ENV
+
+    os.environ[INSTANCE_SECRET_ENV] = secrets.token_hex(16)
     previous = signal.signal(signal.SIGTERM, _drained)
     try:
         if workers > 1:

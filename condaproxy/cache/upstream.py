@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -25,7 +26,17 @@ from ..rules.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
-from ..rules.loops import HOP_HEADER
+from ..rules.loops import (
+    HOPS_HEADER,
+    Chain,
+    UpstreamLoop,
+    extended,
+    format_chain,
+    refused_loop,
+)
+from ..rules.loops import (
+    hop as hop_token,
+)
 from ..rules.numbers import header_number
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
 from ..rules.redact import Redactor
@@ -42,6 +53,10 @@ MAX_DECODED = 1 << 34
 BUSY = frozenset({429, 503})  # "not now": a 502 with its Retry-After (errors.UpstreamBusy)
 
 log = structlog.get_logger("condaproxy.cache.upstream")
+# The chain of hops (rules/loops.py) of the request being served, this proxy's own hop for the
+# requested channel last; set by the edge for each channel request. Tasks copy the context
+# when created, so a download a request starts sends that request's chain.
+HOPS: contextvars.ContextVar[Chain] = contextvars.ContextVar("condaproxy_hops", default=())
 
 
 @dataclass
@@ -125,13 +140,14 @@ class UpstreamClient:
         clock: Callable[[], float] = time.monotonic,
         *,
         fetcher: Fetcher | None = None,
-        instance: str | None = None,
+        secret: str | None = None,
     ) -> None:
         """`transport` (tests: respx, a real upstream) puts httpx under the client; else
-        `fetcher`, else the production fetcher. `instance` (rules/loops.py) goes with every
-        request, so one that comes back to this proxy is known for a loop."""
+        `fetcher`, else the production fetcher. With `secret` (the proxy's, random), every
+        request carries its chain of hops (rules/loops.py): the one the request being served
+        came with (HOPS, set by the edge) and this channel's hop."""
         self.metrics = metrics
-        self.instance = instance
+        self.secret = secret
         if transport is not None:
             fetcher = HttpxFetcher(settings, transport)
         self._fetcher = fetcher or transports.production_fetcher(settings)
@@ -140,6 +156,10 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self._fetcher.aclose()
+
+    def hop(self, channel: str) -> str:
+        """This proxy's opaque token for one of its channels (rules/loops.py)."""
+        return hop_token(self.secret or "", channel)
 
     @staticmethod
     def url_for(channel: ChannelSettings, relative: str) -> str:
@@ -158,8 +178,9 @@ class UpstreamClient:
         """Send a request; yield the response for 2xx/304, raise the domain error otherwise."""
         shown = self.redact(url)
         started = time.perf_counter()
-        if self.instance is not None:
-            headers = {**(headers or {}), HOP_HEADER: self.instance}
+        if self.secret is not None:
+            chain = extended(HOPS.get(), self.hop(channel.name))
+            headers = {**(headers or {}), HOPS_HEADER: format_chain(chain)}
         try:
             response = await self._follow(channel, url, method, headers or {}, shown)
         except UpstreamError:
@@ -170,12 +191,12 @@ class UpstreamClient:
                 time.perf_counter() - started
             )
         try:
-            if response.status == 508 and response.headers.get(HOP_HEADER) == self.instance:
+            if refused_loop(response.status, response.headers):
                 self._failed(channel)
-                raise UpstreamError(
+                raise UpstreamLoop(
                     shown,
-                    f"the request came back to this proxy: channels.{channel.name}.upstream "
-                    "points at the proxy itself (a loop)",
+                    f"channels.{channel.name}.upstream leads back to a channel this request "
+                    "already passed (a loop through this proxy or another condaproxy)",
                 )
             if response.status in (404, 410):
                 raise UpstreamNotFound(shown)

@@ -18,16 +18,25 @@ import structlog
 from starlette.applications import Starlette
 
 from ..cache.results import Asked
+from ..cache.upstream import HOPS
 from ..rules.auth import identify, presented_token, require
 from ..rules.conditional import for_audience
 from ..rules.cross_site import SAFE_METHODS, check_same_site
 from ..rules.errors import MethodNotAllowed, ProxyError, disk_full, local_disk_answer
 from ..rules.forwarded import networks, scope_base
-from ..rules.loops import LoopDetected, came_back
+from ..rules.loops import (
+    HOPS_HEADER,
+    Chain,
+    LoopDetected,
+    UpstreamLoop,
+    check_hop,
+    extended,
+    parse_chain,
+)
 from ..rules.paths import is_own_route, page_target, raw_path_of, split_raw_path, split_token
 from ..rules.peer_auth import HEADER as PEER_HEADER
 from ..rules.peer_auth import verify
-from ..rules.routing import UnknownChannel, parse_segments, unknown_channel
+from ..rules.routing import ResourcePath, UnknownChannel, parse_segments, unknown_channel
 from ..settings import PEER_TOKEN, Settings, TokenSettings
 from .pages import StatusPages
 from .responses import respond
@@ -58,6 +67,8 @@ class ChannelDispatch:
             return
         state = scope.setdefault("state", {})
         headers: dict[str, str] = {}
+        chain: Chain = ()
+        reset = None
         try:
             raw = raw_path_of(scope)
             page = page_target(raw) if self.pages is not None else None
@@ -83,11 +94,14 @@ class ChannelDispatch:
             if scope["method"] not in ("GET", "HEAD"):
                 raise MethodNotAllowed(scope["method"])
             headers = _headers(scope)
-            instance = self.services().upstream.instance
-            if instance is not None and came_back(instance, headers):
-                raise LoopDetected(instance)  # sent by this proxy: answered before anything
-            rp = parse_segments(segments, self.settings.channels)
+            chain = parse_chain(headers.get(HOPS_HEADER))  # bounded; before anything else
+            rp = self._parse(segments, chain)
             state["channel"], state["kind"] = rp.channel, rp.kind.value
+            own = self.services().upstream.hop(rp.channel)
+            check_hop(chain, own, rp.channel)  # a cycle: answered before anything
+            reset = HOPS.set(
+                extended(chain, own)
+            )  # this task's context: the request's upstream calls
             private = self.settings.channels[rp.channel].private
             if private:
                 # Every path of a private channel, metadata included, needs a read token.
@@ -105,6 +119,8 @@ class ChannelDispatch:
             response = self.error_response(self._unknown_for_caller(exc, headers))
         except ProxyError as exc:
             state["error"] = exc.message
+            if isinstance(exc, UpstreamLoop) and chain:
+                exc = LoopDetected(exc.message)  # to a proxy: so it names the loop too
             response = self.error_response(exc)
         except OSError as exc:
             # The cache's disk or index failed under this answer: a 503 to retry, not a 500.
@@ -113,7 +129,25 @@ class ChannelDispatch:
                 log.error("cache disk failure", error=f"{type(exc).__name__}: {exc}"[:300])
             state["error"] = answer.message
             response = self.error_response(answer)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        finally:
+            if reset is not None:
+                HOPS.reset(reset)
+
+    def _parse(self, segments: list[str], chain: Chain) -> ResourcePath:
+        """The channel request; a request that passed this proxy and now names none of its
+        channels came back to it through an upstream that is the proxy's bare address."""
+        try:
+            return parse_segments(segments, self.settings.channels)
+        except UnknownChannel:
+            upstream = self.services().upstream
+            if chain and any(upstream.hop(name) in chain for name in self.settings.channels):
+                raise LoopDetected(
+                    "this request already passed this proxy and names none of its channels: "
+                    "an upstream is the proxy's own address (a loop)"
+                ) from None
+            raise
 
     def _peer(self, signed: str, key: str) -> TokenSettings | None:
         """Another replica, if it signed this file's key with the shared peer token."""

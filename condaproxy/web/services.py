@@ -7,7 +7,8 @@ without a server.
 from __future__ import annotations
 
 import asyncio
-import socket
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ..cache.warmup import warm_up
 from ..cache.workers import Workers
 from ..ops.admin import CacheAdmin, Scope
 from ..ops.prefetch import Prefetcher
-from ..rules.loops import instance_id
+from ..rules.loops import INSTANCE_SECRET_ENV
 from ..rules.redact import Redactor
 from ..settings import Settings
 from ..storage.blobs import BlobStore, Liveness, sweep_temp_files
@@ -134,9 +135,11 @@ async def build_services(
     uploads = UploadStore(root / "uploads", tmp, locks, clock, make_room)
     orphans = uploads.sweep_orphans()
     redact = Redactor(settings.secrets())
-    instance = instance_id(socket.gethostname(), str(root.resolve()))
+    # One random secret for all workers of one `serve` (its parent made it); a process that no
+    # `serve` started (tests) makes its own. Keys the opaque hops of rules/loops.py.
+    secret = os.environ.get(INSTANCE_SECRET_ENV) or secrets.token_hex(16)
     upstream = UpstreamClient(
-        settings.upstream, redact, transport, metrics, resolver, instance=instance
+        settings.upstream, redact, transport, metrics, resolver, secret=secret
     )
     cluster = None
     if settings.storage is not None:
