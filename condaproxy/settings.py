@@ -68,6 +68,8 @@ class ServerSettings(_Section, frozen=True):
     # Seconds a connection gets to send a request's line and header fields (from its opening,
     # the previous response's end or the head's first byte): then it is closed, with a 408.
     header_timeout: Seconds = 30.0
+    # Seconds a response may stay blocked on a client that takes no bytes: then it is dropped.
+    send_timeout: Seconds = 60.0
 
 
 class LogSettings(_Section, frozen=True):

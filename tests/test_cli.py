@@ -176,6 +176,7 @@ def test_serve_with_workers_has_each_build_its_app_from_the_same_file(tmp_path, 
     assert os.environ["CONDAPROXY_CONFIG"] == str(path.resolve())
     assert callable(cli.app_factory())  # what each worker runs
     assert cli.app_factory().header_timeout == 30.0  # read by its connections
+    assert cli.app_factory().send_timeout == 60.0
 
 
 def test_metrics_live_next_to_the_cache_without_shared_memory(tmp_path, uvicorn_runs, monkeypatch):

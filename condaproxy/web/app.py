@@ -125,4 +125,5 @@ def create_app(
     edge = AccessLog(dispatch, metrics, trusted)
     # Read by the server's connections (web/connection.py), in each worker process.
     edge.header_timeout = settings.server.header_timeout
+    edge.send_timeout = settings.server.send_timeout
     return edge

@@ -11,8 +11,13 @@ head that uvicorn leaves out.
   `server.header_timeout` seconds of the connection, of the end of the previous response, or
   of its first byte; otherwise the connection is closed (with a 408 if the head had begun).
 
-Nothing changes once a head is complete: request bodies (uploads.read_timeout) and responses
-(a client reading slowly a big package) keep their own rules.
+- **A client that stops reading.** Once the socket's send buffer is full, a response waits
+  for the client to take bytes. A client that never does held its connection, its descriptor
+  and its response's pieces for ever. Here writing that stays blocked for
+  `server.send_timeout` seconds (nginx's `send_timeout`: between two successive writes)
+  aborts the connection; a slow but moving reader resumes writing long before.
+
+Nothing else changes once a head is complete: request bodies keep uploads.read_timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
 MAX_HEAD = 64 * 1024
 HEADER_TIMEOUT = 30.0  # server.header_timeout's default
+SEND_TIMEOUT = 60.0  # server.send_timeout's default
 
 
 def _answer(status: int, reason: str, message: str) -> bytes:
@@ -58,6 +64,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._message_open = False  # between a request's first byte and its body's end
         self._oversized = False  # a head past MAX_HEAD: nothing more reaches the app
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timeout = float(getattr(self.app, "send_timeout", None) or SEND_TIMEOUT)
+        self._send_timer: asyncio.TimerHandle | None = None  # while writing is blocked
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -65,7 +73,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._stop_send_timer()
         super().connection_lost(exc)
+
+    # The transport's flow control: called when its send buffer passes the high-water mark,
+    # and when it drains below the low one.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self._send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timed_out(self) -> None:
+        """Nothing taken by the client for send_timeout seconds: the connection is dropped
+        (the response was under way, so there is no status left to answer with); the app
+        hears of it as a disconnect."""
+        self._send_timer = None
+        if not self.transport.is_closing():
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._oversized:

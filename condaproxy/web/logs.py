@@ -158,6 +158,7 @@ class AccessLog:
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metrics, labels are bounded
         self._metrics_failed = False
         self.header_timeout: float | None = None  # server.header_timeout (web/connection.py)
+        self.send_timeout: float | None = None  # server.send_timeout (web/connection.py)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
