@@ -285,7 +285,9 @@ class MetadataCache:
             early: Inflating | None = None
             try:
                 try:
-                    async with self.upstream.open(channel, url, headers=headers) as response:
+                    async with self.upstream.open(
+                        channel, url, headers=headers, revalidating=entry is not None
+                    ) as response:
                         etag = response.headers.get("etag")
                         modified = response.headers.get("last-modified")
                         if entry is not None and self.metrics is not None:

@@ -174,8 +174,11 @@ class UpstreamClient:
         *,
         method: str = "GET",
         headers: Mapping[str, str] | None = None,
+        revalidating: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
-        """Send a request; yield the response for 2xx/304, raise the domain error otherwise."""
+        """Send a request; yield the response for 2xx/304, raise the domain error otherwise.
+        `revalidating`: the caller holds a copy a 304 would freshen (even when it has no
+        validator to send), so a 304 is an answer to it."""
         shown = self.redact(url)
         started = time.perf_counter()
         if self.secret is not None:
@@ -204,7 +207,7 @@ class UpstreamClient:
                 self._failed(channel)
                 wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
                 raise UpstreamBusy(shown, f"HTTP {response.status}", wait)
-            why = unusable_status(response.status, headers or {})
+            why = unusable_status(response.status, headers or {}, revalidating)
             if why is not None:
                 self._failed(channel)
                 raise UpstreamError(shown, why)

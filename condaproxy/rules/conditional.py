@@ -128,16 +128,19 @@ CONDITIONAL = ("if-none-match", "if-modified-since")
 WHOLE = frozenset({200, 203})  # a representation, whole (203: transformed by a proxy on the way)
 
 
-def unusable_status(status: int, sent: Mapping[str, str]) -> str | None:
+def unusable_status(status: int, sent: Mapping[str, str], revalidating: bool = False) -> str | None:
     """Why an answer of `status` to a request with headers `sent` is not a body to use, or None.
-    Only 200 (or 203) carries the whole file; 304 answers only a conditional request, and 204,
+    Only 200 (or 203) carries the whole file; 304 answers only a conditional request (or a
+    revalidation of a stored copy that had no validator to send: a server's 304 then still
+    says that copy is current, as conda's own HTTP cache takes it), and 204,
     205, 206 and any other 2xx to a plain GET are not the file (a 206's part, served as the
     whole, was a truncated package a client took as complete; a 304's nothing, an empty one)."""
     if status in WHOLE:
         return None
     if status == 304:
         asked = {k.lower() for k in sent}
-        return None if any(h in asked for h in CONDITIONAL) else "answered 304 to a plain request"
+        conditional = revalidating or any(h in asked for h in CONDITIONAL)
+        return None if conditional else "answered 304 to a plain request"
     if 200 <= status < 300:
         return f"HTTP {status} is not the whole file a plain GET asks for"
     return f"HTTP {status}"
