@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..rules.errors import IntegrityError, NotFound, UpstreamError
+from ..rules.loops import UpstreamLoop
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore, TempBlob
 from ..storage.index import FileEntry, Index
@@ -135,6 +136,11 @@ class Downloads:
             if active is not None and active.joinable():
                 try:
                     head = await asyncio.shield(active.head)
+                except UpstreamLoop:
+                    # Refused for the chain of hops of the request that started it (a client
+                    # may forge one: rules/loops.py), not this one's: fetched with its own.
+                    stream = private()
+                    return await stream.open(), stream, "miss"
                 except UpstreamError:
                     if active.abandoned:  # its only reader left before its head: anew
                         continue

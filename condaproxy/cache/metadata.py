@@ -30,6 +30,7 @@ import structlog
 from ..rules.codecs import content_codings
 from ..rules.conditional import is_fresh
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
+from ..rules.loops import UpstreamLoop
 from ..rules.names import hashed_name
 from ..rules.numbers import header_number
 from ..settings import ChannelSettings
@@ -169,6 +170,7 @@ class MetadataCache:
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
         tap = self._taps.get(key)
+        joined = tap is not None
         if tap is None:
             tap = self._taps[key] = Tap(variant)
             task = asyncio.ensure_future(self._followed(key, channel, urls, build, tap))
@@ -176,7 +178,14 @@ class MetadataCache:
             task.add_done_callback(self._followed_tasks.discard)
         await asyncio.shield(tap.started)
         if tap.done.done() or tap.fd is None:
-            return await asyncio.shield(tap.done)
+            try:
+                return await asyncio.shield(tap.done)
+            except UpstreamLoop:
+                if not joined:
+                    raise
+                # Refused for the hops of the request that started the refresh (a client may
+                # forge them: rules/loops.py), not this one's: refreshed with its own.
+                return await self.get(key, channel, urls, build)
         return TapReader(tap, str(key))
 
     async def _followed(

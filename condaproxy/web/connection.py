@@ -17,6 +17,12 @@ head that uvicorn leaves out.
   `server.send_timeout` seconds (nginx's `send_timeout`: between two successive writes)
   aborts the connection; a slow but moving reader resumes writing long before.
 
+- **A body nobody reads.** A request answered before its body ended (a GET with a body, an
+  upload refused before it was read) goes on being received and dropped. uvicorn's keep-alive
+  timer stops at the first byte received, so a client trickling such a body held its
+  connection for ever (no head to time). Here the rest of it must keep the minimum pace of an
+  upstream body (rules/pace.py, over windows of header_timeout), else the connection is closed.
+
 Nothing else changes once a head is complete: request bodies keep uploads.read_timeout.
 """
 
@@ -27,6 +33,8 @@ import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..rules.pace import Pace
 
 # Request line and header fields together. conda, mamba, pixi and browsers send well under
 # 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
@@ -66,6 +74,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timeout = float(getattr(self.app, "send_timeout", None) or SEND_TIMEOUT)
         self._send_timer: asyncio.TimerHandle | None = None  # while writing is blocked
+        self._begun = self._answered = 0  # requests begun, responses completed
+        self._unread: Pace | None = None  # the rest of an answered request's body arriving
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,6 +113,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._oversized:
             return
+        if self._unread is not None and self._unread.too_slow(len(data), self.loop.time()):
+            self.transport.close()  # a trickled body nobody reads: the response went out
+            return
         self._begun_here = False
         super().data_received(data)
         if self.transport.is_closing():
@@ -125,6 +138,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._oversized:
             return
         super().on_message_begin()
+        self._begun += 1
         self._message_open = self._begun_here = self._head_begun = True
         self._received = self._parsed = 0
         if not self._in_head:
@@ -155,14 +169,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._message_open = False
         if not self._oversized:
             super().on_message_complete()
+        if self._unread is not None:  # the answered request's body is in: the next head now
+            self._unread = None
+            self._stop_timer()
+            if not self.transport.is_closing():
+                self._received, self._head_begun = 0, False
+                self._await_head()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._answered += 1
+        if self.transport.is_closing():
+            return
         # The next request's head is awaited now, unless a pipelined one is already under
-        # way (its on_message_begin started the wait, its on_headers_complete ended it).
-        if not self._message_open and not self.transport.is_closing():
+        # way (its on_message_begin started the wait, its on_headers_complete ended it), or
+        # the body of the request just answered is still arriving: then that body must keep
+        # a pace, and arrive at all within header_timeout.
+        if not self._message_open:
             self._received, self._head_begun = 0, False
             self._await_head()
+        elif self._answered == self._begun and not self._in_head:
+            self._unread = Pace(self._header_timeout, self.loop.time())
+            self._stop_timer()
+            self._head_timer = self.loop.call_later(self._header_timeout, self._unread_timed_out)
+
+    def _unread_timed_out(self) -> None:
+        """Checks the pace when no byte arrives to (a body that stopped): below it, closed."""
+        self._head_timer = None
+        if self._unread is None or self.transport.is_closing():
+            return
+        if self._unread.too_slow(0, self.loop.time()):
+            self.transport.close()
+            return
+        self._head_timer = self.loop.call_later(self._header_timeout, self._unread_timed_out)
 
     def _await_head(self) -> None:
         self._in_head = True

@@ -22,6 +22,7 @@ from ..rules.ranges import parse_range
 log = structlog.get_logger("condaproxy.web.responses")
 
 PIECE = 256 << 10  # bytes handed to the server at once (send_pieces)
+YIELD_EVERY = 8  # pieces of a stored file between two looks for the client's hang-up
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Any]
 Receive = Callable[[], Any]
@@ -61,7 +62,12 @@ async def send_pieces(send: Send, body: bytes, more: bool) -> None:
 
 
 class FileResponse:
-    """Serve [start, end) of an open descriptor; closes it when done."""
+    """Serve [start, end) of an open descriptor; closes it when done.
+
+    A body of more than one piece stops when its client hangs up: uvicorn's `send` to a closed
+    connection returns at once without a word, so the rest of the file was read on the event
+    loop for nobody, every other client of the worker frozen meanwhile (a 1 GiB package per
+    abandoned GET). The hang-up is looked for every YIELD_EVERY pieces."""
 
     def __init__(
         self,
@@ -77,6 +83,7 @@ class FileResponse:
         self.on_close: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone: asyncio.Future[None] | None = None  # the client's hang-up, for a big body
         try:
             await send(
                 {"type": "http.response.start", "status": self.status, "headers": self.headers}
@@ -84,8 +91,17 @@ class FileResponse:
             if self.head or self.start >= self.end:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            offset = self.start
+            if self.end - self.start > PIECE:
+                gone = asyncio.ensure_future(_disconnect(receive))
+            offset, pieces = self.start, 0
             while offset < self.end:
+                if gone is not None:
+                    pieces += 1
+                    if pieces % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # the watcher's turn: a send to a closed
+                        # connection returns at once, so nothing else would give it one
+                    if gone.done():
+                        return  # the client hung up: the rest is read for nobody
                 chunk = os.pread(self.fd, min(PIECE, self.end - offset), offset)
                 if not chunk:
                     raise OSError("file shrank while being served")
@@ -94,6 +110,9 @@ class FileResponse:
                     {"type": "http.response.body", "body": chunk, "more_body": offset < self.end}
                 )
         finally:
+            if gone is not None:
+                gone.cancel()
+                await asyncio.gather(gone, return_exceptions=True)
             os.close(self.fd)
             if self.on_close is not None:
                 self.on_close()
