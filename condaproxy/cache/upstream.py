@@ -148,6 +148,7 @@ class UpstreamClient:
         came with (HOPS, set by the edge) and this channel's hop."""
         self.metrics = metrics
         self.secret = secret
+        self._hops: dict[str, str] = {}  # channel name -> its hop token (configured names only)
         if transport is not None:
             fetcher = HttpxFetcher(settings, transport)
         self._fetcher = fetcher or transports.production_fetcher(settings)
@@ -158,8 +159,12 @@ class UpstreamClient:
         await self._fetcher.aclose()
 
     def hop(self, channel: str) -> str:
-        """This proxy's opaque token for one of its channels (rules/loops.py)."""
-        return hop_token(self.secret or "", channel)
+        """This proxy's opaque token for one of its channels (rules/loops.py); an HMAC, so
+        made once per channel, not on every request."""
+        token = self._hops.get(channel)
+        if token is None:
+            token = self._hops[channel] = hop_token(self.secret or "", channel)
+        return token
 
     @staticmethod
     def url_for(channel: ChannelSettings, relative: str) -> str:
