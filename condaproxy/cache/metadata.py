@@ -21,7 +21,7 @@ import dataclasses
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,7 +321,9 @@ class MetadataCache:
                         source = response.url
                         followed = tap if coding == "identity" and url.endswith(".zst") else None
                         if followed is not None:
-                            followed.begin(body.fd, _length(response.headers))
+                            followed.begin(
+                                body.fd, header_number(response.headers.get("content-length"))
+                            )
                         inflates = coding == "identity" and url.endswith(".json.zst")
                         size = 0
                         async for chunk in response.iter_bytes():
@@ -410,8 +412,3 @@ class MetadataCache:
         """Adopt files derived from `source` rather than fetched (merged repodata, merged
         shard indexes)."""
         return self._adopt(key, source, None, None, built)
-
-
-def _length(headers: Mapping[str, str]) -> int | None:
-    """The upstream's Content-Length, if it is one number (RFC 9110 §8.6)."""
-    return header_number(headers.get("content-length"))

@@ -100,7 +100,9 @@ class TestAChannelOverAnotherChannelOfTheSameProxyIsServed:
                         want = (channel_dir / path).read_bytes()
                         assert got.content == want, path
             names = set(channels("x", "y"))
-            for chain in _hops(upstream.seen()):
+            chains = _hops(upstream.seen())
+            assert chains, "the real upstream saw no hop header"
+            for chain in chains:
                 # Opaque hops (hex: no channel name or host in them), one per channel passed.
                 tokens = chain.split(",")
                 assert 1 <= len(tokens) <= len(names), chain
