@@ -19,7 +19,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .rules.config_checks import check_distinct_tokens, check_upstream_auth
+from .rules.config_checks import (
+    check_channel_nesting,
+    check_distinct_tokens,
+    check_upstream_auth,
+)
 from .rules.config_text import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -289,6 +293,7 @@ def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         name: _channel(name, body, where)
         for name, body in _table(resolved, "channels", where).items()
     }
+    check_channel_nesting(channels, where)
     tokens = {
         name: _token(name, body, channels, where)
         for name, body in _table(resolved, "tokens", where).items()

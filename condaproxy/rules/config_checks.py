@@ -4,11 +4,12 @@ attribute (settings.py defines them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from .config_text import ConfigError
+from .routing import shadowed_route
 
 
 def check_upstream_auth(channel: Any, key: str, where: str) -> None:
@@ -43,3 +44,17 @@ def check_distinct_tokens(tokens: Mapping[str, Any], where: str, peer_name: str)
                 "(each token needs its own value)"
             )
         seen[token.token.value] = key
+
+
+def check_channel_nesting(names: Collection[str], where: str) -> None:
+    """Channel names may hold slashes, and the longest configured name wins a path. So
+    `team/label/dev` beside `team` would silently take over team's `dev` label (and
+    `team/linux-64` its subdir) for every client: refused, naming both, whichever was meant."""
+    for outer in names:
+        for inner in names:
+            taken = shadowed_route(outer, inner)
+            if taken is not None:
+                raise ConfigError(
+                    f"{where}: 'channels.{inner}' would take over {taken} of "
+                    f"'channels.{outer}' (the longer name wins routing): rename one"
+                )

@@ -194,6 +194,22 @@ def _label_prefix(parts: list[str], shown: str) -> str:
     )
 
 
+def shadowed_route(outer: str, inner: str) -> str | None:
+    """What of channel `outer`'s own paths a channel named `inner` would take over (the longest
+    configured name wins routing): `label/<x>`, a subdir, or a channel file right below
+    `outer`. None when `inner` does not lie under `outer` or lies beside its routes."""
+    if not inner.startswith(outer + "/"):
+        return None
+    first = inner[len(outer) + 1 :].split("/")[0]
+    if first == LABEL_SEGMENT:
+        return f"its labels ('{outer}/label/...')"
+    if SUBDIR_RE.match(first):
+        return f"its subdir '{first}'"
+    if first in CHANNEL_METADATA or first == "shards":
+        return f"its '{first}'"
+    return None
+
+
 def serves_below_subdir(filename: str) -> bool:
     """A file name a channel serves inside a subdir (or its `shards/` folder)."""
     return _subdir_kind(filename) is not None or SHARD_RE.match(filename) is not None
