@@ -265,6 +265,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from .web.connection import BoundedHttpToolsProtocol
     from .web.logs import configure_logging
+    from .web.occupancy import raise_descriptor_limit
+
+    raise_descriptor_limit()  # before any worker starts: they inherit it (web/occupancy.py)
 
     configure_logging(Redactor(settings.secrets()), settings.log.level, settings.log.format)
     # uvicorn's own records go through our pipeline (log_config=None keeps its dictConfig off).

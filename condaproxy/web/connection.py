@@ -35,6 +35,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..rules.pace import Pace
+from .occupancy import occupancy
 
 # Request line and header fields together. conda, mamba, pixi and browsers send well under
 # 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
@@ -43,10 +44,16 @@ HEADER_TIMEOUT = 30.0  # server.header_timeout's default
 SEND_TIMEOUT = 60.0  # server.send_timeout's default
 
 
-def _answer(status: int, reason: str, message: str) -> bytes:
+_FULL = (
+    "this proxy process has as many connections as it can hold, each with a request under way;"
+    " retry"
+)
+
+
+def _answer(status: int, reason: str, message: str, extra: str = "") -> bytes:
     body = json.dumps({"error": message, "status": status}).encode()
     return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{extra}"
         f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
     ).encode() + body
 
@@ -79,9 +86,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if not occupancy().admit(self):  # every connection has a request under way
+            self._in_head = False
+            self.transport.write(_answer(503, "Service Unavailable", _FULL, "retry-after: 1\r\n"))
+            self.transport.close()
+            return
         self._await_head()
 
+    def shed(self) -> None:
+        """Closed to make room for a new connection (web/occupancy.py): this one has waited
+        longest for a request head."""
+        self._stop_timer()
+        self._in_head = False
+        if not self.transport.is_closing():
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        occupancy().leave(self)
         self._stop_timer()
         self._stop_send_timer()
         super().connection_lost(exc)
@@ -156,6 +177,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        occupancy().busy(self)
         self._stop_timer()
         self._oversized = self._oversized or self._parsed > MAX_HEAD
         if not self._oversized:
@@ -205,6 +227,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _await_head(self) -> None:
         self._in_head = True
+        occupancy().wait(self)
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self._header_timeout, self._head_timed_out)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,10 @@ class Upstream:
         return list(httpx.get(self.url + "/_seen").json())
 
 
+def _limit_files(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 @dataclass
 class Proxy:
     config: Path
@@ -99,6 +105,7 @@ class Proxy:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    nofile: tuple[int, int] | None = None  # the file-descriptor limit (soft, hard), if set
 
     @property
     def url(self) -> str:
@@ -126,6 +133,7 @@ class Proxy:
                 stderr=log,
                 env={**os.environ, **self.env},
                 start_new_session=True,
+                preexec_fn=None if self.nofile is None else partial(_limit_files, self.nofile),
             )
         try:
             wait_http(self.url + "/healthz", self.proc)
