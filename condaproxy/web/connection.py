@@ -36,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..rules.pace import Pace
 from .occupancy import occupancy
+from .zerocopy import EXTENSION, offers_zero_copy, send_file
 
 # Request line and header fields together. conda, mamba, pixi and browsers send well under
 # 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
@@ -180,8 +181,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         occupancy().busy(self)
         self._stop_timer()
         self._oversized = self._oversized or self._parsed > MAX_HEAD
-        if not self._oversized:
-            super().on_headers_complete()
+        if self._oversized:
+            return
+        zero_copy = offers_zero_copy(self.transport)
+        if zero_copy:
+            self.scope["extensions"] = {**self.scope.get("extensions", {}), EXTENSION: {}}
+        before = self.cycle
+        super().on_headers_complete()
+        if zero_copy and self.cycle is not None and self.cycle is not before:
+            self.cycle.send = _with_zero_copy(self.cycle)  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         if not self._oversized:
@@ -255,3 +263,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self.transport.write(_answer(status, reason, message))
         self.transport.close()
+
+
+def _with_zero_copy(cycle: Any) -> Any:
+    """`cycle`'s send, taking zero-copy file messages too (web/zerocopy.py)."""
+    send = cycle.send
+
+    async def send_with_zero_copy(message: Any) -> None:
+        if message["type"] == EXTENSION:
+            await send_file(cycle, message, send)
+        else:
+            await send(message)
+
+    return send_with_zero_copy

@@ -23,6 +23,7 @@ from ..cache.instruments import Metrics
 from ..rules.errors import ProxyError
 from ..rules.forwarded import Network, client_address, request_id
 from ..rules.redact import Redactor
+from .zerocopy import EXTENSION as ZERO_COPY
 
 _CACHED = {"hit", "revalidated", "stale"}
 # Answers clients meet in normal use (probing for shards, asking before authenticating).
@@ -186,6 +187,8 @@ class AccessLog:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == ZERO_COPY:  # a stored file's bytes by sendfile
+                sent += message["count"]
             await send(message)
 
         failure: BaseException | None = None

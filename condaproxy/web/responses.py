@@ -18,6 +18,7 @@ from ..cache.results import Result, Stored, Streamed
 from ..rules.conditional import http_date, if_range_allows, not_modified, strong_etag
 from ..rules.errors import RangeNotSatisfiable
 from ..rules.ranges import parse_range
+from .zerocopy import EXTENSION as ZERO_COPY
 
 log = structlog.get_logger("condaproxy.web.responses")
 
@@ -96,8 +97,12 @@ class FileResponse:
             if self.head or self.start >= self.end:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            if self.end - self.start >= WATCH_FROM:
+            watch = self.end - self.start >= WATCH_FROM
+            if watch:
                 gone = asyncio.ensure_future(_disconnect(receive))
+            if ZERO_COPY in scope.get("extensions", ()):
+                await self._send_zero_copy(send, gone)
+                return
             offset, pieces = self.start, 0
             while offset < self.end:
                 if gone is not None:
@@ -121,6 +126,22 @@ class FileResponse:
             os.close(self.fd)
             if self.on_close is not None:
                 self.on_close()
+
+    async def _send_zero_copy(self, send: Send, gone: asyncio.Future[None] | None) -> None:
+        """The body by sendfile (web/zerocopy.py): in one message, or, while watching for
+        the client's hang-up, YIELD_EVERY pieces at a time."""
+        step = self.end - self.start if gone is None else PIECE * YIELD_EVERY
+        offset = self.start
+        while offset < self.end:
+            count = min(step, self.end - offset)
+            more = offset + count < self.end
+            message = {"type": ZERO_COPY, "file": self.fd, "offset": offset, "count": count}
+            await send({**message, "more_body": more})
+            offset += count
+            if gone is not None and more:
+                await asyncio.sleep(0)  # the watcher's turn
+                if gone.done():
+                    return  # the client hung up: the rest is read for nobody
 
 
 class EmptyResponse:
