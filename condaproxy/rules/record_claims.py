@@ -6,10 +6,12 @@ public one, so a field here steers every client of the channel:
 
 - `name` is lower-case. conda's naming conventions allow lower-case letters, digits, `_`, `-`
   and `.`; rattler lower-cases a name before comparing it and other tools do not, so `NumPy`
-  uploaded beside `numpy` is one package to one client and another to the next.
+  uploaded beside `numpy` is one package to one client and another to the next. It does not
+  start with `__`: those are virtual packages, the client system's to report.
 - `subdir` is a platform conda or rattler knows (a misspelt or invented one is never solved for,
   `Linux-64` and `linux-64` are two folders on one disk and one on another), and a package
-  marked `noarch` lives in `noarch`; `platform`, when given, is the subdir's.
+  marked `noarch` lives in `noarch`; `platform`, when given, is the subdir's; `package_type`,
+  when given, only restates `noarch` (conda treats `virtual_*` types as not its to manage).
 - every dependency (`depends`, `constrains`, each `run_exports` and `extra_depends` list) is a
   plain `name [version [build]]` spec, brackets holding only version, build and build_number.
   A channel (`conda-forge::numpy`, `https://x/y::numpy`, `[channel=...]`) tells every solver of
@@ -80,6 +82,7 @@ _PAIR = re.compile(
     r"""\s*(?:,|\Z)"""
 )
 _EQUALS_BUILD = re.compile(r"^==?[^=<>!~,|]+=[^=]")  # name=1.0=h0, name==1.0=h0
+_PACKAGE_TYPES = {"python": "noarch_python", "generic": "noarch_generic", True: "noarch_generic"}
 BRACKET_KEYS = ("version", "build", "build_number")
 _PIN_KEYS = ("channel", "subdir", "url", "fn", "md5", "sha256", "namespace")
 
@@ -98,6 +101,16 @@ def check_name(value: str) -> None:
         f"{shown(value)} is not a conda package name (lower-case letters, digits, '_', '-' "
         "and '.', starting with a letter, digit or '_')"
     )
+
+
+def check_package_name(value: str) -> None:
+    """The record's own name: a dependency may name `__glibc`, a package may not be one."""
+    check_name(value)
+    if value.startswith("__"):
+        raise BadField(
+            f"{shown(value)} starts with '__', which names a virtual package (__glibc, __cuda, "
+            "__osx...): solvers take those from the client's system, not from a channel"
+        )
 
 
 def check_subdir(value: str) -> None:
@@ -230,7 +243,7 @@ def _spec_lists(value: Any) -> None:
 
 
 CLAIM_RULES: Mapping[str, Callable[[Any], None]] = {
-    "name": lambda v: check_name(v) if isinstance(v, str) else None,
+    "name": lambda v: check_package_name(v) if isinstance(v, str) else None,
     "subdir": lambda v: check_subdir(v) if isinstance(v, str) else None,
     "depends": _specs,
     "constrains": _specs,
@@ -247,6 +260,12 @@ def check_consistency(record: Mapping[str, Any]) -> tuple[str, str] | None:
         return "subdir", (
             f"is {shown(subdir)} but the package is noarch: {kind}; a noarch package lives in "
             "the noarch subdir (clients would install it as a platform package there)"
+        )
+    package_type = record.get("package_type")
+    if package_type is not None and package_type != _PACKAGE_TYPES.get(noarch):
+        return "package_type", (
+            f"is {shown(package_type)}; it may only restate noarch (noarch_python, "
+            "noarch_generic): conda reads virtual_* types as packages it must not link or unlink"
         )
     platform = record.get("platform")
     if not isinstance(platform, str) or not isinstance(subdir, str) or subdir == "noarch":

@@ -7,7 +7,9 @@ through the merged repodata:
   which file a client fetches;
 - a dependency text parsers read differently (`numpy >=1 # x`, a fourth word, `;`);
 - an upper-case name beside a lower-case one (`NumPy` is `numpy` to rattler, not to others);
-- a subdir no client knows (`linux-65`), or a `noarch` package filed under a platform.
+- a subdir no client knows (`linux-65`), or a `noarch` package filed under a platform;
+- a name of a virtual package (`__glibc 99`, which would satisfy every `__glibc >=...`), or a
+  `package_type` conda reads as not its to manage (`virtual_system`).
 
 Each is refused as every invalid record is (upload_env.py: 400, JSON naming the field, nothing
 kept, one warning), in both package formats; a package with typical conda-forge metadata is
@@ -69,6 +71,11 @@ CLAIMS: dict[str, tuple[dict[str, Any], str, str]] = {
         "noarch",
     ),
     "platform-not-the-subdirs": ({"platform": "win"}, "platform", "not the platform"),
+    "a-virtual-package-type": (
+        {"package_type": "virtual_system"},
+        "package_type",
+        "virtual_",
+    ),
 }
 
 
@@ -91,6 +98,15 @@ def test_an_upload_claiming_more_than_itself_is_refused(env, case: str, ext: str
 def test_an_upload_named_other_than_in_lower_case_is_refused(env, stem: str) -> None:
     data = _package(".conda", index_json(stem), stem)
     error = refused(env, upload(env, f"{stem}.conda", data), 400, "not lower-case", "'hostile'")
+    assert error["field"] == "name"
+
+
+@pytest.mark.parametrize("stem", ["__glibc-99.0-0", "__cuda-99.0-0", "__osx-99.0-0"])
+def test_an_upload_named_as_a_virtual_package_is_refused(env, stem: str) -> None:
+    """`__glibc 99.0` in the channel would satisfy any `__glibc >=...` dependency whatever the
+    client's system has."""
+    data = _package(".conda", index_json(stem), stem)
+    error = refused(env, upload(env, f"{stem}.conda", data), 400, "virtual package")
     assert error["field"] == "name"
 
 

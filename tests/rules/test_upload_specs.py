@@ -157,9 +157,28 @@ def test_a_subdir_no_client_knows_is_refused(subdir: str) -> None:
     assert "'subdir'" in error.message
 
 
+@pytest.mark.parametrize("name", ["__glibc", "__cuda", "__osx", "__unix", "__archspec", "__x"])
+def test_a_package_named_as_a_virtual_package_is_refused(name: str) -> None:
+    """`__glibc 99` in a channel would satisfy `__glibc >=2.34` on a system whose glibc is
+    older (or shadow what the system reports): solvers take `__` names from the client."""
+    error = refused({**BASE, "name": name}, f"{name}-1.0-h0_0.conda")
+    assert error.extra["field"] == "name" and "virtual package" in error.message
+
+
+def test_a_dependency_on_a_virtual_package_is_accepted() -> None:
+    check_index({**BASE, "depends": ["__glibc >=2.17", "__cuda", "__osx >=11.0"]}, FILE)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
+        ({"package_type": "virtual_system"}, "package_type"),
+        ({"package_type": "virtual_python_wheel"}, "package_type"),
+        ({"package_type": "noarch_python"}, "package_type"),
+        (
+            {"package_type": "noarch_generic", "noarch": "python", "subdir": "noarch"},
+            "package_type",
+        ),
         ({"noarch": "python", "subdir": "linux-64"}, "subdir"),
         ({"noarch": "generic", "subdir": "win-64"}, "subdir"),
         ({"noarch": True, "subdir": "osx-arm64"}, "subdir"),
@@ -310,6 +329,22 @@ REAL = [
 def test_typical_conda_forge_metadata_is_accepted(record: dict[str, Any]) -> None:
     filename = f"{record['name']}-{record['version']}-{record['build']}.conda"
     assert check_index(record, filename) == record["subdir"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"package_type": "noarch_python", "noarch": "python", "subdir": "noarch"},
+        {"package_type": "noarch_generic", "noarch": "generic", "subdir": "noarch"},
+        {"package_type": None},
+        {"platform": None, "arch": None, "noarch": "python", "subdir": "noarch"},
+        {"platform": "linux", "arch": "x86_64", "noarch": "python", "subdir": "noarch"},
+        {"subdir": "noarch"},  # an old-style noarch package without the field
+        {"noarch": False},
+    ],
+)
+def test_fields_that_agree_with_the_subdir_are_accepted(change: dict[str, Any]) -> None:
+    check_index({**BASE, **change}, FILE)
 
 
 @pytest.mark.parametrize("subdir", sorted(KNOWN_SUBDIRS))
