@@ -124,7 +124,7 @@ def check_subdir(value: str) -> None:
 def check_spec(value: str) -> None:
     """A dependency as a solver reads it from repodata: `name [version [build]]`, or
     `name<op>version`, `name=version=build`, with brackets holding version, build and
-    build_number only. ValueError-free: raises BadField naming what the spec does beyond that."""
+    build_number only. Raises BadField naming what the spec does beyond that."""
     if "::" in value:
         where = shown(value.split("::", 1)[0].strip())
         raise BadField(
@@ -157,7 +157,7 @@ def check_spec(value: str) -> None:
             "on what the rest means)"
         )
     if len(words) == 2 and not _BUILD_GLOB.match(words[1]):
-        raise BadField(f"{shown(value)}: build {words[1]!r} is not a build string or glob")
+        raise BadField(f"{shown(value)}: build {shown(words[1])} is not a build string or glob")
     given = {"version"} if words else set()
     if len(words) == 2 or (words and _EQUALS_BUILD.match(words[0])):
         given.add("build")
@@ -166,11 +166,11 @@ def check_spec(value: str) -> None:
             raise BadField(f"{shown(value)} gives its {key} twice (in the spec and in [...])")
         given.add(key)
         if key == "build" and not _BUILD_GLOB.match(text):
-            raise BadField(f"{shown(value)}: build {text!r} is not a build string or glob")
+            raise BadField(f"{shown(value)}: build {shown(text)} is not a build string or glob")
         if key == "version" and not _SPEC_REST.match(text):
-            raise BadField(f"{shown(value)}: version {text!r} is not a version spec")
+            raise BadField(f"{shown(value)}: version {shown(text)} is not a version spec")
         if key == "build_number" and not re.match(r"^(?:[<>]=?|==|!=)?[0-9]{1,10}\Z", text):
-            raise BadField(f"{shown(value)}: build_number {text!r} is not a number or bound")
+            raise BadField(f"{shown(value)}: build_number {shown(text)} is not a number or bound")
 
 
 def _brackets(value: str) -> tuple[str, list[tuple[str, str]]]:
