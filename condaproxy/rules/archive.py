@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import BadRequest, PayloadTooLarge
 from .record_fields import COMPUTED
-from .records_check import check_record
+from .records_check import check_claims, check_record
 from .routing import PACKAGE_RE
 
 
@@ -223,10 +223,11 @@ def check_conda_stem(stem: str, filename: str) -> None:
 
 
 def check_index(index: Any, filename: str) -> str:
-    """Validate info/index.json (every field, see records_check) against the file name; return
-    the package's subdir."""
+    """Validate info/index.json (every field, see records_check, and what a new upload may
+    claim, see record_claims) against the file name; return the package's subdir."""
     name, version, build, _ = check_filename(filename)
     check_record(index)
+    check_claims(index)
     if (index["name"], index["version"], index["build"]) != (name, version, build):
         raise InvalidPackage(
             f"file name {filename!r} does not match info/index.json "

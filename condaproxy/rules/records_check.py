@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from .errors import BadRequest
+from .record_claims import CLAIM_RULES, check_consistency
 from .record_fields import (
     FIELD_RULES,
     FORBIDDEN_FIELDS,
@@ -68,6 +69,21 @@ def check_record(record: Any) -> None:
             f"{MAX_UNKNOWN_BYTES} bytes together",
             field=max(unknown, key=lambda k: len(msgspec.json.encode(unknown[k]))),
         )
+
+
+def check_claims(record: dict[str, Any]) -> None:
+    """For a new upload, after check_record: refuse a record claiming more than the package
+    itself (record_claims.py: lower-case name, known subdir, plain dependency specs)."""
+    for field, rule in CLAIM_RULES.items():
+        if field in record:
+            try:
+                rule(record[field])
+            except BadField as exc:
+                raise InvalidRecord(f"info/index.json field '{field}' {exc}", field=field) from None
+    conflict = check_consistency(record)
+    if conflict is not None:
+        field, problem = conflict
+        raise InvalidRecord(f"info/index.json field '{field}' {problem}", field=field)
 
 
 def _field(field: Any, value: Any, unknown: dict[str, Any]) -> None:

@@ -162,7 +162,7 @@ async def upload_multipart(
             temp.discard()
         raise
     # Names compare case-folded, as against the stored uploads (storage/uploads.same_file):
-    # `MyTool-1.0-h0.conda` beside `mytool-1.0-h0.conda` would otherwise replace it in the
+    # `mytool-1.0-H0.conda` beside `mytool-1.0-h0.conda` would otherwise replace it in the
     # very write that reports both as uploaded.
     seen: dict[str, str] = {}
     for upload, _ in staged:

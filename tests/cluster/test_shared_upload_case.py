@@ -36,7 +36,7 @@ def test_a_case_variant_upload_replaces_only_with_force_on_every_replica(
     upstream, start_proxy, tmp_path: Path, s3_server: S3Server, bucket: str
 ) -> None:
     lower = build_package(Pkg("casetool", "1.0", "h0", "linux-64"), tmp_path / "w", tmp_path / "o")
-    mixed = build_package(Pkg("CaseTool", "1.0", "h0", "linux-64"), tmp_path / "w", tmp_path / "o")
+    mixed = build_package(Pkg("casetool", "1.0", "H0", "linux-64"), tmp_path / "w", tmp_path / "o")
     a, b = start_replicas(start_proxy, upstream.url, tmp_path, s3_server, bucket, 2, 0.5)
     assert post(a.url, lower).status_code == 201
     refused = post(b.url, mixed)

@@ -1,5 +1,5 @@
 """Uploaded file names compare case-folded: uploading `hostile-1.0-h0.conda` over a stored
-`Hostile-1.0-h0.conda` is a 409 (it is the same package to a client), and with force it
+`hostile-1.0-H0.conda` is a 409 (it is the same package to a client), and with force it
 replaces it. DELETE compared exactly: the operator removing the package by the name a client
 uses got a 404 while it stayed installable. Real proxy process (upload_env.py)."""
 
@@ -14,8 +14,8 @@ from tests.hostile.upload_env import WRITE, env, post
 pytestmark = pytest.mark.integration
 __all__ = ["env"]  # the module-scoped fixture, one proxy for this module
 
-STORED = "Hostile-1.0-h0"
-ASKED = ["hostile-1.0-h0", "HOSTILE-1.0-H0", "hOSTILE-1.0-h0", STORED]
+STORED = "hostile-1.0RC1-H0"  # names are lower-case; versions and builds need not be
+ASKED = ["hostile-1.0rc1-h0", "HOSTILE-1.0RC1-H0", "hOSTILE-1.0Rc1-h0", STORED]
 
 
 @pytest.mark.parametrize("asked", ASKED)

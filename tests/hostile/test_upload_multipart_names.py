@@ -1,4 +1,4 @@
-"""One multipart upload naming one file twice in two cases (`Hostile-1.0-h0.conda` and
+"""One multipart upload naming one file twice in two cases (`hostile-1.0-H0.conda` and
 `hostile-1.0-h0.conda`). File names compare case-folded (one package to a client, one file on a
 case-insensitive disk), so the second replaced the first in the same write, and the answer
 still listed both as uploaded (201): the uploader's CI believes a package is published that is
@@ -18,9 +18,9 @@ __all__ = ["env"]  # the module-scoped fixture, one proxy for this module
 
 PAIRS = {
     "same-name": ("hostile-1.0-h0", "hostile-1.0-h0"),
-    "name-case": ("Hostile-1.0-h0", "hostile-1.0-h0"),
+    "version-case": ("hostile-1.0RC1-h0", "hostile-1.0rc1-h0"),
     "build-case": ("hostile-1.0-H0", "hostile-1.0-h0"),
-    "all-upper": ("HOSTILE-1.0-H0", "hostile-1.0-h0"),
+    "version-and-build-case": ("hostile-1.0RC1-H0", "hostile-1.0rc1-h0"),
 }
 
 

@@ -18,7 +18,7 @@ from tests.support.inproc import Clock, built, make_settings, token
 
 WRITER = "write-token-0001"
 LOWER = Pkg("mytool", "1.0", "h0", "linux-64")
-MIXED = Pkg("MyTool", "1.0", "h0", "linux-64")
+MIXED = Pkg("mytool", "1.0", "H0", "linux-64")  # names are lower-case; builds need not be
 URL = "/api/channels/team/files"
 
 
