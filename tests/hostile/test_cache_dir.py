@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +17,8 @@ import httpx
 import pytest
 
 from tests.support.channel import Pkg, build_package
-from tests.support.hostile import listed_channel
-from tests.support.processes import ROOT, Upstream, free_port, write_config
+from tests.support.hostile import listed_channel, one_cache, serve_once, upload
+from tests.support.processes import Upstream, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -64,17 +62,16 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 def test_a_damaged_blob_found_at_start_is_refetched_never_served(
     tmp_path: Path, start_proxy, damage: str
 ) -> None:
-    upstream = Upstream(listed_channel(tmp_path / "channel", {FILE: DATA})).start()
     cache = tmp_path / "cache"
-    try:
-        proxy = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+    with one_cache(tmp_path, start_proxy, {FILE: DATA}) as (upstream, start):
+        proxy = start()
         first = httpx.get(f"{proxy.url}/ch/{FILE}", timeout=30)
         assert (first.status_code, hashlib.sha256(first.content).hexdigest()) == (200, DIGEST)
         proxy.stop()
         [blob] = [p for p in (cache / "blobs").rglob(DIGEST) if p.is_file()]
         DAMAGE[damage](blob)
 
-        proxy = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+        proxy = start()
         for _ in range(2):  # the first answer, and the one from the copy it left behind
             with httpx.stream("GET", f"{proxy.url}/ch/{FILE}", timeout=30) as got:
                 assert got.status_code == 200
@@ -82,8 +79,6 @@ def test_a_damaged_blob_found_at_start_is_refetched_never_served(
             assert hashlib.sha256(body).hexdigest() == DIGEST
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == DIGEST
         assert upstream.count("GET", f"/{FILE}") == 2  # fetched again, once
-    finally:
-        upstream.stop()
 
 
 def test_a_damaged_upload_is_refused_never_sent_nor_replaced_from_upstream(
@@ -95,34 +90,23 @@ def test_a_damaged_upload_is_refused_never_sent_nor_replaced_from_upstream(
         Pkg("internal-tool", "1.0", "h0", "linux-64"), tmp_path / "w", tmp_path / "o"
     )
     data = package.read_bytes()
-    upstream = Upstream(
-        listed_channel(tmp_path / "channel", {f"linux-64/{package.name}": DATA})
-    ).start()
     cache = tmp_path / "cache"
-    tokens = {"ci": {"token": WRITE, "roles": {"ch": "write"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    try:
-        proxy = start_proxy(channels, cache=cache, tokens=tokens)
-        posted = httpx.post(
-            f"{proxy.url}/api/channels/ch/upload/{package.name}",
-            content=data,
-            headers={"x-api-key": WRITE},
-            timeout=60,
-        )
+    listed = {f"linux-64/{package.name}": DATA}
+    with one_cache(tmp_path, start_proxy, listed, writer=WRITE) as (upstream, start):
+        proxy = start()
+        posted = upload(proxy, package.name, data, WRITE)
         assert posted.status_code == 201, posted.text
         proxy.stop()
         digest = hashlib.sha256(data).hexdigest()
         [blob] = [p for p in (cache / "uploads").rglob(digest) if p.is_file()]
         flip_a_byte(blob)
 
-        proxy = start_proxy(channels, cache=cache, tokens=tokens)
+        proxy = start()
         got = httpx.get(f"{proxy.url}/ch/linux-64/{package.name}", timeout=30)
         assert got.status_code == 503
         assert "damaged" in got.json()["error"]
         assert upstream.count("GET", f"/linux-64/{package.name}") == 0
         assert blob.exists()  # kept for the admin to look at: it was the only copy
-    finally:
-        upstream.stop()
 
 
 def test_a_second_config_with_another_upstream_cannot_take_over_a_running_proxys_cache(
@@ -139,14 +123,7 @@ def test_a_second_config_with_another_upstream_cannot_take_over_a_running_proxys
         proxy = start_proxy({"ch": {"upstream": first.url}}, cache=cache)
         assert httpx.get(f"{proxy.url}/ch/{FILE}", timeout=30).status_code == 200
         config = write_config(tmp_path / "second.toml", cache, {"ch": {"upstream": other.url}})
-        port = str(free_port())
-        started = subprocess.run(
-            [sys.executable, "-m", "condaproxy", "serve", "--config", str(config), "--port", port],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        started = serve_once(config)
         assert started.returncode == 2
         [line] = started.stderr.strip().splitlines()
         assert "'cache.path'" in line and "'ch'" in line and "Traceback" not in line
@@ -162,12 +139,8 @@ def test_a_second_config_with_another_upstream_cannot_take_over_a_running_proxys
 def test_a_second_proxy_with_the_same_upstreams_may_share_the_cache(
     tmp_path: Path, start_proxy
 ) -> None:
-    upstream = Upstream(listed_channel(tmp_path / "one", {FILE: DATA})).start()
-    cache = tmp_path / "cache"
-    try:
-        one = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+    with one_cache(tmp_path, start_proxy, {FILE: DATA}) as (_, start):
+        one = start()
         assert httpx.get(f"{one.url}/ch/{FILE}", timeout=30).status_code == 200
-        two = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+        two = start()
         assert httpx.get(f"{two.url}/ch/{FILE}", timeout=30).headers.get("x-cache") == "HIT"
-    finally:
-        upstream.stop()

@@ -14,13 +14,12 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.support.hostile import get_one, listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import ZST, HostileSetup, get_one
 
 pytestmark = pytest.mark.integration
 
@@ -58,17 +57,7 @@ UNDONE_ONLY_FOR_METADATA = {"gzip, gzip": twice, "deflate, gzip": deflate_then_g
 REFUSED = {"gzip, br": gzip.compress, "identity, compress": same}
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-
-    def fresh(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-        self.upstream.override("/linux-64/repodata.json.zst", b"", 404)
-
+class Setup(HostileSetup):
     def repodata(self, coding: str, encode: Callable[[bytes], bytes]) -> httpx.Response:
         self.fresh()
         headers = {"content-encoding": coding}
@@ -77,20 +66,7 @@ class Setup:
         return self.client.get(url, headers={"accept-encoding": "identity"})
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("codings")
-    upstream = Upstream(listed_channel(base / "up", {PKG: DATA})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, 60, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+setup = Setup.fixture("codings", {PKG: DATA}, missing=ZST)
 
 
 @pytest.mark.parametrize("coding", [*LISTS, *UNDONE_ONLY_FOR_METADATA])

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.hostile import listed_channel
-from tests.support.processes import ROOT, Upstream, free_port, write_config
+from tests.support.hostile import one_cache, serve_once
+from tests.support.processes import write_config
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +51,9 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 def test_a_damaged_index_is_set_aside_and_the_proxy_serves(
     tmp_path: Path, start_proxy, damage: str
 ) -> None:
-    upstream = Upstream(listed_channel(tmp_path / "channel", {PACKAGE: DATA})).start()
     cache = tmp_path / "cache"
-    try:
-        proxy = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+    with one_cache(tmp_path, start_proxy, {PACKAGE: DATA}) as (upstream, start):
+        proxy = start()
         before = httpx.get(f"{proxy.url}/ch/linux-64/repodata.json", timeout=30).content
         assert httpx.get(f"{proxy.url}/ch/{PACKAGE}", timeout=30).status_code == 200
         proxy.stop()
@@ -64,7 +61,7 @@ def test_a_damaged_index_is_set_aside_and_the_proxy_serves(
             (cache / "index" / stale).unlink(missing_ok=True)
         DAMAGE[damage](cache / "index" / "cache.db")
 
-        proxy = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+        proxy = start()
         for _ in range(2):
             got = httpx.get(f"{proxy.url}/ch/{PACKAGE}", timeout=30)
             assert got.status_code == 200
@@ -77,8 +74,6 @@ def test_a_damaged_index_is_set_aside_and_the_proxy_serves(
         [event] = proxy.events_where(lambda e: e.get("event", "").startswith("index damaged"))
         assert event["level"] == "error"
         assert "Traceback" not in proxy.log()
-    finally:
-        upstream.stop()
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -88,10 +83,9 @@ def test_a_damaged_upload_index_stops_serve_with_one_line(
     """The upload index is the only record of the uploads: it is never set aside (the
     upstream's files of the uploaded names would come through). `serve` refuses it with one
     line saying what to do, where it gave a traceback from the lifespan."""
-    upstream = Upstream(listed_channel(tmp_path / "channel", {PACKAGE: DATA})).start()
     cache = tmp_path / "cache"
-    try:
-        proxy = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache)
+    with one_cache(tmp_path, start_proxy, {PACKAGE: DATA}) as (upstream, start):
+        proxy = start()
         assert httpx.get(f"{proxy.url}/ch/{PACKAGE}", timeout=30).status_code == 200
         proxy.stop()
         db = cache / "uploads" / "index" / "cache.db"
@@ -99,17 +93,8 @@ def test_a_damaged_upload_index_stops_serve_with_one_line(
             (db.parent / stale).unlink(missing_ok=True)
         DAMAGE[damage](db)
         config = write_config(tmp_path / "again.toml", cache, {"ch": {"upstream": upstream.url}})
-        port = str(free_port())
-        started = subprocess.run(
-            [sys.executable, "-m", "condaproxy", "serve", "--config", str(config), "--port", port],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        started = serve_once(config)
         assert started.returncode == 2
         [line] = started.stderr.strip().splitlines()
         assert "upload index" in line and "damaged" in line and "Traceback" not in line
         assert db.exists()  # left as it was, for a restore
-    finally:
-        upstream.stop()

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.support.hostile import listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import ZST
+from tests.support.hostile import HostileSetup as Setup
 
 pytestmark = pytest.mark.integration
 
@@ -52,37 +50,7 @@ CASES = {
 GOOD = repodata("none", "")
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-
-    def fresh(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-        self.upstream.override("/linux-64/repodata.json.zst", b"", 404)
-
-    def get(self, path: str) -> httpx.Response:
-        return self.client.get(
-            f"{self.proxy.url}/ch/{path}", headers={"accept-encoding": "identity"}
-        )
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("nested")
-    upstream = Upstream(listed_channel(base / "up", {PKG: os.urandom(1024)})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, TTL, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+setup = Setup.fixture("nested", {PKG: os.urandom(1024)}, ttl=TTL, missing=ZST, identity=True)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -10,13 +10,10 @@ Real processes: the test upstream and `condaproxy serve`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.support.hostile import listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import HostileSetup as Setup
 
 pytestmark = pytest.mark.integration
 
@@ -43,32 +40,8 @@ CLIENT_DATES = {
 }
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-
-    def fresh(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("numbers")
-    upstream = Upstream(listed_channel(base / "up", {PKG: os.urandom(4096)})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    # ttl 0: every request revalidates, so a cached copy meets the hostile answer too.
-    config = write_config(base / "proxy.toml", base / "cache", channels, 0, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+# ttl 0: every request revalidates, so a cached copy meets the hostile answer too.
+setup = Setup.fixture("numbers", {PKG: os.urandom(4096)}, ttl=0)
 
 
 def busy(setup: Setup, path: str, status: int, value: str) -> None:

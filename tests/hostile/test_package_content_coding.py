@@ -13,13 +13,11 @@ import gzip
 import json
 import os
 import zlib
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.support.hostile import get_one, listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import HostileSetup as Setup
+from tests.support.hostile import get_one
 
 pytestmark = pytest.mark.integration
 
@@ -43,32 +41,7 @@ CODINGS = {
 }
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-        self.n = 0
-
-    def purge(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("coding")
-    upstream = Upstream(listed_channel(base / "up", FILES, {})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, 60, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+setup = Setup.fixture("coding", FILES, {})
 
 
 @pytest.mark.parametrize("path", [SMALL, BIG])
@@ -76,7 +49,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 def test_a_compressed_transfer_of_a_package_is_undone_verified_and_kept(
     setup: Setup, path: str, case: str
 ) -> None:
-    setup.purge()
+    setup.fresh()
     coding, compress = CODINGS[case]
     setup.upstream.override(f"/{path}", compress(FILES[path]), headers={"content-encoding": coding})
     first = setup.client.get(f"{setup.proxy.url}/ch/{path}")
@@ -107,7 +80,7 @@ def hostile(path: str) -> dict[str, tuple[bytes, str]]:
 def test_a_compressed_transfer_that_is_not_the_package_is_refused(
     setup: Setup, path: str, case: str
 ) -> None:
-    setup.purge()
+    setup.fresh()
     body, coding = hostile(path)[case]
     setup.upstream.override(f"/{path}", body, headers={"content-encoding": coding})
     got = get_one(f"{setup.proxy.url}/ch/{path}")

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
-import httpx
 import msgpack
 import pytest
 import zstandard
 
-from tests.support.hostile import get_one, listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import ZST, get_one
+from tests.support.hostile import HostileSetup as Setup
 
 pytestmark = pytest.mark.integration
 
@@ -47,32 +45,7 @@ FILES = {
 STATUSES = [206, 304, 204, 205, 226, 299]
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-
-    def fresh(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-        self.upstream.override("/linux-64/repodata.json.zst", b"", 404)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("partial")
-    upstream = Upstream(listed_channel(base / "up", {PKG: DATA}, {UNLISTED: DATA})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, 60, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+setup = Setup.fixture("partial", {PKG: DATA}, {UNLISTED: DATA}, missing=ZST)
 
 
 @pytest.mark.parametrize("status", STATUSES)

@@ -9,18 +9,14 @@ Real processes: the test upstream and `condaproxy serve`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.support.hostile import listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import HostileSetup
 
 pytestmark = pytest.mark.integration
 
 PKG = "linux-64/small-1.0-0.conda"
-ADMIN = {"x-api-key": "admin-token-000001"}
 # What the upstream lost for a while: the paths it answered 404 for, and the one asked.
 LOST = {
     "package": ([f"/{PKG}"], PKG),
@@ -44,16 +40,8 @@ ASIDE = {
 }
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-
-    def purge(self, scope: str) -> None:
-        url = f"{self.proxy.url}/api/cache{scope}"
-        self.client.delete(url, headers=ADMIN).raise_for_status()
-
-    def get(self, path: str) -> int:
+class Setup(HostileSetup):
+    def get(self, path: str) -> int:  # type: ignore[override]
         return self.client.get(f"{self.proxy.url}/ch/{path}").status_code
 
     def lost_then_back(self, what: str) -> str:
@@ -73,20 +61,7 @@ class Setup:
         return asked
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("purge404")
-    upstream = Upstream(listed_channel(base / "up", {PKG: os.urandom(1024)})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}, "other": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, 60, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+setup = Setup.fixture("purge404", {PKG: os.urandom(1024)}, channels=("ch", "other"))
 
 
 @pytest.mark.parametrize(

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import msgpack
 import pytest
 import zstandard
 
-from tests.support.hostile import listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import HostileSetup
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +46,7 @@ def zst(value: Any) -> bytes:
     return zstandard.ZstdCompressor().compress(msgpack.packb(value, use_bin_type=True))
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=30)
-
-    def fresh(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-
+class Setup(HostileSetup):
     def shard(self, shape: Any) -> str:
         """The upstream's shard index names one shard for `small`, of this shape."""
         shard = zst(shape)
@@ -71,20 +59,7 @@ class Setup:
         return path
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("shards")
-    upstream = Upstream(listed_channel(base / "up", {PKG: os.urandom(4096)})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, 60, tokens=tokens)
-    proxy = Proxy(config).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    upstream.stop()
-    no_crash_in_log(proxy.log())
+setup = Setup.fixture("shards", {PKG: os.urandom(4096)})
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))

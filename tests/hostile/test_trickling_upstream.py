@@ -14,15 +14,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 
 import httpx
 import msgpack
 import pytest
 import zstandard
 
-from tests.support.hostile import get_one, listed_channel, no_crash_in_log
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import ZST, HostileSetup, get_one
 
 pytestmark = pytest.mark.integration
 
@@ -44,41 +42,27 @@ METADATA = {
 PACES = [0.2, 1.0]  # seconds between bytes: 5 and 1 bytes a second, each inside the timeout
 
 
-class Setup:
-    def __init__(self, upstream: Upstream, proxy: Proxy) -> None:
-        self.upstream, self.proxy = upstream, proxy
-        self.client = httpx.Client(timeout=60)
-
-    def fresh(self) -> None:
-        token = {"x-api-key": "admin-token-000001"}
-        self.client.delete(f"{self.proxy.url}/api/cache", headers=token).raise_for_status()
-        self.upstream.reset()
-        # Only the plain JSON exists upstream: the trickled body is the one the proxy takes.
-        self.upstream.override("/linux-64/repodata.json.zst", b"", 404)
-
+class Setup(HostileSetup):
     def timed(self, path: str) -> tuple[httpx.Response, float]:
         started = time.monotonic()
         response = self.client.get(f"{self.proxy.url}/ch/{path}")
         return response, time.monotonic() - started
 
+    def stop_upstream(self) -> None:
+        assert self.upstream.proc is not None
+        self.upstream.proc.kill()  # it trickles on to closed sockets for minutes
+        self.upstream.proc.wait(10)
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    base = tmp_path_factory.mktemp("trickle")
-    upstream = Upstream(listed_channel(base / "up", {PKG: DATA})).start()
-    tokens = {"ops": {"token": "admin-token-000001", "roles": {"*": "admin"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    config = write_config(base / "proxy.toml", base / "cache", channels, TTL, tokens=tokens)
-    env = {"CONDAPROXY_UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT)}
-    proxy = Proxy(config, env=env).start()
-    s = Setup(upstream, proxy)
-    yield s
-    s.client.close()
-    proxy.stop()
-    assert upstream.proc is not None
-    upstream.proc.kill()  # it trickles on to closed sockets for minutes
-    upstream.proc.wait(10)
-    no_crash_in_log(proxy.log())
+
+# Only the plain JSON exists upstream (ZST): the trickled body is the one the proxy takes.
+setup = Setup.fixture(
+    "trickle",
+    {PKG: DATA},
+    ttl=TTL,
+    env={"CONDAPROXY_UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT)},
+    missing=ZST,
+    timeout=60,
+)
 
 
 @pytest.mark.parametrize("pace", PACES)

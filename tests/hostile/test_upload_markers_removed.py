@@ -19,8 +19,7 @@ import httpx
 import pytest
 
 from tests.support.channel import Pkg, build_package
-from tests.support.hostile import listed_channel
-from tests.support.processes import Upstream
+from tests.support.hostile import one_cache, upload
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +36,16 @@ def test_an_upload_still_hides_the_upstream_file_when_its_markers_are_removed(
     data = package.read_bytes()
     impostor = os.urandom(200_000)  # the upstream's file of the same name
     name = f"linux-64/{package.name}"
-    upstream = Upstream(listed_channel(tmp_path / "channel", {name: impostor})).start()
     cache = tmp_path / "cache"
-    tokens = {"ci": {"token": WRITE, "roles": {"ch": "write"}}}
-    channels = {"ch": {"upstream": upstream.url}}
-    try:
-        proxy = start_proxy(channels, cache=cache, tokens=tokens)
-        posted = httpx.post(
-            f"{proxy.url}/api/channels/ch/upload/{package.name}",
-            content=data,
-            headers={"x-api-key": WRITE},
-            timeout=60,
-        )
+    with one_cache(tmp_path, start_proxy, {name: impostor}, writer=WRITE) as (upstream, start):
+        proxy = start()
+        posted = upload(proxy, package.name, data, WRITE)
         assert posted.status_code == 201, posted.text
         assert httpx.get(f"{proxy.url}/ch/{name}", timeout=30).content == data
         if when == "stopped":
             proxy.stop()
             shutil.rmtree(cache / "uploads" / "changed")
-            proxy = start_proxy(channels, cache=cache, tokens=tokens)
+            proxy = start()
         else:
             shutil.rmtree(cache / "uploads" / "changed")
         for _ in range(2):
@@ -65,5 +56,3 @@ def test_an_upload_still_hides_the_upstream_file_when_its_markers_are_removed(
             record = listed["packages.conda"][package.name]
             assert record["sha256"] == hashlib.sha256(data).hexdigest()
         assert upstream.count("GET", f"/{name}") == 0
-    finally:
-        upstream.stop()

@@ -1,6 +1,7 @@
 """Tools for hostile tests against real processes: channels whose records are written by hand,
-many concurrent clients that keep what they received when cut off, a /healthz latency probe,
-the memory of a process tree, and a small tmpfs to fill up."""
+an upstream and a proxy shared by a module's tests (`HostileSetup`) or started again and again
+on one cache (`one_cache`), many concurrent clients that keep what they received when cut off,
+a /healthz latency probe, the memory of a process tree, and a small tmpfs to fill up."""
 
 from __future__ import annotations
 
@@ -12,15 +13,20 @@ import math
 import multiprocessing
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
+import pytest
 
-from tests.support.processes import Proxy
+from tests.support.processes import ROOT, Proxy, Upstream, free_port, write_config
+
+ADMIN_TOKEN = "admin-token-000001"
+ZST = ("/linux-64/repodata.json.zst",)  # a `missing` for tests of the plain JSON
 
 
 def record(filename: str, data: bytes) -> dict[str, object]:
@@ -63,6 +69,133 @@ def listed_channel(
         (directory / subdir).mkdir(parents=True, exist_ok=True)
         (directory / subdir / "repodata.json").write_text(json.dumps(document))
     return directory
+
+
+class HostileSetup:
+    """A test upstream over a `listed_channel` and a `condaproxy serve` proxying it as channel
+    `ch`, shared by a module's tests (`fixture`), with a client. `fresh()` forgets everything
+    the proxy cached (an admin purge) and every answer set on the upstream; `missing` are
+    upstream paths that answer 404 after each `fresh()` (repodata.json.zst: the plain JSON is
+    the body the proxy takes); `identity` asks for `accept-encoding: identity` on every `get`.
+    A module subclasses it for steps of its own."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        proxy: Proxy,
+        *,
+        missing: Sequence[str] = (),
+        identity: bool = False,
+        timeout: float = 30,
+    ) -> None:
+        self.upstream, self.proxy = upstream, proxy
+        self.missing, self.identity = tuple(missing), identity
+        self.client = httpx.Client(timeout=timeout)
+
+    def purge(self, scope: str = "") -> None:
+        """DELETE /api/cache{scope} as an admin."""
+        url = f"{self.proxy.url}/api/cache{scope}"
+        self.client.delete(url, headers={"x-api-key": ADMIN_TOKEN}).raise_for_status()
+
+    def fresh(self) -> None:
+        self.purge()
+        self.upstream.reset()
+        for path in self.missing:
+            self.upstream.override(path, b"", 404)
+
+    def get(self, path: str) -> httpx.Response:
+        headers = {"accept-encoding": "identity"} if self.identity else {}
+        return self.client.get(f"{self.proxy.url}/ch/{path}", headers=headers)
+
+    def stop_upstream(self) -> None:
+        self.upstream.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(
+        cls,
+        base: Path,
+        listed: dict[str, bytes],
+        unlisted: dict[str, bytes] | None = None,
+        *,
+        ttl: int = 60,
+        channels: Sequence[str] = ("ch",),
+        env: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Iterator[Self]:
+        """Start both under `base` (the upstream's files in base/up), with `ttl` as
+        repodata_ttl, an admin token and each of `channels` proxying the upstream; stop them
+        when the block ends, then check the proxy's log holds no crash. `options` go to
+        the constructor."""
+        upstream = Upstream(listed_channel(base / "up", listed, unlisted)).start()
+        admin: dict[str, object] = {"token": ADMIN_TOKEN, "roles": {"*": "admin"}}
+        proxied: dict[str, dict[str, object]] = {n: {"upstream": upstream.url} for n in channels}
+        config = write_config(
+            base / "proxy.toml", base / "cache", proxied, ttl, tokens={"ops": admin}
+        )
+        try:
+            proxy = Proxy(config, env=env or {}).start()
+        except BaseException:
+            upstream.stop()
+            raise
+        setup = cls(upstream, proxy, **options)
+        try:
+            yield setup
+        finally:
+            setup.client.close()
+            proxy.stop()
+            setup.stop_upstream()
+        no_crash_in_log(proxy.log())
+
+    @classmethod
+    def fixture(cls, name: str, *args: Any, **options: Any) -> Any:
+        """The module-scoped pytest fixture `setup`: `started(a temp dir named name, *args,
+        **options)`."""
+
+        @pytest.fixture(scope="module", name="setup")
+        def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileSetup]:
+            with cls.started(tmp_path_factory.mktemp(name), *args, **options) as started:
+                yield started
+
+        return setup
+
+
+@contextlib.contextmanager
+def one_cache(
+    tmp_path: Path,
+    start_proxy: Callable[..., Proxy],
+    listed: dict[str, bytes],
+    writer: str | None = None,
+) -> Iterator[tuple[Upstream, Callable[[], Proxy]]]:
+    """A test upstream over `listed_channel(tmp_path / "channel", listed)`, and a way to start
+    proxies (conftest's `start_proxy`) serving it as `ch` on one cache, tmp_path / "cache", one
+    after another or side by side: for what a proxy finds in its cache when it starts.
+    `writer`: a token that may upload to `ch`. The upstream stops when the block ends."""
+    upstream = Upstream(listed_channel(tmp_path / "channel", listed)).start()
+    channels = {"ch": {"upstream": upstream.url}}
+    tokens = {"ci": {"token": writer, "roles": {"ch": "write"}}} if writer else None
+    try:
+        yield upstream, lambda: start_proxy(channels, cache=tmp_path / "cache", tokens=tokens)
+    finally:
+        upstream.stop()
+
+
+def upload(proxy: Proxy, filename: str, data: bytes, token: str) -> httpx.Response:
+    """POST `data` to channel `ch` as the upload `filename`."""
+    return httpx.post(
+        f"{proxy.url}/api/channels/ch/upload/{filename}",
+        content=data,
+        headers={"x-api-key": token},
+        timeout=60,
+    )
+
+
+def serve_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """`condaproxy serve` on `config` run to its end (a start that is refused): its exit
+    status and what it wrote."""
+    port = str(free_port())
+    command = [sys.executable, "-m", "condaproxy", "serve", "--config", str(config), "--port", port]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
 @dataclass
