@@ -32,7 +32,7 @@ from .merging import decode_shard
 from .metadata import MetadataCache, Served
 from .results import IMMUTABLE, UNLISTED, Asked, Result, Stored, Streamed
 from .tails import Body
-from .transfer import AlreadyCached, ClientAbort, Expected, Head, content_type
+from .transfer import AlreadyCached, ClientAbort, Expected, Head, bytes_of, content_type
 from .upstream import UpstreamClient, join_url
 from .views import Views
 
@@ -211,7 +211,7 @@ class Packages:
         try:
             async for chunk in body.chunks(0, head.size):
                 if keep:
-                    pieces.append(chunk)
+                    pieces.append(bytes_of(chunk))
         except ClientAbort as exc:
             shown = self.upstream.redact(self.url(channel, rp))  # no credentials
             raise UpstreamError(shown, str(exc)) from None

@@ -28,10 +28,12 @@ from ..storage.locks import POLL_SECONDS
 from .following import TapReader
 from .transfer import (
     READ_CHUNK,
+    SEGMENT_MOST,
     ClientAbort,
     Download,
     Expected,
     Head,
+    Segment,
     check_claim,
     content_type,
     hash_chunk,
@@ -64,8 +66,9 @@ class LocalTail:
         d.readers[self.id] = 0
         self.fd = os.dup(d.temp.fd) if d.temp is not None and d.temp.fd >= 0 else None
         self.ranges = d.relay is None  # the bytes are on disk: a range can wait for them
+        self.zero_copy = False  # set by a response that can send a Segment by sendfile
 
-    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes | Segment]:
         d = self.d
         size = (await asyncio.shield(d.head)).size
         partial = start > 0 or (end is not None and end != size)
@@ -89,12 +92,12 @@ class LocalTail:
             if end is not None:
                 limit = min(limit, end)
             if offset < limit:
-                chunk = self._read(offset, limit)
-                offset += len(chunk)
+                piece = self._read(offset, limit)
+                offset += len(piece)
                 d.readers[self.id] = offset
                 if d.relay is not None:
                     d.relay.trim(d.slowest())
-                yield chunk
+                yield piece
                 continue
             if d.error is not None and not d.verified:
                 raise ClientAbort(f"download of {d.key} failed: {d.error}")
@@ -102,11 +105,13 @@ class LocalTail:
                 return
             await d.wait()
 
-    def _read(self, offset: int, limit: int) -> bytes:
+    def _read(self, offset: int, limit: int) -> bytes | Segment:
         d = self.d
         chunk = b""
         if d.buffer is not None:
             chunk = bytes(memoryview(d.buffer)[offset : min(limit, offset + READ_CHUNK)])
+        elif offset < d.disk_end and self.fd is not None and self.zero_copy:
+            return Segment(self.fd, offset, min(SEGMENT_MOST, min(limit, d.disk_end) - offset))
         elif offset < d.disk_end and self.fd is not None:
             chunk = os.pread(self.fd, min(READ_CHUNK, min(limit, d.disk_end) - offset), offset)
         elif offset >= d.disk_end and d.relay is not None:

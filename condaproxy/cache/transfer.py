@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 from ..rules.errors import DISK_FULL, IntegrityError
@@ -15,6 +16,36 @@ from .relay import Relay
 # What a client's reader takes at once: a piece a client that stops reading pins in memory
 # (web/responses.send_pieces), so a quarter MiB rather than the upstream's 1 MiB chunks.
 READ_CHUNK = 256 << 10
+
+
+# What one Segment may span: a client's response goes on in steps of at most this much, so
+# other clients of the worker get their turn between them.
+SEGMENT_MOST = 4 << 20
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes a reader may send as they lie in a file, without reading them (by sendfile,
+    web/zerocopy.py): [offset, offset + count) of `fd`, a descriptor the reader keeps open
+    until it is closed. Only the response of a server that offers zero-copy sending asks for
+    them (a reader's `zero_copy`); everyone else gets bytes."""
+
+    fd: int
+    offset: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def bytes_of(chunk: bytes | Segment) -> bytes:
+    """A reader's chunk as bytes (a Segment read from its file)."""
+    if isinstance(chunk, bytes):
+        return chunk
+    data = os.pread(chunk.fd, chunk.count, chunk.offset)
+    if len(data) != chunk.count:
+        raise OSError("file shrank while being read")
+    return data
 
 
 @dataclass(frozen=True)

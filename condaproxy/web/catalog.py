@@ -14,7 +14,7 @@ import asyncio
 import os
 
 from ..cache.results import Asked, Result, Stored, Streamed
-from ..cache.transfer import ClientAbort
+from ..cache.transfer import ClientAbort, bytes_of
 from ..cache.workers import BIG
 from ..ops.listing import (
     FileRow,
@@ -45,7 +45,7 @@ async def read_result(result: Result, limit: int) -> bytes:
                 total += len(chunk)
                 if total > limit:
                     raise ServiceUnavailable(f"a metadata file is larger than {limit} bytes")
-                pieces.append(chunk)
+                pieces.append(bytes_of(chunk))
         except ClientAbort as exc:  # its download failed midway: the page cannot be made
             raise UpstreamError("of this channel", str(exc)) from None
         finally:

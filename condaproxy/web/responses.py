@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from ..cache.results import Result, Stored, Streamed
+from ..cache.transfer import Segment
 from ..rules.conditional import http_date, if_range_allows, not_modified, strong_etag
 from ..rules.errors import RangeNotSatisfiable
 from ..rules.ranges import parse_range
@@ -183,6 +184,8 @@ class StreamResponse:
             if self.body is None or self.head_only or self.status in (304, 416):
                 await send({"type": "http.response.body", "body": b""})
                 return
+            if ZERO_COPY in scope.get("extensions", ()) and hasattr(self.body, "zero_copy"):
+                self.body.zero_copy = True  # what is on disk comes as Segments, by sendfile
             await _unless_disconnected(self._send_body(send), receive)
         finally:
             if self.body is not None:
@@ -190,7 +193,11 @@ class StreamResponse:
 
     async def _send_body(self, send: Send) -> None:
         async for chunk in self.body.chunks(self.start, self.end):
-            await send_pieces(send, chunk, True)
+            if isinstance(chunk, Segment):
+                message = {"type": ZERO_COPY, "file": chunk.fd, "offset": chunk.offset}
+                await send({**message, "count": chunk.count, "more_body": True})
+            else:
+                await send_pieces(send, chunk, True)
         await send({"type": "http.response.body", "body": b""})
 
 
