@@ -230,6 +230,7 @@ class RemoteTail:
         self.size = size  # of the whole file, from the other worker's head
         self.private: PrivateStream | None = None
         self.fd: int | None = None
+        self.zero_copy = False  # set by a response that can send a Segment by sendfile
         try:
             self.fd = os.open(temp_path, os.O_RDONLY)
         except FileNotFoundError:
@@ -237,7 +238,7 @@ class RemoteTail:
             if entry is not None:
                 self.fd = downloads.store.open(entry.sha256)
 
-    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes | Segment]:
         downloads, key = self.downloads, self.key
         partial = start > 0 or (end is not None and end != self.size)
         offset = start
@@ -252,6 +253,13 @@ class RemoteTail:
                 limit = offset
             if end is not None:
                 limit = min(limit, end)
+            if offset < limit and self.zero_copy:
+                # Hashed, if need be, only when the other worker gives up: the bytes sent
+                # stay in the file as they were (it is written once, in order).
+                segment = Segment(self.fd, offset, min(SEGMENT_MOST, limit - offset))
+                offset += segment.count
+                yield segment
+                continue
             if offset < limit:
                 chunk = os.pread(self.fd, min(READ_CHUNK, limit - offset), offset)
                 offset += len(chunk)
@@ -268,6 +276,8 @@ class RemoteTail:
             await asyncio.sleep(POLL_SECONDS)
         # Not kept over there: the rest comes from our own fetch, which must agree with what
         # the client already has (a range got nothing yet: it waits for the whole file).
+        if self.zero_copy and self.fd is not None and offset > start:
+            sent = await asyncio.to_thread(_sha256_of, self.fd, start, offset)
         self.private = self.fallback()
         async for chunk in self.private.chunks(offset, end, sent if offset > start else None):
             yield chunk
@@ -283,6 +293,18 @@ class RemoteTail:
             self.fd = None
         if self.private is not None:
             await self.private.aclose()
+
+
+def _sha256_of(fd: int, start: int, end: int) -> Any:
+    """The running sha256 of [start, end) of `fd` (what a client was sent from it)."""
+    digest = hashlib.sha256()
+    while start < end:
+        chunk = os.pread(fd, min(READ_CHUNK, end - start), start)
+        if not chunk:
+            raise ClientAbort("the other worker's file shrank under this client")
+        digest.update(chunk)
+        start += len(chunk)
+    return digest
 
 
 Body = LocalTail | RemoteTail | PrivateStream | TapReader
