@@ -22,7 +22,7 @@ import structlog
 from ..cache.instruments import Metrics
 from ..rules.errors import ProxyError
 from ..rules.forwarded import Network, client_address, request_id
-from ..rules.redact import Redactor
+from ..rules.redact import Redactor, masked_path
 
 _CACHED = {"hit", "revalidated", "stale"}
 # Answers clients meet in normal use (probing for shards, asking before authenticating).
@@ -224,7 +224,7 @@ class AccessLog:
         peer = scope.get("client")
         fields: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"],
+            "path": _shown_path(scope),
             "client": client_address(peer[0] if peer else None, headers, self.trusted),
             "user_agent": (_header(scope, b"user-agent") or "")[:200],
             "request_id": state.get("request_id"),
@@ -258,6 +258,14 @@ class AccessLog:
             self._child(self.metrics.outcomes, channel, outcome).inc()
             source = "cache" if outcome in _CACHED else "upstream"
             self._child(self.metrics.bytes_served, channel, source).inc(sent)
+
+
+def _shown_path(scope: dict[str, Any]) -> str:
+    """The request's path with a `/t/<token>/` segment masked whole, read from the bytes the
+    client sent (see rules/redact.masked_path)."""
+    raw = scope.get("raw_path")
+    path: str = scope["path"]
+    return masked_path(raw.decode("latin-1"), path) if isinstance(raw, bytes) else path
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
