@@ -57,6 +57,28 @@ def masked_path(raw: str, path: str) -> str:
     return "/".join(shown)
 
 
+def upstream_identity(upstream: str | None) -> str | None:
+    """What names an upstream in records the cache keeps (which upstream filled it): its URL
+    with the credentials masked, so none is written to disk and rotating one changes nothing."""
+    return mask_urls(upstream) if upstream else upstream
+
+
+def kept_url(url: str, base: str) -> str:
+    """`url` as the cache keeps it on disk: below the channel's base URL (which may hold a
+    path token or a user name and password), that base in its masked form, so the index holds
+    no credential. `used_url` puts the base of the day back: a rotated credential finds the
+    same entry, and an entry kept for another upstream (another masked base) stays another's.
+    A URL elsewhere is kept as it is (an origin the upstream's metadata names)."""
+    shown = mask_urls(base)
+    return shown + url[len(base) :] if shown != base and url.startswith(base) else url
+
+
+def used_url(kept: str, base: str) -> str:
+    """The URL to fetch for what `kept_url` kept (a URL kept raw before: itself)."""
+    shown = mask_urls(base)
+    return base + kept[len(shown) :] if shown != base and kept.startswith(shown) else kept
+
+
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is masked whole.
