@@ -55,10 +55,22 @@ def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") 
     terminal (containers and CI get JSON)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
 
+    def masked(key: str, value: Any) -> Any:
+        if isinstance(value, str):
+            return _bounded(key, redact(value))
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, list | tuple):
+            return [masked(key, v) for v in value]
+        if isinstance(value, dict):
+            return {k: masked(key, v) for k, v in value.items()}
+        # Anything else (an exception, a URL object) is rendered as text: masked like text,
+        # not after masking by the JSON encoder's str().
+        return _bounded(key, redact(str(value)))
+
     def mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = _bounded(key, redact(value))
+            event[key] = masked(key, value)
         return event
 
     renderer: Any = (
