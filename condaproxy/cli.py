@@ -19,7 +19,7 @@ from typing import Any
 
 from .cache.heap import give_back_big_buffers
 from .rules.names import hashed_name
-from .rules.redact import Redactor
+from .rules.redact import Redactor, upstream_identity
 from .settings import (
     CONFIG_ENV,
     ConfigError,
@@ -192,7 +192,7 @@ def _check_cache_owner(settings: Settings) -> None:
         liveness.close()
     redact = Redactor(settings.secrets())
     for name, channel in settings.channels.items():
-        if name in known and known[name] != channel.upstream:
+        if name in known and upstream_identity(known[name]) != upstream_identity(channel.upstream):
             raise ConfigError(
                 f"{settings.source}: 'cache.path' {str(root)!r} is in use by a running proxy "
                 f"whose channel '{name}' has upstream {redact(known[name] or '(none)')!r}: stop "

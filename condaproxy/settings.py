@@ -34,6 +34,8 @@ from .rules.config_text import (
     convert,
     env_references,
     resolve_references,
+    shown_value,
+    without_values,
 )
 from .rules.config_urls import Shape, check_http_url
 from .rules.paths import RESERVED_SEGMENTS, valid_channel_name
@@ -278,7 +280,11 @@ def load_settings(
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
     referenced = set(env_references(raw))
     apply_env_overrides(raw, env, referenced, where, {**_SECTIONS, **_OPTIONAL})
-    return build_settings(raw, where, env)
+    try:
+        return build_settings(raw, where, env)
+    except ConfigError as exc:  # never quoting what `env:` read: it is there to stay secret
+        hidden = [env[name] for name in referenced if name in env]
+        raise ConfigError(without_values(str(exc), hidden)) from None
 
 
 def build_settings(raw: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Settings:
@@ -404,8 +410,8 @@ def _url(text: str, key: str, where: str, shape: Shape = "base", userinfo: bool 
     try:
         return check_http_url(text, shape, userinfo)
     except ValueError as exc:
-        shown = f": {text!r}" if "@" not in text else ""  # userinfo may hold a password
-        raise ConfigError(f"{where}: '{key}' {exc}{shown}") from None
+        shown = shown_value(text)  # its userinfo, path token and query masked, or not at all
+        raise ConfigError(f"{where}: '{key}' {exc}: {shown!r}") from None
 
 
 def _token(

@@ -43,7 +43,7 @@ from .at_rest import AtRest, unrecorded_view
 from .following import Tap, TapReader
 from .inflating import Inflating
 from .instruments import Metrics
-from .upstream import UpstreamClient
+from .upstream import UpstreamClient, kept, kept_origins, used
 from .variants import BuildFn, Built, check_zstd_file, decode_body
 from .workers import Workers
 
@@ -166,7 +166,7 @@ class MetadataCache:
         anyone still reads."""
         if not self.passthrough:
             return await self.get(key, channel, urls, build)
-        entry = await self.intact(key, self._current(key, urls))
+        entry = await self.intact(key, self._current(key, channel, urls))
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
         tap = self._taps.get(key)
@@ -210,14 +210,14 @@ class MetadataCache:
         build: BuildFn,
         tap: Tap | None,
     ) -> Served:
-        entry = await self.intact(key, self._current(key, urls))
+        entry = await self.intact(key, self._current(key, channel, urls))
         if entry is not None and is_fresh(entry.fetched_at, self.ttl, self.clock()):
             return Served(entry, "hit")
         if entry is None and self.index.is_missing(key, self.clock()):
             raise NotFound(f"not found upstream (remembered for {self.negative_ttl:g}s)")
         asked_at = self.clock()
         async with self.locks.hold(key.lock):
-            latest = await self.intact(key, self._current(key, urls))
+            latest = await self.intact(key, self._current(key, channel, urls))
             if (
                 latest is not None
                 and latest != entry
@@ -266,11 +266,13 @@ class MetadataCache:
                 store.delete(variant.sha256)
         return None
 
-    def _current(self, key: MetaKey, urls: Sequence[str]) -> MetaEntry | None:
+    def _current(
+        self, key: MetaKey, channel: ChannelSettings, urls: Sequence[str]
+    ) -> MetaEntry | None:
         """The stored entry, if it came from one of `urls`: a copy fetched from an upstream the
         channel no longer names is neither revalidated there nor served stale."""
         entry = self.index.get_meta(key)
-        return entry if entry is not None and entry.source_url in urls else None
+        return entry if entry is not None and used(channel, entry.source_url) in urls else None
 
     async def _refresh(
         self,
@@ -281,7 +283,7 @@ class MetadataCache:
         build: BuildFn,
         tap: Tap | None = None,
     ) -> Served:
-        candidates = [entry.source_url] if entry is not None else list(urls)
+        candidates = [used(channel, entry.source_url) or ""] if entry is not None else list(urls)
         for i, url in enumerate(candidates):
             headers = {"accept-encoding": "gzip, deflate"}
             if entry is not None:
@@ -358,7 +360,9 @@ class MetadataCache:
                     await self.workers.run(False, check_zstd_file, path, source, limit)
                 tmp = str(self.tmp_dir)
                 built = await build(self.workers, str(body.path), url, tmp, limit, early)
-                new = await self.workers.run(False, self._adopt, key, url, etag, modified, built)
+                built = dataclasses.replace(built, origins=kept_origins(channel, built.origins))
+                source = kept(channel, url) or url  # no credential in the index
+                new = await self.workers.run(False, self._adopt, key, source, etag, modified, built)
             finally:
                 if early is not None:
                     early.discard()  # its document, unless the build claimed it

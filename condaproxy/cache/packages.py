@@ -33,7 +33,7 @@ from .metadata import MetadataCache, Served
 from .results import IMMUTABLE, UNLISTED, Asked, Result, Stored, Streamed
 from .tails import Body
 from .transfer import AlreadyCached, ClientAbort, Expected, Head, bytes_of, content_type
-from .upstream import UpstreamClient, join_url
+from .upstream import UpstreamClient, join_url, used
 from .views import Views
 
 log = structlog.get_logger("condaproxy.cache")
@@ -230,6 +230,7 @@ class Packages:
                 if entry is None:
                     continue
                 base = entry.origins.packages if rp.kind is Kind.PACKAGE else entry.origins.shards
+                base = used(channel, base)  # kept without the channel's credentials
                 if base:
                     return join_url(base, rp.filename)
         return self.upstream.url_for(channel, rp.relative)

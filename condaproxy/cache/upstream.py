@@ -39,7 +39,8 @@ from ..rules.loops import (
 )
 from ..rules.numbers import header_number
 from ..rules.origins import Origin, carries_credentials, origin_of, refusal, trusted
-from ..rules.redact import Redactor
+from ..rules.redact import Redactor, kept_url, used_url
+from ..rules.rewrite import Origins
 from ..settings import ChannelSettings, UpstreamSettings
 from . import transports
 from .egress import CachedResolver, Pin, Resolver, pinned, system_resolve, unpin
@@ -340,6 +341,21 @@ def channel_base(channel: ChannelSettings) -> str:
     parts = urlsplit(channel.upstream)
     path = f"/t/{channel.upstream_token.value}{parts.path}"
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def kept(channel: ChannelSettings, url: str | None) -> str | None:
+    """`url` as the index keeps it, the channel's credentials out (rules/redact.kept_url)."""
+    return kept_url(url, channel_base(channel)) if url and channel.upstream else url
+
+
+def used(channel: ChannelSettings, url: str | None) -> str | None:
+    """A URL the index kept, to fetch from, with the channel's credentials of the day."""
+    return used_url(url, channel_base(channel)) if url and channel.upstream else url
+
+
+def kept_origins(channel: ChannelSettings, origins: Origins) -> Origins:
+    """Where a document says its files live, as the index keeps it (see `kept`)."""
+    return Origins(kept(channel, origins.packages), kept(channel, origins.shards))
 
 
 def join_url(base: str, relative: str) -> str:

@@ -27,6 +27,7 @@ from ..rules.routing import COMMON_SUBDIRS, SHARD_INDEX, parse_path
 from ..storage.index import MetaEntry
 from ..storage.keys import MetaKey
 from .packages import Packages
+from .upstream import used
 
 log = structlog.get_logger("condaproxy.cache.warmup")
 
@@ -79,6 +80,6 @@ def cached_shard_indexes(
             entry = packages.index.get_meta(key)
             if entry is None or "body" not in entry.variants:
                 continue
-            if entry.source_url == packages.url(channel, rp):
+            if used(channel, entry.source_url) == packages.url(channel, rp):
                 found.append((key, entry))
     return sorted(found, key=lambda item: item[1].fetched_at, reverse=True)

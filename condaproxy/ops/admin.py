@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cache.metadata import MetadataCache
+from ..rules.redact import upstream_identity
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath, channel_prefix, parse_path
 from ..settings import ChannelSettings
 from ..storage.blobs import BlobStore
@@ -130,15 +131,18 @@ class CacheAdmin:
         """A channel whose `upstream` changed since the cache was filled starts afresh: what
         was fetched from the old upstream (metadata, files, remembered 404s) is dropped, so the
         new upstream answers at once and the old one is never revalidated or served stale.
-        Uploads stay. Returns {channel: old upstream} for what was dropped."""
+        Uploads stay. Returns {channel: old upstream} for what was dropped.
+
+        The record keeps each upstream with its credentials masked (rules/redact.py): none on
+        disk, and a rotated password or token is the same upstream (its cache stays)."""
         known: dict[str, str | None] = self.index.get_value(("upstreams",), {})
         changed = {}
         for name, channel in self.channels.items():
             old = known.get(name)
-            if name in known and old != channel.upstream:
+            if name in known and upstream_identity(old) != upstream_identity(channel.upstream):
                 self.purge(Scope(channel=name))  # its remembered 404s too
                 changed[name] = old or "(none)"
-        current = {name: channel.upstream for name, channel in self.channels.items()}
+        current = {n: upstream_identity(ch.upstream) for n, ch in self.channels.items()}
         if current != known:
             self.index.set_value(("upstreams",), {**known, **current})
         return changed

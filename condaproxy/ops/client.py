@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import httpx
 
+from ..rules.redact import mask_urls
+
 URL_ENV = "CONDAPROXY_URL"
 TOKEN_ENV = "CONDAPROXY_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -33,7 +35,8 @@ class AdminClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach {self._http.base_url}: {type(exc).__name__}") from None
+            where = mask_urls(str(self._http.base_url))  # `--url https://user:pw@host` too
+            raise ClientError(f"cannot reach {where}: {type(exc).__name__}") from None
         try:
             body = response.json()
         except ValueError:

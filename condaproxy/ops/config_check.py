@@ -33,11 +33,8 @@ def effective(settings: Settings) -> dict[str, Any]:
     redact = Redactor(settings.secrets())
     for channel in data.get("channels", {}).values():
         upstream = channel.get("upstream")
-        if upstream and "@" in upstream:
-            scheme, _, rest = upstream.partition("://")
-            upstream = f"{scheme}://***@{rest.rpartition('@')[2]}"
         if upstream:
-            channel["upstream"] = redact(upstream)
+            channel["upstream"] = redact(upstream)  # its userinfo and path token as `***`
     return data
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from .redact import mask_urls
 from .values import parse_bool, parse_size
 
 ENV_PREFIX = "CONDAPROXY_"
@@ -51,6 +52,9 @@ class FromEnv(msgspec.Struct, frozen=True):
 
     text: str
     origin: str  # e.g. "environment variable CONDAPROXY_CACHE_MAX_SIZE"
+    # Read through an `env:` reference, the way to keep a secret out of the file: its value
+    # is never quoted in an error, whichever key it was given to (shown_value).
+    referenced: bool = False
 
 
 def convert(body: Any, cls: type[Any], key: str, where: str, **fixed: Any) -> Any:
@@ -82,6 +86,39 @@ def prepare(value: Any, kind: Any, key: str, where: str) -> Any:
         return value
     except ValueError as exc:
         raise ConfigError(f"{where}: '{key}' {exc}{_origin(value)}") from None
+
+
+SECRET = "***"
+
+
+def without_values(message: str, values: Iterable[str]) -> str:
+    """`message` with every value read through an `env:` reference masked, whole or in the
+    comma-separated pieces a list or table is read from: such a value is never quoted in an
+    error, whichever key it was given to (`private = "env:UPLOAD_TOKEN"`, a slip). Pieces
+    under 4 characters (`1`, `yes`) hold no secret and are left, so the message stays
+    readable."""
+    pieces = {p.strip() for v in values for p in (v, *v.split(","), *v.split("="))}
+    for piece in sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True):
+        message = message.replace(piece, SECRET)
+    return message
+
+
+def shown_value(value: Any) -> Any:
+    """A value as a config error may quote it (repr'd by the caller): URL credentials
+    (userinfo, a `/t/<token>/` path, a query) masked in every text it holds, and a text the
+    masking cannot read with certainty (spaces or control characters end a URL for it) or
+    that came through an `env:` reference not shown at all."""
+    if isinstance(value, FromEnv):
+        return SECRET if value.referenced else shown_value(value.text)
+    if isinstance(value, str):
+        if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
+            return SECRET
+        return mask_urls(value)
+    if isinstance(value, Mapping):
+        return {k: shown_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown_value(v) for v in value]
+    return value
 
 
 def _check_text(text: str, kind: Any) -> None:
@@ -181,7 +218,11 @@ def _explain(
     if what.startswith("Object missing required field"):
         missing = what.split("`")[1]
         return f"{where}: '{key}.{missing}' is required"
-    shown = "***" if field in _SECRET_FIELDS else values.get(field, "")
+    given = body.get(field)
+    if field in _SECRET_FIELDS or (isinstance(given, FromEnv) and given.referenced):
+        shown: Any = SECRET
+    else:
+        shown = shown_value(values.get(field, ""))
     what = re.sub(r", got `[^`]*`", "", what).replace("Expected", "must be").replace("`", "")
     full = f"{key}.{field}" if field else key
     return f"{where}: '{full}' {what}, got {shown!r}{_origin(body.get(field))}"
@@ -210,7 +251,7 @@ def resolve_references(value: Any, key: str, where: str, env: Mapping[str, str])
             raise ConfigError(
                 f"{where}: '{key}' refers to environment variable {var}, which is not set"
             )
-        return FromEnv(env[var], f"environment variable {var}")
+        return FromEnv(env[var], f"environment variable {var}", referenced=True)
     if isinstance(value, Mapping):
         return {
             k: resolve_references(v, f"{key}.{k}" if key else k, where, env)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from .redact import mask_urls
+
 # A disk that cannot take more bytes: full, or over its quota.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -21,9 +23,13 @@ class ProxyError(Exception):
     headers: dict[str, str] = {}  # noqa: RUF012 - per-class response headers, never mutated
 
     def __init__(self, message: str, **extra: Any) -> None:
+        # Whatever renders it (an error body, a log event, a prefetch job, an audit line), a
+        # message holds no credential a URL or path in it carried: masked here, once
+        # (rules/redact.py; the proxy's known secrets are masked again where it is sent).
+        message = mask_urls(message)
         super().__init__(message)
         self.message = message
-        self.extra = extra
+        self.extra = {k: mask_urls(v) if isinstance(v, str) else v for k, v in extra.items()}
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "status": self.status, **self.extra}
@@ -90,6 +96,7 @@ class UpstreamError(ProxyError):
     status = 502
 
     def __init__(self, upstream: str, reason: str) -> None:
+        upstream, reason = mask_urls(upstream), mask_urls(reason)
         super().__init__(f"upstream {upstream} failed: {reason}", upstream=upstream)
         self.upstream = upstream
         self.reason = reason
@@ -108,7 +115,7 @@ class UpstreamNotFound(NotFound):
 
     def __init__(self, upstream: str) -> None:
         super().__init__(f"not found upstream at {upstream}", upstream=upstream)
-        self.upstream = upstream
+        self.upstream = mask_urls(upstream)
 
 
 class IntegrityError(UpstreamError):

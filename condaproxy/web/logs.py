@@ -22,7 +22,7 @@ import structlog
 from ..cache.instruments import Metrics
 from ..rules.errors import ProxyError
 from ..rules.forwarded import Network, client_address, request_id
-from ..rules.redact import Redactor
+from ..rules.redact import Redactor, masked_path
 from .zerocopy import EXTENSION as ZERO_COPY
 
 _CACHED = {"hit", "revalidated", "stale"}
@@ -56,10 +56,22 @@ def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") 
     terminal (containers and CI get JSON)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
 
+    def masked(key: str, value: Any) -> Any:
+        if isinstance(value, str):
+            return _bounded(key, redact(value))
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, list | tuple):
+            return [masked(key, v) for v in value]
+        if isinstance(value, dict):
+            return {k: masked(key, v) for k, v in value.items()}
+        # Anything else (an exception, a URL object) is rendered as text: masked like text,
+        # not after masking by the JSON encoder's str().
+        return _bounded(key, redact(str(value)))
+
     def mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = _bounded(key, redact(value))
+            event[key] = masked(key, value)
         return event
 
     renderer: Any = (
@@ -227,7 +239,7 @@ class AccessLog:
         peer = scope.get("client")
         fields: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"],
+            "path": _shown_path(scope),
             "client": client_address(peer[0] if peer else None, headers, self.trusted),
             "user_agent": (_header(scope, b"user-agent") or "")[:200],
             "request_id": state.get("request_id"),
@@ -261,6 +273,14 @@ class AccessLog:
             self._child(self.metrics.outcomes, channel, outcome).inc()
             source = "cache" if outcome in _CACHED else "upstream"
             self._child(self.metrics.bytes_served, channel, source).inc(sent)
+
+
+def _shown_path(scope: dict[str, Any]) -> str:
+    """The request's path with a `/t/<token>/` segment masked whole, read from the bytes the
+    client sent (see rules/redact.masked_path)."""
+    raw = scope.get("raw_path")
+    path: str = scope["path"]
+    return masked_path(raw.decode("latin-1"), path) if isinstance(raw, bytes) else path
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
