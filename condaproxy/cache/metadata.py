@@ -16,7 +16,6 @@ a copy from before the process started is hashed once (at_rest.py), and sizes on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import stat
@@ -39,6 +38,7 @@ from ..storage.entries import NotAFile, open_regular
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
+from .adopting import Fetched, adopt
 from .at_rest import AtRest, unrecorded_view
 from .following import Tap, TapReader
 from .inflating import Inflating
@@ -374,43 +374,8 @@ class MetadataCache:
     def _adopt(
         self, key: MetaKey, source: str, etag: str | None, modified: str | None, built: Built
     ) -> MetaEntry:
-        """Move the built files into the key's store, then write the entry naming them, then
-        delete what the previous entry named."""
-        store = self.store_for(key)
-        old = self.index.get_meta(key)
-        variants = {}
-        for name, (path, sha, size) in built.files.items():
-            store.place(path, sha)
-            inflated = built.inflated if name == "zst" else 0
-            variants[name] = Variant(sha, size, inflated, built.contents.get(name, ""))
-        unchanged = old is not None and old.digest == built.digest
-        now = self.clock()
-        entry = MetaEntry(
-            source_url=source,
-            etag=etag,
-            last_modified=modified,
-            fetched_at=now,
-            changed_at=old.changed_at if unchanged and old is not None else now,
-            digest=built.digest,
-            variants={**(old.variants if unchanged and old else {}), **variants},
-            origins=built.origins,
-        )
-        try:
-            self.index.put_meta(key, entry)
-        except BaseException:  # e.g. a full index: the files moved in are named by nothing
-            named = {v.sha256 for v in old.variants.values()} if old is not None else set()
-            for variant in variants.values():
-                if variant.sha256 not in named:
-                    store.delete(variant.sha256)
-            raise
-        with contextlib.suppress(OSError):  # a hint: a full index keeps it a moment longer
-            self.index.forget_missing(key)
-        if old is not None:
-            keep = {v.sha256 for v in entry.variants.values()}
-            for variant in old.variants.values():
-                if variant.sha256 not in keep:
-                    store.delete(variant.sha256)  # open readers keep their descriptor
-        return entry
+        fetched = Fetched(source, etag, modified)
+        return adopt(self.index, self.store_for(key), key, fetched, built, self.clock())
 
     def put_derived(self, key: MetaKey, source: str, built: Built) -> MetaEntry:
         """Adopt files derived from `source` rather than fetched (merged repodata, merged
