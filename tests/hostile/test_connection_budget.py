@@ -1,0 +1,135 @@
+"""A client that pipelines its next request behind a response still going out, against a real
+proxy with a small connection budget (web/occupancy.py) and a short `server.header_timeout`.
+
+The connection counted as "waiting for a head" while a response was under way: a pipelined
+request whose head was complete (queued by uvicorn) restarted the head clock when the
+previous response ended, and a pipelined head still arriving started it at its first byte.
+The clock then cut the response being streamed after header_timeout (and wrote its 408, or a
+431 for an oversized head, into the middle of that body), and a flood of newcomers shed the
+connection as the one that had waited longest for a head. A request under way is never timed
+out as a head nor shed: its next head is timed from the end of its response."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.hostile import listed_channel, no_crash_in_log
+from tests.support.processes import Proxy, Upstream, write_config
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 1  # server.header_timeout here
+BIG = "linux-64/big-1.0-0.conda"
+SMALL = "linux-64/small-1.0-0.conda"
+BIG_DATA = os.urandom(12 << 20)
+SMALL_DATA = os.urandom(300 << 10)
+TIGHT = (256, 256)  # 16 connections per worker (web/occupancy.connection_budget)
+READ_FOR = 3 * TIMEOUT  # the big response is read slowly for this long, at least
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    base = tmp_path_factory.mktemp("budget")
+    upstream = Upstream(
+        listed_channel(base / "channel", {BIG: BIG_DATA, SMALL: SMALL_DATA})
+    ).start()
+    config = write_config(
+        base / "proxy.toml",
+        base / "cache",
+        {"ch": {"upstream": upstream.url}},
+        extra=f"[server]\nheader_timeout = {TIMEOUT}\n",
+    )
+    started = Proxy(config, nofile=TIGHT).start()
+    try:
+        for path in (BIG, SMALL):  # cached: every response below is a hit
+            with socket.create_connection(("127.0.0.1", started.port), timeout=30) as sock:
+                sock.sendall(_get(path, close=True))
+                assert _responses(_read_all(sock, 0))[0][1] is not None
+        yield started
+    finally:
+        started.stop()
+        upstream.stop()
+    no_crash_in_log(started.log())
+
+
+def _get(path: str, close: bool = False) -> bytes:
+    extra = "Connection: close\r\n" if close else ""
+    return f"GET /ch/{path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+# What follows the first request on the same connection, sent at once with it.
+FOLLOWERS = {
+    # A complete request, queued behind the big response, itself big.
+    "complete": (SMALL, _get(BIG, close=True)),
+    # A head still arriving (never finished): the big response must still arrive whole.
+    "partial": (BIG, f"GET /ch/{SMALL} HTTP/1.1\r\nHost: x\r\nX-Pad: ".encode()),
+    # A head over 64 KiB: refused, but never inside the big response's body.
+    "oversized": (BIG, f"GET /ch/{SMALL} HTTP/1.1\r\nX-Pad: {'a' * (80 << 10)}".encode()),
+}
+
+
+def _read_all(sock: socket.socket, slow_for: float) -> bytes:
+    """Everything until the server closes, taking the first `slow_for` seconds slowly."""
+    sock.settimeout(30)
+    got = bytearray()
+    started = time.monotonic()
+    try:
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+            if time.monotonic() - started < slow_for:
+                time.sleep(0.015)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return bytes(got)
+
+
+def _responses(stream: bytes) -> list[tuple[bytes, bytes | None]]:
+    """(status line, body) of each response in `stream`; body None when cut short."""
+    found: list[tuple[bytes, bytes | None]] = []
+    while stream:
+        head, _, rest = stream.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length")
+        )
+        found.append((lines[0], rest[:length] if len(rest) >= length else None))
+        if len(rest) < length:
+            found.append((b"(cut)", rest))
+            break
+        stream = rest[length:]
+    return found
+
+
+@pytest.mark.parametrize("flood", [False, True], ids=["alone", "flood"])
+@pytest.mark.parametrize("follower", sorted(FOLLOWERS))
+def test_a_response_under_way_is_not_cut_for_a_pipelined_head(proxy, follower, flood):
+    first, then = FOLLOWERS[follower]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.connect(("127.0.0.1", proxy.port))
+    newcomers: list[socket.socket] = []
+    try:
+        sock.sendall(_get(first) + then)
+        if flood:  # more connections than the budget, each newer than ours
+            time.sleep(0.3)
+            for _ in range(24):
+                newcomers.append(socket.create_connection(("127.0.0.1", proxy.port)))
+                time.sleep(0.01)
+        stream = _read_all(sock, READ_FOR)
+    finally:
+        sock.close()
+        for other in newcomers:
+            other.close()
+    responses = _responses(stream)
+    expected = {"complete": [SMALL_DATA, BIG_DATA]}.get(follower, [BIG_DATA])
+    bodies = [body for status, body in responses if status.startswith(b"HTTP/1.1 200")]
+    assert bodies == expected, [(s, None if b is None else len(b)) for s, b in responses]
+    if follower == "partial":  # then the unfinished head times out, after the response
+        assert responses[-1][0].startswith(b"HTTP/1.1 408"), responses[-1][0]
+    if follower == "oversized":  # refused after the response, or the connection cut: no 431
+        assert all(not s.startswith(b"HTTP/1.1 431") or b for s, b in responses[1:])
