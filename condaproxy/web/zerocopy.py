@@ -66,7 +66,10 @@ async def send_file(cycle: Any, message: dict[str, Any], send: Any) -> None:
                 sent = os.sendfile(sock, fd, offset, end - offset)
             except BlockingIOError:
                 sent = 0
-            except OSError:  # the client is gone: the transport learns it on its next write
+            except OSError:  # the client is gone (EPIPE, ECONNRESET): so is the response,
+                # as uvicorn's send would have it; the transport hears of it only later, and
+                # an unfinished response on a live connection is an error to uvicorn
+                cycle.disconnected = True
                 transport.abort()
                 return
             else:
