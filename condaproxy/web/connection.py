@@ -110,6 +110,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_send_timer()
         super().connection_lost(exc)
 
+    # No protocol switch (a websocket upgrade): the connection stays this protocol's, in the
+    # connection table, with its timers; an `Upgrade` request is answered as any other.
+    def _should_upgrade(self) -> bool:
+        return False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """The parser stops at an upgrade request's end and parses no more requests on this
+        connection: it closes after this response (a client reusing it would hang)."""
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+
     # The transport's flow control: called when its send buffer passes the high-water mark,
     # and when it drains below the low one.
     def pause_writing(self) -> None:

@@ -133,3 +133,34 @@ def test_a_response_under_way_is_not_cut_for_a_pipelined_head(proxy, follower, f
         assert responses[-1][0].startswith(b"HTTP/1.1 408"), responses[-1][0]
     if follower == "oversized":  # refused after the response, or the connection cut: no 431
         assert all(not s.startswith(b"HTTP/1.1 431") or b for s, b in responses[1:])
+
+
+UPGRADES = {
+    "websocket": "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    "websocket-case": "Upgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n"
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    "h2c": "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    "HTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+}
+
+
+@pytest.mark.parametrize("upgrade", sorted(UPGRADES))
+def test_upgrade_requests_are_answered_as_http_and_leave_the_table(proxy, upgrade):
+    """A websocket upgrade handed the connection to uvicorn's websocket protocol (a 403 for
+    a conda path), and it never left this worker's connection table: 16 of them and every
+    later client was refused 503 for as long as the process lived. The proxy speaks plain
+    HTTP: an upgrade request is answered like any other, and its connection closed after
+    (the parser takes nothing more on it)."""
+    request = f"GET /ch/{SMALL} HTTP/1.1\r\nHost: x\r\n{UPGRADES[upgrade]}\r\n".encode()
+    for _ in range(24):  # more than the budget
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(request)
+            stream = _read_all(sock, 0)
+        head = stream.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 200"), head
+        assert b"connection: close" in head
+        assert _responses(stream)[0][1] == SMALL_DATA
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(_get(SMALL, close=True))
+        assert _responses(_read_all(sock, 0)) == [(b"HTTP/1.1 200 OK", SMALL_DATA)]
