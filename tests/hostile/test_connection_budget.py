@@ -11,11 +11,13 @@ out as a head nor shed: its next head is timed from the end of its response."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.support.hostile import listed_channel, no_crash_in_log
@@ -164,3 +166,61 @@ def test_upgrade_requests_are_answered_as_http_and_leave_the_table(proxy, upgrad
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(_get(SMALL, close=True))
         assert _responses(_read_all(sock, 0)) == [(b"HTTP/1.1 200 OK", SMALL_DATA)]
+
+
+NEWCOMERS = {
+    "silent": b"",
+    "get": _get(SMALL),
+    "post": b"POST /api/channels/ch/upload/x-1-0.conda HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: 65536\r\n\r\n" + b"x" * 65536,
+}
+
+
+def _httpx_newcomer(proxy: Proxy, sends: str) -> bytes:
+    body = {"get": None, "post": b"x" * 65536, "big-post": b"x" * (8 << 20)}[sends]
+    with httpx.Client(timeout=10) as client:
+        if body is None:
+            got = client.get(f"{proxy.url}/ch/{SMALL}")
+        else:
+            got = client.post(f"{proxy.url}/api/channels/ch/upload/x-1-0.conda", content=body)
+    headers = "".join(f"{k}: {v}\r\n" for k, v in got.headers.items())
+    return f"HTTP/1.1 {got.status_code}\r\n{headers}\r\n".encode() + got.content
+
+
+CLIENTS = [*sorted(NEWCOMERS), "httpx-get", "httpx-post", "httpx-big-post"]
+
+
+@pytest.mark.parametrize("sends", CLIENTS)
+def test_a_newcomer_turned_away_reads_its_503(proxy, sends):
+    """Every connection has a response under way (16 clients that read nothing of a big
+    file): a newcomer is refused 503 with Retry-After, and reads it whether it sent nothing,
+    a request, or a body still being sent when the proxy closed (httpx reads the answer
+    after its write fails)."""
+    busy = []
+    try:
+        for _ in range(16):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", proxy.port))
+            sock.sendall(_get(BIG))
+            busy.append(sock)
+        time.sleep(0.5)
+        for _ in range(5):
+            if sends.startswith("httpx-"):
+                answer = _httpx_newcomer(proxy, sends.removeprefix("httpx-"))
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 503"), answer[:200]
+                continue
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as newcomer:
+                newcomer.sendall(NEWCOMERS[sends])
+                time.sleep(0.05)  # the request is in before the answer is read
+                started = time.monotonic()
+                answer = _read_all(newcomer, 0)  # closed soon, even if it never closes
+                assert time.monotonic() - started < 5
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert b"retry-after: 1" in head.lower()
+            assert "connections" in json.loads(body)["error"]
+    finally:
+        for sock in busy:
+            sock.close()
