@@ -101,7 +101,18 @@ def test_a_client_hanging_up_mid_body_leaves_no_error_nor_descriptor(proxy, name
     assert hashlib.sha256(proxy.get(_path(name)).content).digest() == hashlib.sha256(data).digest()
 
 
+def _etag(name: str) -> str:
+    digest = hashlib.sha256(FILES[_path(name)]).hexdigest()
+    return f'"{digest}"'
+
+
 PIPELINES = {
+    "unchanged-hit": [("mib", "GET", f"If-None-Match: {_etag('mib')}\r\n"), ("over", "GET", "")],
+    "if-range": [
+        ("mib", "GET", f"Range: bytes=0-9\r\nIf-Range: {_etag('mib')}\r\n"),
+        ("mib", "GET", 'Range: bytes=0-9\r\nIf-Range: "other"\r\n'),
+        ("empty", "GET", ""),
+    ],
     "hit-hit-hit": [("mib", "GET", ""), ("piece", "GET", ""), ("empty", "GET", "")],
     "hit-miss-hit": [("mib", "GET", ""), ("absent", "GET", ""), ("over", "GET", "")],
     "range-full": [("mib", "GET", "Range: bytes=100-200\r\n"), ("mib", "GET", "")],
@@ -118,6 +129,12 @@ def _expected(name: str, extra: str) -> tuple[int, bytes]:
     if name == "absent":
         return 404, b""
     data = FILES[_path(name)]
+    if "If-None-Match" in extra:
+        return 304, b""
+    if '"other"' in extra:  # If-Range of another version: the whole file
+        return 200, data
+    if "=0-9" in extra:
+        return 206, data[:10]
     if "=100-200" in extra:
         return 206, data[100:201]
     if "=-5" in extra:
