@@ -11,9 +11,11 @@ out as a head nor shed: its next head is timed from the end of its response."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
@@ -221,6 +223,58 @@ def test_a_newcomer_turned_away_reads_its_503(proxy, sends):
             assert head.startswith(b"HTTP/1.1 503"), answer[:200]
             assert b"retry-after: 1" in head.lower()
             assert "connections" in json.loads(body)["error"]
+    finally:
+        for sock in busy:
+            sock.close()
+
+
+def _lose(port: int, state: str) -> None:
+    """A connection that ends in `state`."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    sends = {
+        "idle": b"",
+        "partial-head": b"GET /ch/x HTTP/1.1\r\nHost: x\r\nX-Pad: ",
+        "oversized-head": b"GET /ch/x HTTP/1.1\r\nX-Pad: " + b"a" * (80 << 10),
+        "mid-body": _get(BIG),
+        "pipelined-mid-body": _get(BIG) + b"GET /ch/x HTTP/1.1\r\nHo",
+        "unread-body": f"POST /ch/{SMALL} HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n"
+        "abc".encode(),
+        "upgrade": f"GET /ch/{SMALL} HTTP/1.1\r\nHost: x\r\n{UPGRADES['websocket']}\r\n".encode(),
+    }[state]
+    sock.sendall(sends)
+    if state != "idle":
+        with contextlib.suppress(OSError):
+            sock.recv(1 << 14)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+LOST = ["idle", "partial-head", "oversized-head", "mid-body", "pipelined-mid-body"]
+LOST += ["unread-body", "upgrade"]
+
+
+@pytest.mark.parametrize("state", LOST)
+def test_connections_lost_in_any_state_leave_the_table(proxy, state):
+    """More connections than the budget end in `state`; then the budget is whole: 16
+    clients with a response under way are all admitted, and only the 17th is refused."""
+    for _ in range(24):
+        _lose(proxy.port, state)
+    time.sleep(TIMEOUT + 0.5)  # whatever the proxy closes by itself is closed
+    busy = []
+    try:
+        for _ in range(16):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", proxy.port))
+            sock.settimeout(10)
+            sock.sendall(_get(BIG))
+            busy.append(sock)
+        assert [sock.recv(12) for sock in busy] == [b"HTTP/1.1 200"] * 16
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as newcomer:
+            assert _read_all(newcomer, 0).startswith(b"HTTP/1.1 503")
     finally:
         for sock in busy:
             sock.close()
