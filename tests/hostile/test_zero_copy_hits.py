@@ -215,3 +215,32 @@ def test_the_access_log_counts_the_bytes_sent(proxy):
         if entry.get("event") == "request" and entry.get("cache") == "hit"
     ]  # every line of the log is a JSON event
     assert counted[-2:] == [(200, 1 << 20), (206, 1 << 20)]
+
+
+@pytest.mark.parametrize("rhythm", ["trickle", "stop-and-go"])
+@pytest.mark.parametrize("name", ["over", "mib", "big"])
+def test_a_reader_that_stops_and_resumes_gets_the_stored_bytes_in_order(proxy, name, rhythm):
+    """Each time the client's socket fills, the next piece goes through the transport and
+    sendfile resumes once it is flushed: the body is the stored bytes, whole and in order,
+    across every switch."""
+    data = FILES[_path(name)]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(("127.0.0.1", proxy.proxy.port))
+    got = bytearray()
+    try:
+        sock.sendall(_request(name, extra="Connection: close\r\n"))
+        sock.settimeout(30)
+        reads = 0
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+            reads += 1
+            if rhythm == "trickle":
+                time.sleep(0.001)
+            elif reads % 50 == 0:
+                time.sleep(0.15)
+    finally:
+        sock.close()
+    body = bytes(got).partition(b"\r\n\r\n")[2]
+    assert len(body) == len(data)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
