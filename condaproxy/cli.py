@@ -282,9 +282,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "timeout_graceful_shutdown": settings.server.shutdown_timeout,
         # Request heads bounded in size and time (web/connection.py): uvicorn bounds neither.
         "http": BoundedHttpToolsProtocol,
-        # HTTP/1.1 only: a connection handed to uvicorn's websocket protocol would leave the
-        # connection table (web/occupancy.py) and the head and send timers behind.
-        "ws": "none",
     }
     structlog.get_logger("condaproxy.cli").info(
         "listening",
