@@ -16,12 +16,15 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.support.channel import build_channel
+from tests.support.clients import rattler_install
 from tests.support.hostile import listed_channel, no_crash_in_log
 from tests.support.processes import Proxy, Upstream, write_config
 
@@ -278,3 +281,70 @@ def test_connections_lost_in_any_state_leave_the_table(proxy, state):
     finally:
         for sock in busy:
             sock.close()
+
+
+class _Flood:
+    """Threads that keep opening connections whose heads never end (slowloris), many more
+    than the budget: the proxy sheds the longest-waiting connection all the time, idle
+    keep-alive connections of real clients among them."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.opened = port, 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def _run(self) -> None:
+        socks: list[socket.socket] = []
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError):
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                sock.sendall(b"GET /ch/linux-64/repodata.json HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                socks.append(sock)
+                self.opened += 1
+            if len(socks) > 100:
+                for old in socks[:50]:
+                    old.close()
+                del socks[:50]
+            time.sleep(0.002)
+        for sock in socks:
+            sock.close()
+
+    def __enter__(self) -> _Flood:
+        for thread in self.threads:
+            thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_real_clients_recover_when_their_idle_connections_are_shed(tmp_path, workers):
+    """py-rattler solves and installs, and an httpx pool makes request after request with
+    idle gaps, while a flood keeps every worker at its budget."""
+    channel = build_channel(tmp_path / "channel", tmp_path / "work")
+    upstream = Upstream(channel).start()
+    config = write_config(
+        tmp_path / "proxy.toml",
+        tmp_path / "cache",
+        {"ch": {"upstream": upstream.url}},
+        extra="[server]\nheader_timeout = 30\n",
+    )
+    started = Proxy(config, workers=workers, nofile=TIGHT).start()
+    try:
+        with _Flood(started.port) as flood:
+            result = rattler_install(f"{started.url}/ch", tmp_path, False, "datatool")
+            assert result["ok"], result.get("error")
+            with httpx.Client(timeout=10) as client:
+                for i in range(120):
+                    got = client.get(f"{started.url}/ch/linux-64/repodata.json")
+                    assert got.status_code == 200
+                    time.sleep(0.001 * (i % 30))  # idle gaps: the connection may be shed
+            assert flood.opened > 16 * workers * 10  # it was shedding all along
+    finally:
+        started.stop()
+        upstream.stop()
+    no_crash_in_log(started.log())
