@@ -10,6 +10,9 @@ head that uvicorn leaves out.
   enough of them use up the process's file descriptors. Here a head must be complete within
   `server.header_timeout` seconds of the connection, of the end of the previous response, or
   of its first byte; otherwise the connection is closed (with a 408 if the head had begun).
+  A head pipelined behind a response still going out is timed from that response's end: a
+  connection with a request under way is never timed out (nor shed, web/occupancy.py) as
+  one waiting for a head.
 
 - **A client that stops reading.** Once the socket's send buffer is full, a response waits
   for the client to take bytes. A client that never does held its connection, its descriptor
