@@ -10,6 +10,9 @@ head that uvicorn leaves out.
   enough of them use up the process's file descriptors. Here a head must be complete within
   `server.header_timeout` seconds of the connection, of the end of the previous response, or
   of its first byte; otherwise the connection is closed (with a 408 if the head had begun).
+  A head pipelined behind a response still going out is timed from that response's end: a
+  connection with a request under way is never timed out (nor shed, web/occupancy.py) as
+  one waiting for a head.
 
 - **A client that stops reading.** Once the socket's send buffer is full, a response waits
   for the client to take bytes. A client that never does held its connection, its descriptor
@@ -83,6 +86,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._send_timeout = float(getattr(self.app, "send_timeout", None) or SEND_TIMEOUT)
         self._send_timer: asyncio.TimerHandle | None = None  # while writing is blocked
         self._begun = self._answered = 0  # requests begun, responses completed
+        self._heads = 0  # requests whose head reached the app (answered or under way)
+        self._refusal: tuple[int, str, str] | None = None  # answered when the response ends
         self._unread: Pace | None = None  # the rest of an answered request's body arriving
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -107,6 +112,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_timer()
         self._stop_send_timer()
         super().connection_lost(exc)
+
+    # No protocol switch (a websocket upgrade): the connection stays this protocol's, in the
+    # connection table, with its timers; an `Upgrade` request is answered as any other.
+    def _should_upgrade(self) -> bool:
+        return False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """The parser stops at an upgrade request's end and parses no more requests on this
+        connection: it closes after this response (a client reusing it would hang)."""
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
 
     # The transport's flow control: called when its send buffer passes the high-water mark,
     # and when it drains below the low one.
@@ -163,7 +179,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._begun += 1
         self._message_open = self._begun_here = self._head_begun = True
         self._received = self._parsed = 0
-        if not self._in_head:
+        if self._under_way():
+            # Pipelined behind a response still going out: its clock (and the connection's
+            # turn to be shed) start when that response ends (on_response_complete).
+            self._in_head = True
+        elif not self._in_head:
             self._await_head()
 
     def on_url(self, url: bytes) -> None:
@@ -188,8 +208,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.scope["extensions"] = {**self.scope.get("extensions", {}), EXTENSION: {}}
         before = self.cycle
         super().on_headers_complete()
-        if zero_copy and self.cycle is not None and self.cycle is not before:
-            self.cycle.send = _with_zero_copy(self.cycle)  # type: ignore[method-assign]
+        if self.cycle is not None and self.cycle is not before:
+            self._heads += 1
+            if zero_copy:
+                self.cycle.send = _with_zero_copy(self.cycle)  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         if not self._oversized:
@@ -211,11 +233,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._answered += 1
         if self.transport.is_closing():
             return
-        # The next request's head is awaited now, unless a pipelined one is already under
-        # way (its on_message_begin started the wait, its on_headers_complete ended it), or
+        # The next request's head is awaited now, unless a pipelined request is already
+        # under way (its head is complete: the wait starts when its own response ends), or
         # the body of the request just answered is still arriving: then that body must keep
-        # a pace, and arrive at all within header_timeout.
-        if not self._message_open:
+        # a pace, and arrive at all within header_timeout. A pipelined head still arriving
+        # is timed from now (the end of the previous response), as any head.
+        if self._under_way():
+            return
+        if self._refusal is not None:
+            self._refuse(*self._refusal)
+        elif self._in_head:
+            self._await_head()
+        elif not self._message_open:
             self._received, self._head_begun = 0, False
             self._await_head()
         elif self._answered == self._begun and not self._in_head:
@@ -232,6 +261,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._head_timer = self.loop.call_later(self._header_timeout, self._unread_timed_out)
+
+    def _under_way(self) -> bool:
+        """A request's head reached the app and its response has not ended: the connection
+        is not waiting for a head (never timed out nor shed for one), whatever follows it."""
+        return self._heads > self._answered
 
     def _await_head(self) -> None:
         self._in_head = True
@@ -261,6 +295,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._stop_timer()
         self._in_head = False
+        if self._under_way():  # a pipelined head, behind a response whose bytes are going
+            # out: an answer now would land inside that body. It follows the response.
+            self._refusal = (status, reason, message)
+            self.flow.pause_reading()
+            return
         self.transport.write(_answer(status, reason, message))
         self.transport.close()
 

@@ -20,11 +20,18 @@ The rules that keep it right:
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from typing import Any
 
 EXTENSION = "http.response.zerocopysend"
 PIECE = 256 << 10  # through the transport when the socket is full (responses.PIECE)
+# sendfile refused for this file or socket (a filesystem without splice support): the body
+# goes through the transport in pieces, as it did before sendfile.
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+# The client is gone; any other error is the file's (EIO), and fails the response as a read
+# would.
+_GONE = {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
 
 
 def offers_zero_copy(transport: Any) -> bool:
@@ -57,16 +64,26 @@ async def send_file(cycle: Any, message: dict[str, Any], send: Any) -> None:
     if end - offset > cycle.expected_content_length:
         raise RuntimeError("Response content longer than Content-Length")
     sock = transport.get_extra_info("socket").fileno()
+    zero_copy = True
     while offset < end:
         if cycle.disconnected:
             return
         sent = 0
-        if transport.get_write_buffer_size() == 0:
+        if zero_copy and transport.get_write_buffer_size() == 0:
             try:
                 sent = os.sendfile(sock, fd, offset, end - offset)
             except BlockingIOError:
                 sent = 0
-            except OSError:  # the client is gone: the transport learns it on its next write
+            except OSError as exc:
+                if exc.errno in _UNSUPPORTED:
+                    zero_copy = False
+                    continue
+                if exc.errno not in _GONE:
+                    raise
+                # The client is gone: so is the response, as uvicorn's send would have it;
+                # the transport hears of it only later, and an unfinished response on a live
+                # connection is an error to uvicorn.
+                cycle.disconnected = True
                 transport.abort()
                 return
             else:
