@@ -159,3 +159,39 @@ def test_the_index_going_bad_while_serving_recovers_by_itself(
         no_crash_in_log(proxy.log())
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_whole_cache_directory_removed_while_serving_is_made_again(
+    tmp_path: Path, start_proxy, workers: int
+) -> None:
+    """`rm -rf cache/` under a running proxy (a cleanup gone wrong): no 500, no wrong byte,
+    and the cache works again by itself (it had silently stopped caching: commits went to a
+    new index file with no table)."""
+    upstream = Upstream(listed_channel(tmp_path / "channel", FILES)).start()
+    cache = tmp_path / "cache"
+    try:
+        proxy = start_proxy({"ch": {"upstream": upstream.url}}, cache=cache, workers=workers)
+        all_workers_started(proxy, workers)
+        for path in FILES:
+            assert httpx.get(f"{proxy.url}/ch/{path}", timeout=30).status_code == 200
+
+        shutil.rmtree(cache, ignore_errors=True)  # the proxy may be making some again
+
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            for path in ("linux-64/repodata.json", *FILES):
+                right_or_503(f"{proxy.url}/ch/{path}", FILES.get(path))
+
+        def hit() -> bool:
+            got = httpx.get(f"{proxy.url}/ch/linux-64/p1-1.0-0.conda", timeout=30)
+            assert got.status_code == 200 and got.content == FILES["linux-64/p1-1.0-0.conda"]
+            return got.headers["x-cache"] == "HIT"
+
+        wait_for(lambda: all(hit() for _ in range(2 * workers)), 15, "hits again")
+        assert (cache / "index" / "cache.db").exists()
+        failed = proxy.events_where(lambda e: e.get("status", 0) >= 500 and e.get("status") != 503)
+        assert failed == [], failed
+        no_crash_in_log(proxy.log())
+    finally:
+        upstream.stop()
