@@ -5,7 +5,8 @@ stands in the way of them (a file named `tmp`, say), sweeps `tmp/` and evicts fr
 Pointed at `/` it would sweep `/tmp`; at `/etc` (or a link to it), or at a home directory, it
 would mix its files with the system's or a user's and could clear theirs. So the cache gets a
 directory of its own: not the filesystem root nor a system directory (after links are
-followed), and, when it exists already, empty or one the proxy made.
+followed), and, when it exists already, empty or one the proxy made (a cache already: what was
+added to it since does not stop a restart).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def unsafe_cache_dir(resolved: str, entries: Iterable[str]) -> str | None:
     for tree in SYSTEM_TREES:
         if path == PurePosixPath(tree) or PurePosixPath(tree) in path.parents:
             return f"is inside {tree}, a system directory"
-    foreign = sorted(name for name in entries if not ours(name))
+    names = set(entries)
+    if "alive.lock" in names or {"index", "blobs"} <= names:
+        return None  # a cache already: a file someone added since is not ours to judge
+    foreign = sorted(name for name in names if not ours(name))
     if foreign:
         shown = ", ".join(repr(n) for n in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         return (

@@ -23,14 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
-import structlog
 from cachetools import LRUCache
 
 from ..rules.rewrite import Origins
 from . import index_recovery as recovery
 from .keys import MetaKey
-
-log = structlog.get_logger("condaproxy.storage.index")
 
 
 @dataclass(frozen=True)
@@ -85,17 +82,23 @@ def disk_errors() -> Iterator[None]:
     OSErrors they are: whoever copes with a disk that cannot take a write copes with these."""
     try:
         yield
-    except diskcache.Timeout as exc:
-        raise IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}") from None
-    except sqlite3.OperationalError as exc:
+    except (diskcache.Timeout, sqlite3.OperationalError) as exc:
+        raise as_disk_error(exc) from None
+
+
+def as_disk_error(exc: BaseException) -> BaseException:
+    """disk_errors()'s mapping, for a caller on the hot path (no context manager to build)."""
+    if isinstance(exc, diskcache.Timeout):
+        return IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
         text = str(exc)
         if "full" in text:
-            raise IndexFull(errno.ENOSPC, f"the index cannot grow: {text}") from None
+            return IndexFull(errno.ENOSPC, f"the index cannot grow: {text}")
         if "disk I/O error" in text:
-            raise IndexFull(errno.EIO, f"the index cannot be written: {text}") from None
+            return IndexFull(errno.EIO, f"the index cannot be written: {text}")
         if "locked" in text:
-            raise IndexBusy(errno.EBUSY, f"the index is locked: {text}") from None
-        raise
+            return IndexBusy(errno.EBUSY, f"the index is locked: {text}")
+    return exc
 
 
 def _nothing_to_free() -> bool:
@@ -166,19 +169,23 @@ class Index:
             self._notice_replaced()
         db = self._db
         try:
-            with disk_errors():
-                return op(db)
-        except (sqlite3.DatabaseError, OSError) as exc:
+            return op(db)
+        except (diskcache.Timeout, sqlite3.DatabaseError, OSError) as raised:
+            exc = as_disk_error(raised)
             if not self._broken(exc):
-                raise
+                if isinstance(exc, sqlite3.Error):  # never a 500: a failure of the local disk
+                    raise recovery.IndexDamaged(str(exc)) from None
+                raise exc from None
             if inside:
                 raise recovery.IndexDamaged(str(exc)) from None  # transact() replaces it
             self._recover(db, exc)
         try:
-            with disk_errors():
-                return op(self._db)
-        except sqlite3.DatabaseError as exc:
-            raise recovery.IndexDamaged(str(exc)) from None
+            return op(self._db)
+        except (diskcache.Timeout, sqlite3.DatabaseError, OSError) as raised:
+            exc = as_disk_error(raised)
+            if isinstance(exc, sqlite3.Error):
+                raise recovery.IndexDamaged(str(exc)) from None
+            raise exc from None
 
     def _broken(self, exc: BaseException) -> bool:
         return recovery.broken(exc, self._file, self._identity)
@@ -249,15 +256,7 @@ class Index:
         self._identity = recovery.identity(self._file)
         self._generation += 1
         self._purge_seen = None
-        if aside is not None or what.startswith("damaged"):
-            moved_to = str(aside) if aside else None
-            log.error(
-                "index damaged while running: set aside, continuing with an empty one",
-                reason=what[:300],
-                moved_to=moved_to,
-            )
-        else:
-            log.warning("index replaced under the running proxy: now using it", reason=what)
+        recovery.log_replaced(what, aside)
 
     def _convert_tuple_keys(self) -> None:
         """Indexes of earlier versions keyed entries by tuples: keep them, under str keys."""

@@ -23,6 +23,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger("condaproxy.storage.index")
+
 # What SQLite says when the file under a connection is no longer the database it opened.
 _DAMAGED = ("no such table", "malformed", "not a database")
 # What it says when it could not use the file: after a -wal or -shm was removed, the directory
@@ -102,3 +106,14 @@ def set_aside(directory: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return aside
+
+
+def log_replaced(what: str, aside: Path | None) -> None:
+    if aside is not None or what.startswith("damaged"):
+        log.error(
+            "index damaged while running: set aside, continuing with an empty one",
+            reason=what[:300],
+            moved_to=str(aside) if aside else None,
+        )
+    else:
+        log.warning("index replaced under the running proxy: now using it", reason=what)
