@@ -27,6 +27,7 @@ from cachetools import LRUCache
 
 from ..rules.rewrite import Origins
 from . import index_recovery as recovery
+from .entries import ensure_dir, is_regular
 from .keys import MetaKey
 
 
@@ -108,7 +109,13 @@ def _nothing_to_free() -> bool:
 def open_diskcache(directory: Path, make_room: Callable[[], bool] = _nothing_to_free) -> Any:
     """A diskcache over `directory`. diskcache writes its settings every time it opens, so on
     a full disk opening fails: each time it does, `make_room()` frees some space (False:
-    nothing left to free) and the open is tried again."""
+    nothing left to free) and the open is tried again. The directory is made a real one (a
+    link in its place is removed), and a database file that is no regular file (a link to
+    another database, a directory) is damage: it is never opened nor written through."""
+    ensure_dir(directory, directory.parent)
+    db_file = directory / "cache.db"
+    if os.path.lexists(db_file) and not is_regular(db_file):
+        raise sqlite3.DatabaseError(f"{db_file.name} is not a regular file")
     while True:
         try:
             with disk_errors():

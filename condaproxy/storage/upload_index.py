@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from .entries import is_regular
 from .index import disk_errors, open_diskcache
 from .index_recovery import CHECK_EVERY, identity
 
@@ -41,7 +43,9 @@ class UploadIndexDamaged(OSError):
 
 def usable(db_file: str) -> int | None:
     """How many records `db_file` holds, if it is an upload index diskcache made, readable and
-    whole; else None."""
+    whole; else None. Never through a link: a file of the proxy's own, or nothing."""
+    if not is_regular(db_file):
+        return None
     try:
         uri = f"{Path(db_file).absolute().as_uri()}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
@@ -79,8 +83,8 @@ class UploadIndex:
             return
         self._next_check = time.monotonic() + CHECK_EVERY
         found = identity(self._file)
-        if found is None or found == self._identity:
-            return
+        if found is None or found == self._identity or os.path.islink(self._directory):
+            return  # a link is never followed (opening would put a fresh directory there)
         rows = usable(self._file)
         if rows is None or (rows == 0 and self._held()):
             return  # never an empty index for one that holds uploads: they would be gone

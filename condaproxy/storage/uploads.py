@@ -25,7 +25,7 @@ from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
-from .entries import ensure_dir
+from .entries import ensure_dir, is_regular
 from .index import disk_errors
 from .locks import KeyedLocks, release
 from .upload_index import UploadIndex
@@ -92,8 +92,10 @@ def damaged_index(root: Path) -> str | None:
     never set aside or rebuilt empty, which would let the upstream's files of their names
     through; `serve` refuses to start on it instead, with one line."""
     db = (root / "index" / "cache.db").absolute()  # a file: URI needs an absolute path, and
-    if not db.exists():  # cache.path is relative as shipped (./cache)
+    if not os.path.lexists(db):  # cache.path is relative as shipped (./cache)
         return None
+    if not is_regular(db) or os.path.islink(db.parent):
+        return "it is not a regular file in a directory of the cache's own (a link?)"
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
             found = con.execute("PRAGMA quick_check(1)").fetchone()
