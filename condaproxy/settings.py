@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .rules.cache_dir import unsafe_cache_dir
 from .rules.config_checks import (
     check_channel_nesting,
     check_distinct_tokens,
@@ -431,9 +432,17 @@ def _token(
 
 
 def check_cache_path(settings: Settings) -> None:
-    """The cache directory exists (or can be made) and is writable: one line otherwise."""
+    """The cache directory is one of its own (rules/cache_dir.py), exists (or can be made)
+    and is writable: one line otherwise."""
     path = settings.cache.path
     where = settings.source
+    try:
+        entries = os.listdir(path) if path.is_dir() else []
+    except OSError:
+        entries = []  # unreadable: said below, by the probe
+    why = unsafe_cache_dir(os.path.realpath(path), entries)
+    if why is not None:
+        raise ConfigError(f"{where}: 'cache.path' {str(path)!r} {why}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-probe-{os.getpid()}"

@@ -213,11 +213,14 @@ def _fsync_dir(path: Path) -> None:
 
 def sweep_temp_files(tmp_dir: Path) -> int:
     """Delete temp files whose writer is gone (no flock held). Returns how many. Only what
-    looks like a file is considered: a directory someone left there is not ours."""
+    the proxy names a temp file (`*.partial`) and is a file is considered: anything else
+    someone left there is not ours to delete."""
     removed = 0
     if not tmp_dir.is_dir():
         return 0
     for path in tmp_dir.iterdir():
+        if not path.name.endswith(".partial"):
+            continue
         try:
             fd = open_regular(path)  # never a link, never waiting on a fifo
         except OSError:

@@ -88,13 +88,17 @@ def remove_entry(path: str | Path) -> int:
 
 def ensure_dir(path: Path, root: Path) -> None:
     """Make directory `path` (inside `root`, which must exist or be makeable), removing any
-    non-directory that stands where it or a directory between it and `root` should."""
+    non-directory (a link to a directory included) that stands where it or a directory between
+    it and `root` should."""
+    parts = path.relative_to(root).parts
     try:
         path.mkdir(parents=True, exist_ok=True)
-        return
+        # A symbolic link to a directory passes mkdir: writes (and eviction's deletes) would
+        # happen wherever it points. Only the link is removed below, never what it points at.
+        if not any(os.path.islink(root.joinpath(*parts[: i + 1])) for i in range(len(parts))):
+            return
     except (FileExistsError, NotADirectoryError):
         pass
-    parts = path.relative_to(root).parts
     root.mkdir(parents=True, exist_ok=True)
     at = root
     for part in parts:

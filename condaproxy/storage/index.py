@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import diskcache
 from cachetools import LRUCache
 
 from ..rules.rewrite import Origins
+from . import index_recovery as recovery
+from .entries import ensure_dir, is_regular
 from .keys import MetaKey
 
 
@@ -80,17 +83,23 @@ def disk_errors() -> Iterator[None]:
     OSErrors they are: whoever copes with a disk that cannot take a write copes with these."""
     try:
         yield
-    except diskcache.Timeout as exc:
-        raise IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}") from None
-    except sqlite3.OperationalError as exc:
+    except (diskcache.Timeout, sqlite3.OperationalError) as exc:
+        raise as_disk_error(exc) from None
+
+
+def as_disk_error(exc: BaseException) -> BaseException:
+    """disk_errors()'s mapping, for a caller on the hot path (no context manager to build)."""
+    if isinstance(exc, diskcache.Timeout):
+        return IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
         text = str(exc)
         if "full" in text:
-            raise IndexFull(errno.ENOSPC, f"the index cannot grow: {text}") from None
+            return IndexFull(errno.ENOSPC, f"the index cannot grow: {text}")
         if "disk I/O error" in text:
-            raise IndexFull(errno.EIO, f"the index cannot be written: {text}") from None
+            return IndexFull(errno.EIO, f"the index cannot be written: {text}")
         if "locked" in text:
-            raise IndexBusy(errno.EBUSY, f"the index is locked: {text}") from None
-        raise
+            return IndexBusy(errno.EBUSY, f"the index is locked: {text}")
+    return exc
 
 
 def _nothing_to_free() -> bool:
@@ -100,7 +109,13 @@ def _nothing_to_free() -> bool:
 def open_diskcache(directory: Path, make_room: Callable[[], bool] = _nothing_to_free) -> Any:
     """A diskcache over `directory`. diskcache writes its settings every time it opens, so on
     a full disk opening fails: each time it does, `make_room()` frees some space (False:
-    nothing left to free) and the open is tried again."""
+    nothing left to free) and the open is tried again. The directory is made a real one (a
+    link in its place is removed), and a database file that is no regular file (a link to
+    another database, a directory) is damage: it is never opened nor written through."""
+    ensure_dir(directory, directory.parent)
+    db_file = directory / "cache.db"
+    if os.path.lexists(db_file) and not is_regular(db_file):
+        raise sqlite3.DatabaseError(f"{db_file.name} is not a regular file")
     while True:
         try:
             with disk_errors():
@@ -138,6 +153,14 @@ class Index:
             self._db = open_diskcache(directory, make_room)
         else:
             self.set_aside = None
+        self._directory, self._make_room = directory, make_room
+        self._file = str(directory / "cache.db")
+        self._lock = directory.with_name(f"{directory.name}.lock")
+        self._identity = recovery.identity(self._file)
+        self._next_check = time.monotonic() + recovery.CHECK_EVERY
+        self._generation = 0  # moves with every replacement of self._db
+        self._hot_generation = 0
+        self._in_transaction = threading.local()
         self._hot: LRUCache[str, FileEntry] = LRUCache(maxsize=hot_entries)
         # Replaced by every purge, in any worker: the hot entries of the others are then
         # dropped (a purged file whose blob another channel keeps would still look cached).
@@ -145,9 +168,106 @@ class Index:
         self._purge_seen = self._purge_token()
         self._convert_tuple_keys()
 
+    # An index gone bad under the running proxy (index_recovery.py): every use of the
+    # database goes through _call, which replaces it and tries once more.
+    def _call(self, op: Callable[[Any], Any]) -> Any:
+        inside = getattr(self._in_transaction, "depth", 0)
+        if not inside and time.monotonic() >= self._next_check:
+            self._notice_replaced()
+        db = self._db
+        try:
+            return op(db)
+        except (diskcache.Timeout, sqlite3.DatabaseError, OSError) as raised:
+            exc = as_disk_error(raised)
+            if not self._broken(exc):
+                if isinstance(exc, sqlite3.Error):  # never a 500: a failure of the local disk
+                    raise recovery.IndexDamaged(str(exc)) from None
+                raise exc from None
+            if inside:
+                raise recovery.IndexDamaged(str(exc)) from None  # transact() replaces it
+            self._recover(db, exc)
+        try:
+            return op(self._db)
+        except (diskcache.Timeout, sqlite3.DatabaseError, OSError) as raised:
+            exc = as_disk_error(raised)
+            if isinstance(exc, sqlite3.Error):
+                raise recovery.IndexDamaged(str(exc)) from None
+            raise exc from None
+
+    def _broken(self, exc: BaseException) -> bool:
+        return recovery.broken(exc, self._file, self._identity)
+
+    def _get(self, key: str, default: Any = None) -> Any:
+        return self._call(lambda db: db.get(key, default))
+
+    def _notice_replaced(self) -> None:
+        """Another worker replaced the index, or the file at its path is another one (deleted,
+        copied over): move to what is there now, or to a fresh one."""
+        self._next_check = time.monotonic() + recovery.CHECK_EVERY
+        if recovery.identity(self._file) != self._identity:
+            self._recover(self._db, None)
+
+    def check(self) -> str | None:
+        """Why the index cannot be used right now (after trying to replace it), or None."""
+        self._next_check = 0.0
+        try:
+            self._call(lambda db: db.get(_key("value", "purges")))
+        except OSError as exc:
+            return str(exc)
+        return None
+
+    def _recover(self, failed: Any, exc: BaseException | None) -> None:
+        """Replace `failed` (the database that raised `exc`, or whose file is no longer at its
+        path), under the index's lock: of several workers one sets it aside and starts a fresh
+        one, the others (their file no longer at the path) open what it made. The file that
+        failed is never opened again in place: connections of this process would share its
+        broken state (a removed -shm), and another's lock on it could hold the open for a
+        minute. Raises an OSError when it cannot be done yet (the next use tries again)."""
+        try:
+            with recovery.held(self._lock):
+                if self._db is not failed:
+                    return  # another thread did it while this one waited
+                now = recovery.identity(self._file)
+                if now != self._identity:
+                    db = self._reopen()
+                    if db is not None:
+                        what = "another file at its path" if now else "file removed: started afresh"
+                        self._swap(db, what)
+                        return
+                aside = recovery.set_aside(self._directory)
+                db = open_diskcache(self._directory, self._make_room)
+                self._swap(db, f"damaged ({exc or 'replaced by a file that is no index'})", aside)
+        except sqlite3.Error as again:
+            raise recovery.IndexDamaged(str(again)) from None
+
+    def _reopen(self) -> Any:
+        """The database at the index's path opened anew, if it opens and reads; else None."""
+        db = None
+        try:
+            db = open_diskcache(self._directory, self._make_room)
+            with disk_errors():
+                db.get(_key("value", "purges"))
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+            if isinstance(exc, OSError) and not self._broken(exc):
+                raise  # full or locked: nothing to set aside
+            return None
+        return db
+
+    def _swap(self, db: Any, what: str, aside: Path | None = None) -> None:
+        old, self._db = self._db, db
+        with contextlib.suppress(Exception):
+            old.close()
+        self._identity = recovery.identity(self._file)
+        self._generation += 1
+        self._purge_seen = None
+        recovery.log_replaced(what, aside)
+
     def _convert_tuple_keys(self) -> None:
         """Indexes of earlier versions keyed entries by tuples: keep them, under str keys."""
-        old = [k for k in self._db.iterkeys() if isinstance(k, tuple)]
+        old = [k for k in self._call(lambda db: list(db.iterkeys())) if isinstance(k, tuple)]
         if not old:
             return
         with self._db.transact():
@@ -161,7 +281,7 @@ class Index:
         prefix = table + ":"
         return [
             k[len(prefix) :]
-            for k in self._db.iterkeys()
+            for k in self._call(lambda db: list(db.iterkeys()))
             if isinstance(k, str) and k.startswith(prefix)
         ]
 
@@ -171,12 +291,13 @@ class Index:
     # immutable files
     def get_file(self, key: str) -> FileEntry | None:
         token = self._purge_token()  # a stat: cheaper than the SQLite read the LRU saves
-        if token != self._purge_seen:
+        if token != self._purge_seen or self._hot_generation != self._generation:
             self._purge_seen = token
+            self._hot_generation = self._generation  # the index was replaced: forget it all
             self._hot.clear()
         entry = self._hot.get(key)
         if entry is None:
-            entry = self._db.get(_key("file", key))
+            entry = self._call(lambda db: db.get(_key("file", key)))
             if entry is not None:
                 self._hot[key] = entry
         return entry
@@ -187,8 +308,7 @@ class Index:
 
     def write_file(self, key: str, entry: FileEntry) -> None:
         """put_file's shared half, the SQLite write: safe in a thread (diskcache is)."""
-        with disk_errors():
-            self._db.set(_key("file", key), entry)
+        self._call(lambda db: db.set(_key("file", key), entry))
 
     def remember_file(self, key: str, entry: FileEntry) -> None:
         """put_file's in-process half (the hot LRU is not thread-safe: the event loop's)."""
@@ -196,14 +316,13 @@ class Index:
 
     def forget_file(self, key: str) -> None:
         self._hot.pop(key, None)
-        with disk_errors():
-            self._db.delete(_key("file", key))
+        self._call(lambda db: db.delete(_key("file", key)))
 
     def iter_files(self) -> list[tuple[str, FileEntry]]:
         return [
             (key, entry)
             for key in self._iter("file")
-            if (entry := self._db.get(_key("file", key))) is not None
+            if (entry := self._get(_key("file", key))) is not None
         ]
 
     def iter_meta(self) -> list[tuple[MetaKey, MetaEntry]]:
@@ -211,19 +330,18 @@ class Index:
             (meta_key, entry)
             for key in self._iter("meta")
             if (meta_key := MetaKey.parse(key)) is not None
-            if (entry := self._db.get(_key("meta", key))) is not None
+            if (entry := self._get(_key("meta", key))) is not None
         ]
 
     # purges, counted so a commit decided before one is not written after it (commits.py)
     def purges(self) -> int:
-        count: int = self._db.get(_key("value", "purges"), 0)
+        count: int = self._call(lambda db: db.get(_key("value", "purges"), 0))
         return count
 
     def count_purge(self) -> None:
         """Before a purge deletes anything: commits still waiting from before it are then
         dropped, in every worker (they read the count inside their own transaction)."""
-        with disk_errors():
-            self._db.incr(_key("value", "purges"), default=0)
+        self._call(lambda db: db.incr(_key("value", "purges"), default=0))
         self._replace_purge_marker()
 
     def _purge_token(self) -> tuple[int, int] | None:
@@ -248,29 +366,45 @@ class Index:
 
     # small shared records (prefetch jobs)
     def get_value(self, key: tuple[str, ...], default: Any) -> Any:
-        return self._db.get(_key("value", "\x1f".join(key)), default)
+        return self._call(lambda db: db.get(_key("value", "\x1f".join(key)), default))
 
     def set_value(self, key: tuple[str, ...], value: Any) -> None:
-        with disk_errors():
-            self._db.set(_key("value", "\x1f".join(key)), value)
+        self._call(lambda db: db.set(_key("value", "\x1f".join(key)), value))
 
     @contextlib.contextmanager
     def transact(self) -> Iterator[None]:
-        with disk_errors(), self._db.transact():
-            yield
+        """One SQLite transaction. When the index breaks inside it, it is replaced and the
+        transaction fails (an OSError): its writes are not tried again on the new one."""
+        state = self._in_transaction
+        depth = getattr(state, "depth", 0)
+        if not depth and time.monotonic() >= self._next_check:
+            self._notice_replaced()
+        db = self._db
+        state.depth = depth + 1
+        try:
+            with disk_errors(), db.transact():
+                yield
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if depth or not self._broken(exc):
+                raise
+            failed = exc
+        else:
+            return
+        finally:
+            state.depth = depth
+        self._recover(db, failed)
+        raise recovery.IndexDamaged(str(failed)) from None
 
     # revalidated metadata
     def get_meta(self, key: MetaKey) -> MetaEntry | None:
-        entry: Any = self._db.get(_key("meta", str(key)))
+        entry: Any = self._call(lambda db: db.get(_key("meta", str(key))))
         return entry
 
     def put_meta(self, key: MetaKey, entry: MetaEntry) -> None:
-        with disk_errors():
-            self._db.set(_key("meta", str(key)), entry)
+        self._call(lambda db: db.set(_key("meta", str(key)), entry))
 
     def forget_meta(self, key: MetaKey) -> None:
-        with disk_errors():
-            self._db.delete(_key("meta", str(key)))
+        self._call(lambda db: db.delete(_key("meta", str(key))))
 
     # upstream 404s, remembered briefly so a storm of misses does not hammer the upstream
     def remember_missing(self, key: str | MetaKey, until: float, ttl: float) -> None:
@@ -278,16 +412,15 @@ class Index:
         Keys are a file's key or a metadata key. A hint only: when the index cannot take it,
         the next request simply asks the upstream again."""
         if ttl > 0:
-            with contextlib.suppress(IndexFull), disk_errors():
-                self._db.set(_key("missing", str(key)), until, expire=ttl + 60)
+            with contextlib.suppress(IndexFull):
+                self._call(lambda db: db.set(_key("missing", str(key)), until, expire=ttl + 60))
 
     def is_missing(self, key: str | MetaKey, now: float) -> bool:
-        until = self._db.get(_key("missing", str(key)))
+        until = self._call(lambda db: db.get(_key("missing", str(key))))
         return until is not None and now < until
 
     def iter_missing(self) -> list[str]:
         return self._iter("missing")
 
     def forget_missing(self, key: str | MetaKey) -> None:
-        with disk_errors():
-            self._db.delete(_key("missing", str(key)))
+        self._call(lambda db: db.delete(_key("missing", str(key))))

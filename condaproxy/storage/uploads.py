@@ -25,9 +25,10 @@ from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
-from .entries import ensure_dir
-from .index import disk_errors, open_diskcache
+from .entries import ensure_dir, is_regular
+from .index import disk_errors
 from .locks import KeyedLocks, release
+from .upload_index import UploadIndex
 
 # Blobs are shared by every channel's manifests: a blob is made durable and named by its
 # manifest, or looked up in every manifest and deleted, under this one lock (not a channel's),
@@ -91,8 +92,10 @@ def damaged_index(root: Path) -> str | None:
     never set aside or rebuilt empty, which would let the upstream's files of their names
     through; `serve` refuses to start on it instead, with one line."""
     db = (root / "index" / "cache.db").absolute()  # a file: URI needs an absolute path, and
-    if not db.exists():  # cache.path is relative as shipped (./cache)
+    if not os.path.lexists(db):  # cache.path is relative as shipped (./cache)
         return None
+    if not is_regular(db) or os.path.islink(db.parent):
+        return "it is not a regular file in a directory of the cache's own (a link?)"
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
             found = con.execute("PRAGMA quick_check(1)").fetchone()
@@ -118,12 +121,12 @@ class UploadStore:
         self._markers = root / "changed"
         self._anchor = root.parent
         ensure_dir(self._markers, self._anchor)
-        self._db = open_diskcache(root / "index", make_room or (lambda: False))
+        self._db = UploadIndex(root / "index", make_room or (lambda: False))
         self.locks = locks
         self.clock = clock
         self._marker_paths: dict[tuple[str, str], str] = {}
-        self._manifests: dict[tuple[str, str], tuple[tuple[int, int], dict[str, Upload]]] = {}
-        self._subdirs: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        self._manifests: dict[tuple[str, str], tuple[tuple[int, int, int], dict[str, Upload]]] = {}
+        self._subdirs: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
         # With [storage], the bucket's manifests are the truth and this store their local copy:
         # changes go through `shared` (manifests.py), which then adopts them here.
         self.shared: SharedRecorder | None = None
@@ -150,7 +153,7 @@ class UploadStore:
         self._subdirs[channel] = (token, found)
         return found
 
-    def _marker_token(self, marker: str) -> tuple[int, int] | None:
+    def _marker_token(self, marker: str) -> tuple[int, int, int] | None:
         """What identifies the marker's current version; None when there is none to be had
         (a full disk): the caller then reads the index, as if it had changed.
 
@@ -167,7 +170,7 @@ class UploadStore:
                 st = os.stat(marker)
             except OSError:
                 return None
-        return (st.st_ino, st.st_mtime_ns)
+        return (st.st_ino, st.st_mtime_ns, self._db.generation)  # a restored index: re-read
 
     def _read_subdirs(self, channel: str) -> list[str]:
         return sorted(self._db.get(("subdirs", channel), set()))
@@ -179,7 +182,7 @@ class UploadStore:
             path = self._marker_paths[(channel, "")] = os.path.join(self._markers, name)
         return path
 
-    def changes(self, channel: str) -> tuple[tuple[int, int] | None, ...]:
+    def changes(self, channel: str) -> tuple[tuple[int, int, int] | None, ...]:
         """What identifies the channel's uploads as they are now (its markers, each replaced
         on every change by any worker): equal while nothing was uploaded or deleted. A stat per
         subdir, no read of the index."""

@@ -38,6 +38,9 @@ def health_routes(
         body: dict[str, Any] = {"status": "unavailable" if problems else "ok", "problems": problems}
         free = shutil.disk_usage(settings.cache.path).free if not problems else 0
         caching, why = built is not None and built.evictor.has_room(0), "below min_free"
+        index_problem = built.index.check() if built is not None else None
+        if index_problem is not None:  # tried to replace it, and could not (yet)
+            caching, why = False, index_problem
         if caching:
             try:
                 probe = settings.cache.path / "tmp" / f".ready-{os.getpid()}"
