@@ -155,7 +155,14 @@ def test_the_index_going_bad_while_serving_recovers_by_itself(
         failed = proxy.events_where(lambda e: e.get("status", 0) >= 500 and e.get("status") != 503)
         assert failed == [], failed
         if damage in SET_ASIDE:  # kept for a look, never deleted
-            assert [p for p in cache.iterdir() if p.name.startswith("index.damaged-")]
+            # A file renamed over the index may still open while SQLite reads its pages from
+            # the old index's WAL beside it: then it is used (and set aside later, on the
+            # first page that is garbage). Either way it was noticed and logged.
+            aside = [p for p in cache.iterdir() if p.name.startswith("index.damaged-")]
+            replaced = any(
+                str(e.get("event", "")).startswith("index replaced under") for e in proxy.events()
+            )
+            assert aside or (damage == "replaced by garbage" and replaced), proxy.log()[-3000:]
         no_crash_in_log(proxy.log())
     finally:
         upstream.stop()
