@@ -269,7 +269,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _await_head(self) -> None:
         self._in_head = True
-        occupancy().wait(self)
+        occupancy().wait(self, self._answered > 0)
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self._header_timeout, self._head_timed_out)
 

@@ -13,10 +13,12 @@ So each worker:
   `worker_rlimit_nofile` or Go's runtime do): the soft 1024 is a legacy of `select()`;
 - admits at most half of that limit as client connections (the other half is for the files
   and upstream sockets its requests open);
-- when full, closes the connection that has waited longest for a request head (an idle
-  keep-alive connection, or a head still arriving), as nginx reuses its idle connections:
-  a client with a request under way is never cut for a newcomer, and a slowloris cannot
-  hold the door shut. Only when every connection has a request under way is the newcomer
+- when full, closes the connection that has waited longest for a request head, as nginx
+  reuses its idle connections: first among those that never completed a request (a head
+  still arriving, or nothing sent: what a flood is made of), then among idle keep-alive
+  connections that did (a client's pool, whose next request would race the close). A
+  client with a request under way is never cut for a newcomer, and a slowloris cannot hold
+  the door shut. Only when every connection has a request under way is the newcomer
   answered 503 (with Retry-After) and closed.
 """
 
@@ -58,18 +60,21 @@ def connection_budget(descriptors: int) -> int:
 
 class Occupancy:
     """The open connections of this process; those waiting for a request head in the order
-    they began to wait (a dict keeps insertion order)."""
+    they began to wait (a dict keeps insertion order): `waiting` never completed a request,
+    `idle` did (keep-alive)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.members: set[Member] = set()
         self.waiting: dict[Member, None] = {}
+        self.idle: dict[Member, None] = {}
 
     def admit(self, member: Member) -> bool:
-        """Room for `member`, shedding the longest-waiting connection if need be; False when
-        every connection has a request under way."""
+        """Room for `member`, shedding the longest-waiting connection if need be (one that
+        never completed a request first); False when every connection has a request under
+        way."""
         if len(self.members) >= self.limit:
-            oldest = next(iter(self.waiting), None)
+            oldest = next(iter(self.waiting), None) or next(iter(self.idle), None)
             if oldest is None:
                 return False
             self.leave(oldest)
@@ -77,19 +82,20 @@ class Occupancy:
         self.members.add(member)
         return True
 
-    def wait(self, member: Member) -> None:
-        """`member` now waits for a request head (the longest-waiting are shed first)."""
+    def wait(self, member: Member, answered: bool = False) -> None:
+        """`member` now waits for a request head; `answered`: it completed one before."""
         if member in self.members:
-            self.waiting.pop(member, None)
-            self.waiting[member] = None
+            self.busy(member)
+            (self.idle if answered else self.waiting)[member] = None
 
     def busy(self, member: Member) -> None:
         """`member`'s head is complete: a request is under way."""
         self.waiting.pop(member, None)
+        self.idle.pop(member, None)
 
     def leave(self, member: Member) -> None:
         self.members.discard(member)
-        self.waiting.pop(member, None)
+        self.busy(member)
 
 
 _occupancy: Occupancy | None = None
