@@ -66,10 +66,14 @@ def test_the_bucket_cache_stays_under_max_size_and_uploads_are_never_evicted(
     cached = a.events_where(lambda e: e.get("event") == "cached", len(PACKAGES))
     assert a.events_where(lambda e: e.get("event") == "replicated to shared storage", len(cached))
     assert wait_for(lambda: cas_bytes(s3_server, bucket) <= MAX, 10), cas_bytes(s3_server, bucket)
-    evicted = [
-        e for p in (a, b) for e in p.events() if e.get("event") == "evicted from shared storage"
-    ]
-    assert evicted and sum(int(e["bytes"]) for e in evicted) > 0
+
+    def evicted() -> int:  # logged just after the objects go: wait for the line too
+        events = [e for p in (a, b) for e in p.events()]
+        return sum(
+            int(e["bytes"]) for e in events if e.get("event") == "evicted from shared storage"
+        )
+
+    assert wait_for(lambda: evicted() > 0, 10)
     assert s3_server.keys(bucket, "prod/uploads/") == uploads_before
     for path in PACKAGES:  # A's own disk still holds them all
         assert httpx.get(f"{a.url}/local{path}", timeout=30).headers["x-cache"] == "HIT"
