@@ -195,6 +195,17 @@ def _httpx_newcomer(proxy: Proxy, sends: str) -> bytes:
 CLIENTS = [*sorted(NEWCOMERS), "httpx-get", "httpx-post", "httpx-big-post"]
 
 
+def _reading_nothing(port: int, timeout: float | None = None) -> socket.socket:
+    """A client that asks for the big file and reads nothing of it: its response stays
+    under way (a small receive buffer, so the send buffer fills soon)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(timeout)
+    sock.sendall(_get(BIG))
+    return sock
+
+
 @pytest.mark.parametrize("sends", CLIENTS)
 def test_a_newcomer_turned_away_reads_its_503(proxy, sends):
     """Every connection has a response under way (16 clients that read nothing of a big
@@ -204,11 +215,7 @@ def test_a_newcomer_turned_away_reads_its_503(proxy, sends):
     busy = []
     try:
         for _ in range(16):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", proxy.port))
-            sock.sendall(_get(BIG))
-            busy.append(sock)
+            busy.append(_reading_nothing(proxy.port))
         time.sleep(0.5)
         for _ in range(5):
             if sends.startswith("httpx-"):
@@ -269,12 +276,7 @@ def test_connections_lost_in_any_state_leave_the_table(proxy, state):
     busy = []
     try:
         for _ in range(16):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", proxy.port))
-            sock.settimeout(10)
-            sock.sendall(_get(BIG))
-            busy.append(sock)
+            busy.append(_reading_nothing(proxy.port, timeout=10))
         assert [sock.recv(12) for sock in busy] == [b"HTTP/1.1 200"] * 16
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as newcomer:
             assert _read_all(newcomer, 0).startswith(b"HTTP/1.1 503")
