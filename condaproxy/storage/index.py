@@ -2,8 +2,8 @@
 
 diskcache (SQLite) makes it durable and safe across uvicorn workers; a small cachetools LRU in
 front keeps hot package lookups off SQLite. An entry is written only after its blob is durable.
-When SQLite cannot grow (its disk is full), a write raises `IndexFull`, an OSError with ENOSPC:
-every path that copes with a full disk copes with a full index the same way.
+When SQLite cannot grow (its disk is full), a write raises `IndexFull` (sqlite_disk.py), an
+OSError with ENOSPC: every path that copes with a full disk copes with a full index the same way.
 Keys are strings `<table>:<key>` (diskcache stores a str key as is; a tuple key is pickled on
 every lookup, which cost more than the lookup). Indexes written with tuple keys are converted
 once, when opened.
@@ -12,7 +12,6 @@ once, when opened.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import threading
@@ -27,8 +26,8 @@ from cachetools import LRUCache
 
 from ..rules.rewrite import Origins
 from . import index_recovery as recovery
-from .entries import ensure_dir, is_regular
 from .keys import MetaKey
+from .sqlite_disk import IndexFull, as_disk_error, disk_errors, nothing_to_free, open_diskcache
 
 
 @dataclass(frozen=True)
@@ -68,63 +67,6 @@ class MetaEntry:
     origins: Origins = field(default_factory=Origins)
 
 
-class IndexFull(OSError):
-    """SQLite could not write: its disk is full (or failing). An OSError with ENOSPC (EIO)."""
-
-
-class IndexBusy(OSError):
-    """The index stayed locked (by another process, a backup, an sqlite3 shell) longer than
-    diskcache waits: an OSError with EBUSY, a failure of the local disk to retry."""
-
-
-@contextlib.contextmanager
-def disk_errors() -> Iterator[None]:
-    """SQLite's "database or disk is full", "disk I/O error" and a lock held too long as the
-    OSErrors they are: whoever copes with a disk that cannot take a write copes with these."""
-    try:
-        yield
-    except (diskcache.Timeout, sqlite3.OperationalError) as exc:
-        raise as_disk_error(exc) from None
-
-
-def as_disk_error(exc: BaseException) -> BaseException:
-    """disk_errors()'s mapping, for a caller on the hot path (no context manager to build)."""
-    if isinstance(exc, diskcache.Timeout):
-        return IndexBusy(errno.EBUSY, f"the index is locked by another process: {exc}")
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc)
-        if "full" in text:
-            return IndexFull(errno.ENOSPC, f"the index cannot grow: {text}")
-        if "disk I/O error" in text:
-            return IndexFull(errno.EIO, f"the index cannot be written: {text}")
-        if "locked" in text:
-            return IndexBusy(errno.EBUSY, f"the index is locked: {text}")
-    return exc
-
-
-def _nothing_to_free() -> bool:
-    return False
-
-
-def open_diskcache(directory: Path, make_room: Callable[[], bool] = _nothing_to_free) -> Any:
-    """A diskcache over `directory`. diskcache writes its settings every time it opens, so on
-    a full disk opening fails: each time it does, `make_room()` frees some space (False:
-    nothing left to free) and the open is tried again. The directory is made a real one (a
-    link in its place is removed), and a database file that is no regular file (a link to
-    another database, a directory) is damage: it is never opened nor written through."""
-    ensure_dir(directory, directory.parent)
-    db_file = directory / "cache.db"
-    if os.path.lexists(db_file) and not is_regular(db_file):
-        raise sqlite3.DatabaseError(f"{db_file.name} is not a regular file")
-    while True:
-        try:
-            with disk_errors():
-                return diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
-        except IndexFull:
-            if not make_room():
-                raise
-
-
 def _key(table: str, key: str) -> str:
     return f"{table}:{key}"
 
@@ -134,7 +76,7 @@ class Index:
         self,
         directory: Path,
         hot_entries: int = 4096,
-        make_room: Callable[[], bool] = _nothing_to_free,
+        make_room: Callable[[], bool] = nothing_to_free,
         set_aside_damaged: bool = False,
     ) -> None:
         """With `set_aside_damaged` (only the one process on the cache may), an index that is

@@ -28,8 +28,8 @@ from typing import Any
 import structlog
 
 from .entries import is_regular
-from .index import disk_errors, open_diskcache
 from .index_recovery import CHECK_EVERY, identity
+from .sqlite_disk import disk_errors, open_diskcache
 
 log = structlog.get_logger("condaproxy.storage.upload_index")
 

@@ -26,8 +26,8 @@ from ..rules.names import hashed_name
 from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
 from .entries import ensure_dir, is_regular
-from .index import disk_errors
 from .locks import KeyedLocks, release
+from .sqlite_disk import disk_errors
 from .upload_index import UploadIndex
 
 # Blobs are shared by every channel's manifests: a blob is made durable and named by its

@@ -11,9 +11,10 @@ import pytest
 from condaproxy.cache.metadata import MetadataCache
 from condaproxy.cache.variants import Built, write_variant
 from condaproxy.cache.workers import Workers
-from condaproxy.storage.index import Index, IndexFull
+from condaproxy.storage.index import Index
 from condaproxy.storage.keys import MetaKey
 from condaproxy.storage.locks import KeyedLocks
+from condaproxy.storage.sqlite_disk import IndexFull
 
 
 def stored(meta: MetadataCache, key: MetaKey) -> list[str]:
