@@ -1,9 +1,11 @@
-"""Cached metadata that was on disk before this process started is checked against its sha256
-before it is served: a crash before writeback, bit rot or a stray hand may have changed it while
-nothing ran. Each variant file is hashed once per process (in a thread, one check however many
-requests ask); a file written since the process started was made by this server and is trusted,
-as a package blob its writer verified is. What fails the check is dropped and fetched again
-(metadata.py), never served."""
+"""Cached metadata is checked against its sha256 before it is served: a crash before writeback,
+bit rot or a stray hand may have changed it while nothing ran, and another program may write
+over it while the proxy runs. Each variant file is hashed once per process (in a thread, one
+check however many requests ask) and remembered with its inode and mtime, which every request
+compares (one lstat per file): a file that changed since is hashed again, whenever it was
+written. A file written since the process started, and unchanged since this process first saw
+it, was made by this server and is trusted, as a package blob its writer verified is. What
+fails the check is dropped and fetched again (metadata.py), never served."""
 
 from __future__ import annotations
 
@@ -11,11 +13,10 @@ import asyncio
 import os
 import time
 
-from ..storage.blobs import BlobStore
+from ..storage.blobs import BlobStore, sha256_of_fd
 from ..storage.entries import open_regular
 from ..storage.index import MetaEntry, Variant
 from ..storage.keys import MetaKey, MetaKind
-from .variants import file_sha256
 from .workers import Workers
 
 
@@ -23,52 +24,74 @@ class AtRest:
     def __init__(self, workers: Workers, started: float | None = None) -> None:
         self.workers = workers
         self.started = time.time() if started is None else started
-        self._checked: set[str] = set()  # sha256 of the variant files this process trusts
-        self._checking: dict[str, asyncio.Task[bool]] = {}
+        # The variant files this process trusts: sha256 -> the stamp of the file it checked.
+        self._checked: dict[str, int] = {}
+        self._checking: dict[str, asyncio.Task[int | None]] = {}
 
     async def intact(self, store: BlobStore, entry: MetaEntry) -> bool:
         """Whether every variant file `entry` names holds the bytes it was stored with."""
         for variant in entry.variants.values():
-            if variant.sha256 not in self._checked and not await self._check(store, variant):
+            sha = variant.sha256
+            checked = self._checked.get(sha)
+            if checked is not None and checked == _stamp_at(store.location(sha)):
+                continue
+            if not await self._check(store, variant, trust_new=checked is None):
                 return False
         return True
 
-    async def _check(self, store: BlobStore, variant: Variant) -> bool:
+    async def _check(self, store: BlobStore, variant: Variant, trust_new: bool) -> bool:
+        """Hash the file (or, with `trust_new`, take one written since the start as this
+        server's); remember its stamp if it holds what it should."""
         sha = variant.sha256
         task = self._checking.get(sha)
         if task is None:
             path = store.location(sha)
             content = variant.content_sha256  # the name, unless derived from inputs
-            check = self.workers.io(matches, path, content, variant.size, self.started)
+            started = self.started if trust_new else float("inf")
+            check = self.workers.io(matches, path, content, variant.size, started)
             task = self._checking[sha] = asyncio.ensure_future(check)
             task.add_done_callback(lambda _: self._checking.pop(sha, None))
-        ok = await asyncio.shield(task)
-        if ok:
-            self._checked.add(sha)
-        return ok
+        stamp = await asyncio.shield(task)
+        if stamp is None:
+            self._checked.pop(sha, None)
+            return False
+        self._checked[sha] = stamp
+        return True
 
     def forget(self, sha256: str) -> None:
-        self._checked.discard(sha256)
+        self._checked.pop(sha256, None)
 
 
-def matches(path: str, sha256: str, size: int, started: float) -> bool:
-    """Whether the file at `path` is `size` bytes of sha256 `sha256` (blocking: a thread's)."""
+def matches(path: str, sha256: str, size: int, started: float) -> int | None:
+    """The stamp of the file at `path` if it is `size` bytes of sha256 `sha256` (or was
+    written at or after `started`: by this server), else None (blocking: a thread's)."""
     try:
         fd = open_regular(path)  # a directory, link or fifo in its place is not it
     except OSError:
-        return False
+        return None
     try:
         stat = os.fstat(fd)
         if stat.st_size != size:
-            return False
+            return None
+        stamp = _stamp(stat)  # as it was before it was read
         if stat.st_mtime >= started:
-            return True  # written since this process started: by this server
+            return stamp  # written since this process started: by this server
+        return stamp if sha256_of_fd(fd) == sha256 else None
     finally:
         os.close(fd)
+
+
+def _stamp(stat: os.stat_result) -> int:
+    """A file as it was checked: its inode and mtime (a write in place moves the mtime; a file
+    renamed over it is another inode)."""
+    return hash((stat.st_ino, stat.st_mtime_ns))
+
+
+def _stamp_at(path: str) -> int | None:
     try:
-        return file_sha256(path) == sha256
-    except OSError:  # gone meanwhile
-        return False
+        return _stamp(os.lstat(path))  # a link put in the file's place is another inode
+    except OSError:
+        return None
 
 
 # Views whose files are named after their inputs, not their content (variants.Built.contents).

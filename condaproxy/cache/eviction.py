@@ -1,12 +1,13 @@
 """Keeping the cache within `[cache] max_size`, and out of the way when the disk is nearly full.
 
-Least recently used blobs go first. "Used" is the blob file's mtime: a hit records the time in
+Least recently used blobs go first. "Used" is the blob file's atime: a hit records the time in
 memory and a background loop applies it in batches (os.utime), so the hit path pays no syscall
-and every worker sees the same order. When the store passes max_size, blobs are evicted down to
-a low-water mark (90 %), by one worker at a time. Never evicted: uploads (their own store),
-shards derived from uploads, and files this process is serving right now (a file another worker
-streams survives the unlink until it is closed). Below `min_free` free disk, new files are
-proxied but not cached, and readiness says so.
+and every worker sees the same order. The mtime is left as the blob was written: a change in
+place shows in it (blobs.py hashes such a blob again before serving it). When the store passes
+max_size, blobs are evicted down to a low-water mark (90 %), by one worker at a time. Never
+evicted: uploads (their own store), shards derived from uploads, and files this process is
+serving right now (a file another worker streams survives the unlink until it is closed). Below
+`min_free` free disk, new files are proxied but not cached, and readiness says so.
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ class Evictor:
     def _apply_touches(self) -> None:
         touched, self._touched = self._touched, {}
         for sha, when in touched.items():
+            path = self.store.location(sha)
             with contextlib.suppress(FileNotFoundError):
-                os.utime(self.store.location(sha), (when, when))
+                os.utime(path, ns=(int(when * 1e9), os.stat(path).st_mtime_ns))
 
     def _check_disk(self) -> None:
         free = shutil.disk_usage(self.store.root).free
@@ -147,7 +149,7 @@ class Evictor:
         total = 0
         for sha, size in self.store.iterate():
             total += size
-            blobs.append((os.stat(self.store.location(sha)).st_mtime, sha, size))
+            blobs.append((os.stat(self.store.location(sha)).st_atime, sha, size))
         self.metrics.store_bytes.set(total)
         self._estimate = total
         if total <= self.max_size:

@@ -21,7 +21,7 @@ from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError
 from ..rules.merge import Record
 from ..rules.routing import SHARD_INDEX, Kind, ResourcePath
 from ..settings import ChannelSettings
-from ..storage.blobs import BlobStore, DamagedBlob
+from ..storage.blobs import BlobStore, DamagedBlob, NotChecked
 from ..storage.index import FileEntry, Index
 from ..storage.keys import MetaKey
 from .checksums import Checksums, client_claim, reconcile
@@ -107,9 +107,9 @@ class Packages:
         a damaged upload, or a shard derived from uploads, is refused, never sent."""
         blobs = store or self.store
         try:
-            if blobs.is_checked(entry.sha256):
-                fd = blobs.open_checked(entry.sha256, entry.size)
-            else:
+            try:  # on the loop when nothing needs hashing (the usual hit), else in a thread
+                fd = blobs.open_checked(entry.sha256, entry.size, may_hash=False)
+            except NotChecked:
                 fd = await asyncio.to_thread(blobs.open_checked, entry.sha256, entry.size)
         except FileNotFoundError:
             return None

@@ -6,9 +6,13 @@ fsynced too. A start-up sweep deletes temp files nobody holds, so a kill -9 leav
 half-written behind, even with several workers sharing the directory.
 
 Reads trust nothing this process did not write: `open_checked` refuses a blob whose size is
-not the recorded one, and hashes a blob once per process before its first use (what a crash,
-a careless copy or bit rot left in the directory never goes out under its name). A blob is a
-regular file: anything else at its path (entries.py) is damaged, and is cleared as such.
+not the recorded one, and hashes a blob before its first use in this process (what a crash, a
+careless copy or bit rot left in the directory never goes out under its name). What was checked
+is remembered with the file's inode and mtime, which every open compares: a blob written over in
+place while the proxy runs (`dd conv=notrunc`, an editor, another program's bug) is hashed again
+before it is served. Nothing here changes a blob's mtime (eviction records use in its atime).
+A blob is a regular file: anything else at its path (entries.py) is damaged, and is cleared as
+such.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .entries import NotAFile, ensure_dir, is_regular, open_regular, place, remove_entry
+
+
+class NotChecked(Exception):
+    """The blob must be hashed before it is used, and the caller asked not to wait for that."""
 
 
 class DamagedBlob(Exception):
@@ -66,8 +74,9 @@ class BlobStore:
         self._root = str(root)
         self.tmp_dir = tmp_dir
         self._dirs: set[str] = set()  # fan-out directories known to exist
-        self._verified: set[bytes] = set()  # digests of blobs this process has checked (bytes:
-        # half the memory of hex strings, for caches of hundreds of thousands of files)
+        # The blobs this process has checked: digest (bytes: half the memory of hex strings,
+        # for caches of hundreds of thousands of files) -> the checked file's stamp.
+        self._verified: dict[bytes, int] = {}
         ensure_dir(root, self.anchor)
         ensure_dir(tmp_dir, tmp_dir.parent)
 
@@ -91,32 +100,40 @@ class BlobStore:
         except NotAFile as exc:
             raise DamagedBlob(sha256, exc.strerror or "not a file") from None
 
-    def open_checked(self, sha256: str, size: int) -> int:
+    def open_checked(self, sha256: str, size: int, may_hash: bool = True) -> int:
         """An O_RDONLY descriptor on a blob of exactly `size` bytes whose content this
-        process has checked against its name: FileNotFoundError if it is gone, DamagedBlob
-        otherwise. The first use after start-up hashes it (blocking: call it in a thread)."""
+        process has checked against its name, as the file is now: FileNotFoundError if it is
+        gone, DamagedBlob otherwise. The first use after start-up, and the first after the
+        file changed in place, hashes it (blocking: call it in a thread); with
+        may_hash=False that raises NotChecked instead (the caller on the event loop then
+        comes back in a thread)."""
         fd = self.open(sha256)
         try:
-            found = os.fstat(fd).st_size
-            if found != size:
-                raise DamagedBlob(sha256, f"{found} bytes where {size} were stored")
-            if _digest(sha256) not in self._verified:
-                if _sha256_of(fd) != sha256:
+            st = os.fstat(fd)
+            if st.st_size != size:
+                raise DamagedBlob(sha256, f"{st.st_size} bytes where {size} were stored")
+            digest = _digest(sha256)
+            if self._verified.get(digest) != _stamp(st):
+                if not may_hash:
+                    raise NotChecked(sha256)
+                if sha256_of_fd(fd) != sha256:
+                    self._verified.pop(digest, None)
                     raise DamagedBlob(sha256, "its bytes do not match its sha256")
-                self._verified.add(_digest(sha256))
+                self._verified[digest] = _stamp(st)  # as it was before it was read
         except BaseException:
             os.close(fd)
             raise
         return fd
 
     def is_checked(self, sha256: str) -> bool:
+        """Whether this process has checked the blob (as it was then: see open_checked)."""
         return _digest(sha256) in self._verified
 
     def discard_damaged(self, sha256: str) -> None:
         """Delete a damaged blob. Should another worker have just renamed a good copy over
         it, that copy goes too: its entry then finds no blob, which is a miss (never bad
         bytes)."""
-        self._verified.discard(_digest(sha256))
+        self._verified.pop(_digest(sha256), None)
         remove_entry(self.location(sha256))
 
     def delete(self, sha256: str) -> int:
@@ -129,10 +146,10 @@ class BlobStore:
                 yield path.name, path.stat().st_size
 
     def drop_least_recent(self) -> int:
-        """Delete the least recently used blob (the oldest mtime: eviction's order); its
+        """Delete the least recently used blob (the oldest atime: eviction's order); its
         size, or 0 if the store is empty."""
         oldest = min(
-            ((p.stat().st_mtime, p) for p in self.root.glob("??/??/*") if is_regular(p)),
+            ((p.stat().st_atime, p) for p in self.root.glob("??/??/*") if is_regular(p)),
             default=None,
         )
         return 0 if oldest is None else self.delete(oldest[1].name)
@@ -146,7 +163,7 @@ class BlobStore:
         os.fsync(temp.fd)
         final = self.place(temp.path, sha256)
         _fsync_dir(final.parent)
-        self._verified.add(_digest(sha256))  # the writer checked these bytes
+        self._verified[_digest(sha256)] = _stamp(os.fstat(temp.fd))  # the writer checked them
         if close:
             temp.close()
         return final
@@ -187,6 +204,12 @@ def new_temp(tmp_dir: Path) -> TempBlob:
     return TempBlob(path, fd)
 
 
+def _stamp(st: os.stat_result) -> int:
+    """The file as it was checked: its inode and its mtime (a write in place moves the mtime;
+    a copy renamed over the blob is another inode), folded into one int to keep the memory."""
+    return hash((st.st_ino, st.st_mtime_ns))
+
+
 def _digest(sha256: str) -> bytes:
     try:
         return bytes.fromhex(sha256)
@@ -194,7 +217,7 @@ def _digest(sha256: str) -> bytes:
         return sha256.encode()
 
 
-def _sha256_of(fd: int) -> str:
+def sha256_of_fd(fd: int) -> str:
     digest = hashlib.sha256()
     offset = 0
     while chunk := os.pread(fd, 1 << 20, offset):

@@ -120,7 +120,7 @@ def test_a_touch_through_the_evictor_is_applied_to_the_blob(start):
         age(services, sha, 1000)
         services.evictor.touch(sha)
         assert client.portal.call(services.evictor.run_once) == {"evicted": 0, "bytes": 0}
-        assert os.stat(services.store.location(sha)).st_mtime > 1000
+        assert os.stat(services.store.location(sha)).st_atime > 1000
 
 
 def test_uploads_and_the_shards_made_from_them_are_never_evicted(start, tmp_path):
