@@ -20,6 +20,7 @@ DocumentSize = Annotated[int, msgspec.Meta(ge=1 << 20, extra=_BYTES)]
 # Finite and at most a day: TOML and the environment both spell `inf`, which aiohttp cannot
 # schedule (every upstream request would fail with an OverflowError).
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+YEAR = 365 * 86400
 Role = Literal["read", "write", "admin"]
 
 
@@ -55,8 +56,9 @@ class LogSettings(_Section, frozen=True):
 
 class CacheSettings(_Section, frozen=True):
     path: Path = Path("./cache")
-    repodata_ttl: Annotated[int, msgspec.Meta(ge=0)] = 60
-    negative_ttl: Annotated[int, msgspec.Meta(ge=0)] = 30
+    # At most a year: a larger one is a typo (and past max-age's 2^31 a client may misread it).
+    repodata_ttl: Annotated[int, msgspec.Meta(ge=0, le=YEAR)] = 60
+    negative_ttl: Annotated[int, msgspec.Meta(ge=0, le=YEAR)] = 30
     max_size: Size = 0  # bytes of cached blobs; 0 = unbounded
     min_free: Size = 1024**3  # below this much free disk, stop caching (still proxying)
     # Largest decompressed upstream metadata document (repodata.json, shard index) accepted;

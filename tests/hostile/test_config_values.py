@@ -182,6 +182,18 @@ def test_an_infinite_timeout_from_the_environment_is_refused(tmp_path):
     assert var in refused(tmp_path, CHANNEL, "upstream.read_timeout", env={var: "inf"})
 
 
+@pytest.mark.parametrize("key", ["repodata_ttl", "negative_ttl"])
+@pytest.mark.parametrize("value", ["100000000000000000000", "31536001", "-1"])
+def test_a_ttl_beyond_a_year_or_below_zero_is_refused(tmp_path, key, value):
+    """`repodata_ttl = 100000000000000000000` loaded, and went out as a max-age no client reads
+    as meant (past 2^31 seconds); a year is the most a cache of conda metadata can mean."""
+    refused(tmp_path, f"{key} = {value}\n", f"cache.{key}")  # below run()'s [cache]
+
+
+def test_a_ttl_of_a_year_is_taken(tmp_path):
+    assert run(tmp_path, "repodata_ttl = 31536000\n").returncode == 0
+
+
 @pytest.mark.parametrize("value", ['"0.5"', '"0.4B"', '"0.0001KB"'])
 def test_a_size_that_rounds_to_zero_does_not_lift_the_limit(tmp_path, value):
     """`max_size = "0.5"` was 0 bytes, which means unbounded."""
