@@ -105,7 +105,8 @@ class Checksums:
         self._shard_index = shard_index  # the same for its shard index; NotFound: no shards
         self._shard = shard  # the records of one shard, verified by name, decoded
         self._shard_maps: LRUCache[str, dict[str, bytes]] = LRUCache(maxsize=8)
-        self._names: LRUCache[str, mmap.mmap] = LRUCache(maxsize=16)  # sorted maps, mapped
+        # Sorted name maps, mapped: sha256 -> (the mapped file's inode, the mapping).
+        self._names: LRUCache[str, tuple[int, mmap.mmap]] = LRUCache(maxsize=16)
 
     async def expected(self, rp: ResourcePath) -> Expected:
         if rp.kind is Kind.SHARD:
@@ -193,7 +194,7 @@ class Checksums:
                 self._make_names(key, entry)  # for the next worker; this one decodes meanwhile
             digest = (await self._shard_map(served, key)).get(name)
             return digest if isinstance(digest, bytes) else None
-        lines = self._names.get(entry.variants["names"].sha256)
+        lines = self._mapped_names(key, entry)
         if lines is None:
             lines = await asyncio.to_thread(self._names_of, key, entry)
         try:
@@ -202,15 +203,35 @@ class Checksums:
             self._names.pop(entry.variants["names"].sha256, None)
             raise self._damaged(key, entry) from None
 
+    def _mapped_names(self, key: MetaKey, entry: MetaEntry) -> mmap.mmap | None:
+        """The mapping kept of the index's sorted map, if it maps the file now at its path.
+        One of a file since dropped (found changed at rest: metadata.intact, just before) is
+        never read: the file it maps may have been cut short, and reading past a mapped
+        file's end kills the process (SIGBUS). A file of the same name fetched again is
+        mapped afresh."""
+        variant = entry.variants["names"]
+        kept = self._names.get(variant.sha256)
+        if kept is None:
+            return None
+        try:
+            inode = os.lstat(self.meta.variant_path(key, variant)).st_ino
+        except OSError:
+            inode = -1
+        if inode != kept[0]:
+            self._names.pop(variant.sha256, None)
+            return None
+        return kept[1]
+
     def _names_of(self, key: MetaKey, entry: MetaEntry) -> mmap.mmap:
         """The index's sorted map, mapped (blocking: a thread's); kept while in use."""
         variant = entry.variants["names"]
         fd = self.meta.open_variant(key, variant)
         try:
+            inode = os.fstat(fd).st_ino
             lines = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if variant.size else mmap.mmap(-1, 1)
         finally:
             os.close(fd)
-        self._names[variant.sha256] = lines
+        self._names[variant.sha256] = (inode, lines)
         return lines
 
     async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:

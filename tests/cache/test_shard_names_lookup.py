@@ -102,3 +102,29 @@ def test_a_small_index_gets_no_name_map_and_starts_no_worker_process(
         client.portal.call(services.downloads.aclose)
         assert not names_made(client)
         assert services.workers._pool is None, "no worker process was started"
+
+
+def test_a_mapped_name_map_cut_short_on_disk_is_never_read(client, router) -> None:
+    """The name map stays mapped between lookups. Cut short in place on disk (`truncate`),
+    its file is found changed (at rest) and fetched again under the same name; reading the old
+    mapping past the file's new end would kill the process with SIGBUS, so a mapping is used
+    only while its file is the one at the path."""
+    assert client.get("/cf/linux-64/pkg0-1.0-0.conda").status_code == 200
+    client.portal.call(until, lambda: names_made(client))
+    services = services_of(client.app)
+    assert client.get("/cf/linux-64/pkg1-1.0-0.conda").status_code == 200  # maps it
+    entry = services.index.get_meta(KEY)
+    assert entry is not None
+    names = entry.variants["names"]
+    assert names.sha256 in services.packages.checksums._names, "the map is kept mapped"
+    path = services.meta.variant_path(KEY, names)
+    path.write_bytes(b"")  # cut short in place: the same inode, no bytes
+    for fn in ("pkg2-1.0-0.conda", "pkg3-1.0-0.conda"):
+        got = client.get(f"/cf/linux-64/{fn}")
+        assert got.status_code == 200 and got.headers["etag"] == f'"{sha(fn)}"'
+    client.portal.call(until, lambda: names_made(client))  # made again: the same name
+    again = services.index.get_meta(KEY)
+    assert again is not None and again.variants["names"].sha256 == names.sha256
+    for fn in ("pkg4-1.0-0.conda", "pkg5-1.0-0.conda"):
+        got = client.get(f"/cf/linux-64/{fn}")
+        assert got.status_code == 200 and got.headers["etag"] == f'"{sha(fn)}"'
