@@ -147,9 +147,9 @@ class Evictor:
     def _evict(self) -> dict[str, int]:
         blobs = []
         total = 0
-        for sha, size in self.store.iterate():
+        for sha, size, used in self.store.usage():
             total += size
-            blobs.append((os.stat(self.store.location(sha)).st_atime, sha, size))
+            blobs.append((used, sha, size))
         self.metrics.store_bytes.set(total)
         self._estimate = total
         if total <= self.max_size:

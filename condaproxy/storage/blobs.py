@@ -141,18 +141,31 @@ class BlobStore:
         return remove_entry(self.location(sha256))
 
     def iterate(self) -> Iterator[tuple[str, int]]:
-        for path in self.root.glob("??/??/*"):
-            if is_regular(path):
-                yield path.name, path.stat().st_size
+        for sha, size, _ in self.usage():
+            yield sha, size
+
+    def usage(self) -> Iterator[tuple[str, int, float]]:
+        """Every blob: its name, size and last use (atime: eviction's order). One stat per
+        blob (scandir): the store of a conda-forge mirror holds hundreds of thousands."""
+        for first in _subdirs(self._root):
+            for second in _subdirs(first):
+                try:
+                    entries = list(os.scandir(second))
+                except OSError:  # gone meanwhile, or no directory
+                    continue
+                for entry in entries:
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            yield entry.name, st.st_size, st.st_atime
+                    except OSError:
+                        continue
 
     def drop_least_recent(self) -> int:
         """Delete the least recently used blob (the oldest atime: eviction's order); its
         size, or 0 if the store is empty."""
-        oldest = min(
-            ((p.stat().st_atime, p) for p in self.root.glob("??/??/*") if is_regular(p)),
-            default=None,
-        )
-        return 0 if oldest is None else self.delete(oldest[1].name)
+        oldest = min(((used, sha) for sha, _, used in self.usage()), default=None)
+        return 0 if oldest is None else self.delete(oldest[1])
 
     def new_temp(self) -> TempBlob:
         return new_temp(self.tmp_dir)
@@ -190,6 +203,15 @@ class BlobStore:
         except BaseException:
             temp.discard()
             raise
+
+
+def _subdirs(path: str) -> list[str]:
+    """The fan-out directories below `path` (two hex characters each), never through a link."""
+    try:
+        with os.scandir(path) as entries:
+            return [e.path for e in entries if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def new_temp(tmp_dir: Path) -> TempBlob:
