@@ -125,13 +125,19 @@ def load_settings(
     config_path = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
     where = str(config_path)
     try:
-        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        with open(config_path, "rb") as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)  # a pipe (`--config <(...)`) is read too
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes: not a config file")
+        raw = tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{where}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not valid UTF-8") from None
+    except RecursionError:  # tomllib descends into nested arrays and tables recursively
+        raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
     referenced = set(env_references(raw))
@@ -224,6 +230,7 @@ def _policy(policy: PolicySettings, channels: Mapping[str, ChannelSettings], whe
         raise ConfigError(f"{where}: {exc}") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config of a thousand channels is a few hundred KiB
 PEER_TOKEN = "cluster-peer"  # the token name replicas read each other's downloads with
 # converting one table
 
