@@ -60,7 +60,7 @@ class InflightNotes:
                 info = json.loads(f.read(4096))
             size, sha256, temp = info["size"], info["sha256"], info["temp"]
             kept = bool(info.get("kept", temp))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return None  # none, or not one a worker wrote (garbage left by a crash or a hand)
         if not (size is None or (isinstance(size, int) and size >= 0)):
             return None

@@ -170,6 +170,8 @@ def _toml_array(text: str) -> list[Any]:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"not a TOML array ({exc}): {text!r}") from None
+    except RecursionError:  # tomllib recurses into nested arrays
+        raise ValueError("not a TOML array: nested too deeply") from None
     if not isinstance(value, list):
         raise ValueError(f"not a TOML array: {text!r}")
     return value
