@@ -11,20 +11,18 @@ a real `condaproxy serve`."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.hostile import ADMIN_TOKEN, get_one, http, no_crash_in_log, record
-from tests.support.processes import Proxy, write_config
+from tests.support.hostile import get_one, record
+from tests.support.processes import Proxy
+from tests.support.raw_upstream import RawUpstream, purge, raw_proxy, whole
 
 pytestmark = pytest.mark.integration
 
@@ -63,60 +61,14 @@ ANSWERS: dict[str, Callable[[], bytes]] = {
 }
 
 
-class RawUpstream:
-    """Answers each request from the bytes its `answer` gives, then closes the connection."""
-
-    def __init__(self) -> None:
-        self.answer: Callable[[], bytes] = lambda: b""
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                head += got
-            path = head.split(b" ")[1].decode()
-            if path == "/linux-64/repodata.json":
-                answer = b"%sContent-Length: %d\r\n\r\n%s" % (OK, len(REPODATA), REPODATA)
-            elif path == f"/linux-64/{PKG}":
-                answer = self.answer()
-            else:
-                answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-            conn.sendall(answer)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawUpstream, Proxy]]:
-    base: Path = tmp_path_factory.mktemp("framing")
-    upstream = RawUpstream()
-    admin: dict[str, object] = {"token": ADMIN_TOKEN, "roles": {"*": "admin"}}
-    config = write_config(
-        base / "proxy.toml",
-        base / "cache",
-        {"raw": {"upstream": upstream.url}},
-        60,
-        tokens={"ops": admin},
-    )
-    proxy = Proxy(config).start()
-    try:
-        yield upstream, proxy
-    finally:
-        proxy.stop()
-        upstream.sock.close()
-    no_crash_in_log(proxy.log())
+    with raw_proxy(tmp_path_factory.mktemp("framing")) as started:
+        yield started
+
+
+def _send(case: str) -> Callable[[socket.socket], None]:
+    return lambda conn: conn.sendall(ANSWERS[case]())
 
 
 @pytest.mark.parametrize("case", list(ANSWERS))
@@ -125,9 +77,8 @@ def test_a_body_longer_than_listed_is_never_a_complete_answer(
 ) -> None:
     upstream, proxy = served
     url = f"{proxy.url}/raw/linux-64/{PKG}"
-    with http() as client:
-        client.delete(f"{proxy.url}/api/cache", headers={"x-api-key": ADMIN_TOKEN})
-    upstream.answer = ANSWERS[case]
+    purge(proxy)
+    upstream.answers = {"/linux-64/repodata.json": whole(REPODATA), f"/linux-64/{PKG}": _send(case)}
     got = get_one(url)
     if got.status == 200 and got.complete:
         assert got.sha256 == hashlib.sha256(DATA).hexdigest(), (
@@ -135,6 +86,7 @@ def test_a_body_longer_than_listed_is_never_a_complete_answer(
         )
     else:
         assert got.status in (200, 502), got.status  # cut short, or refused before the body
-    upstream.answer = lambda: b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+    busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+    upstream.answers[f"/linux-64/{PKG}"] = lambda conn: conn.sendall(busy)
     again = get_one(url)
     assert again.status == 502, f"{case}: the body that was longer than listed was kept"

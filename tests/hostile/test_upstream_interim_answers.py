@@ -11,19 +11,17 @@ A raw socket upstream (an HTTP server library would not send such heads) and a r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.hostile import ADMIN_TOKEN, http, no_crash_in_log, record
-from tests.support.processes import Proxy, write_config
+from tests.support.hostile import http, record
+from tests.support.processes import Proxy
+from tests.support.raw_upstream import RawUpstream, purge, raw_proxy, whole
 
 pytestmark = pytest.mark.integration
 
@@ -67,71 +65,16 @@ ANSWERS: dict[str, Callable[[socket.socket], None]] = {
 }
 
 
-def _whole(body: bytes) -> Callable[[socket.socket], None]:
-    return lambda conn: conn.sendall(
-        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
-
-
-class RawUpstream:
-    """Answers each request for a path with what `answers` holds for it (404 otherwise), then
-    closes the connection."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, Callable[[socket.socket], None]] = {}
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                head += got
-            path = head.split(b" ")[1].decode()
-            missing = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-            self.answers.get(path, lambda c: c.sendall(missing))(conn)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawUpstream, Proxy]]:
-    base: Path = tmp_path_factory.mktemp("interim")
-    upstream = RawUpstream()
-    admin: dict[str, object] = {"token": ADMIN_TOKEN, "roles": {"*": "admin"}}
-    config = write_config(
-        base / "proxy.toml",
-        base / "cache",
-        {"raw": {"upstream": upstream.url}},
-        0,  # every request revalidates the repodata
-        tokens={"ops": admin},
-    )
-    proxy = Proxy(config).start()
-    try:
-        yield upstream, proxy
-    finally:
-        proxy.stop()
-        upstream.sock.close()
-    no_crash_in_log(proxy.log())
+    # repodata_ttl 0: every request revalidates the repodata
+    with raw_proxy(tmp_path_factory.mktemp("interim"), ttl=0) as started:
+        yield started
 
 
 def _fresh(upstream: RawUpstream, proxy: Proxy) -> None:
-    with http() as client:
-        client.delete(f"{proxy.url}/api/cache", headers={"x-api-key": ADMIN_TOKEN})
-    upstream.answers = {
-        "/linux-64/repodata.json": _whole(REPODATA),
-        f"/linux-64/{PKG}": _whole(DATA),
-    }
+    purge(proxy)
+    upstream.answers = {"/linux-64/repodata.json": whole(REPODATA), f"/linux-64/{PKG}": whole(DATA)}
 
 
 @pytest.mark.parametrize("case", list(ANSWERS))
