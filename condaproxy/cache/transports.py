@@ -155,10 +155,14 @@ class AiohttpFetcher:
     async def send(
         self, method: str, url: httpx.URL, headers: Mapping[str, str], shown: str
     ) -> Reply:
-        target = yarl.URL(str(url), encoded=True)
-        # The origin rules read URLs with httpx: refuse a URL yarl would read otherwise.
-        origin = origin_of(url)
-        seen = (target.scheme, normal_host(target.raw_host or ""), target.port)
+        # The origin rules read URLs with httpx: refuse a URL yarl would read otherwise (or
+        # cannot read at all: yarl raises ValueError where httpx parsed).
+        try:
+            target = yarl.URL(str(url), encoded=True)
+            origin = origin_of(url)
+            seen = (target.scheme, normal_host(target.raw_host or ""), target.port)
+        except ValueError:
+            raise UpstreamError(shown, "not a usable URL") from None
         if seen != tuple(origin):
             raise UpstreamError(shown, "not a usable URL")
         try:
