@@ -61,22 +61,26 @@ class _Repodata(msgspec.Struct):
     repodata_version: int | None = None
 
 
-def check_repodata(document: Any, url: str, subdir: str | None) -> None:
+def check_repodata(document: Any, url: str, subdir: str | None) -> dict[str, Any]:
     """Refuse a body that is not a repodata document (PROTOCOL.md): it must not replace a
-    good snapshot. `document` is bytes-like (mmap is fine); nothing is materialised."""
-    problem = _repodata_problem(document, subdir)
+    good snapshot. `document` is bytes-like (mmap is fine); nothing is materialised but its
+    `info`, which is returned as a client reads it (escapes decoded, the last of duplicates)."""
+    info: dict[str, Any] = {}
+    problem = _repodata_problem(document, subdir, info)
     if problem is not None:
         raise UpstreamError(url, problem[:300])
+    return info
 
 
-def _repodata_problem(document: Any, subdir: str | None) -> str | None:
-    """What is wrong with `document`, or None. The decoded shape holds views into the
-    document (msgspec.Raw): it must be gone before the caller closes an mmap under it, so it
-    never outlives this frame (an exception raised here would keep it alive)."""
+def _repodata_problem(document: Any, subdir: str | None, info: dict[str, Any]) -> str | None:
+    """What is wrong with `document`, or None; fills `info`. The decoded shape holds views
+    into the document (msgspec.Raw): it must be gone before the caller closes an mmap under
+    it, so it never outlives this frame (an exception raised here would keep it alive)."""
     try:
         shape = decode_json(document, _Repodata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return f"not a repodata document: {exc}"
+    info.update(shape.info or {})
     # The first byte of each map, without copying hundreds of MB out of the document.
     maps = [memoryview(m)[:1].tobytes() for m in (shape.packages, shape.packages_conda) if len(m)]
     given = (shape.info or {}).get("subdir")
@@ -129,11 +133,12 @@ def decompress_into(source: Readable, path: str, url: str, limit: int) -> bool:
     return found
 
 
-def _check_file(path: str, url: str) -> None:
+def _check_file(path: str, url: str) -> dict[str, Any]:
+    """The document's `info`, once it reads as a repodata document."""
     if os.path.getsize(path) == 0:
         raise UpstreamError(url, "not a repodata document: empty body")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        check_repodata(buf, url, _subdir_of(url))
+        return check_repodata(buf, url, _subdir_of(url))
 
 
 async def build_repodata(
@@ -176,10 +181,13 @@ def finish_repodata(
     """`body_sha256`: the body's hash when it was taken as the body arrived."""
     zst = json_path != body_path
     try:
-        _check_file(json_path, url)
+        info = _check_file(json_path, url)
         if needs_rewrite is None:
             with open(json_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
                 needs_rewrite = m.find(_NEEDLE) != -1
+        # The raw needle misses a key written with an escape ("base\u005furl"), which every
+        # client decodes as base_url: the decoded info decides too.
+        needs_rewrite = needs_rewrite or "base_url" in info
         if zst and not needs_rewrite:
             # The common case: the upstream's own .zst passes through and its (40 MB, not
             # 280 MB) hash names the snapshot. The decompressed file was only for the check:

@@ -23,6 +23,7 @@ from ..rules.codecs import decode_msgpack, zstd_decompress
 from ..rules.conditional import is_fresh
 from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from ..rules.merge import Record
+from ..rules.record_fields import SAFE_INT
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
 from ..rules.shard_names import find_digest
@@ -72,8 +73,13 @@ def expected_from_record(record: Mapping[str, Any] | None) -> Expected:
     md5 = md5.hex() if isinstance(md5, bytes) else md5
     sha = sha.lower() if isinstance(sha, str) and SHA256_RE.match(sha) else None
     md5 = md5.lower() if isinstance(md5, str) and MD5_RE.match(md5) else None
+    # A size no file has (negative, past 2**53) verifies nothing, and sent as the answer's
+    # Content-Length (a HEAD is answered from the record) it is one no client can read:
+    # httpx and hyper refuse 10**30 as a protocol error. Such a record is checked by its
+    # checksum alone, as one without a size.
     size = record.get("size")
-    size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+    usable = isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= SAFE_INT
+    size = size if usable else None
     return Expected(sha256=sha, md5=md5, size=size, listed=bool(sha or md5))
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import structlog
 
 from ..rules.codecs import content_codings
-from ..rules.conditional import is_fresh
+from ..rules.conditional import is_fresh, usable_date, usable_etag
 from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
 from ..rules.loops import UpstreamLoop
 from ..rules.names import hashed_name
@@ -287,10 +287,11 @@ class MetadataCache:
         for i, url in enumerate(candidates):
             headers = {"accept-encoding": "gzip, deflate"}
             if entry is not None:
-                if entry.etag:
-                    headers["if-none-match"] = entry.etag
-                if entry.last_modified:
-                    headers["if-modified-since"] = entry.last_modified
+                # Checked again when sent: an index may hold one kept before the rule.
+                if etag := usable_etag(entry.etag):
+                    headers["if-none-match"] = etag
+                if modified := usable_date(entry.last_modified):
+                    headers["if-modified-since"] = modified
             body = new_temp(self.tmp_dir)
             limit = self.max_document
             early: Inflating | None = None
@@ -299,8 +300,8 @@ class MetadataCache:
                     async with self.upstream.open(
                         channel, url, headers=headers, revalidating=entry is not None
                     ) as response:
-                        etag = response.headers.get("etag")
-                        modified = response.headers.get("last-modified")
+                        etag = usable_etag(response.headers.get("etag"))
+                        modified = usable_date(response.headers.get("last-modified"))
                         if entry is not None and self.metrics is not None:
                             result = "304" if response.status == 304 else "200"
                             self.metrics.revalidations.labels(channel.name, result).inc()

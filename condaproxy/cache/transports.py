@@ -17,6 +17,7 @@ becomes UpstreamTimeout (504) or UpstreamError (502) naming the masked URL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -28,7 +29,7 @@ import yarl
 
 from ..rules.errors import UpstreamError, UpstreamTimeout
 from ..rules.origins import normal_host, origin_of
-from ..rules.pace import MIN_RATE, Pace
+from ..rules.pace import MIN_RATE, Pace, head_deadline
 from ..settings import UpstreamSettings
 from .egress import PinnedResolver, PinnedTransport, environment_proxies
 
@@ -122,6 +123,7 @@ class AiohttpFetcher:
             sock_read=settings.read_timeout,  # each wait for the head or a piece of body
         )
         self._window = settings.read_timeout  # and the pace a body must keep (paced)
+        self._head = head_deadline(settings.connect_timeout, settings.read_timeout)
         # Made here, at startup: loading the CAs takes tens of milliseconds, which a first
         # request (a cold miss) would otherwise wait for on the event loop.
         self._ssl = httpx.create_ssl_context()  # the CAs httpx would trust
@@ -153,16 +155,21 @@ class AiohttpFetcher:
     async def send(
         self, method: str, url: httpx.URL, headers: Mapping[str, str], shown: str
     ) -> Reply:
-        target = yarl.URL(str(url), encoded=True)
-        # The origin rules read URLs with httpx: refuse a URL yarl would read otherwise.
-        origin = origin_of(url)
-        seen = (target.scheme, normal_host(target.raw_host or ""), target.port)
+        # The origin rules read URLs with httpx: refuse a URL yarl would read otherwise (or
+        # cannot read at all: yarl raises ValueError where httpx parsed).
+        try:
+            target = yarl.URL(str(url), encoded=True)
+            origin = origin_of(url)
+            seen = (target.scheme, normal_host(target.raw_host or ""), target.port)
+        except ValueError:
+            raise UpstreamError(shown, "not a usable URL") from None
         if seen != tuple(origin):
             raise UpstreamError(shown, "not a usable URL")
         try:
-            response = await self._opened().request(
-                method, target, headers=dict(headers), allow_redirects=False
-            )
+            async with asyncio.timeout(self._head):
+                response = await self._opened().request(
+                    method, target, headers=dict(headers), allow_redirects=False
+                )
         except TimeoutError:
             raise UpstreamTimeout(shown, "timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -210,6 +217,7 @@ class HttpxFetcher:
             pool=settings.connect_timeout,
         )
         self._window = settings.read_timeout
+        self._head = head_deadline(settings.connect_timeout, settings.read_timeout)
         limits = httpx.Limits(
             max_connections=MAX_CONNECTIONS,
             max_keepalive_connections=MAX_KEEPALIVE,
@@ -230,8 +238,9 @@ class HttpxFetcher:
     ) -> Reply:
         request = self._client.build_request(method, url, headers=headers)
         try:
-            response = await self._client.send(request, stream=True, auth=None)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._head):
+                response = await self._client.send(request, stream=True, auth=None)
+        except (httpx.TimeoutException, TimeoutError):
             raise UpstreamTimeout(shown, "timed out") from None
         except httpx.HTTPError as exc:
             raise cannot_connect(shown, exc) from None

@@ -108,12 +108,39 @@ class Decoded:
             raise UpstreamError(self.url, f"Content-Encoding {coding}: {exc}") from None
 
 
+class Capped:
+    """An upstream body read never past `limit` bytes (the size the channel lists): the
+    chunk that would pass it is an IntegrityError before any of it is handed on. A body
+    framed without Content-Length (chunked, or ended by closing the connection) announces
+    no size to compare before it starts, and every reader sends what the download has
+    received but its last byte: a longer body went out as the listed size of the wrong
+    bytes, a complete response, before its end was seen."""
+
+    def __init__(self, response: Any, limit: int) -> None:
+        self.response, self.limit = response, limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.response, name)
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self.response.iter_bytes():
+            received += len(chunk)
+            if received > self.limit:
+                raise IntegrityError(
+                    self.response.url,
+                    f"the body runs past the {self.limit} bytes the channel lists",
+                )
+            yield chunk
+
+
 def as_identity(response: Any, limit: int | None) -> Any:
-    """`response` read without its content coding (Decoded), if the upstream put one on."""
+    """`response` read without its content coding (Decoded), if the upstream put one on, and
+    never past `limit` bytes (Capped) when the channel lists the size."""
     headers = getattr(response, "headers", None)
     codings = content_codings(headers.get("content-encoding") if headers is not None else None)
     if not codings:
-        return response
+        return response if limit is None else Capped(response, limit)
     coding = ", ".join(codings)
     if coding not in Inflater.CODINGS:  # known before any byte goes out: a clean 502
         raise UpstreamError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -121,6 +122,34 @@ def _http_date(seconds: int) -> str:
 
 def http_date(timestamp: float) -> str:
     return _http_date(int(timestamp))
+
+
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text.
+_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+_DATE_TEXT = re.compile(r"[\x20-\x7e]+")
+MAX_VALIDATOR = 1024  # characters; real ones are tens
+
+
+def usable_etag(value: str | None) -> str | None:
+    """An upstream's ETag as the proxy keeps it and sends it back in If-None-Match, or None
+    when it is no entity-tag. Kept as sent, it went into the next revalidation's request
+    head: a control character made the HTTP client refuse to send it, a 500 for every client
+    of that subdir, stale copy and all, until the copy was purged."""
+    if value is None or len(value) > MAX_VALIDATOR:
+        return None
+    value = value.strip(" \t")
+    return value if _ENTITY_TAG.fullmatch(value) else None
+
+
+def usable_date(value: str | None) -> str | None:
+    """An upstream's Last-Modified as kept and sent back in If-Modified-Since: an HTTP-date in
+    visible ASCII, else None (the same hazard as usable_etag)."""
+    if value is None or len(value) > MAX_VALIDATOR:
+        return None
+    value = value.strip(" \t")
+    if not _DATE_TEXT.fullmatch(value) or parse_http_date(value) is None:
+        return None
+    return value
 
 
 # What a conditional request carries (RFC 9110 §13.1); the proxy sends no Range upstream.

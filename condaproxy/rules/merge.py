@@ -252,13 +252,17 @@ def shard_records(shard: Any) -> dict[str, Record]:
     if not isinstance(shard, Mapping):
         raise ValueError(f"a shard must be a map, not {type(shard).__name__}")
     out: dict[str, Record] = {}
-    for key in ("packages", "packages.conda"):
+    for key, ext in PACKAGE_MAPS:
         records = shard.get(key) or {}
         if not isinstance(records, Mapping):
             raise ValueError(f"'{key}' must be a map, not {type(records).__name__}")
         for fn, record in records.items():
             if not isinstance(fn, str) or not isinstance(record, Mapping):
                 raise ValueError(f"'{key}' must map file names to records")
+            if fn in out and not fn.endswith(ext):
+                # Listed in both maps: the map of its kind decides, as in repodata
+                # (records.find_record), not whichever map was read last.
+                continue
             rec = dict(record)
             for field in ("sha256", "md5"):
                 if isinstance(rec.get(field), bytes):

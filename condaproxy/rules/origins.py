@@ -50,6 +50,9 @@ class Origin(NamedTuple):
         return f"{self.scheme}://{host}:{self.port}"
 
 
+MAX_PORT = 65535
+
+
 def origin_of(url: str | httpx.URL) -> Origin:
     """The origin httpx will connect to for `url` (parsed by httpx itself, so the rule and
     the client can never read a URL differently). Raises ValueError for a URL that is not
@@ -76,6 +79,10 @@ def _origin_of_parsed(parsed: httpx.URL) -> Origin:
     host = normal_host(parsed.raw_host.decode("ascii"))
     if not host:
         raise ValueError("URL has no host")
+    if parsed.port is not None and not 0 < parsed.port <= MAX_PORT:
+        # httpx reads `:99999` as a port; no client can connect there (the aiohttp transport
+        # raised on it: a redirect to such a URL was a 500, not the upstream's 502).
+        raise ValueError(f"port {parsed.port} is not a TCP port")
     return Origin(scheme, host, parsed.port or DEFAULT_PORTS[scheme])
 
 

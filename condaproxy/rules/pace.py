@@ -32,3 +32,15 @@ class Pace:
             return True
         self.started, self.received = now, 0
         return False
+
+
+def head_deadline(connect_timeout: float, read_timeout: float) -> float:
+    """Seconds from sending a request by which its whole answer head must be in: the status
+    line and header fields, and any interim 1xx answers before them. The read timeout bounds
+    each wait for bytes, not the head: aiohttp stops its read timer once an interim answer
+    (`100 Continue`, `103 Early Hints`) is parsed, and a head sent a byte at a time restarts
+    it with every byte, so such an upstream held the request, and every client joined to it
+    (a download, a revalidation), for as long as it kept the connection open; the client
+    got no 504 at all. A connection takes at most `connect_timeout`, and a real upstream's
+    head follows within `read_timeout`."""
+    return connect_timeout + read_timeout

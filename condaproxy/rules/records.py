@@ -1,12 +1,14 @@
-"""Pure lookups in raw repodata bytes, without parsing a 200+ MB document. No I/O.
+"""Pure lookups in raw repodata bytes, without materialising a 200+ MB document. No I/O.
 
-A package miss needs the sha256 and size the channel publishes for one file; searching the
-stored snapshot for that one record costs a memchr-speed scan and no memory, where decoding
-conda-forge's linux-64 repodata would cost seconds and gigabytes.
+A package miss needs the sha256 and size the channel publishes for one file. `find_record`
+reads it as a client would (its map, escapes, the last duplicate) while msgspec skips every
+other record at C speed without allocating it; `find_keyed_objects` is a memchr-speed search
+for objects under a key wherever they are (for rewrites that must miss none).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -63,12 +65,49 @@ def find_keyed_objects(buf: Any, key: str) -> list[tuple[int, int]]:
 
 
 def find_record(buf: Any, filename: str) -> dict[str, Any] | None:
-    """The repodata record of `filename` (from `packages` or `packages.conda`), or None."""
-    for start, end in find_keyed_objects(buf, filename):
-        try:
-            record = decode_json(bytes(buf[start:end]))
-        except msgspec.DecodeError:
-            continue
-        if isinstance(record, dict) and ("sha256" in record or "md5" in record or "name" in record):
-            return record
+    """The repodata record of `filename` as a conda client reads it, or None: the value of
+    that key in the top-level map of its kind (`packages.conda` for a `.conda`, else
+    `packages`; the other map when the first lists nothing), the last one when the key occurs
+    twice, its escapes decoded. An object that merely looks like that record elsewhere (inside
+    another record's field, under `info`, in the other map) is no record: searched for as raw
+    bytes, a record that names another file inside it decided that file's checksum, so one
+    package's record could make another fail verification for every client, or have a file no
+    record lists cached. msgspec skips every other key without materialising it."""
+    try:
+        found = _record_bytes(buf, filename)
+    except msgspec.DecodeError:  # ValidationError too: a map that is no object lists nothing
+        return None
+    if found is None:
+        return None
+    try:
+        record = decode_json(found)
+    except msgspec.DecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _record_bytes(buf: Any, filename: str) -> bytes | None:
+    """The raw value of `filename` in its map, copied: no view into `buf` (an mmap the
+    caller closes) outlives this frame."""
+    shape = decode_json(buf, _lookup_type(filename))
+    maps = (shape.conda, shape.bz2) if filename.endswith(".conda") else (shape.bz2, shape.conda)
+    for one in maps:
+        if len(one.record):
+            return bytes(one.record)
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup_type(filename: str) -> Any:
+    """A repodata document's shape that keeps only `filename`'s value in each package map."""
+    one = msgspec.defstruct(
+        "OneRecord", [("record", msgspec.Raw, msgspec.Raw())], rename={"record": filename}
+    )
+    return msgspec.defstruct(
+        "RecordMaps",
+        [
+            ("bz2", one, msgspec.field(default_factory=one)),
+            ("conda", one, msgspec.field(default_factory=one)),
+        ],
+        rename={"bz2": "packages", "conda": "packages.conda"},
+    )

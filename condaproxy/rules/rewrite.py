@@ -43,21 +43,32 @@ def rewrite_repodata(data: Document, repodata_url: str) -> tuple[Document, Origi
     Returns `data` itself (no copy) when there is no base_url: the common case passes
     upstream bytes through unparsed. `data` may be a read-only mmap of the document.
     Unknown keys (v3, repodata_revisions) are kept intact.
+
+    `info` is read as a client reads it (the last of duplicate keys, escapes decoded), and
+    the rewritten document is read back the same way: a base_url only some client would see
+    (a second `info` key, a key written `base\u005furl`, an `info` key written with an
+    escape) must not survive the rewrite and send clients around the proxy. Every object
+    under an `info` key that equals the document's info is rewritten (a copy inside a record
+    loses its base_url too); a document whose info still has one afterwards is refused.
     """
-    if data.find(b'"base_url"') == -1:  # not `in`: on an mmap that looks for one byte
-        return data, Origins()
     info = decode_json(data, _InfoOnly).info
-    base_url = info.get("base_url")
-    if not isinstance(base_url, str) or not base_url:
+    if "base_url" not in info:
         return data, Origins()
-    origin = _as_dir(urljoin(repodata_url, base_url))
-    new_info = {k: v for k, v in info.items() if k != "base_url"}
+    base_url = info["base_url"]
+    origin = None
+    if isinstance(base_url, str) and base_url:
+        origin = _as_dir(urljoin(repodata_url, base_url))
+    new_info = msgspec.json.encode({k: v for k, v in info.items() if k != "base_url"})
+    pieces: list[bytes] = []
+    done = 0
     for start, end in find_keyed_objects(data, "info"):
-        if decode_json(data[start:end]) == info:
-            return data[:start] + msgspec.json.encode(new_info) + data[end:], Origins(
-                packages=origin
-            )
-    raise ValueError("repodata info object not found")
+        if start >= done and decode_json(data[start:end]) == info:
+            pieces += [data[done:start], new_info]
+            done = end
+    rewritten = b"".join([*pieces, data[done:]])
+    if not pieces or "base_url" in decode_json(rewritten, _InfoOnly).info:
+        raise ValueError("repodata info object with base_url could not be rewritten")
+    return rewritten, Origins(packages=origin)
 
 
 SHARD_BASE = "./shards/"
