@@ -26,6 +26,12 @@ head that uvicorn leaves out.
   connection for ever (no head to time). Here the rest of it must keep the minimum pace of an
   upstream body (rules/pace.py, over windows of header_timeout), else the connection is closed.
 
+- **A request that is no HTTP.** What the parser refuses (a NUL or raw space in the path, a
+  header name with a space, two Content-Lengths, a method that is no token) is the proxy's
+  JSON 400 saying what the parser found (rules/malformed.py), not uvicorn's bare text; one
+  pipelined behind a response still going out follows that response instead of landing
+  inside its body.
+
 Nothing else changes once a head is complete: request bodies keep uploads.read_timeout.
 """
 
@@ -33,10 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..rules.malformed import malformed_request
 from ..rules.pace import Pace
 from .occupancy import occupancy
 from .zerocopy import EXTENSION, offers_zero_copy, send_file
@@ -82,6 +91,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_here = False  # this head began in the read being parsed
         self._message_open = False  # between a request's first byte and its body's end
         self._oversized = False  # a head past MAX_HEAD: nothing more reaches the app
+        self._unparsable = False  # the parser refused what it read (send_400_response)
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timeout = float(getattr(self.app, "send_timeout", None) or SEND_TIMEOUT)
         self._send_timer: asyncio.TimerHandle | None = None  # while writing is blocked
@@ -149,14 +159,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self._oversized:
+        if self._oversized or self._unparsable:
             return
         if self._unread is not None and self._unread.too_slow(len(data), self.loop.time()):
             self.transport.close()  # a trickled body nobody reads: the response went out
             return
         self._begun_here = False
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._unparsable:
             return
         if self._in_head:
             # A head that began in this read may follow a previous request's body in it:
@@ -291,6 +301,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
         else:  # a connection that never asked anything: nothing to answer
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn calls this while handling the parser's HttpParserError (data_received):
+        the JSON 400 every other bad input gets, naming what the parser refused."""
+        failure = sys.exc_info()[1]
+        callback = isinstance(failure, httptools.HttpParserCallbackError)
+        reason = str(failure) if isinstance(failure, httptools.HttpParserError) else None
+        self._unparsable = True  # the parser is past use: nothing more is fed to it
+        self._refuse(400, "Bad Request", malformed_request(reason, callback))
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._stop_timer()
