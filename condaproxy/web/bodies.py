@@ -78,6 +78,25 @@ async def body_chunks(receive: Receive, limit: int, timeout: float) -> AsyncIter
             yield body
 
 
+async def small_body(
+    receive: Receive, headers: Mapping[str, str], limit: int, timeout: float, what: str
+) -> bytes:
+    """A body an API call holds in memory whole (a prefetch's JSON): at most `limit` bytes
+    (413 naming `what`, from Content-Length before a byte is read, else as it arrives),
+    each piece within `timeout` seconds (408)."""
+    refused = BodyTooLarge(f"{what} is larger than {limit} bytes", limit=limit)
+    length = decimal(headers.get("content-length"))
+    if length is not None and length > limit:
+        raise refused
+    pieces: list[bytes] = []
+    try:
+        async for piece in body_chunks(receive, limit, timeout):
+            pieces.append(piece)
+    except BodyTooLarge:
+        raise refused from None
+    return b"".join(pieces)
+
+
 class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
 
