@@ -17,6 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..rules.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from ..rules.multipart import MAX_BOUNDARY, valid_boundary
 from ..rules.numbers import decimal
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -120,6 +121,11 @@ class FileParts:
         boundary = options.get(b"boundary")
         if kind != b"multipart/form-data" or not boundary:
             raise BadRequest("body must be multipart/form-data with a boundary")
+        if not valid_boundary(boundary):
+            raise BadRequest(
+                f"the multipart boundary must be 1 to {MAX_BOUNDARY} letters, digits or "
+                "'()+_,-./:=? (RFC 2046)"
+            )
         self.field = field.encode()
         self.open_sink = open_sink
         self.max_files = max_files
