@@ -43,12 +43,15 @@ import sys
 from typing import Any
 
 import httptools
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..rules.malformed import malformed_request
 from ..rules.pace import Pace
 from .occupancy import occupancy
 from .zerocopy import EXTENSION, offers_zero_copy, send_file
+
+log = structlog.get_logger("condaproxy.web.connection")
 
 # Request line and header fields together. conda, mamba, pixi and browsers send well under
 # 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
@@ -309,7 +312,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         callback = isinstance(failure, httptools.HttpParserCallbackError)
         reason = str(failure) if isinstance(failure, httptools.HttpParserError) else None
         self._unparsable = True  # the parser is past use: nothing more is fed to it
-        self._refuse(400, "Bad Request", malformed_request(reason, callback))
+        message = malformed_request(reason, callback)
+        # One warning with its cause (uvicorn's own cause-less line is dropped, web/logs.py).
+        log.warning("malformed request", status=400, error=message, client=_peer(self.client))
+        self._refuse(400, "Bad Request", message)
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._stop_timer()
@@ -321,6 +327,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.transport.write(_answer(status, reason, message))
         self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return client[0] if client else "-"
 
 
 def _with_zero_copy(cycle: Any) -> Any:

@@ -82,6 +82,8 @@ def split(answer: bytes) -> tuple[int, dict[str, str], bytes]:
 
 @pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_request_the_parser_refuses_is_a_json_400_naming_why(proxy, request_bytes):
+    logged = len(proxy.events())
+    refusals = sum(e.get("event") == "malformed request" for e in proxy.events())
     status, headers, body = split(exchange(proxy, request_bytes))
     assert status == 400, body
     assert headers["content-type"] == "application/json"
@@ -93,6 +95,10 @@ def test_a_request_the_parser_refuses_is_a_json_400_naming_why(proxy, request_by
     assert SECRET.decode() not in answer["error"]
     assert SECRET.decode() not in proxy.log()
     no_crash_in_log(proxy.log())
+    # Logged as one warning with its cause (README, Logs), not uvicorn's cause-less line.
+    proxy.events_where(lambda e: e.get("event") == "malformed request", refusals + 1)
+    warnings = [e for e in proxy.events()[logged:] if e.get("level") == "warning"]
+    assert [(e["event"], e["error"]) for e in warnings] == [("malformed request", answer["error"])]
 
 
 def test_a_malformed_request_pipelined_behind_a_good_one_follows_its_whole_answer(proxy):
