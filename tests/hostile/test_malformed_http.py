@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,7 @@ SECRET = b"s3cr3t-in-the-request"
 PACKAGE = "linux-64/tool-1.0-0.conda"
 BYTES = b"tool package bytes " * 50
 END = b"Host: proxy\r\nConnection: close\r\n\r\n"
+ADMIN = "admin-token-86420"
 
 MALFORMED = {
     "nul-in-path": b"GET /pub/linux-64/" + SECRET + b"\x00.conda HTTP/1.1\r\n" + END,
@@ -53,7 +55,13 @@ MALFORMED = {
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     base = tmp_path_factory.mktemp("malformed-http")
     upstream = Upstream(listed_channel(base / "channel", {PACKAGE: BYTES})).start()
-    config = write_config(base / "proxy.toml", base / "cache", {"pub": {"upstream": upstream.url}})
+    config = write_config(
+        base / "proxy.toml",
+        base / "cache",
+        {"pub": {"upstream": upstream.url}, "team": {}},
+        tokens={"ops": {"token": ADMIN, "roles": {"*": "admin"}}},
+        extra="[uploads]\nread_timeout = 20\n",
+    )
     started = Proxy(config).start()
     yield started
     started.stop()
@@ -117,3 +125,39 @@ def test_well_formed_requests_on_the_same_port_still_work(proxy):
     status, _, body = split(exchange(proxy, good))
     assert status == 200
     assert body == BYTES
+
+
+# A head the app takes, then a body the parser refuses: the request under way is answered
+# at once (it waited out uploads.read_timeout for a body that could never come, then got a
+# 408 with the 400 behind it).
+AUTHORIZED = f"X-API-Key: {ADMIN}\r\nHost: proxy\r\n".encode()
+BROKEN_BODIES = {
+    "transfer-coding-not-chunked": b"Transfer-Encoding: gzip\r\n\r\n" + b'["pyutil"]',
+    "chunk-size-not-hex": b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "chunk-size-overflow": b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n" + b"f" * 20 + b"\r\n",
+    "chunk-without-crlf": b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]XX0\r\n\r\n",
+}
+ROUTES = {
+    "prefetch": b"POST /api/cache/pub/linux-64/prefetch HTTP/1.1\r\n",
+    "upload": b"POST /api/channels/team/upload/tool-1.0-0.conda HTTP/1.1\r\n",
+    "multipart": b"POST /api/channels/team/files HTTP/1.1\r\n"
+    b"Content-Type: multipart/form-data; boundary=xyz\r\n",
+}
+
+
+@pytest.mark.parametrize("route", ROUTES.values(), ids=ROUTES.keys())
+@pytest.mark.parametrize("body", BROKEN_BODIES.values(), ids=BROKEN_BODIES.keys())
+def test_a_body_the_parser_refuses_is_answered_at_once(proxy, route, body):
+    started = time.monotonic()
+    answer = exchange(proxy, route + AUTHORIZED + body)
+    assert time.monotonic() - started < 5, "answered only after a timeout"
+    status, headers, text = split(answer)
+    assert status == 400, answer
+    assert headers["content-type"] == "application/json"
+    assert answer.count(b"\r\n\r\n") == 1  # that one answer, nothing behind it
+    assert json.loads(text)["error"].startswith("malformed HTTP/1.1 request: ")
+    listed = exchange(
+        proxy,
+        b"GET /api/channels/team/packages HTTP/1.1\r\n" + AUTHORIZED + b"Connection: close\r\n\r\n",
+    )
+    assert json.loads(split(listed)[2])["packages"] == []  # nothing half-uploaded
