@@ -316,25 +316,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # One warning with its cause (uvicorn's own cause-less line is dropped, web/logs.py).
         log.warning("malformed request", status=400, error=message, client=_peer(self.client))
         if self._own_body_broken():
-            # The body of the one request under way is what the parser refused (a chunk
-            # size that is no number, a Transfer-Encoding that is not chunked), and nothing
-            # of its answer went out: this is its answer, now. Its app hears a disconnect
-            # and sends nothing more (left waiting, it would wait out uploads.read_timeout).
+            # The body of the last request whose head reached the app is what the parser
+            # refused (a chunk size that is no number, a Transfer-Encoding that is not
+            # chunked), and nothing of its answer went out: this is its answer, now (or
+            # once the responses before it, pipelined, have ended). Its app hears a
+            # disconnect and sends nothing (left waiting, it would wait out
+            # uploads.read_timeout for a body that cannot come, then answer a 408).
             self.cycle.disconnected = True
             self.cycle.message_event.set()
             self._heads -= 1  # never answered by its app: nothing under way any more
         self._refuse(400, "Bad Request", message)
 
     def _own_body_broken(self) -> bool:
-        """Whether the bytes just refused are the body of the only request whose head reached
-        the app, with no byte of its response sent yet."""
+        """Whether the bytes just refused are the body of the last request whose head
+        reached the app (running, or queued behind a pipelined response), with no byte of
+        its response sent yet."""
         cycle = self.cycle
         return (
             self._message_open
             and not self._in_head
             and cycle is not None
             and not cycle.response_started
-            and self._heads - self._answered == 1
         )
 
     def _refuse(self, status: int, reason: str, message: str) -> None:

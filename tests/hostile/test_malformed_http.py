@@ -161,3 +161,17 @@ def test_a_body_the_parser_refuses_is_answered_at_once(proxy, route, body):
         b"GET /api/channels/team/packages HTTP/1.1\r\n" + AUTHORIZED + b"Connection: close\r\n\r\n",
     )
     assert json.loads(split(listed)[2])["packages"] == []  # nothing half-uploaded
+
+
+@pytest.mark.parametrize("body", BROKEN_BODIES.values(), ids=BROKEN_BODIES.keys())
+def test_a_broken_body_pipelined_behind_a_download_follows_its_whole_answer(proxy, body):
+    good = f"GET /pub/{PACKAGE} HTTP/1.1\r\nHost: proxy\r\n\r\n".encode()
+    started = time.monotonic()
+    answer = exchange(proxy, good + ROUTES["prefetch"] + AUTHORIZED + body)
+    assert time.monotonic() - started < 5, "answered only after a timeout"
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert rest[: len(BYTES)] == BYTES
+    status, _, text = split(rest[len(BYTES) :])
+    assert status == 400
+    assert json.loads(text)["error"].startswith("malformed HTTP/1.1 request: ")
