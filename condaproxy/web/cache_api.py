@@ -27,7 +27,7 @@ from ..rules.routing import PACKAGE_NAME_RE, channel_of, serves_below_subdir, un
 from ..settings import Settings, TokenSettings
 from .bodies import small_body
 from .logs import audited
-from .query import flag
+from .query import flag, single
 from .requests import CACHE, api_path, subdir_param, who_is_asking
 from .services import Services
 
@@ -114,7 +114,7 @@ def purge_scope(
 ) -> Scope:
     """`<channel>[/<subdir>[/<filename>]]` (decoded segments, see requests.api_path): a
     configured channel, a conda subdir, a file a channel serves below a subdir."""
-    package = request.query_params.get("package")
+    package = single(request.query_params, "package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
     metadata_only = flag(request.query_params, "metadata_only")
