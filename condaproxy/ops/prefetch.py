@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from ..rules.codecs import decode_json
 from ..rules.errors import BadRequest, ProxyError
 from ..rules.routing import PACKAGE_RE, SUBDIR_RE
 from ..storage.index import Index
@@ -31,6 +32,8 @@ log = structlog.get_logger("condaproxy.ops.prefetch")
 
 PARALLEL = 4
 MAX_ITEMS = 10_000
+# A request's JSON body: MAX_ITEMS specs of a few dozen bytes each fit many times over.
+MAX_BODY = 4 << 20
 KEEP_JOBS = 50
 
 
@@ -97,6 +100,16 @@ def as_seen(job: dict[str, Any]) -> dict[str, Any]:
     if seen.get("state") in RUNNING and not _alive(job.get("owner")):
         seen["state"], seen["error"] = "failed", seen.get("error") or INTERRUPTED
     return seen
+
+
+def decode_request(raw: bytes) -> tuple[list[str], bool]:
+    """A request body as sent: JSON that is not JSON (bad UTF-8, nested deeper than it can
+    be read, which json.loads answered with a RecursionError and so a 500) is a 400."""
+    try:
+        body = decode_json(raw)
+    except ValueError:
+        raise BadRequest("body is not JSON") from None
+    return parse_request(body)
 
 
 def parse_request(body: Any) -> tuple[list[str], bool]:

@@ -121,6 +121,11 @@ def create_app(
             Exception: internal_error,
         },
     )
+    # Never a redirect: Starlette's would send `/api/channels` to `/api/channels/` built from
+    # the request's Host (an address the client chose) with an empty, non-JSON body, and the
+    # edge takes the slash off again (dispatch.py), so it looped. A route the proxy lacks is
+    # its JSON 404, with or without a trailing slash.
+    app.router.redirect_slashes = False
     dispatch = ChannelDispatch(app, settings, services, error_response, pages)
     edge = AccessLog(dispatch, metrics, trusted)
     # Read by the server's connections (web/connection.py), in each worker process.

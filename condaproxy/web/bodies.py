@@ -17,6 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..rules.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from ..rules.multipart import MAX_BOUNDARY, valid_boundary
 from ..rules.numbers import decimal
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -78,6 +79,25 @@ async def body_chunks(receive: Receive, limit: int, timeout: float) -> AsyncIter
             yield body
 
 
+async def small_body(
+    receive: Receive, headers: Mapping[str, str], limit: int, timeout: float, what: str
+) -> bytes:
+    """A body an API call holds in memory whole (a prefetch's JSON): at most `limit` bytes
+    (413 naming `what`, from Content-Length before a byte is read, else as it arrives),
+    each piece within `timeout` seconds (408)."""
+    refused = BodyTooLarge(f"{what} is larger than {limit} bytes", limit=limit)
+    length = decimal(headers.get("content-length"))
+    if length is not None and length > limit:
+        raise refused
+    pieces: list[bytes] = []
+    try:
+        async for piece in body_chunks(receive, limit, timeout):
+            pieces.append(piece)
+    except BodyTooLarge:
+        raise refused from None
+    return b"".join(pieces)
+
+
 class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
 
@@ -101,6 +121,11 @@ class FileParts:
         boundary = options.get(b"boundary")
         if kind != b"multipart/form-data" or not boundary:
             raise BadRequest("body must be multipart/form-data with a boundary")
+        if not valid_boundary(boundary):
+            raise BadRequest(
+                f"the multipart boundary must be 1 to {MAX_BOUNDARY} letters, digits or "
+                "'()+_,-./:=? (RFC 2046)"
+            )
         self.field = field.encode()
         self.open_sink = open_sink
         self.max_files = max_files

@@ -20,13 +20,14 @@ from starlette.routing import Route
 
 from ..ops.admin import Scope, stats_for
 from ..ops.metrics import channel_counts
-from ..ops.prefetch import parse_request
+from ..ops.prefetch import MAX_BODY, decode_request
 from ..rules.auth import require
 from ..rules.errors import BadRequest
 from ..rules.routing import PACKAGE_NAME_RE, channel_of, serves_below_subdir, unknown_channel
 from ..settings import Settings, TokenSettings
+from .bodies import small_body
 from .logs import audited
-from .query import flag
+from .query import flag, single
 from .requests import CACHE, api_path, subdir_param, who_is_asking
 from .services import Services
 
@@ -56,18 +57,18 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
     async def prefetch(request: Request) -> JSONResponse:
         who, presented = who_is_asking(request, settings)
         rest = api_path(request, CACHE).removesuffix("/prefetch")
-        scope = purge_scope(rest, request, settings, who)
+        scope = purge_scope(rest, request, settings, who, PREFETCH_USAGE)
         if scope.channel is None or scope.subdir is None or scope.filename is not None:
-            raise BadRequest("prefetch is POST /api/cache/<channel>/<subdir>/prefetch")
+            raise BadRequest(PREFETCH_USAGE)
         channel, subdir = scope.channel, scope.subdir
 
         async def submit() -> Any:
             require(who, presented, channel, "admin")
-            try:
-                body = await request.json()
-            except ValueError:
-                raise BadRequest("body is not JSON") from None
-            items, with_deps = parse_request(body)
+            timeout = settings.uploads.read_timeout
+            raw = await small_body(
+                request.receive, request.headers, MAX_BODY, timeout, "a prefetch request body"
+            )
+            items, with_deps = decode_request(raw)
             return services().prefetcher.submit(channel, subdir, items, with_deps)
 
         token = who.name if who else None
@@ -100,12 +101,20 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
     ]
 
 
+PURGE_USAGE = "purge scope is <channel>[/<subdir>[/<filename>]]"
+PREFETCH_USAGE = "prefetch is POST /api/cache/<channel>/<subdir>/prefetch"
+
+
 def purge_scope(
-    rest: str, request: Request, settings: Settings, who: TokenSettings | None
+    rest: str,
+    request: Request,
+    settings: Settings,
+    who: TokenSettings | None,
+    usage: str = PURGE_USAGE,
 ) -> Scope:
     """`<channel>[/<subdir>[/<filename>]]` (decoded segments, see requests.api_path): a
     configured channel, a conda subdir, a file a channel serves below a subdir."""
-    package = request.query_params.get("package")
+    package = single(request.query_params, "package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
     metadata_only = flag(request.query_params, "metadata_only")
@@ -117,7 +126,7 @@ def purge_scope(
         raise unknown_channel(f"unknown channel in '{rest}'", settings.channels, who)
     parts = segments[len(channel.split("/")) :]
     if len(parts) > 2:
-        raise BadRequest("purge scope is <channel>[/<subdir>[/<filename>]]")
+        raise BadRequest(usage)
     subdir = subdir_param(parts[0]) if parts else None
     filename = parts[1] if len(parts) > 1 else None
     if filename is not None and not serves_below_subdir(filename):

@@ -26,6 +26,12 @@ head that uvicorn leaves out.
   connection for ever (no head to time). Here the rest of it must keep the minimum pace of an
   upstream body (rules/pace.py, over windows of header_timeout), else the connection is closed.
 
+- **A request that is no HTTP.** What the parser refuses (a NUL or raw space in the path, a
+  header name with a space, two Content-Lengths, a method that is no token) is the proxy's
+  JSON 400 saying what the parser found (rules/malformed.py), not uvicorn's bare text; one
+  pipelined behind a response still going out follows that response instead of landing
+  inside its body.
+
 Nothing else changes once a head is complete: request bodies keep uploads.read_timeout.
 """
 
@@ -33,13 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
+import httptools
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..rules.malformed import malformed_request
 from ..rules.pace import Pace
 from .occupancy import occupancy
 from .zerocopy import EXTENSION, offers_zero_copy, send_file
+
+log = structlog.get_logger("condaproxy.web.connection")
 
 # Request line and header fields together. conda, mamba, pixi and browsers send well under
 # 8 KiB (nginx's default buffers take 8 KiB per line, 32 KiB in all).
@@ -82,6 +94,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_here = False  # this head began in the read being parsed
         self._message_open = False  # between a request's first byte and its body's end
         self._oversized = False  # a head past MAX_HEAD: nothing more reaches the app
+        self._unparsable = False  # the parser refused what it read (send_400_response)
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timeout = float(getattr(self.app, "send_timeout", None) or SEND_TIMEOUT)
         self._send_timer: asyncio.TimerHandle | None = None  # while writing is blocked
@@ -149,14 +162,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self._oversized:
+        if self._oversized or self._unparsable:
             return
         if self._unread is not None and self._unread.too_slow(len(data), self.loop.time()):
             self.transport.close()  # a trickled body nobody reads: the response went out
             return
         self._begun_here = False
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._unparsable:
             return
         if self._in_head:
             # A head that began in this read may follow a previous request's body in it:
@@ -292,6 +305,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         else:  # a connection that never asked anything: nothing to answer
             self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn calls this while handling the parser's HttpParserError (data_received):
+        the JSON 400 every other bad input gets, naming what the parser refused."""
+        failure = sys.exc_info()[1]
+        callback = isinstance(failure, httptools.HttpParserCallbackError)
+        reason = str(failure) if isinstance(failure, httptools.HttpParserError) else None
+        self._unparsable = True  # the parser is past use: nothing more is fed to it
+        message = malformed_request(reason, callback)
+        # One warning with its cause (uvicorn's own cause-less line is dropped, web/logs.py).
+        log.warning("malformed request", status=400, error=message, client=_peer(self.client))
+        if self._own_body_broken():
+            # The body of the last request whose head reached the app is what the parser
+            # refused (a chunk size that is no number, a Transfer-Encoding that is not
+            # chunked), and nothing of its answer went out: this is its answer, now (or
+            # once the responses before it, pipelined, have ended). Its app hears a
+            # disconnect and sends nothing (left waiting, it would wait out
+            # uploads.read_timeout for a body that cannot come, then answer a 408).
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+            self._heads -= 1  # never answered by its app: nothing under way any more
+        self._refuse(400, "Bad Request", message)
+
+    def _own_body_broken(self) -> bool:
+        """Whether the bytes just refused are the body of the last request whose head
+        reached the app (running, or queued behind a pipelined response), with no byte of
+        its response sent yet."""
+        cycle = self.cycle
+        return (
+            self._message_open
+            and not self._in_head
+            and cycle is not None
+            and not cycle.response_started
+        )
+
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._stop_timer()
         self._in_head = False
@@ -302,6 +349,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.transport.write(_answer(status, reason, message))
         self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return client[0] if client else "-"
 
 
 def _with_zero_copy(cycle: Any) -> Any:

@@ -104,6 +104,7 @@ def configure_logging(redact: Redactor, level: str = "info", fmt: str = "auto") 
         )
     )
     handler.addFilter(_drop_reported_aborts)
+    handler.addFilter(_drop_causeless_refusals)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         stdlib = logging.getLogger(name)
         stdlib.handlers = [handler]
@@ -125,6 +126,15 @@ def _bounded(key: str, value: str) -> str:
 def _drop_reported_aborts(record: logging.LogRecord) -> bool:
     exc = record.exc_info[1] if record.exc_info else None
     return not (exc is not None and getattr(exc, _ABORTED, False))
+
+
+# uvicorn's line for a request its parser refused; the connection logs the refusal itself,
+# with its cause, as a `malformed request` warning (web/connection.py).
+_UVICORN_REFUSAL = "Invalid HTTP request received."
+
+
+def _drop_causeless_refusals(record: logging.LogRecord) -> bool:
+    return not (record.name == "uvicorn.error" and record.getMessage() == _UVICORN_REFUSAL)
 
 
 def _json(event: Any, **_: Any) -> str:

@@ -305,7 +305,13 @@ def _streamed(result: Streamed, request_headers: Any, method: str) -> Any:
         try:
             span = parse_range(request_headers.get("range"), head.size)
         except RangeNotSatisfiable:
-            unsatisfiable = [*out, (b"content-range", f"bytes */{head.size}".encode())]
+            # An empty body, said so as for a hit (not a chunked nothing, nor a HEAD silent
+            # on its length).
+            unsatisfiable = [
+                *out,
+                (b"content-range", f"bytes */{head.size}".encode()),
+                (b"content-length", b"0"),
+            ]
             return StreamResponse(416, unsatisfiable, body, 0, 0)
         if span is not None:
             start, end, status = span[0], span[1], 206

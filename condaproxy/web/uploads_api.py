@@ -40,7 +40,7 @@ from ..storage.blobs import TempBlob
 from ..storage.uploads import Upload
 from .bodies import FileParts, body_chunks, check_declared_length
 from .logs import audited
-from .query import flag
+from .query import flag, single
 from .requests import (
     CHANNELS,
     api_path,
@@ -113,7 +113,7 @@ async def upload_raw(
         filename,
         body_chunks(request.receive, limits.max_upload_size, limits.read_timeout),
         who,
-        request.query_params.get("sha256"),
+        single(request.query_params, "sha256"),
         flag(request.query_params, "force"),
     )
     return JSONResponse(upload.listing(), status_code=201)
