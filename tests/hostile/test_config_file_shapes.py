@@ -81,3 +81,21 @@ def test_a_config_that_is_no_config_is_one_line_naming_it(
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert config in line and said in line, line
+
+
+def test_a_list_from_the_environment_nested_thousands_deep_is_one_line(tmp_path: Path) -> None:
+    """A list override is read as a TOML array; nested 5000 deep it was a RecursionError."""
+    config = tmp_path / "proxy.toml"
+    config.write_text("")
+    var = "CONDAPROXY_SERVER_TRUSTED_PROXIES"
+    result = subprocess.run(
+        [sys.executable, "-m", "condaproxy", "check-config", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, var: "[" * DEPTH + "]" * DEPTH},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-300:]
+    [line] = result.stderr.strip().splitlines()
+    assert "server.trusted_proxies" in line and var in line and "nested too deeply" in line
