@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from ..storage.blobs import BlobStore
+from ..storage.blobs import BlobStore, placed_stamp
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from .variants import Built
@@ -31,9 +31,10 @@ def adopt(
     old = index.get_meta(key)
     variants = {}
     for name, (path, sha, size) in built.files.items():
+        stamp = placed_stamp(path)  # this server's own file, for every worker (at_rest.py)
         store.place(path, sha)
         inflated = built.inflated if name == "zst" else 0
-        variants[name] = Variant(sha, size, inflated, built.contents.get(name, ""))
+        variants[name] = Variant(sha, size, inflated, built.contents.get(name, ""), stamp)
     unchanged = old is not None and old.digest == built.digest
     entry = MetaEntry(
         source_url=fetched.source,

@@ -3,9 +3,11 @@ bit rot or a stray hand may have changed it while nothing ran, and another progr
 over it while the proxy runs. Each variant file is hashed once per process (in a thread, one
 check however many requests ask) and remembered with its inode and mtime, which every request
 compares (one lstat per file): a file that changed since is hashed again, whenever it was
-written. A file written since the process started, and unchanged since this process first saw
-it, was made by this server and is trusted, as a package blob its writer verified is. What
-fails the check is dropped and fetched again (metadata.py), never served."""
+written. A file this server placed while this process runs (any worker: the writer records
+the file's stamp in its index entry, `Variant.stamp`) and unchanged since is trusted unhashed,
+as a package blob its writer verified is; a file merely written since the start is not (a
+hand may have written over it before this process first served it). What fails the check is
+dropped and fetched again (metadata.py), never served."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import asyncio
 import os
 import time
 
-from ..storage.blobs import BlobStore, sha256_of_fd
+from ..storage.blobs import BlobStore, sha256_of_fd, stamp_of
 from ..storage.entries import open_regular
 from ..storage.index import MetaEntry, Variant
 from ..storage.keys import MetaKey, MetaKind
@@ -35,20 +37,20 @@ class AtRest:
             checked = self._checked.get(sha)
             if checked is not None and checked == _stamp_at(store.location(sha)):
                 continue
-            if not await self._check(store, variant, trust_new=checked is None):
+            if not await self._check(store, variant):
                 return False
         return True
 
-    async def _check(self, store: BlobStore, variant: Variant, trust_new: bool) -> bool:
-        """Hash the file (or, with `trust_new`, take one written since the start as this
-        server's); remember its stamp if it holds what it should."""
+    async def _check(self, store: BlobStore, variant: Variant) -> bool:
+        """Hash the file (or take it unhashed as the one this server placed since the start:
+        `matches`); remember its stamp if it holds what it should."""
         sha = variant.sha256
         task = self._checking.get(sha)
         if task is None:
             path = store.location(sha)
             content = variant.content_sha256  # the name, unless derived from inputs
-            started = self.started if trust_new else float("inf")
-            check = self.workers.io(matches, path, content, variant.size, started)
+            placed = variant.stamp
+            check = self.workers.io(matches, path, content, variant.size, self.started, placed)
             task = self._checking[sha] = asyncio.ensure_future(check)
             task.add_done_callback(lambda _: self._checking.pop(sha, None))
         stamp = await asyncio.shield(task)
@@ -62,9 +64,11 @@ class AtRest:
         self._checked.pop(sha256, None)
 
 
-def matches(path: str, sha256: str, size: int, started: float) -> int | None:
-    """The stamp of the file at `path` if it is `size` bytes of sha256 `sha256` (or was
-    written at or after `started`: by this server), else None (blocking: a thread's)."""
+def matches(path: str, sha256: str, size: int, started: float, placed: int = 0) -> int | None:
+    """The stamp of the file at `path` if it is `size` bytes of sha256 `sha256`, or the very
+    file this server placed since `started` (its stamp is `placed`, and it was written at or
+    after the start: a stamp from an earlier run says nothing of what a crash or bit rot did
+    since), else None (blocking: a thread's)."""
     try:
         fd = open_regular(path)  # a directory, link or fifo in its place is not it
     except OSError:
@@ -73,23 +77,17 @@ def matches(path: str, sha256: str, size: int, started: float) -> int | None:
         stat = os.fstat(fd)
         if stat.st_size != size:
             return None
-        stamp = _stamp(stat)  # as it was before it was read
-        if stat.st_mtime >= started:
-            return stamp  # written since this process started: by this server
+        stamp = stamp_of(stat)  # as it was before it was read
+        if placed and stamp == placed and stat.st_mtime >= started:
+            return stamp  # placed by this server since this process started, untouched
         return stamp if sha256_of_fd(fd) == sha256 else None
     finally:
         os.close(fd)
 
 
-def _stamp(stat: os.stat_result) -> int:
-    """A file as it was checked: its inode and mtime (a write in place moves the mtime; a file
-    renamed over it is another inode)."""
-    return hash((stat.st_ino, stat.st_mtime_ns))
-
-
 def _stamp_at(path: str) -> int | None:
     try:
-        return _stamp(os.lstat(path))  # a link put in the file's place is another inode
+        return stamp_of(os.lstat(path))  # a link put in the file's place is another inode
     except OSError:
         return None
 

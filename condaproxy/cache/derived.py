@@ -22,6 +22,7 @@ from collections.abc import Callable
 import structlog
 
 from ..rules.errors import NotFound
+from ..storage.blobs import placed_stamp
 from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
@@ -160,6 +161,7 @@ class Derived:
             if current is None or current.digest != digest:
                 os.unlink(path)  # the snapshot moved on while this was being made
                 return None
+            variant = dataclasses.replace(variant, stamp=placed_stamp(path))  # at_rest.py
             final = self.meta.store_for(key).place(path, variant.sha256)
             updated = dataclasses.replace(current, variants={**current.variants, name: variant})
             try:

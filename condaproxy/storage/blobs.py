@@ -113,13 +113,13 @@ class BlobStore:
             if st.st_size != size:
                 raise DamagedBlob(sha256, f"{st.st_size} bytes where {size} were stored")
             digest = _digest(sha256)
-            if self._verified.get(digest) != _stamp(st):
+            if self._verified.get(digest) != stamp_of(st):
                 if not may_hash:
                     raise NotChecked(sha256)
                 if sha256_of_fd(fd) != sha256:
                     self._verified.pop(digest, None)
                     raise DamagedBlob(sha256, "its bytes do not match its sha256")
-                self._verified[digest] = _stamp(st)  # as it was before it was read
+                self._verified[digest] = stamp_of(st)  # as it was before it was read
         except BaseException:
             os.close(fd)
             raise
@@ -176,7 +176,7 @@ class BlobStore:
         os.fsync(temp.fd)
         final = self.place(temp.path, sha256)
         _fsync_dir(final.parent)
-        self._verified[_digest(sha256)] = _stamp(os.fstat(temp.fd))  # the writer checked them
+        self._verified[_digest(sha256)] = stamp_of(os.fstat(temp.fd))  # the writer checked them
         if close:
             temp.close()
         return final
@@ -226,10 +226,17 @@ def new_temp(tmp_dir: Path) -> TempBlob:
     return TempBlob(path, fd)
 
 
-def _stamp(st: os.stat_result) -> int:
+def stamp_of(st: os.stat_result) -> int:
     """The file as it was checked: its inode and its mtime (a write in place moves the mtime;
-    a copy renamed over the blob is another inode), folded into one int to keep the memory."""
-    return hash((st.st_ino, st.st_mtime_ns))
+    a copy renamed over the blob is another inode), folded into one int to keep the memory.
+    The same in every worker (ints hash alike in every process): never 0."""
+    return hash((st.st_ino, st.st_mtime_ns)) or 1
+
+
+def placed_stamp(path: str | Path) -> int:
+    """The stamp a file about to be renamed into the store will have there (a rename keeps
+    the inode and the mtime): what its writer records (storage/index.Variant.stamp)."""
+    return stamp_of(os.stat(path))
 
 
 def _digest(sha256: str) -> bytes:

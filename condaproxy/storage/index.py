@@ -47,6 +47,7 @@ class Variant:
     size: int
     inflated: int = 0  # a .zst variant: the size of the JSON inside (0: unknown)
     content: str = ""  # the content's sha256 when `sha256` is a name from inputs (at_rest.py)
+    stamp: int = 0  # the file as its writer placed it (blobs.placed_stamp; 0: not recorded)
 
     @property
     def content_sha256(self) -> str:
