@@ -131,15 +131,21 @@ class Checksums:
         # that JSON for every later miss to search.
         if entry is not None and document_size(entry) <= BIG:
             return await self._from_document(rp, key, entry)
+        on_disk = entry is not None and "json" in entry.variants
         try:
             record = await self._from_shard(rp)
         except NotFound:
             pass  # no shards upstream: the repodata it is
+        except UpstreamError:
+            # A shortcut that failed (a shard 5xx, or not the shard its name says): the JSON
+            # on disk answers as it did before shards came first; without it, the error.
+            if not on_disk:
+                raise
         else:
-            if record is not None or entry is None or "json" not in entry.variants:
+            if record is not None or not on_disk:
                 return record
             # Not in the shards: a snapshot of the JSON on disk may list it all the same.
-        if entry is not None and "json" in entry.variants:
+        if on_disk and entry is not None:
             return await self._from_document(rp, key, entry)
         try:
             await self._repodata(rp)
