@@ -58,3 +58,29 @@ def test_metadata_changed_before_its_first_use_is_never_served(tmp_path: Path, d
         no_crash_in_log(again.log())
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_metadata_changed_before_the_other_worker_served_it_is_never_served(
+    tmp_path: Path, damage: str
+) -> None:
+    upstream = Upstream(listed_channel(tmp_path / "channel", DATA)).start()
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "proxy.toml", cache, {"ch": {"upstream": upstream.url}}, 600)
+    proxy = Proxy(config, workers=2).start()
+    try:
+        path = METADATA[0]
+        before = get(proxy, path).content  # one worker fetched and served it
+        for file in sorted(p for p in (cache / "meta").rglob("*") if p.is_file()):
+            DAMAGE[damage](file)
+        for _ in range(8):  # whichever worker answers, the other one too
+            got = get(proxy, path)
+            if got.status_code == 503:
+                assert "damaged" in got.json()["error"]
+                continue
+            assert got.status_code == 200, (got.status_code, got.text[:200])
+            assert got.content == before
+    finally:
+        proxy.stop()
+        upstream.stop()
+    no_crash_in_log(proxy.log())
