@@ -16,9 +16,9 @@ import respx
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
+from condaproxy.cache import merging
 from condaproxy.rules.codecs import zstd_decompress
 from condaproxy.settings import ChannelSettings, UploadSettings
-from condaproxy.storage.keys import MetaKey
 from condaproxy.web.app import create_app
 from tests.support.channel import Pkg
 from tests.support.inproc import (
@@ -503,13 +503,18 @@ def test_allow_upstream_shows_the_upstream_records_of_a_local_name(client, route
     assert names == {TOOL.filename, "mytool-99.0-0.conda"}
 
 
-def test_a_merged_view_that_cannot_be_built_is_a_503_never_the_upstream_alone(client, packages):
+def test_a_merged_view_that_cannot_be_built_is_a_503_never_the_upstream_alone(
+    client, packages, monkeypatch
+):
     assert post(client, "team", TOOL.filename, packages[TOOL.filename]).status_code == 201
     assert client.get("/team/linux-64/repodata.json").status_code == 200
-    services = services_of(client.app)
-    key = MetaKey.repodata("team/linux-64")
-    snapshot = services.meta.variant_path(key, services.index.get_meta(key).variants["json"])
-    snapshot.write_bytes(b"{" * snapshot.stat().st_size)  # the cached upstream copy rots
+
+    def fails(*_: object) -> None:
+        raise ValueError("the merge failed")
+
+    # A build that fails (a cached upstream copy that rots is found at rest and fetched
+    # again, tests/hostile/test_metadata_written_over_before_first_use.py: no failure).
+    monkeypatch.setattr(merging, "merge_job", fails)
     with capture_logs() as events:
         assert (
             post(client, "team", TOOL_NEXT.filename, packages[TOOL_NEXT.filename]).status_code
