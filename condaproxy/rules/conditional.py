@@ -125,7 +125,10 @@ def http_date(timestamp: float) -> str:
 
 
 # RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text.
-_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+# A quoted entity-tag (RFC 9110 §8.8.3), or the bare token sloppy servers send (`ETag: v1`),
+# kept so that such an upstream still answers 304: visible ASCII either way, nothing a request
+# head cannot carry.
+_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"|[\x21\x23-\x7e]+')
 _DATE_TEXT = re.compile(r"[\x20-\x7e]+")
 MAX_VALIDATOR = 1024  # characters; real ones are tens
 
