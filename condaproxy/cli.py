@@ -65,7 +65,7 @@ def prepare_metrics_dir(cache_path: Path) -> Path:
     else:
         base, prefix = cache_path / "metrics", ""
     base.mkdir(parents=True, exist_ok=True)
-    _sweep_metrics_dirs(base)
+    _sweep_metrics_dirs(base, METRICS_PREFIX if prefix else "")
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     making = base / f".making-{METRICS_PREFIX}{token}"
     making.mkdir()
@@ -78,11 +78,14 @@ def prepare_metrics_dir(cache_path: Path) -> Path:
     return directory
 
 
-def _sweep_metrics_dirs(base: Path) -> None:
-    """Metrics directories in `base` whose owner is gone; never one a live `serve` holds."""
+def _sweep_metrics_dirs(base: Path, prefix: str) -> None:
+    """Metrics directories in `base` whose owner is gone; never one a live `serve` holds, nor
+    anything not named as ours (/dev/shm is everyone's)."""
     for entry in base.iterdir():
         owner = entry / METRICS_OWNER
-        if entry.name.startswith(".making-") or not os.path.isfile(owner):
+        if entry.name.startswith(".making-") or not entry.name.startswith(prefix):
+            continue  # one being made is not locked yet
+        if entry.is_symlink() or not os.path.isfile(owner):
             continue
         try:
             fd = os.open(owner, os.O_RDONLY | os.O_NOFOLLOW)
