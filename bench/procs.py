@@ -7,7 +7,6 @@ workers, the spawned merge worker, nginx workers): a group id is all a sampler n
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -150,9 +149,6 @@ class CondaProxy:
     def stop(self, keep_cache: bool = False) -> None:
         stop_group(self.proc, signal.SIGTERM)
         self.proc = None
-        # cli.prepare_metrics_dir keeps prometheus-client's files in shared memory, named
-        # after the cache path.
-        tag = hashlib.sha256(str(self.cache.resolve()).encode()).hexdigest()[:16]
-        shutil.rmtree(f"/dev/shm/condaproxy-metrics-{tag}", ignore_errors=True)
+        # A stopped serve removes its metrics directory; one killed is swept by the next.
         if not keep_cache:
             shutil.rmtree(self.cache, ignore_errors=True)

@@ -8,6 +8,7 @@ admin API (ops/client.py). Exit codes: 0 ok, 1 the proxy refused or failed, 2 ba
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import secrets
@@ -39,22 +40,70 @@ def package_version() -> str:
     return __version__
 
 
+METRICS_PREFIX = "condaproxy-metrics-"
+METRICS_OWNER = "owner.lock"
+_metrics_owner: list[int] = []  # the flock held on this serve's metrics directory
+
+
 def prepare_metrics_dir(cache_path: Path) -> Path:
     """An empty directory for prometheus-client's multiprocess mode, named before anything
     imports prometheus-client (it picks its mode at import) and before workers start.
 
     It lives in shared memory where there is some, not on the cache's disk: prometheus-client
     writes its values through mmap, and a store that fills its disk must not take the metrics
-    (or, by SIGBUS, the process) down with it."""
+    (or, by SIGBUS, the process) down with it.
+
+    It is this `serve`'s own, not the cache path's: a second `serve` on the same cache (which
+    the locks allow) wiped the first one's directory at start and at stop, after which the
+    first one's /metrics was a 500 and a worker it restarted died at import, again and again;
+    meanwhile each counted the other's requests. The directory is made under a temporary name
+    with a flock held on its owner file for this process's life, then renamed into place; a
+    start removes every such directory whose flock nobody holds (a `serve` killed -9)."""
+    tag = hashed_name(str(cache_path.resolve()))
     if os.access(SHARED_MEMORY, os.W_OK):
-        tag = hashed_name(str(cache_path.resolve()))
-        directory = SHARED_MEMORY / f"condaproxy-metrics-{tag}"
+        base, prefix = SHARED_MEMORY, f"{METRICS_PREFIX}{tag}-"
     else:
-        directory = cache_path / "metrics"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
+        base, prefix = cache_path / "metrics", ""
+    base.mkdir(parents=True, exist_ok=True)
+    _sweep_metrics_dirs(base, METRICS_PREFIX if prefix else "")
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    making = base / f".making-{METRICS_PREFIX}{token}"
+    making.mkdir()
+    fd = os.open(making / METRICS_OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    directory = base / f"{prefix}{token}"
+    os.rename(making, directory)
+    _metrics_owner.append(fd)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     return directory
+
+
+def _sweep_metrics_dirs(base: Path, prefix: str) -> None:
+    """Metrics directories in `base` whose owner is gone; never one a live `serve` holds, nor
+    anything not named as ours (/dev/shm is everyone's)."""
+    for entry in base.iterdir():
+        owner = entry / METRICS_OWNER
+        if entry.name.startswith(".making-") or not entry.name.startswith(prefix):
+            continue  # one being made is not locked yet
+        if entry.is_symlink() or not os.path.isfile(owner):
+            continue
+        try:
+            fd = os.open(owner, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: a live serve's
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def release_metrics_dir(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    while _metrics_owner:
+        os.close(_metrics_owner.pop())
 
 
 def app_factory() -> object:
@@ -314,7 +363,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             uvicorn.run(create_app(msgspec.structs.replace(settings, server=server)), **options)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        release_metrics_dir(metrics_dir)
     return 0
 
 

@@ -182,5 +182,5 @@ def test_serve_with_workers_has_each_build_its_app_from_the_same_file(tmp_path, 
 def test_metrics_live_next_to_the_cache_without_shared_memory(tmp_path, uvicorn_runs, monkeypatch):
     monkeypatch.setattr(cli, "SHARED_MEMORY", tmp_path / "no-shm")
     directory = cli.prepare_metrics_dir(tmp_path / "cache")
-    assert directory == tmp_path / "cache" / "metrics" and directory.is_dir()
+    assert directory.parent == tmp_path / "cache" / "metrics" and directory.is_dir()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)

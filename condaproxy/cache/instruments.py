@@ -17,6 +17,10 @@ from prometheus_client import (
     Histogram,
 )
 
+from .metric_files import install
+
+install()  # a full disk under the metrics files is an error, never SIGBUS (metric_files.py)
+
 # The label values the engine uses: cache outcomes (results.py) and policy rule kinds.
 OUTCOMES = ("hit", "miss", "revalidated", "stale", "coalesced")
 POLICY_RULES = ("deny", "allow", "cooldown")

@@ -4,7 +4,9 @@
   decoding or scanning hundreds of megabytes never holds the event loop's GIL. That process
   exits once it has had no work for `idle_exit` seconds (issue 14: the anonymous memory of the
   whole tree, which each server's idle build process would otherwise hold for ever); the next
-  big build, or `warm`, starts another. Work it has started always runs to its end.
+  big build, or `warm`, starts another. Work it has started always runs to its end. A process
+  that dies under its work (killed, out of memory, SIGBUS on a file cut short under its map) is
+  replaced at once and the work runs again in the new one; dying twice is a 503 naming it.
 - `io`: the download pipeline's hashing and writing (hashlib and os.write release the GIL), in
   threads of its own.
 - `durable`: fsync, rename and directory fsync of finished downloads, in threads of their own, so
@@ -19,9 +21,15 @@ import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+import structlog
+
+from ..rules.errors import ServiceUnavailable
 from .heap import give_back_big_buffers
+
+log = structlog.get_logger("condaproxy.cache.workers")
 
 T = TypeVar("T")
 BIG = 8 << 20  # bytes of input from which work goes to the worker process
@@ -75,7 +83,17 @@ class Workers:
     async def run(self, big: bool, fn: Callable[..., T], *args: Any) -> T:
         if not big:
             return await asyncio.to_thread(fn, *args)
-        return await asyncio.wrap_future(self._submit(fn, *args))
+        for attempt in (1, 2):
+            try:
+                return await asyncio.wrap_future(self._submit(fn, *args))
+            except BrokenProcessPool:
+                # Before: the dead pool stayed, and every big build failed with a 500 until it
+                # was retired (idle_exit later), the one under way included.
+                log.warning("build process died", work=fn.__name__, attempt=attempt)
+        raise ServiceUnavailable(
+            f"the build process died twice under this request's work ({fn.__name__}); "
+            "retry later (the cause is in the proxy's log)"
+        )
 
     def warm(self) -> None:
         """Start the worker process now, without waiting: a caller that will soon need it (a
@@ -91,17 +109,36 @@ class Workers:
         """Work for the worker process, counted until the process has finished it (not until
         its awaiter stops waiting: a cancelled request leaves the build running)."""
         loop = asyncio.get_running_loop()
-        future = self._process().submit(fn, *args)
+        pool = self._process()
+        try:
+            future = pool.submit(fn, *args)
+        except BrokenProcessPool:  # died while idle, or under another request's work
+            self._drop(pool)
+            pool = self._process()
+            future = pool.submit(fn, *args)
         self._busy += 1
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
         wait = max(linger, self.idle_exit)
-        future.add_done_callback(lambda _: _call_soon(loop, self._finished, wait))
+        future.add_done_callback(lambda done: _call_soon(loop, self._finished, wait, pool, done))
         return future
 
-    def _finished(self, wait: float) -> None:
+    def _drop(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        """A pool whose process died: the next work starts another."""
+        if self._pool is pool:
+            self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finished(
+        self,
+        wait: float,
+        pool: concurrent.futures.ProcessPoolExecutor,
+        done: concurrent.futures.Future[Any],
+    ) -> None:
         self._busy -= 1
+        if not done.cancelled() and isinstance(done.exception(), BrokenProcessPool):
+            self._drop(pool)
         if self._busy == 0 and self._pool is not None and self._idle is None:
             self._idle = asyncio.get_running_loop().call_later(wait, self._retire)
 

@@ -25,7 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .entries import NotAFile, ensure_dir, is_regular, open_regular, place, remove_entry
+from .entries import (
+    NotAFile,
+    ensure_dir,
+    is_regular,
+    open_own,
+    open_regular,
+    place,
+    remove_entry,
+)
 
 
 class NotChecked(Exception):
@@ -294,7 +302,7 @@ class Liveness:
     live process's finished-but-not-yet-adopted files are no longer flock-held."""
 
     def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = open_own(path)
 
     def alone(self) -> bool:
         try:

@@ -125,3 +125,45 @@ def place(source: str | Path, final: Path, root: Path) -> None:
     if os.path.lexists(final) and not is_regular(final):
         remove_entry(final)
     os.replace(source, final)
+
+
+# Creating never follows a link either: one planted at a lock, marker or temp path would have
+# the proxy (often root) create, truncate or lock a file wherever it points.
+CREATE_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_own(path: str | Path, flags: int = os.O_RDWR) -> int:
+    """A descriptor on the regular file at `path`, made if missing (a lock, a marker): a link,
+    directory, fifo or socket in its place is removed (only it, never what a link points at)
+    and a file made instead. FileNotFoundError when its directory is gone."""
+    return _own(path, flags | CREATE_FLAGS)
+
+
+def create_new(path: str | Path) -> int:
+    """A new empty file at `path` (a temp name), opened for writing: whatever stood there is
+    removed first, and the file is made exclusively (never through a link, nor an existing
+    file another name shares)."""
+    return _own(path, os.O_WRONLY | os.O_EXCL | CREATE_FLAGS, fresh=True)
+
+
+def _own(path: str | Path, flags: int, fresh: bool = False) -> int:
+    for attempt in range(3):
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            found = None
+        if found is not None and (fresh or not stat.S_ISREG(found.st_mode)):
+            remove_entry(path)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            # ELOOP: a link put there since; EEXIST: anything, for an exclusive create;
+            # EISDIR, ENXIO: a directory, a fifo or socket.
+            if attempt < 2 and exc.errno in (errno.ELOOP, errno.EEXIST, errno.EISDIR, errno.ENXIO):
+                continue
+            raise
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)  # a fifo opened for reading and writing
+        remove_entry(path)
+    raise NotAFile(errno.EEXIST, "not a file, again and again", str(path))

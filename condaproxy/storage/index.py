@@ -26,6 +26,7 @@ from cachetools import LRUCache
 
 from ..rules.rewrite import Origins
 from . import index_recovery as recovery
+from .entries import create_new
 from .keys import MetaKey
 from .sqlite_disk import IndexFull, as_disk_error, disk_errors, nothing_to_free, open_diskcache
 
@@ -299,7 +300,7 @@ class Index:
         empty file, its time at least changes."""
         temp = f"{self._purge_marker}.{os.getpid()}"
         try:
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            os.close(create_new(temp))
             os.replace(temp, self._purge_marker)
         except OSError:
             with contextlib.suppress(OSError):

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import structlog
 
+from .entries import open_own
+
 log = structlog.get_logger("condaproxy.storage.index")
 
 # What SQLite says when the file under a connection is no longer the database it opened.
@@ -84,7 +86,7 @@ def held(lock_path: Path) -> Iterator[None]:
     well as other workers), so one process replaces the index while the others wait, then
     find it replaced. A cache directory removed under the proxy is made again."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own(lock_path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..rules.names import hashed_name
-from .entries import ensure_dir
+from .entries import ensure_dir, open_own
 
 POLL_SECONDS = 0.01
 UNSHARED = -1  # the "descriptor" of a lock nobody else can take
@@ -36,10 +36,10 @@ class KeyedLocks:
         if not self.shared:
             return UNSHARED
         try:
-            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own(self._path(key))
         except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
             ensure_dir(self.lock_dir, self.lock_dir.parent)
-            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own(self._path(key))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -17,6 +17,10 @@ from pathlib import Path
 import msgpack
 
 from ..rules.names import hashed_name
+from .entries import open_regular
+
+# A file name and a time per record: conda-forge's biggest subdir (~600k files) is ~40 MB.
+MAX_TIMES_SIZE = 256 << 20
 
 
 def times_path(root: Path | str, subdir_key: str) -> str:
@@ -24,12 +28,22 @@ def times_path(root: Path | str, subdir_key: str) -> str:
 
 
 def load_times(path: str) -> dict[str, int] | None:
-    """The map, or None if this subdir was never seen (the first sync backfills)."""
+    """The map, or None if this subdir was never seen (the first sync backfills).
+
+    Anything else at its path is damage the policy cannot build past (backfilling would
+    shorten holds): a fifo (which a plain open waited on for ever, the request and the
+    subdir's policy lock with it), a link, a directory, a file past MAX_TIMES_SIZE, bytes that
+    are no map; the view is then a 503 and the log names the file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = open_regular(path)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_size > MAX_TIMES_SIZE:
+            raise ValueError(f"{path} is larger than a first-seen map can be")
+        data = f.read(MAX_TIMES_SIZE + 1)
+    if len(data) > MAX_TIMES_SIZE:  # grown since
+        raise ValueError(f"{path} is larger than a first-seen map can be")
     found = msgpack.unpackb(data, strict_map_key=True)
     if not isinstance(found, dict):
         raise ValueError(f"{path} is not a first-seen map")

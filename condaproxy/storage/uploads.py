@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from ..rules.errors import NotFound, ProxyError
 from ..rules.names import hashed_name
 from ..rules.shadowing import same_file
 from .blobs import BlobStore, TempBlob
-from .entries import ensure_dir, is_regular
+from .entries import create_new, ensure_dir, is_regular, open_own
 from .locks import KeyedLocks, release
 from .sqlite_disk import disk_errors
 from .upload_index import UploadIndex
@@ -162,12 +163,14 @@ class UploadStore:
         reading, never after. Its absence never means "no uploads": uploaded names would
         then stop hiding the upstream's."""
         try:
-            st = os.stat(marker)
+            st = os.lstat(marker)  # a link in its place is no marker: one is laid down
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(marker)
         except (FileNotFoundError, NotADirectoryError):
             try:
                 ensure_dir(self._markers, self._anchor)
-                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
-                st = os.stat(marker)
+                os.close(open_own(marker, os.O_WRONLY))
+                st = os.lstat(marker)
             except OSError:
                 return None
         return (st.st_ino, st.st_mtime_ns, self._db.generation)  # a restored index: re-read
@@ -353,10 +356,10 @@ class UploadStore:
     def _new_marker_at(self, marker: str) -> tuple[str, str]:
         temp = f"{marker}.{os.getpid()}.{next(_temp_ids)}.tmp"  # unique: writes may overlap
         try:
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            os.close(create_new(temp))
         except (FileNotFoundError, NotADirectoryError):  # removed, or a file in its place
             ensure_dir(self._markers, self._anchor)
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            os.close(create_new(temp))
         return temp, marker
 
     def _referenced(self) -> set[str]:
