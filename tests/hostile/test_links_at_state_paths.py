@@ -123,10 +123,9 @@ def test_a_link_at_the_purge_markers_temp_name(running: Running, target: str) ->
     running.traffic()
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("running", [2], ids=["2 workers"], indirect=True)  # one takes no
+@pytest.mark.parametrize("target", TARGETS)  # cross-process locks: it makes no lock files
 def test_links_in_place_of_the_lock_files(running: Running, target: str) -> None:
-    if running.proxy.workers == 1:
-        pytest.skip("one worker takes no cross-process locks: no lock files")
     running.traffic()
     locks = sorted((running.cache / "locks").iterdir())
     assert locks, "no lock file to replace"
