@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.hostile import listed_channel, no_crash_in_log
+from tests.support.hostile import listed_channel, no_crash_in_log, read_until_closed
 from tests.support.processes import Proxy, Upstream, write_config
 
 pytestmark = pytest.mark.integration
@@ -72,13 +72,7 @@ def exchange(proxy: Proxy, data: bytes) -> bytes:
     """Send `data` as is; everything the proxy answers until it closes the connection."""
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(data)
-        got = b""
-        try:
-            while chunk := sock.recv(65536):
-                got += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return got
+        return read_until_closed(sock)
 
 
 def split(answer: bytes) -> tuple[int, dict[str, str], bytes]:

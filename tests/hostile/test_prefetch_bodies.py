@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.hostile import read_until_closed
 from tests.support.processes import Proxy, Upstream, write_config
 
 pytestmark = pytest.mark.integration
@@ -78,13 +79,7 @@ def exchange(proxy: Proxy, head: bytes, pieces: Iterator[bytes]) -> bytes:
                 sock.sendall(piece)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        got = b""
-        try:
-            while chunk := sock.recv(65536):
-                got += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return got
+        return read_until_closed(sock)
 
 
 def chunked(total: int) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.hostile import listed_channel, no_crash_in_log
+from tests.support.hostile import listed_channel, no_crash_in_log, read_until_closed
 from tests.support.processes import Proxy, Upstream, write_config
 
 pytestmark = pytest.mark.integration
@@ -46,17 +46,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, Ups
 
 def connect(proxy: Proxy) -> socket.socket:
     return socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT + 10)
-
-
-def answer(sock: socket.socket) -> bytes:
-    """Everything the proxy sends until it closes the connection."""
-    got = b""
-    try:
-        while chunk := sock.recv(65536):
-            got += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return got
 
 
 def feed(sock: socket.socket, start: bytes, piece: bytes, most: int) -> int:
@@ -97,7 +86,7 @@ def test_a_request_head_that_grows_without_end_is_a_431_near_the_limit(
     with connect(started) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         taken = feed(sock, start, piece, 64 << 20)
-        got = answer(sock)
+        got = read_until_closed(sock)
     # Held: at most the limit and a read or two more (and what socket buffers keep).
     assert taken < 8 << 20, f"the proxy took {taken} bytes of a head and kept reading"
     assert got.startswith(b"HTTP/1.1 431 "), got[:200]
@@ -114,7 +103,7 @@ def test_a_whole_oversized_head_in_one_write_is_a_431_and_never_reaches_the_app(
     fields = b"".join(b"X-G%d: %s\r\n" % (i, b"g" * 90) for i in range(size // 96 + 1))
     with connect(started) as sock:
         sock.sendall(f"GET /pub/{PACKAGE} HTTP/1.1\r\nHost: x\r\n".encode() + fields + b"\r\n")
-        got = answer(sock)
+        got = read_until_closed(sock)
     assert got.startswith(b"HTTP/1.1 431 "), got[:200]
     assert PACKAGE not in started.log()[before:]  # no request event: the app never saw it
     no_crash_in_log(started.log()[before:])
@@ -126,7 +115,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
     started, _ = proxy
     with connect(started) as sock:
         opened = time.monotonic()
-        got = answer(sock)
+        got = read_until_closed(sock)
         held = time.monotonic() - opened
     assert got == b""
     assert TIMEOUT - 0.5 < held < TIMEOUT + 3, held
@@ -161,7 +150,7 @@ def test_a_head_sent_a_piece_at_a_time_is_cut_off_with_a_408(
                 sock.sendall(rest[0] if rest else b"x")
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
-        got = answer(sock)
+        got = read_until_closed(sock)
         held = time.monotonic() - opened
     assert held < TIMEOUT + 4, f"a head never completed, and the connection is open after {held}"
     assert b"HTTP/1.1 408 " in got, got[-300:]

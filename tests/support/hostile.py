@@ -12,6 +12,7 @@ import json
 import math
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -396,3 +397,15 @@ def fill(path: Path) -> Path:
                 except OSError:
                     break
     return filler
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the proxy sends on `sock` until it closes the connection (or resets it, or
+    the socket's timeout passes)."""
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return got
