@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             _check_cache_owner(settings)
             _check_upload_index(settings)
+            _check_index_opens(settings)
         if args.command == "serve" and settings.storage is not None:
             _check_storage(settings)
     except ConfigError as exc:
@@ -216,6 +218,27 @@ def _check_upload_index(settings: Settings) -> None:
             f"uploads/index/cache.db is damaged ({why}); it is the only record of the uploads: "
             "restore it from a backup, or move cache/uploads aside to start without uploads"
         )
+
+
+def _check_index_opens(settings: Settings) -> None:
+    """A disk too full to make the index (a new cache on a full volume, nothing cached to
+    evict) stops start-up with one line saying so, rather than a traceback from every worker.
+    An index made before opens on a full disk (storage/sqlite_disk.py): the proxy then serves
+    what it holds, and streams the rest uncached."""
+    from .storage.blobs import BlobStore
+    from .storage.sqlite_disk import IndexFull, open_diskcache
+
+    root = settings.cache.path
+    store = BlobStore(root / "blobs", root / "tmp")
+    try:
+        open_diskcache(root / "index", lambda: store.drop_least_recent() > 0).close()
+    except IndexFull as exc:
+        raise ConfigError(
+            f"{settings.source}: 'cache.path' {str(root)!r}: its disk is full "
+            f"({exc.strerror}) and the proxy holds nothing there it may evict: free some space"
+        ) from None
+    except (OSError, sqlite3.Error):
+        return  # damaged, locked: each worker copes with it (sets it aside, waits)
 
 
 def _check_cache_owner(settings: Settings) -> None:

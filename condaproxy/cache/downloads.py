@@ -106,7 +106,7 @@ class Downloads:
     def cached(self, key: str) -> FileEntry | None:
         entry = self.index.get_file(key)
         if entry is not None and not self.store.exists(entry.sha256):
-            self.index.forget_file(key)  # blob removed behind our back: treat as a miss
+            self.index.forget_gone_file(key)  # blob removed behind our back: treat as a miss
             return None
         return entry
 

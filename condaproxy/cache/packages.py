@@ -77,7 +77,7 @@ class Packages:
             hit = await self.hit(entry)
             if hit is not None:
                 return hit
-            self.index.forget_file(rp.key)  # the blob went away behind our back: a miss
+            self.index.forget_gone_file(rp.key)  # the blob went away behind our back: a miss
         expected = await self.checksums.expected(rp)
         reconcile(rp.key, expected, claim)
         if expected.size is not None and expected.sha256 and _answered_by_record(asked, expected):
@@ -176,11 +176,11 @@ class Packages:
             try:
                 return await asyncio.to_thread(self._read_checked, found, decode)
             except FileNotFoundError:
-                self.index.forget_file(rp.key)  # gone behind our back: fetch it again
+                self.index.forget_gone_file(rp.key)  # gone behind our back: fetch it again
             except DamagedBlob as damaged:
                 log.error("damaged blob refused", sha256=found.sha256, reason=damaged.why)
                 self.store.discard_damaged(found.sha256)
-                self.index.forget_file(rp.key)
+                self.index.forget_gone_file(rp.key)
         raise UpstreamError(rp.key, "the cached copy went away twice while it was read")
 
     def _read_checked(self, entry: FileEntry, decode: Callable[[bytes], T]) -> T:

@@ -262,6 +262,13 @@ class Index:
         self._hot.pop(key, None)
         self._call(lambda db: db.delete(_key("file", key)))
 
+    def forget_gone_file(self, key: str) -> None:
+        """Forget an entry whose blob is gone (removed behind the proxy's back, or damaged and
+        dropped). When the index cannot take the change (its disk is full), the entry stays:
+        it names no blob, so every lookup finds the file missing again, and fetches it."""
+        with contextlib.suppress(IndexFull):
+            self.forget_file(key)
+
     def iter_files(self) -> list[tuple[str, FileEntry]]:
         return [
             (key, entry)

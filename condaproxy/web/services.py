@@ -121,7 +121,10 @@ async def build_services(
         """Opening an index writes to it: on a full disk, a cached blob goes first (it can be
         fetched again; a proxy that cannot start serves nothing)."""
         freed = store.drop_least_recent()
-        log.warning("disk full at start-up: evicted a cached file to open the index", bytes=freed)
+        if freed:
+            log.warning(
+                "disk full at start-up: evicted a cached file to open the index", bytes=freed
+            )
         return freed > 0
 
     index = Index(root / "index", make_room=make_room, set_aside_damaged=alone)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +28,12 @@ from tests.support.hostile import (
     fill,
     get_one,
     http,
+    kill_a_worker,
     listed_channel,
     no_crash_in_log,
     tmpfs,
 )
-from tests.support.processes import Proxy, Upstream
+from tests.support.processes import ROOT, Proxy, Upstream, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +172,110 @@ def test_a_restart_on_a_full_disk_starts_and_serves(
     got = get_one(f"{again.url}/ch/{SMALL}", timeout=10)
     assert (got.status, got.complete, len(got.body)) == (200, True, 300_000)
     no_crash_in_log(again.log())
+
+
+# A worker starts on a full disk, with nothing the proxy may evict to make room. Opening
+# diskcache writes its settings every time: the start failed (a pod restarted on a full volume
+# logged a traceback and never came up), and with two workers, the one uvicorn put in place of
+# a worker that died (or was slow to answer its ping) failed at once and uvicorn stopped the
+# whole proxy ("Child process failed to start"). Now an index that cannot take a write is
+# opened as it is (storage/sqlite_disk.py): hits are served, misses stream uncached.
+
+
+def serves(proxy: Proxy) -> None:
+    """Metadata and a package, complete, from whichever worker answers."""
+    with http() as client:
+        for _ in range(4):
+            assert client.get(f"{proxy.url}/readyz").status_code == 200
+            r = client.get(f"{proxy.url}/ch/linux-64/repodata.json")
+            assert r.status_code == 200 and SMALL.split("/")[1] in r.text, r.text[:300]
+    for _ in range(4):
+        got = get_one(f"{proxy.url}/ch/{SMALL}", timeout=10)
+        assert (got.status, got.complete, len(got.body)) == (200, True, 300_000), got.body[:300]
+
+
+def answers(proxy: Proxy) -> None:
+    """With no room at all: ready, and each answer the file or a 503 saying the disk is full
+    (metadata never cached needs room to be stored), never a 500 or a dropped connection."""
+    with http() as client:
+        for _ in range(4):
+            assert client.get(f"{proxy.url}/readyz").status_code == 200
+            r = client.get(f"{proxy.url}/ch/linux-64/repodata.json")
+            if r.status_code != 200:
+                assert r.status_code == 503 and "No space left" in r.json()["error"], r.text
+    for _ in range(4):
+        got = get_one(f"{proxy.url}/ch/{SMALL}", timeout=10)
+        if got.status != 200:
+            assert got.status == 503 and b"No space left" in got.body, got.body[:300]
+        assert (got.complete and len(got.body) == 300_000) or got.status == 503
+
+
+def no_blobs(disk: Path) -> None:
+    """Nothing left that eviction could free to make room."""
+    for blob in (disk / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.unlink()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("used", [False, True], ids=["never used", "used"])
+def test_a_start_on_a_full_disk_with_nothing_to_evict_serves(
+    upstream, start_proxy, small_disk: Path, workers: int, used: bool
+) -> None:
+    """Before: the start failed (a traceback; uvicorn exits). Now the proxy comes up, answers,
+    and serves again as soon as the disk has room, with no restart."""
+    proxy = all_workers_started(start(start_proxy, upstream, small_disk, workers), workers)
+    if used:
+        serves(proxy)
+    proxy.stop()
+    no_blobs(small_disk)
+    filler = fill(small_disk)
+    again = all_workers_started(start(start_proxy, upstream, small_disk, workers), workers)
+    answers(again)
+    filler.unlink()
+    serves(again)
+    no_crash_in_log(again.log())
+
+
+def test_a_worker_restarted_on_a_full_disk_serves(upstream, start_proxy, small_disk: Path) -> None:
+    proxy = all_workers_started(start(start_proxy, upstream, small_disk, 2), 2)
+    serves(proxy)
+    no_blobs(small_disk)
+    filler = fill(small_disk)
+    for _ in range(2):  # its index is open in the other worker: no -wal to make
+        kill_a_worker(proxy)
+        answers(proxy)
+    filler.unlink()
+    serves(proxy)
+    no_crash_in_log(proxy.log())
+
+
+def test_a_new_cache_on_a_full_disk_is_one_line_naming_it(small_disk: Path, tmp_path: Path) -> None:
+    """No index yet and no room to make one: `serve` stops at once with one line saying so,
+    not a traceback from each worker."""
+    fill(small_disk)
+    config = write_config(
+        tmp_path / "proxy.toml", small_disk / "cache", {"ch": {"upstream": "http://127.0.0.1:9"}}
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "condaproxy",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cache.path" in lines[0] and str(small_disk / "cache") in lines[0], lines
+    assert "disk is full" in lines[0], lines
+    assert "Traceback" not in done.stdout + done.stderr

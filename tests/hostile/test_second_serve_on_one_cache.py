@@ -15,15 +15,13 @@ Real processes: the test upstream and `condaproxy serve` (one worker, and two).
 from __future__ import annotations
 
 import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.hostile import _children, listed_channel, no_crash_in_log
+from tests.support.hostile import kill_a_worker, listed_channel, no_crash_in_log
 from tests.support.processes import Proxy, Upstream, write_config
 
 pytestmark = pytest.mark.integration
@@ -48,20 +46,6 @@ def get_repodata(proxy: Proxy, times: int) -> None:
     for _ in range(times):
         got = httpx.get(proxy.url + REPODATA, timeout=TIMEOUT)
         assert got.status_code == 200, got.text[:300]
-
-
-def workers_of(proxy: Proxy) -> list[int]:
-    """uvicorn's worker processes (spawned children), not multiprocessing's resource tracker."""
-    assert proxy.proc is not None
-    found = []
-    for pid in _children(proxy.proc.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            found.append(pid)
-    return found
 
 
 @pytest.fixture
@@ -115,15 +99,7 @@ def test_a_worker_restarted_after_another_serve_stopped_serves(config: Path) -> 
     try:
         get_repodata(first, 2)
         second_serve_stopped(config)
-        [victim, *_] = workers_of(first)
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # uvicorn starts another in its place
-            if len([p for p in workers_of(first) if p != victim]) == 2:
-                break
-            time.sleep(0.2)
-        time.sleep(3)  # long enough for a restarted worker to import the app (or die of it)
-        assert len(workers_of(first)) == 2
+        kill_a_worker(first)
         get_repodata(first, 6)
         assert repodata_requests(first) >= 6
     finally:

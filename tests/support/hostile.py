@@ -12,6 +12,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -340,6 +341,37 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry))
     return found
+
+
+def workers_of(proxy: Proxy) -> list[int]:
+    """uvicorn's worker processes (spawned children), not multiprocessing's resource tracker."""
+    assert proxy.proc is not None
+    found = []
+    for pid in _children(proxy.proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(pid)
+    return found
+
+
+def kill_a_worker(proxy: Proxy, settle: float = 3.0) -> None:
+    """SIGKILL one of uvicorn's workers, wait until another is in its place, then `settle`
+    seconds: long enough for the new one to import the app and open the cache (or die of it).
+    The proxy must still be running with all its workers."""
+    before = workers_of(proxy)
+    [victim, *_] = before
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # uvicorn starts another in its place
+        if len([p for p in workers_of(proxy) if p != victim]) == len(before):
+            break
+        time.sleep(0.2)
+    time.sleep(settle)
+    assert proxy.proc is not None and proxy.proc.poll() is None, proxy.log()[-3000:]
+    assert len(workers_of(proxy)) == len(before), proxy.log()[-3000:]
 
 
 def process_tree(pid: int) -> list[int]:
