@@ -332,6 +332,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip", default="", help=f"row groups to skip: {','.join(GROUPS)}")
+    parser.add_argument(
+        "--unsharded",
+        action="store_true",
+        help="the upstream publishes no shard index (404): misses find records in the JSON",
+    )
     args = parser.parse_args()
     args.skip = {s for s in args.skip.split(",") if s}
     if unknown := args.skip - set(GROUPS):
@@ -344,6 +349,11 @@ def main() -> None:
     channel = Channel(DATA, args.records, WORK)
     channel.ensure()
     channel.reset()
+    if args.unsharded:
+        if not {"change", "solve", "shards", "merge"} <= args.skip:
+            parser.error("--unsharded needs --skip change,solve,shards,merge (they use shards)")
+        for index in channel.www.glob("*/repodata_shards.msgpack.zst"):
+            index.unlink()  # a hard link of the generated one: only this copy goes
     env = environment()
     print(f"load average before: {env['load_average']}", flush=True)
     port = free_port()
@@ -365,7 +375,8 @@ def main() -> None:
     # The per-operation probes and memory live in the healthz row's notes: kept even when the
     # bursts that give that row its values are skipped.
     kept = [r for r in run.rows.values() if r.values or r.notes]
-    path = save(f"scale-r{args.records}", {**vars(args), "skip": sorted(args.skip)}, env, kept)
+    name = f"scale-r{args.records}" + ("-unsharded" if args.unsharded else "")
+    path = save(name, {**vars(args), "skip": sorted(args.skip)}, env, kept)
     print(
         f"\n## scale, {args.records} records, {env['date']}, load average "
         f"{env['load_average']} -> {env['load_average_after']}\n\n{out}\n"

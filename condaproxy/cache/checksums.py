@@ -17,6 +17,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import structlog
 from cachetools import LRUCache
 
 from ..rules.codecs import decode_msgpack, zstd_decompress
@@ -24,6 +25,7 @@ from ..rules.conditional import is_fresh
 from ..rules.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from ..rules.merge import Record
 from ..rules.record_fields import SAFE_INT
+from ..rules.record_lines import find_needed
 from ..rules.records import find_record
 from ..rules.routing import PACKAGE_RE, Kind, ResourcePath
 from ..rules.shard_names import find_digest
@@ -34,6 +36,8 @@ from .derived import document_size
 from .metadata import MetadataCache, Served
 from .transfer import Expected
 from .workers import BIG
+
+log = structlog.get_logger("condaproxy.cache.checksums")
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -101,18 +105,21 @@ class Checksums:
         shard_index: Fetch,
         shard: Callable[[ResourcePath], Awaitable[dict[str, Record]]],
         with_json: Callable[[MetaKey, MetaEntry], Awaitable[MetaEntry]],
-        make_names: Callable[[MetaKey, MetaEntry], None] = lambda key, entry: None,
+        make: Callable[[MetaKey, MetaEntry, str], None] = lambda key, entry, name: None,
     ) -> None:
         self._with_json = with_json  # the entry with its JSON variant made (views.py)
-        self._make_names = make_names  # a shard index's sorted name map, in the background
+        # A variant made in the background (derived.py): a shard index's sorted name map, a
+        # big snapshot's record lines.
+        self._make = make
         self.index = index
         self.meta = meta
         self._repodata = repodata  # fetch or revalidate a subdir's upstream repodata
         self._shard_index = shard_index  # the same for its shard index; NotFound: no shards
         self._shard = shard  # the records of one shard, verified by name, decoded
         self._shard_maps: LRUCache[str, dict[str, bytes]] = LRUCache(maxsize=8)
-        # Sorted name maps, mapped: sha256 -> (the mapped file's inode, the mapping).
-        self._names: LRUCache[str, tuple[int, mmap.mmap]] = LRUCache(maxsize=16)
+        # Sorted maps of lines (name maps, record lines), mapped: sha256 -> (the mapped
+        # file's inode, the mapping).
+        self._mapped: LRUCache[str, tuple[int, mmap.mmap]] = LRUCache(maxsize=16)
 
     async def expected(self, rp: ResourcePath) -> Expected:
         if rp.kind is Kind.SHARD:
@@ -177,8 +184,25 @@ class Checksums:
                     raise
                 zst = str(self.meta.readable(key, entry.variants["zst"]))
                 return await asyncio.to_thread(lookup_record_in_zst, zst, filename)
+        if document_size(entry) > BIG:
+            if "records" in entry.variants:
+                try:
+                    return await self._from_lines(key, entry, filename)
+                except ValueError:  # changed on disk since it was checked (at_rest.py)
+                    self._mapped.pop(entry.variants["records"].sha256, None)
+                    log.error("record lines changed on disk: the JSON answers", key=str(key))
+            else:
+                self._make(key, entry, "records")  # for the next miss; this one parses
         path = str(self.meta.readable(key, entry.variants["json"]))
         return await asyncio.to_thread(lookup_record, path, filename)
+
+    async def _from_lines(self, key: MetaKey, entry: MetaEntry, filename: str) -> Any:
+        """The record's fields from the snapshot's record lines (rules/record_lines). Raises
+        ValueError where they no longer read as written."""
+        lines = self._lines(key, entry, "records")
+        if lines is None:
+            lines = await asyncio.to_thread(self._map_of, key, entry, "records")
+        return find_needed(lines, filename)
 
     async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
         served = await self._shard_index(rp)
@@ -206,7 +230,7 @@ class Checksums:
         """Make ready what record lookups in a cached shard index use, before any request
         needs it (warmup.py): the same cache entry a request would make."""
         if "names" in entry.variants:
-            await asyncio.to_thread(self._names_of, key, entry)
+            await asyncio.to_thread(self._map_of, key, entry, "names")
         else:
             await self._shard_map(Served(entry, "hit"), key)
 
@@ -216,26 +240,27 @@ class Checksums:
         entry = served.entry
         if "names" not in entry.variants:  # not made yet (or an index merged with uploads)
             if entry.variants["body"].size >= NAMES_FROM:
-                self._make_names(key, entry)  # for the next worker; this one decodes meanwhile
+                self._make(key, entry, "names")  # for the next worker; this one decodes meanwhile
             digest = (await self._shard_map(served, key)).get(name)
             return digest if isinstance(digest, bytes) else None
-        lines = self._mapped_names(key, entry)
+        lines = self._lines(key, entry, "names")
         if lines is None:
-            lines = await asyncio.to_thread(self._names_of, key, entry)
+            lines = await asyncio.to_thread(self._map_of, key, entry, "names")
         try:
             return find_digest(lines, name)
         except ValueError:  # not the lines that were stored: changed on disk while in use
-            self._names.pop(entry.variants["names"].sha256, None)
+            self._mapped.pop(entry.variants["names"].sha256, None)
             raise self._damaged(key, entry) from None
 
-    def _mapped_names(self, key: MetaKey, entry: MetaEntry) -> mmap.mmap | None:
-        """The mapping kept of the index's sorted map, if it maps the file now at its path.
+    def _lines(self, key: MetaKey, entry: MetaEntry, name: str) -> mmap.mmap | None:
+        """The mapping kept of the entry's sorted map of lines (variant `name`), if it maps
+        the file now at its path.
         One of a file since dropped (found changed at rest: metadata.intact, just before) is
         never read: the file it maps may have been cut short, and reading past a mapped
         file's end kills the process (SIGBUS). A file of the same name fetched again is
         mapped afresh."""
-        variant = entry.variants["names"]
-        kept = self._names.get(variant.sha256)
+        variant = entry.variants[name]
+        kept = self._mapped.get(variant.sha256)
         if kept is None:
             return None
         try:
@@ -243,20 +268,20 @@ class Checksums:
         except OSError:
             inode = -1
         if inode != kept[0]:
-            self._names.pop(variant.sha256, None)
+            self._mapped.pop(variant.sha256, None)
             return None
         return kept[1]
 
-    def _names_of(self, key: MetaKey, entry: MetaEntry) -> mmap.mmap:
-        """The index's sorted map, mapped (blocking: a thread's); kept while in use."""
-        variant = entry.variants["names"]
+    def _map_of(self, key: MetaKey, entry: MetaEntry, name: str) -> mmap.mmap:
+        """The entry's sorted map of lines, mapped (blocking: a thread's); kept while in use."""
+        variant = entry.variants[name]
         fd = self.meta.open_variant(key, variant)
         try:
             inode = os.fstat(fd).st_ino
             lines = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if variant.size else mmap.mmap(-1, 1)
         finally:
             os.close(fd)
-        self._names[variant.sha256] = (inode, lines)
+        self._mapped[variant.sha256] = (inode, lines)
         return lines
 
     async def _shard_map(self, served: Served, key: MetaKey) -> dict[str, bytes]:

@@ -27,7 +27,7 @@ from ..storage.index import Index, MetaEntry, Variant
 from ..storage.keys import MetaKey
 from ..storage.locks import KeyedLocks
 from .metadata import MetadataCache
-from .recoded import bz2_file, gzip_file, json_file, names_file
+from .recoded import bz2_file, gzip_file, json_file, names_file, records_file
 from .variants import VariantFile
 from .workers import BIG, Workers
 
@@ -41,6 +41,8 @@ MAKERS: dict[str, tuple[str, Callable[[str, str], VariantFile]]] = {
     # Of a shard index (checksums.py): in the worker process too (it holds no client, and a
     # thread of the server would take the GIL from the requests it serves meanwhile).
     "names": ("body", names_file),
+    # Of a big snapshot without shards (checksums.py), for the record lookups of misses.
+    "records": ("json", records_file),
 }
 
 

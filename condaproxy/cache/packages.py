@@ -66,7 +66,7 @@ class Packages:
             self._record_shard_index,
             self._shard_records,
             self.views.with_json,
-            lambda key, entry: self.views.derived.schedule(key, entry, "names"),
+            self.views.derived.schedule,
         )
 
     async def serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import mmap
 import os
 from collections.abc import Iterator
 
 import zstandard
 
 from ..rules.codecs import PIECE, decode_msgpack, zstd_decompress
+from ..rules.record_lines import encode_records
 from ..rules.shard_names import encode_names
 from .variants import VariantFile, file_sha256, partial, write_variant
 
@@ -70,3 +72,12 @@ def names_file(index_path: str, tmp_dir: str) -> VariantFile:
         document = decode_msgpack(zstd_decompress(f.read()))
     shards = document.get("shards") if isinstance(document, dict) else None
     return write_variant(tmp_dir, "names", encode_names(shards if isinstance(shards, dict) else {}))
+
+
+def records_file(json_path: str, tmp_dir: str) -> VariantFile:
+    """What a miss needs of each record of a big snapshot's JSON, as sorted lines
+    (rules/record_lines), which every worker then searches in place instead of parsing the
+    whole document per miss. Made in the worker process, after a miss first needed it."""
+    with open(json_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        lines = encode_records(m)
+    return write_variant(tmp_dir, "records", lines)

@@ -11,47 +11,28 @@ no newline), so no upstream name can break a line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
 
 from .routing import PACKAGE_NAME_RE
+from .sorted_lines import Buffer, encode_lines, find_value
 
 LINE = 1 + 64 + 1  # the tab, the digest in hex, the newline
 
 
-class Buffer(Protocol):
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: slice, /) -> bytes: ...
-    def rfind(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
-    def find(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
-
-
 def encode_names(shards: Mapping[str, bytes]) -> bytes:
     """The lines of a checked index's map (values: 32-byte digests)."""
-    lines = sorted(
-        name.encode() + b"\t" + digest.hex().encode() + b"\n"
+    return encode_lines(
+        (name.encode(), digest.hex().encode())
         for name, digest in shards.items()
         if PACKAGE_NAME_RE.match(name)
     )
-    return b"".join(lines)
 
 
 def find_digest(lines: Buffer, name: str) -> bytes | None:
     """The shard digest `name` maps to in `lines` (encode_names' output), or None. Raises
     ValueError where `lines` is not such a map."""
-    wanted = name.encode()
-    lo, hi = 0, len(lines)  # a line starts at lo; every line before lo sorts below `wanted`
-    while lo < hi:
-        mid = (lo + hi) // 2
-        start = lines.rfind(b"\n", lo, mid) + 1 if mid > lo else lo
-        start = max(start, lo)
-        tab = lines.find(b"\t", start, hi)
-        if tab < 0 or lines[tab + LINE - 1 : tab + LINE] != b"\n":
-            raise ValueError("not a sorted name map")  # changed since it was written
-        key = lines[start:tab]
-        if key == wanted:
-            return bytes.fromhex(lines[tab + 1 : tab + LINE - 1].decode("ascii"))
-        if key < wanted:
-            lo = tab + LINE
-        else:
-            hi = start
-    return None
+    found = find_value(lines, name.encode())
+    if found is None:
+        return None
+    if len(found) != LINE - 2:
+        raise ValueError("not a sorted name map")  # changed since it was written
+    return bytes.fromhex(found.decode("ascii"))

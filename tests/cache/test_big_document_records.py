@@ -6,19 +6,31 @@ shards do not list, the JSON on disk still answers."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from starlette.testclient import TestClient
 
 from condaproxy.cache import checksums
+from condaproxy.cache.transfer import ClientAbort
 from condaproxy.settings import ChannelSettings
+from condaproxy.storage.keys import MetaKey
 from condaproxy.web.app import create_app
-from tests.support.inproc import Clock, make_settings, record, upstream_subdir
+from tests.cache.test_zst_only import filler
+from tests.support.inproc import (
+    Clock,
+    make_settings,
+    record,
+    running,
+    services_of,
+    upstream_subdir,
+)
 
 UP = "https://up.example/cf"
 FILES = {f"pkg{i}-1.0-0.conda": b"%d" % i * 500 for i in range(20)}
@@ -100,3 +112,49 @@ def test_without_shards_upstream_the_json_answers(tmp_path, json_reads) -> None:
             assert got.status_code == 200
             assert got.headers["etag"] == f'"{hashlib.sha256(FILES[fn]).hexdigest()}"'
     assert json_reads == ["pkg3-1.0-0.conda"]
+
+
+# Without shards, a big snapshot's misses used to parse the whole JSON every time. The first
+# miss now has the snapshot's record lines made behind it (rules/record_lines, in the worker
+# process); every later miss finds its record there by bisection, verified against it as before.
+
+
+async def lines_made(app: Any) -> set[str]:
+    for _ in range(600):
+        entry = services_of(app).index.get_meta(MetaKey.repodata("cf/linux-64"))
+        if entry is not None and "records" in entry.variants:
+            return set(entry.variants)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the record lines were never made")
+
+
+async def test_after_the_first_miss_a_big_unsharded_subdir_reads_record_lines(
+    tmp_path, json_reads
+) -> None:
+    tampered = "pkg7-1.0-0.conda"
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        routes = upstream_subdir(router, UP, "linux-64", FILES, extra=filler(60_000))
+        settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)])
+        app = create_app(settings, clock=Clock())
+        async with running(app) as client:
+            first = await client.get("/cf/linux-64/pkg0-1.0-0.conda")
+            assert first.status_code == 200 and first.content == FILES["pkg0-1.0-0.conda"]
+            assert json_reads == ["pkg0-1.0-0.conda"]
+            assert {"zst", "json", "records"} <= await lines_made(app)
+            routes[tampered].respond(200, content=b"X" * len(FILES[tampered]))
+            for fn, data in FILES.items():
+                if fn in ("pkg0-1.0-0.conda", tampered):
+                    continue
+                got = await client.get(f"/cf/linux-64/{fn}")
+                assert got.status_code == 200 and got.content == data
+                assert got.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"', "listed"
+            try:  # the record in the lines is the one checked: other bytes never complete
+                bad = await client.get(f"/cf/linux-64/{tampered}")
+            except (httpx.HTTPError, ClientAbort):
+                pass
+            else:
+                assert bad.content != b"X" * len(FILES[tampered]), "tampered bytes completed"
+            router.get(f"{UP}/linux-64/absent-1.0-0.conda").respond(404)
+            absent = await client.get("/cf/linux-64/absent-1.0-0.conda")
+            assert absent.status_code == 404
+    assert json_reads == ["pkg0-1.0-0.conda"], "a later miss parsed the whole JSON"
