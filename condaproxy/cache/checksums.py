@@ -50,6 +50,9 @@ Fetch = Callable[[ResourcePath], Awaitable[Served]]
 NAMES_FROM = 128 << 10
 
 
+UNANSWERED = object()  # a lookup the record lines could not answer: the JSON does
+
+
 class ChecksumConflict(ProxyError):
     """409: the client expects other bytes than the channel publishes for this file."""
 
@@ -105,12 +108,14 @@ class Checksums:
         shard_index: Fetch,
         shard: Callable[[ResourcePath], Awaitable[dict[str, Record]]],
         with_json: Callable[[MetaKey, MetaEntry], Awaitable[MetaEntry]],
-        make: Callable[[MetaKey, MetaEntry, str], None] = lambda key, entry, name: None,
+        make: Callable[[MetaKey, MetaEntry, str], None],
+        materialise: Callable[[MetaKey, MetaEntry, str], Awaitable[MetaEntry]],
     ) -> None:
         self._with_json = with_json  # the entry with its JSON variant made (views.py)
         # A variant made in the background (derived.py): a shard index's sorted name map, a
         # big snapshot's record lines.
         self._make = make
+        self._materialise = materialise  # the same, made now (awaited)
         self.index = index
         self.meta = meta
         self._repodata = repodata  # fetch or revalidate a subdir's upstream repodata
@@ -185,24 +190,32 @@ class Checksums:
                 zst = str(self.meta.readable(key, entry.variants["zst"]))
                 return await asyncio.to_thread(lookup_record_in_zst, zst, filename)
         if document_size(entry) > BIG:
-            if "records" in entry.variants:
-                try:
-                    return await self._from_lines(key, entry, filename)
-                except ValueError:  # changed on disk since it was checked (at_rest.py)
-                    self._mapped.pop(entry.variants["records"].sha256, None)
-                    log.error("record lines changed on disk: the JSON answers", key=str(key))
-            else:
-                self._make(key, entry, "records")  # for the next miss; this one parses
+            found = await self._from_lines(key, entry, filename)
+            if found is not UNANSWERED:
+                return found
         path = str(self.meta.readable(key, entry.variants["json"]))
         return await asyncio.to_thread(lookup_record, path, filename)
 
     async def _from_lines(self, key: MetaKey, entry: MetaEntry, filename: str) -> Any:
-        """The record's fields from the snapshot's record lines (rules/record_lines). Raises
-        ValueError where they no longer read as written."""
+        """The record's fields from the snapshot's record lines (rules/record_lines), made
+        first if need be: once across requests and workers, in the worker process, so the
+        misses of a burst wait for one build instead of each parsing the JSON in the server.
+        UNANSWERED where the lines cannot be made or no longer read as written."""
+        if "records" not in entry.variants:
+            try:
+                entry = await self._materialise(key, entry, "records")
+            except (OSError, ProxyError) as exc:
+                log.warning("record lines not made", key=str(key), reason=f"{exc}"[:300])
+                return UNANSWERED
         lines = self._lines(key, entry, "records")
         if lines is None:
             lines = await asyncio.to_thread(self._map_of, key, entry, "records")
-        return find_needed(lines, filename)
+        try:
+            return find_needed(lines, filename)
+        except ValueError:  # changed on disk since it was checked (at_rest.py)
+            self._mapped.pop(entry.variants["records"].sha256, None)
+            log.error("record lines changed on disk: the JSON answers", key=str(key))
+            return UNANSWERED
 
     async def _from_shard(self, rp: ResourcePath) -> dict[str, Any] | None:
         served = await self._shard_index(rp)

@@ -67,6 +67,7 @@ class Packages:
             self._shard_records,
             self.views.with_json,
             self.views.derived.schedule,
+            self.views.derived.materialise,
         )
 
     async def serve(self, rp: ResourcePath, channel: ChannelSettings, asked: Asked) -> Result:

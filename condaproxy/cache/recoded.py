@@ -10,7 +10,9 @@ process's whole life (issue 14).
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
+import hashlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 import zstandard
 
 from ..rules.codecs import PIECE, decode_msgpack, zstd_decompress
-from ..rules.record_lines import encode_records
+from ..rules.record_lines import record_lines
 from ..rules.shard_names import encode_names
 from .variants import VariantFile, file_sha256, partial, write_variant
 
@@ -77,7 +79,16 @@ def names_file(index_path: str, tmp_dir: str) -> VariantFile:
 def records_file(json_path: str, tmp_dir: str) -> VariantFile:
     """What a miss needs of each record of a big snapshot's JSON, as sorted lines
     (rules/record_lines), which every worker then searches in place instead of parsing the
-    whole document per miss. Made in the worker process, after a miss first needed it."""
-    with open(json_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        lines = encode_records(m)
-    return write_variant(tmp_dir, "records", lines)
+    whole document per miss. Made in the worker process, written as they come."""
+    digest = hashlib.sha256()
+    with partial(tmp_dir, "records") as path:
+        with (
+            open(json_path, "rb") as f,
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m,
+            open(path, "wb", buffering=PIECE) as out,
+            contextlib.closing(record_lines(m)) as lines,  # its views of m go before m
+        ):
+            for line in lines:
+                digest.update(line)
+                out.write(line)
+        return path, digest.hexdigest(), os.path.getsize(path)

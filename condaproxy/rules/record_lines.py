@@ -12,13 +12,14 @@ file can have are kept (routing.PACKAGE_RE: no tab, no newline, no byte below th
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import msgspec
 
 from .codecs import decode_json
 from .routing import PACKAGE_RE
-from .sorted_lines import Buffer, encode_lines, find_value
+from .sorted_lines import Buffer, find_value
 
 FIELDS = ("name", "sha256", "md5", "size")
 
@@ -44,12 +45,19 @@ _MAP = dict[str, msgspec.Raw]
 def encode_records(document: Any) -> bytes:
     """The lines of a repodata document (bytes or an mmap of its JSON). Raises
     msgspec.DecodeError when it is no JSON object."""
+    return b"".join(record_lines(document))
+
+
+def record_lines(document: Any) -> Generator[bytes, None, None]:
+    """encode_records' lines one by one, in order, so that a big document's are written
+    without all of them in memory at once (a generator: close it, and the views it holds into
+    `document` go with it). The document is decoded before the first."""
     maps = decode_json(document, _Maps)
     try:
         packages = decode_json(maps.packages, _MAP)
         conda = decode_json(maps.conda, _MAP)
     except msgspec.DecodeError:
-        return b""  # as find_record: a package map that is no object lists nothing
+        return  # as find_record: a package map that is no object lists nothing
     chosen: dict[str, msgspec.Raw] = {}
     for filename, raw in packages.items():
         if not filename.endswith(".conda") or filename not in conda:
@@ -57,19 +65,19 @@ def encode_records(document: Any) -> bytes:
     for filename, raw in conda.items():
         if filename.endswith(".conda") or filename not in packages:
             chosen[filename] = raw
-    return encode_lines(_pairs(chosen))
+    del packages, conda
+    # Sorted by the name's bytes (UTF-8 keeps code point order), as sorted_lines searches.
+    yield from _lines(chosen, sorted(f for f in chosen if PACKAGE_RE.match(f)))
 
 
-def _pairs(chosen: dict[str, msgspec.Raw]) -> Any:
+def _lines(chosen: dict[str, msgspec.Raw], names: list[str]) -> Iterator[bytes]:
     encode = msgspec.json.encode
-    for filename, raw in chosen.items():
-        if not PACKAGE_RE.match(filename):
-            continue
+    for filename in names:
         try:
-            needed = decode_json(raw, _Needed)
+            needed = decode_json(chosen[filename], _Needed)
         except msgspec.DecodeError:
             continue  # no object: no record
-        yield filename.encode(), encode(needed)  # UNSET fields are left out
+        yield filename.encode() + b"\t" + encode(needed) + b"\n"  # UNSET fields left out
 
 
 def find_needed(lines: Buffer, filename: str) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 takes its record from the package's shard, even once a classic client's fetch of
 repodata.json has made the JSON on disk: reading one record out of that JSON means parsing all
 of it (0.18 s, holding the GIL) for every miss. Without shards upstream, or for a file the
-shards do not list, the JSON on disk still answers."""
+shards do not list, the snapshot's record lines answer (made once from the JSON, in the worker
+process); where they cannot be made, the JSON itself."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import respx
 from starlette.testclient import TestClient
 
-from condaproxy.cache import checksums
+from condaproxy.cache import checksums, derived
 from condaproxy.cache.transfer import ClientAbort
 from condaproxy.settings import ChannelSettings
 from condaproxy.storage.keys import MetaKey
@@ -99,7 +100,7 @@ def test_a_file_the_shards_do_not_list_is_found_in_the_json(tmp_path, json_reads
             got = client.get(f"/cf/linux-64/{UNSHARDED}")
             assert got.status_code == 200 and got.content == late
             assert got.headers["etag"] == f'"{hashlib.sha256(late).hexdigest()}"', "listed"
-    assert json_reads == [UNSHARDED]
+    assert json_reads == [], "the snapshot's record lines answer, not a parse of the JSON"
 
 
 def test_without_shards_upstream_the_json_answers(tmp_path, json_reads) -> None:
@@ -111,12 +112,30 @@ def test_without_shards_upstream_the_json_answers(tmp_path, json_reads) -> None:
             got = client.get(f"/cf/linux-64/{fn}")
             assert got.status_code == 200
             assert got.headers["etag"] == f'"{hashlib.sha256(FILES[fn]).hexdigest()}"'
-    assert json_reads == ["pkg3-1.0-0.conda"]
+    assert json_reads == [], "the snapshot's record lines answer, not a parse of the JSON"
+
+
+def test_where_the_record_lines_cannot_be_made_the_json_answers(
+    tmp_path, json_reads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_room(source: str, tmp_dir: str) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(derived.MAKERS, "records", ("json", no_room))
+    with respx.mock(assert_all_called=False) as mocked:
+        upstream_subdir(mocked, UP, "linux-64", FILES, sharded=False)
+        with client_of(tmp_path) as client:
+            for fn in ("pkg3-1.0-0.conda", "pkg4-1.0-0.conda"):
+                got = client.get(f"/cf/linux-64/{fn}")
+                assert got.status_code == 200 and got.content == FILES[fn]
+                assert got.headers["etag"] == f'"{hashlib.sha256(FILES[fn]).hexdigest()}"'
+    assert json_reads == ["pkg3-1.0-0.conda", "pkg4-1.0-0.conda"]
 
 
 # Without shards, a big snapshot's misses used to parse the whole JSON every time. The first
-# miss now has the snapshot's record lines made behind it (rules/record_lines, in the worker
-# process); every later miss finds its record there by bisection, verified against it as before.
+# miss now has the snapshot's record lines made (rules/record_lines, in the worker process;
+# the misses that come meanwhile wait for the same build); every miss finds its record there
+# by bisection, verified against it as before.
 
 
 async def lines_made(app: Any) -> set[str]:
@@ -139,7 +158,6 @@ async def test_after_the_first_miss_a_big_unsharded_subdir_reads_record_lines(
         async with running(app) as client:
             first = await client.get("/cf/linux-64/pkg0-1.0-0.conda")
             assert first.status_code == 200 and first.content == FILES["pkg0-1.0-0.conda"]
-            assert json_reads == ["pkg0-1.0-0.conda"]
             assert {"zst", "json", "records"} <= await lines_made(app)
             routes[tampered].respond(200, content=b"X" * len(FILES[tampered]))
             for fn, data in FILES.items():
@@ -157,4 +175,4 @@ async def test_after_the_first_miss_a_big_unsharded_subdir_reads_record_lines(
             router.get(f"{UP}/linux-64/absent-1.0-0.conda").respond(404)
             absent = await client.get("/cf/linux-64/absent-1.0-0.conda")
             assert absent.status_code == 404
-    assert json_reads == ["pkg0-1.0-0.conda"], "a later miss parsed the whole JSON"
+    assert json_reads == [], "a miss parsed the whole JSON"

@@ -82,7 +82,7 @@ def test_a_stored_index_changed_while_running_is_dropped_not_a_500(
         services.index.put_meta(KEY, replace(entry, variants={"body": entry.variants["body"]}))
     path = services.meta.variant_path(KEY, entry.variants[variant])
     path.write_bytes(b"\x00" * path.stat().st_size)
-    services.packages.checksums._names.clear()  # as if no worker had it mapped yet
+    services.packages.checksums._mapped.clear()  # as if no worker had it mapped yet
     got = client.get("/cf/linux-64/pkg1-1.0-0.conda")
     assert got.status_code == 200, got.text
     assert got.headers["etag"] == f'"{sha("pkg1-1.0-0.conda")}"', "checked against its record"
@@ -116,7 +116,7 @@ def test_a_mapped_name_map_cut_short_on_disk_is_never_read(client, router) -> No
     entry = services.index.get_meta(KEY)
     assert entry is not None
     names = entry.variants["names"]
-    assert names.sha256 in services.packages.checksums._names, "the map is kept mapped"
+    assert names.sha256 in services.packages.checksums._mapped, "the map is kept mapped"
     path = services.meta.variant_path(KEY, names)
     path.write_bytes(b"")  # cut short in place: the same inode, no bytes
     for fn in ("pkg2-1.0-0.conda", "pkg3-1.0-0.conda"):
