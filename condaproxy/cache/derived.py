@@ -173,7 +173,8 @@ class Derived:
                     final.unlink(missing_ok=True)
                 raise
             log.info("derived variant ready", key=str(key), variant=name, bytes=variant.size)
-            return updated
+        self.after_change(key, updated)  # what is wanted and made from this one (records)
+        return updated
 
     async def aclose(self) -> None:
         tasks = list(self._tasks.values())

@@ -176,3 +176,35 @@ async def test_after_the_first_miss_a_big_unsharded_subdir_reads_record_lines(
             absent = await client.get("/cf/linux-64/absent-1.0-0.conda")
             assert absent.status_code == 404
     assert json_reads == [], "a miss parsed the whole JSON"
+
+
+async def test_after_an_upstream_change_the_lines_are_ready_before_the_next_miss(
+    tmp_path, json_reads
+) -> None:
+    """Record lines asked for once are made again for each new snapshot, as soon as its JSON
+    is, so the first miss after a change does not wait for them."""
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        upstream_subdir(router, UP, "linux-64", FILES)
+        clock = Clock()
+        settings = make_settings(tmp_path / "cache", [ChannelSettings("cf", UP)], repodata_ttl=60)
+        app = create_app(settings, clock=clock)
+        async with running(app) as client:
+            assert (await client.get("/cf/linux-64/pkg0-1.0-0.conda")).status_code == 200
+            before = services_of(app).index.get_meta(MetaKey.repodata("cf/linux-64"))
+            assert before is not None and "records" in before.variants
+            later = {**FILES, "new-1.0-0.conda": b"new" * 100}
+            upstream_subdir(router, UP, "linux-64", later)
+            clock.now += 120  # past repodata_ttl: the next request revalidates
+            changed = await client.get("/cf/linux-64/repodata.json.zst")
+            assert changed.status_code == 200
+            for _ in range(600):
+                entry = services_of(app).index.get_meta(MetaKey.repodata("cf/linux-64"))
+                assert entry is not None and entry.digest != before.digest
+                if "records" in entry.variants:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no record lines for the new snapshot without a miss")
+            got = await client.get("/cf/linux-64/new-1.0-0.conda")
+            assert got.status_code == 200 and got.content == b"new" * 100
+    assert json_reads == []
