@@ -9,6 +9,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,8 +106,10 @@ def _open_without_room(directory: Path) -> Any:
 def _keep_reserve(directory: Path) -> None:
     """Make the room kept beside the database, if it is missing and the disk has it."""
     path = directory / RESERVE_NAME
-    if os.path.lexists(path) and is_regular(path):
-        return
+    with contextlib.suppress(OSError):
+        found = os.lstat(path)
+        if stat.S_ISREG(found.st_mode) and found.st_size >= RESERVE_BYTES:
+            return
     try:
         fd = open_own(path, os.O_WRONLY)
     except OSError:

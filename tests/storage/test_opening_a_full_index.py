@@ -103,3 +103,12 @@ def test_the_reserve_is_never_made_through_a_link(disk: Path, tmp_path: Path) ->
     open_diskcache(directory).close()
     assert victim.read_bytes() == b"keep"
     assert not (directory / RESERVE_NAME).is_symlink()
+
+
+def test_a_reserve_cut_short_is_made_whole_again(disk: Path) -> None:
+    """A crash between making the file and reserving its blocks leaves it empty."""
+    directory = disk / "index"
+    made(directory)
+    (directory / RESERVE_NAME).write_bytes(b"")
+    open_diskcache(directory).close()
+    assert (directory / RESERVE_NAME).stat().st_size == RESERVE_BYTES
