@@ -27,7 +27,7 @@ from ..rules.routing import PACKAGE_NAME_RE, channel_of, serves_below_subdir, un
 from ..settings import Settings, TokenSettings
 from .bodies import small_body
 from .logs import audited
-from .query import flag, single
+from .query import flag, known, single
 from .requests import CACHE, api_path, subdir_param, who_is_asking
 from .services import Services
 
@@ -113,11 +113,15 @@ def purge_scope(
     usage: str = PURGE_USAGE,
 ) -> Scope:
     """`<channel>[/<subdir>[/<filename>]]` (decoded segments, see requests.api_path): a
-    configured channel, a conda subdir, a file a channel serves below a subdir."""
+    configured channel, a conda subdir, a file a channel serves below a subdir. A query
+    the purge would not read, or a bare `metadata_only`, is a 400: read as absent, it
+    widened the purge to every file of the scope."""
+    if usage == PURGE_USAGE:
+        known(request.query_params, ("package", "metadata_only"), "a purge")
     package = single(request.query_params, "package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
-    metadata_only = flag(request.query_params, "metadata_only")
+    metadata_only = flag(request.query_params, "metadata_only", bare_is_false=False)
     if not rest:
         return Scope(package=package, metadata_only=metadata_only)
     segments = rest.split("/")
