@@ -91,6 +91,8 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
         # Files this worker verified before the purge and has not committed yet are dropped
         # (commits.py); until their batch is written, its clients would get them from memory.
         await services().downloads.write_behind.flush()
+        usage = await asyncio.to_thread(services().admin.usage)  # condaproxy_store_bytes
+        services().metrics.store_bytes.set(sum(u["bytes"] for u in usage.values()))
         return JSONResponse({"removed": removed, "scope": describe(scope)})
 
     return [
