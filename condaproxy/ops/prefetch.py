@@ -112,6 +112,9 @@ def decode_request(raw: bytes) -> tuple[list[str], bool]:
     return parse_request(body)
 
 
+FIELDS = ("packages", "with_dependencies")
+
+
 def parse_request(body: Any) -> tuple[list[str], bool]:
     """`["numpy >=1.26", "x-1-0.conda"]` or `{"packages": [...], "with_dependencies": true}`."""
     items: Any
@@ -119,6 +122,14 @@ def parse_request(body: Any) -> tuple[list[str], bool]:
     if isinstance(body, list):
         items, with_deps = body, False
     elif isinstance(body, dict):
+        # A field it would not read is refused: `"with_deps": true` (or "dependencies",
+        # "package") was ignored, and the job warmed the names alone, its closure not.
+        unknown = sorted(str(k) for k in body if k not in FIELDS)
+        if unknown:
+            raise BadRequest(
+                f"'{unknown[0]}' is not a prefetch field (the body takes 'packages' and "
+                "'with_dependencies')"
+            )
         items, with_deps = body.get("packages"), body.get("with_dependencies", False)
     else:
         raise BadRequest(

@@ -120,6 +120,8 @@ def purge_scope(
     widened the purge to every file of the scope."""
     if usage == PURGE_USAGE:
         known(request.query_params, ("package", "metadata_only"), "a purge")
+    else:  # a prefetch says everything in its body: `?with_dependencies=true` was ignored
+        known(request.query_params, (), "a prefetch")
     package = single(request.query_params, "package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
