@@ -81,6 +81,14 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
 
         async def run() -> Any:
             require(who, presented, scope.channel or "*", "admin")
+            # The scope is the path and the query alone: a body (`{"package": "numpy"}`) was
+            # never read, and its purge took every file of the channel.
+            timeout = settings.uploads.read_timeout
+            if await small_body(request.receive, request.headers, MAX_BODY, timeout, "a purge"):
+                raise BadRequest(
+                    "a purge takes no body: its scope is the path and the query "
+                    "(?package=, ?metadata_only=)"
+                )
             cluster = services().cluster
             if cluster is not None:  # every replica's cache, and the shared bucket's copies
                 return await cluster.purge(dataclasses.asdict(scope))

@@ -86,3 +86,41 @@ def test_a_purge_of_the_package_removes_it(proxy):
     assert answer.status_code == 200, answer.text
     assert answer.json()["removed"]["files"] == 1
     assert not still_cached(proxy)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"package": "libzlib"}', "application/json"),
+        (b'{"metadata_only": true}', "application/json"),
+        (b"package=libzlib", "application/x-www-form-urlencoded"),
+        (b"libzlib", "text/plain"),
+    ],
+)
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_a_purge_with_a_body_purges_nothing(proxy, body, content_type, chunked):
+    """The scope is the path and the query: a body was never read, and its purge took every
+    file of the channel."""
+    cache_it(proxy)
+    content = iter([body]) if chunked else body
+    answer = httpx.request(
+        "DELETE",
+        f"{proxy.url}/api/cache/pub",
+        content=content,
+        headers={"x-api-key": ADMIN, "content-type": content_type},
+    )
+    assert answer.status_code == 400, answer.text
+    assert "takes no body" in answer.json()["error"]
+    assert still_cached(proxy)
+
+
+def test_an_empty_body_is_no_body(proxy):
+    cache_it(proxy)
+    answer = httpx.request(
+        "DELETE",
+        f"{proxy.url}/api/cache/pub?metadata_only=true",
+        content=b"",
+        headers={"x-api-key": ADMIN, "content-type": "application/json", "content-length": "0"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert still_cached(proxy)
