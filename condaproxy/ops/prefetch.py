@@ -25,6 +25,7 @@ import structlog
 
 from ..rules.codecs import decode_json
 from ..rules.errors import BadRequest, ProxyError
+from ..rules.record_fields import shown
 from ..rules.routing import PACKAGE_RE, SUBDIR_RE
 from ..storage.index import Index
 
@@ -127,7 +128,7 @@ def parse_request(body: Any) -> tuple[list[str], bool]:
         unknown = sorted(str(k) for k in body if k not in FIELDS)
         if unknown:
             raise BadRequest(
-                f"'{unknown[0]}' is not a prefetch field (the body takes 'packages' and "
+                f"{shown(unknown[0])} is not a prefetch field (the body takes 'packages' and "
                 "'with_dependencies')"
             )
         items, with_deps = body.get("packages"), body.get("with_dependencies", False)

@@ -41,9 +41,10 @@ def known(params: Params, names: tuple[str, ...], what: str) -> None:
     unknown = sorted(set(params.keys()) - set(names))
     if unknown:
         takes = ", ".join(f"'{n}'" for n in names) or "none"
+        name = unknown[0] if len(unknown[0]) <= 60 else unknown[0][:57] + "..."
         raise BadRequest(
-            f"query parameter '{unknown[0]}' is not one {what} takes (it takes {takes})",
-            parameter=unknown[0],
+            f"query parameter '{name}' is not one {what} takes (it takes {takes})",
+            parameter=name,
         )
 
 

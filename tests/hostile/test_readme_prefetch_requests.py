@@ -77,3 +77,13 @@ def test_a_prefetch_as_documented_starts_its_job(proxy, body):
     assert answer.json()["with_dependencies"] is (
         isinstance(body, dict) and "with_dependencies" in body
     )
+
+
+def test_a_long_unknown_field_is_named_shortly(proxy):
+    answer = httpx.post(
+        f"{proxy.url}{URL}",
+        json={"packages": ["datatool"], "x" * 100_000: True},
+        headers={"x-api-key": ADMIN},
+    )
+    assert answer.status_code == 400, answer.text[:200]
+    assert "xxx" in answer.json()["error"] and len(answer.content) < 1000

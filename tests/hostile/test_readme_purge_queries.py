@@ -124,3 +124,13 @@ def test_an_empty_body_is_no_body(proxy):
     )
     assert answer.status_code == 200, answer.text
     assert still_cached(proxy)
+
+
+def test_a_long_unknown_parameter_is_named_shortly(proxy):
+    cache_it(proxy)
+    answer = httpx.delete(
+        f"{proxy.url}/api/cache/pub?{'p' * 30_000}=1", headers={"x-api-key": ADMIN}
+    )
+    assert answer.status_code == 400, answer.text[:200]
+    assert "ppp" in answer.json()["error"] and len(answer.content) < 1000
+    assert still_cached(proxy)
