@@ -51,6 +51,7 @@ class Evictor:
         self._touched: dict[str, float] = {}
         self._serving: dict[str, int] = {}
         self._estimate: int | None = None
+        self.changes = 0  # commits and purges seen by this worker: the store's size moved
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -84,6 +85,7 @@ class Evictor:
 
     def added(self, size: int) -> None:
         """A blob was committed: evict now if that took the store past max_size."""
+        self.changes += 1
         if self._estimate is not None:
             self._estimate += size
             if self.max_size and self._estimate > self.max_size:

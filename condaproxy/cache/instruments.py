@@ -108,7 +108,7 @@ class Metrics:
             "condaproxy_store_bytes",
             "Bytes held by the cache's blob store",
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",  # the latest reading, whichever worker took it
         )
 
     def _policy(self, r: CollectorRegistry) -> None:

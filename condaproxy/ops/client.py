@@ -23,6 +23,17 @@ class ClientError(Exception):
     """The proxy refused or could not be reached; the message says which."""
 
 
+def url_path(*parts: str) -> str:
+    """`/`-joined, each segment percent-encoded, as the operator typed it: a `.` or `..`
+    segment is sent encoded, so the proxy sees it and refuses it (400). httpx resolves
+    literal dot segments before sending, so `purge cf/../team` purged the channel `team`
+    and `prefetch cf/.. linux-64` named another route."""
+    segments = [seg for part in parts for seg in part.split("/")]
+    return "/".join(
+        "%2E" * len(seg) if seg in (".", "..") else quote(seg, safe="") for seg in segments
+    )
+
+
 class AdminClient:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -51,7 +62,7 @@ class AdminClient:
             params["package"] = package
         if metadata_only:
             params["metadata_only"] = "true"
-        path = "/api/cache" + ("/" + quote(scope.strip("/")) if scope.strip("/") else "")
+        path = "/api/cache" + ("/" + url_path(scope.strip("/")) if scope.strip("/") else "")
         return self.call("DELETE", path, params=params)
 
     def stats(self) -> Any:
@@ -59,7 +70,7 @@ class AdminClient:
 
     def prefetch(self, channel: str, subdir: str, items: list[str], deps: bool) -> Any:
         body = {"packages": items, "with_dependencies": deps}
-        return self.call("POST", f"/api/cache/{quote(channel)}/{quote(subdir)}/prefetch", json=body)
+        return self.call("POST", f"/api/cache/{url_path(channel, subdir)}/prefetch", json=body)
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         for job in self.stats().get("prefetch", []):

@@ -7,16 +7,21 @@ prometheus-client keeps every worker's values in files and reading adds them up.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client import values as prom_values
 from prometheus_client.metrics_core import Metric
 
 from ..cache.instruments import Metrics
+
+log = structlog.get_logger("condaproxy.ops.metrics")
 
 
 def multiprocess() -> bool:
@@ -89,3 +94,45 @@ def policy_held(metrics: Metrics) -> dict[str, dict[str, int]]:
                 channel = held[sample.labels["channel"]]
                 channel[rule] = channel.get(rule, 0) + int(sample.value)
     return dict(held)
+
+
+class StoreSize:
+    """`condaproxy_store_bytes` as a scrape reads it: the cached files' bytes from the index
+    (what `/api/cache/stats` says), read again when this worker committed a file since the
+    last reading (at most once a second however many scrape), or when that is older than
+    `max_age` (another worker's files). A purge sets it as it ends (cache_api.py). It was
+    set only by eviction (with `max_size`) and by the stats call, so a scrape said 0 with
+    files cached, or the old size after a purge."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        usage: Callable[[], dict[str, dict[str, int]]],
+        changes: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        max_age: float = 10.0,
+    ) -> None:
+        self.metrics, self.usage, self.changes, self.clock = metrics, usage, changes, clock
+        self.max_age = max_age
+        self._read: tuple[float, int] | None = None  # when, and `changes` then
+        self._lock = asyncio.Lock()
+
+    def _due(self) -> bool:
+        if self._read is None:
+            return True
+        age = self.clock() - self._read[0]
+        return age >= self.max_age or (age >= 1.0 and self.changes() != self._read[1])
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if not self._due():
+                return
+            changes = self.changes()
+            try:
+                usage = await asyncio.to_thread(self.usage)
+            except Exception as exc:  # an index in trouble: the scrape keeps the last reading
+                log.warning("store size unread", error=f"{type(exc).__name__}: {exc}")
+                self._read = (self.clock(), changes)
+                return
+            self.metrics.store_bytes.set(sum(u["bytes"] for u in usage.values()))
+            self._read = (self.clock(), changes)

@@ -25,6 +25,7 @@ import structlog
 
 from ..rules.codecs import decode_json
 from ..rules.errors import BadRequest, ProxyError
+from ..rules.record_fields import shown
 from ..rules.routing import PACKAGE_RE, SUBDIR_RE
 from ..storage.index import Index
 
@@ -112,6 +113,9 @@ def decode_request(raw: bytes) -> tuple[list[str], bool]:
     return parse_request(body)
 
 
+FIELDS = ("packages", "with_dependencies")
+
+
 def parse_request(body: Any) -> tuple[list[str], bool]:
     """`["numpy >=1.26", "x-1-0.conda"]` or `{"packages": [...], "with_dependencies": true}`."""
     items: Any
@@ -119,6 +123,14 @@ def parse_request(body: Any) -> tuple[list[str], bool]:
     if isinstance(body, list):
         items, with_deps = body, False
     elif isinstance(body, dict):
+        # A field it would not read is refused: `"with_deps": true` (or "dependencies",
+        # "package") was ignored, and the job warmed the names alone, its closure not.
+        unknown = sorted(str(k) for k in body if k not in FIELDS)
+        if unknown:
+            raise BadRequest(
+                f"{shown(unknown[0])} is not a prefetch field (the body takes 'packages' and "
+                "'with_dependencies')"
+            )
         items, with_deps = body.get("packages"), body.get("with_dependencies", False)
     else:
         raise BadRequest(

@@ -5,6 +5,8 @@ A client that accepts `zstd` gets the snapshot's .zst bytes as `Content-Encoding
 work at all); one that accepts `gzip` gets the gzip variant made once per snapshot; anyone else
 the identity document. Each coding is its own representation: its own ETag, and every answer
 says `Vary: Accept-Encoding`.
+
+The pages (status, browse) answer JSON or HTML by `Accept` (`prefers_json`), read the same way.
 """
 
 from __future__ import annotations
@@ -45,3 +47,19 @@ def choose(header: str | None, available: set[str]) -> str | None:
     if best is None or codings.get("identity", 0.0) > q(best):
         return None
     return best
+
+
+def prefers_json(header: str | None) -> bool:
+    """Whether an Accept header asks for JSON rather than HTML: `application/json` named
+    (media types ignore case), with a q-value above 0 and above text/html's (named, else
+    through `text/*` or `*/*`); on a tie, JSON unless text/html is named too (a browser's
+    `*/*;q=0.8` is HTML, axios' `application/json, text/plain, */*` JSON). A substring test
+    answered JSON to `application/json;q=0` and HTML to `APPLICATION/JSON` or
+    `text/html;q=0.5, application/json`."""
+    ranges = accepted(header)
+    json_q = ranges.get("application/json", 0.0)
+    if not json_q > 0:
+        return False
+    named = "text/html" in ranges
+    html_q = ranges["text/html"] if named else ranges.get("text/*", ranges.get("*/*", 0.0))
+    return json_q > html_q or (json_q == html_q and not named)

@@ -27,7 +27,7 @@ from ..rules.routing import PACKAGE_NAME_RE, channel_of, serves_below_subdir, un
 from ..settings import Settings, TokenSettings
 from .bodies import small_body
 from .logs import audited
-from .query import flag, single
+from .query import flag, known, single
 from .requests import CACHE, api_path, subdir_param, who_is_asking
 from .services import Services
 
@@ -81,6 +81,14 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
 
         async def run() -> Any:
             require(who, presented, scope.channel or "*", "admin")
+            # The scope is the path and the query alone: a body (`{"package": "numpy"}`) was
+            # never read, and its purge took every file of the channel.
+            timeout = settings.uploads.read_timeout
+            if await small_body(request.receive, request.headers, MAX_BODY, timeout, "a purge"):
+                raise BadRequest(
+                    "a purge takes no body: its scope is the path and the query "
+                    "(?package=, ?metadata_only=)"
+                )
             cluster = services().cluster
             if cluster is not None:  # every replica's cache, and the shared bucket's copies
                 return await cluster.purge(dataclasses.asdict(scope))
@@ -91,6 +99,8 @@ def cache_routes(settings: Settings, services: Callable[[], Services]) -> list[R
         # Files this worker verified before the purge and has not committed yet are dropped
         # (commits.py); until their batch is written, its clients would get them from memory.
         await services().downloads.write_behind.flush()
+        usage = await asyncio.to_thread(services().admin.usage)  # condaproxy_store_bytes
+        services().metrics.store_bytes.set(sum(u["bytes"] for u in usage.values()))
         return JSONResponse({"removed": removed, "scope": describe(scope)})
 
     return [
@@ -113,11 +123,17 @@ def purge_scope(
     usage: str = PURGE_USAGE,
 ) -> Scope:
     """`<channel>[/<subdir>[/<filename>]]` (decoded segments, see requests.api_path): a
-    configured channel, a conda subdir, a file a channel serves below a subdir."""
+    configured channel, a conda subdir, a file a channel serves below a subdir. A query
+    the purge would not read, or a bare `metadata_only`, is a 400: read as absent, it
+    widened the purge to every file of the scope."""
+    if usage == PURGE_USAGE:
+        known(request.query_params, ("package", "metadata_only"), "a purge")
+    else:  # a prefetch says everything in its body: `?with_dependencies=true` was ignored
+        known(request.query_params, (), "a prefetch")
     package = single(request.query_params, "package")
     if package is not None and not PACKAGE_NAME_RE.match(package):
         raise BadRequest(f"query parameter 'package' is not a conda package name: {package!r}")
-    metadata_only = flag(request.query_params, "metadata_only")
+    metadata_only = flag(request.query_params, "metadata_only", bare_is_false=False)
     if not rest:
         return Scope(package=package, metadata_only=metadata_only)
     segments = rest.split("/")

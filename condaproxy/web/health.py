@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..cache.instruments import Metrics
-from ..ops.metrics import exposition
+from ..ops.metrics import StoreSize, exposition
 from ..rules.auth import has_role, identify, presented_token, same_secret
 from ..settings import Settings
 from .services import Services
@@ -55,6 +55,8 @@ def health_routes(
             body.update(built.cluster.status())  # a shared store down still serves: 200
         return JSONResponse(body, status_code=503 if problems else 200)
 
+    sizes: list[StoreSize] = []  # made at the first scrape, once the services are started
+
     async def metrics_endpoint(request: Request) -> Response:
         """Private channel names are shown only to a scrape with the metrics token (or an
         admin token), as a Bearer header; anonymous scrapers see them folded into one label."""
@@ -65,6 +67,11 @@ def health_routes(
             or has_role(identify(token, settings.tokens.values()), "*", "admin")
         )
         hidden = set() if full else {n for n, c in settings.channels.items() if c.private}
+        built = services()
+        if built is not None:
+            if not sizes:
+                sizes.append(StoreSize(metrics, built.admin.usage, lambda: built.evictor.changes))
+            await sizes[0].refresh()
         data, content_type = exposition(metrics, hidden)
         return Response(data, media_type=content_type)
 

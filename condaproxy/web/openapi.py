@@ -343,6 +343,7 @@ def document(version: str) -> dict[str, Any]:
                                 "packages": {"type": "array", "items": {"type": "string"}},
                                 "with_dependencies": {"type": "boolean"},
                             },
+                            "additionalProperties": False,
                         },
                     ]
                 },

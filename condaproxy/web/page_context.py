@@ -17,6 +17,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from .. import __version__
+from ..rules.encoding import prefers_json
 from ..rules.errors import BadRequest
 from ..rules.numbers import decimal
 from ..settings import TokenSettings
@@ -55,10 +56,8 @@ class PageRequest:
 
     @property
     def wants_json(self) -> bool:
-        """`Accept: application/json` (without text/html) or `?format=json`."""
-        accept = self.headers.get("accept", "")
-        asked = "application/json" in accept and "text/html" not in accept
-        return asked or self.query.get("format") == "json"
+        """`Accept: application/json` (preferred to text/html) or `?format=json`."""
+        return prefers_json(self.headers.get("accept")) or self.query.get("format") == "json"
 
     @property
     def home(self) -> str:

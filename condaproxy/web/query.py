@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from ..rules.errors import BadRequest
@@ -13,6 +13,8 @@ class Params(Protocol):
     """A query string's parameters, each name with every value it was given (Starlette's)."""
 
     def getlist(self, key: str) -> list[str]: ...
+
+    def keys(self) -> Iterable[str]: ...
 
 
 def single(params: Params | Mapping[str, str], name: str) -> str | None:
@@ -32,11 +34,29 @@ def single(params: Params | Mapping[str, str], name: str) -> str | None:
     return values[0] if values else None
 
 
-def flag(params: Params | Mapping[str, str], name: str) -> bool:
+def known(params: Params, names: tuple[str, ...], what: str) -> None:
+    """A parameter `what` does not take is a 400 naming it and the ones it takes. A purge
+    ignored them, so `?metadata-only=true` (the CLI's spelling) or `?packages=numpy` purged
+    every file of the channel instead of its metadata or one package."""
+    unknown = sorted(set(params.keys()) - set(names))
+    if unknown:
+        takes = ", ".join(f"'{n}'" for n in names) or "none"
+        name = unknown[0] if len(unknown[0]) <= 60 else unknown[0][:57] + "..."
+        raise BadRequest(
+            f"query parameter '{name}' is not one {what} takes (it takes {takes})",
+            parameter=name,
+        )
+
+
+def flag(params: Params | Mapping[str, str], name: str, *, bare_is_false: bool = True) -> bool:
     """`?force=true` and the like: absent or empty is false; anything but the documented
-    spellings (true/false, 1/0, yes/no) is a 400 naming the parameter."""
+    spellings (true/false, 1/0, yes/no) is a 400 naming the parameter. Where false is the
+    bigger change (`metadata_only`: a purge of every file), `bare_is_false=False` makes an
+    empty or bare value (`?metadata_only`, which a person reads as "yes") a 400 too."""
     value = single(params, name)
-    if value is None or value == "":
+    if value is None:
+        return False
+    if value == "" and bare_is_false:
         return False
     try:
         return parse_bool(value)
