@@ -27,8 +27,14 @@ from pathlib import Path
 import structlog
 
 from ..rules.codecs import content_codings
-from ..rules.conditional import is_fresh, usable_date, usable_etag
-from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
+from ..rules.conditional import is_fresh, lacks_variant, usable_date, usable_etag
+from ..rules.errors import (
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+)
 from ..rules.loops import UpstreamLoop
 from ..rules.names import hashed_name
 from ..rules.numbers import header_number
@@ -350,6 +356,13 @@ class MetadataCache:
                 except UpstreamNotFound:
                     if i == len(candidates) - 1:
                         raise
+                    continue
+                except UpstreamRefused as exc:
+                    # A format the upstream does not serve (S3's 403 for a missing key...):
+                    # the next one is asked; the last one's answer is the answer.
+                    if i == len(candidates) - 1 or not lacks_variant(exc.code):
+                        raise
+                    log.info("upstream refused a format, asking the next", reason=exc.message)
                     continue
                 if early is not None:
                     early.end()
