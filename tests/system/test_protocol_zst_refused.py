@@ -138,3 +138,31 @@ def test_rattler_installs_from_an_upstream_that_refuses_its_zst(
     result = rattler_install(f"{proxy.url}/cf", tmp_path / "client", False, "datatool")
     assert result["ok"], result.get("error")
     assert {r["name"] for r in result["records"]} == {"datatool", "libzlib", "pyutil"}
+
+
+@pytest.mark.parametrize("status", [403, 501])
+def test_conda_asking_for_the_zst_first_gets_one_with_passthrough_refreshes(
+    upstream: Upstream, tmp_path: Path, status: int
+) -> None:
+    """conda GETs `repodata.json.zst` first, with no HEAD; with `cache.refresh_passthrough`
+    that GET follows the refresh as it arrives: a refused .zst upstream still ends in the
+    snapshot made from repodata.json, and HEAD agrees with GET (mamba trusts its HEAD)."""
+    upstream.reset()
+    refuse_zst(upstream, status)
+    config = write_config(
+        tmp_path / "p.toml",
+        tmp_path / "cache",
+        {"cf": {"upstream": upstream.url}},
+        extra="refresh_passthrough = true\n",
+    )
+    proxy = Proxy(config).start()
+    try:
+        got = httpx.get(f"{proxy.url}/cf/noarch/repodata.json.zst", timeout=30)
+        assert got.status_code == 200, got.text
+        head = httpx.head(f"{proxy.url}/cf/noarch/repodata.json.zst", timeout=30)
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(got.content))
+        assert head.headers["etag"] == got.headers["etag"]
+    finally:
+        proxy.stop()
+        upstream.reset()
