@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +167,65 @@ def test_conda_asking_for_the_zst_first_gets_one_with_passthrough_refreshes(
     finally:
         proxy.stop()
         upstream.reset()
+
+
+@pytest.fixture
+def quick(upstream: Upstream, tmp_path: Path) -> Iterator[Proxy]:
+    """A proxy that revalidates after a second (repodata_ttl = 1)."""
+    upstream.reset()
+    config = write_config(
+        tmp_path / "p.toml", tmp_path / "cache", {"cf": {"upstream": upstream.url}}, ttl=1
+    )
+    started = Proxy(config).start()
+    yield started
+    started.stop()
+    upstream.reset()
+
+
+def after_the_ttl(proxy: Proxy, path: str) -> httpx.Response:
+    time.sleep(1.2)
+    return httpx.get(f"{proxy.url}/cf/{path}", headers={"accept-encoding": "identity"}, timeout=30)
+
+
+@pytest.mark.parametrize("status", [404, 410, 403, 501])
+def test_a_zst_that_goes_away_after_the_copy_was_made_from_it_is_not_a_404_for_the_document(
+    quick: Proxy, upstream: Upstream, channel: Path, status: int
+) -> None:
+    """The copy was made from the upstream's .zst; the channel is then re-indexed without one
+    (or its bucket starts refusing the key). The revalidation asked that URL alone, so the
+    .zst's 404 became a 404 for `noarch/repodata.json` (fatal for every client) and a 403 a
+    stale copy served forever with max-age=0, while the upstream's repodata.json was there."""
+    expected = packages_of((channel / "noarch" / "repodata.json").read_bytes())
+    first = after_the_ttl(quick, "noarch/repodata.json")
+    assert first.status_code == 200 and upstream.count("GET", "/noarch/repodata.json.zst") == 1
+    upstream.override("/noarch/repodata.json.zst", S3_DENIED, status=status)
+    for _ in range(2):
+        again = after_the_ttl(quick, "noarch/repodata.json")
+        assert again.status_code == 200, again.text
+        assert "warning" not in again.headers, "a fresh copy, not the stale one"
+        assert packages_of(again.content) == expected
+        zst = httpx.head(f"{quick.url}/cf/noarch/repodata.json.zst", timeout=30)
+        assert zst.status_code == 200
+    # from then on the copy is revalidated where it now comes from
+    assert upstream.count("GET", "/noarch/repodata.json.zst") == 2
+    assert upstream.count("GET", "/noarch/repodata.json") == 2
+
+
+@pytest.mark.parametrize(
+    ("zst", "plain", "expected", "stale"),
+    [
+        (404, 404, 404, False),  # the document is gone in every format: as upstream says
+        (500, None, 200, True),  # a broken upstream: the copy, stale, as before
+        (404, 500, 200, True),
+    ],
+)
+def test_a_revalidation_that_finds_no_format_answers_as_before(
+    quick: Proxy, upstream: Upstream, zst: int, plain: int | None, expected: int, stale: bool
+) -> None:
+    assert after_the_ttl(quick, "linux-64/repodata.json").status_code == 200
+    upstream.override("/linux-64/repodata.json.zst", S3_DENIED, status=zst)
+    if plain is not None:
+        upstream.override("/linux-64/repodata.json", S3_DENIED, status=plain)
+    again = after_the_ttl(quick, "linux-64/repodata.json")
+    assert again.status_code == expected, again.text
+    assert ("warning" in again.headers) is stale
