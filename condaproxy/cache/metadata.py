@@ -27,8 +27,14 @@ from pathlib import Path
 import structlog
 
 from ..rules.codecs import content_codings
-from ..rules.conditional import is_fresh, usable_date, usable_etag
-from ..rules.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamNotFound
+from ..rules.conditional import is_fresh, lacks_variant, usable_date, usable_etag
+from ..rules.errors import (
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+)
 from ..rules.loops import UpstreamLoop
 from ..rules.names import hashed_name
 from ..rules.numbers import header_number
@@ -283,14 +289,20 @@ class MetadataCache:
         build: BuildFn,
         tap: Tap | None = None,
     ) -> Served:
-        candidates = [used(channel, entry.source_url) or ""] if entry is not None else list(urls)
+        # A copy is revalidated where it came from; that format gone or refused there, the other
+        # formats are asked as on a first fetch (the copy's validators are not theirs).
+        held_url = None if entry is None else (used(channel, entry.source_url) or "")
+        candidates = (
+            list(urls) if held_url is None else [held_url, *(u for u in urls if u != held_url)]
+        )
         for i, url in enumerate(candidates):
+            held = entry if url == held_url else None
             headers = {"accept-encoding": "gzip, deflate"}
-            if entry is not None:
+            if held is not None:
                 # Checked again when sent: an index may hold one kept before the rule.
-                if etag := usable_etag(entry.etag):
+                if etag := usable_etag(held.etag):
                     headers["if-none-match"] = etag
-                if modified := usable_date(entry.last_modified):
+                if modified := usable_date(held.last_modified):
                     headers["if-modified-since"] = modified
             body = new_temp(self.tmp_dir)
             limit = self.max_document
@@ -298,20 +310,20 @@ class MetadataCache:
             try:
                 try:
                     async with self.upstream.open(
-                        channel, url, headers=headers, revalidating=entry is not None
+                        channel, url, headers=headers, revalidating=held is not None
                     ) as response:
                         etag = usable_etag(response.headers.get("etag"))
                         modified = usable_date(response.headers.get("last-modified"))
-                        if entry is not None and self.metrics is not None:
+                        if held is not None and self.metrics is not None:
                             result = "304" if response.status == 304 else "200"
                             self.metrics.revalidations.labels(channel.name, result).inc()
-                        if response.status == 304 and entry is not None:
+                        if response.status == 304 and held is not None:
                             # RFC 9111 §4.3.4: a 304 freshens the stored response.
                             fresh = dataclasses.replace(
-                                entry,
+                                held,
                                 fetched_at=self.clock(),
-                                etag=etag or entry.etag,
-                                last_modified=modified or entry.last_modified,
+                                etag=etag or held.etag,
+                                last_modified=modified or held.last_modified,
                             )
                             self.index.put_meta(key, fresh)
                             return Served(fresh, "revalidated")
@@ -350,6 +362,13 @@ class MetadataCache:
                 except UpstreamNotFound:
                     if i == len(candidates) - 1:
                         raise
+                    continue
+                except UpstreamRefused as exc:
+                    # A format the upstream does not serve (S3's 403 for a missing key...):
+                    # the next one is asked; the last one's answer is the answer.
+                    if i == len(candidates) - 1 or not lacks_variant(exc.code):
+                        raise
+                    log.info("upstream refused a format, asking the next", reason=exc.message)
                     continue
                 if early is not None:
                     early.end()

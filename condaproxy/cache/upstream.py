@@ -24,6 +24,7 @@ from ..rules.errors import (
     UpstreamBusy,
     UpstreamError,
     UpstreamNotFound,
+    UpstreamRefused,
     UpstreamTimeout,
 )
 from ..rules.loops import (
@@ -243,6 +244,8 @@ class UpstreamClient:
             why = unusable_status(response.status, headers or {}, revalidating)
             if why is not None:
                 self._failed(channel)
+                if response.status >= 400:
+                    raise UpstreamRefused(shown, why, response.status)
                 raise UpstreamError(shown, why)
             yield UpstreamResponse(response.status, response.headers, shown, response)
         finally:

@@ -176,3 +176,17 @@ def unusable_status(status: int, sent: Mapping[str, str], revalidating: bool = F
     if 200 <= status < 300:
         return f"HTTP {status} is not the whole file a plain GET asks for"
     return f"HTTP {status}"
+
+
+def lacks_variant(status: int) -> bool:
+    """Whether an upstream's error answer to one format of a document (`repodata.json.zst`)
+    says only that this format is not to be had there, so the next format (`repodata.json`)
+    is asked before anything fails. Not only 404/410: S3 and GCS buckets without list
+    permission answer 403 for a key that does not exist, some servers 401 for any unknown
+    path, 400/405 for a suffix they do not know, 501 for what they do not implement (CEP-16
+    names 501 as "no such file" for shards). The clients do the same on their own: conda falls
+    back from the .zst to .json on any 4xx but 416, rattler and mamba probe the .zst with a HEAD
+    and read any failure as "no .zst". Behind the proxy the .zst's refusal must not become a 502
+    for `repodata.json` itself, fatal on noarch. Not 408/429 (a timeout, "not now"): the
+    upstream is struggling, and asking it at once for another format does not help."""
+    return (400 <= status < 500 and status not in (408, 429)) or status == 501

@@ -106,6 +106,19 @@ class UpstreamError(ProxyError):
         return (self.__class__, (self.upstream, self.reason))
 
 
+class UpstreamRefused(UpstreamError):
+    """The upstream answered with an HTTP error status (not 404/410, not "not now"): `code`
+    is that status, for the callers that must tell "this file is not served here" from an
+    upstream that is broken (conditional.lacks_variant)."""
+
+    def __init__(self, upstream: str, reason: str, code: int) -> None:
+        super().__init__(upstream, reason)
+        self.code = code
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, int]]:  # type: ignore[override]
+        return (self.__class__, (self.upstream, self.reason, self.code))
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
 
