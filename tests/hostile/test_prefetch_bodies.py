@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.hostile import read_until_closed
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import admin_proxy, read_until_closed
+from tests.support.processes import Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -27,18 +27,8 @@ BOUND = 4 << 20
 
 @pytest.fixture(scope="module")
 def proxy(channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    base = tmp_path_factory.mktemp("prefetch-bodies")
-    upstream = Upstream(channel_dir).start()
-    config = write_config(
-        base / "proxy.toml",
-        base / "cache",
-        {"pub": {"upstream": upstream.url}},
-        tokens={"ops": {"token": ADMIN, "roles": {"*": "admin"}}},
-    )
-    started = Proxy(config).start()
-    yield started
-    started.stop()
-    upstream.stop()
+    with admin_proxy(channel_dir, tmp_path_factory.mktemp("prefetch-bodies"), ADMIN) as started:
+        yield started
 
 
 NOT_JSON = {

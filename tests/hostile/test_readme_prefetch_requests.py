@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import Proxy, Upstream, write_config
+from tests.support.hostile import admin_proxy
+from tests.support.processes import Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -22,18 +23,8 @@ URL = "/api/cache/pub/linux-64/prefetch"
 
 @pytest.fixture(scope="module")
 def proxy(channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    base = tmp_path_factory.mktemp("prefetch-requests")
-    upstream = Upstream(channel_dir).start()
-    config = write_config(
-        base / "proxy.toml",
-        base / "cache",
-        {"pub": {"upstream": upstream.url}},
-        tokens={"ops": {"token": ADMIN, "roles": {"*": "admin"}}},
-    )
-    started = Proxy(config).start()
-    yield started
-    started.stop()
-    upstream.stop()
+    with admin_proxy(channel_dir, tmp_path_factory.mktemp("prefetch-requests"), ADMIN) as started:
+        yield started
 
 
 def jobs(proxy: Proxy) -> list[dict[str, object]]:

@@ -357,6 +357,25 @@ def workers_of(proxy: Proxy) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def admin_proxy(channel_dir: Path, base: Path, admin: str) -> Iterator[Proxy]:
+    """A proxy over a real upstream serving `channel_dir` as channel `pub`, with one token
+    `admin` holding the admin role everywhere; stopped with its upstream after."""
+    upstream = Upstream(channel_dir).start()
+    config = write_config(
+        base / "proxy.toml",
+        base / "cache",
+        {"pub": {"upstream": upstream.url}},
+        tokens={"ops": {"token": admin, "roles": {"*": "admin"}}},
+    )
+    started = Proxy(config).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+        upstream.stop()
+
+
 def kill_a_worker(proxy: Proxy, settle: float = 3.0) -> None:
     """SIGKILL one of uvicorn's workers, wait until another is in its place, then `settle`
     seconds: long enough for the new one to import the app and open the cache (or die of it).
